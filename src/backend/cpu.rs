@@ -1,0 +1,593 @@
+//! The CPU backend: multithreaded (rayon), cache-blocked, and the oracle the GPU is tested
+//! against. Support passes accumulate in f64; the dense pass runs on f32 GEMM tiles
+//! (matrixmultiply) over blocks of samples, so no `n×m` gate matrix or `m×d` gradient exists.
+
+use super::{Backend, BackendInfo, GateSource, MemoryMeter, MemoryStats, Slot};
+use crate::error::{Error, Result};
+use crate::problem::{Features, GateMode, GridFourier, Problem};
+use crate::rng;
+use crate::sparse::{SparseVec, TopS};
+use rayon::prelude::*;
+use std::ops::Range;
+use std::sync::Arc;
+
+/// Samples per block in every pass (rows of the GEMM tiles).
+const BLOCK: usize = 128;
+/// Floats per dense-pass tile of the gradient (`tile·d`).
+const TILE_FLOATS: usize = 1 << 16;
+/// Grid features are materialised when they take at most this many bytes (faster support passes).
+pub const DEFAULT_FEATURE_CACHE: usize = 1 << 30;
+
+/// Read access to the features: a dense matrix (given or cached) or generated on the fly.
+#[derive(Clone, Copy)]
+enum Feat<'a> {
+    Dense(&'a [f32], usize),
+    Grid(&'a GridFourier),
+}
+
+impl Feat<'_> {
+    #[inline]
+    fn get(&self, i: usize, k: usize) -> f32 {
+        match *self {
+            Feat::Dense(x, d) => x[i * d + k],
+            Feat::Grid(g) => {
+                let half = g.half();
+                let (f, cos) = if k < half { (k, false) } else { (k - half, true) };
+                let a = std::f32::consts::TAU * g.phase(i, f);
+                if cos {
+                    a.cos()
+                } else {
+                    a.sin()
+                }
+            }
+        }
+    }
+
+    #[inline]
+    fn row(&self, i: usize, out: &mut [f32]) {
+        match *self {
+            Feat::Dense(x, d) => out.copy_from_slice(&x[i * d..(i + 1) * d]),
+            Feat::Grid(g) => g.fill_row(i, out),
+        }
+    }
+}
+
+/// The gates in force, resolved to host data.
+#[derive(Clone, Debug)]
+enum Gates {
+    Open,
+    Random(u64),
+    Weights(SparseVec),
+}
+
+/// A neuron's entries in a support vector and, for weight gates, its entries in the gate vector.
+struct Run {
+    neuron: u32,
+    entries: Range<usize>,
+    gate: Range<usize>,
+}
+
+pub struct CpuBackend {
+    problem: Arc<Problem>,
+    cache: Option<Vec<f32>>,
+    slots: Vec<SparseVec>,
+    gates: Gates,
+    batch: Option<Vec<u32>>,
+    residual: Vec<f32>,
+    trial_residual: Vec<f32>,
+    last_gnorm: f64,
+    meter: MemoryMeter,
+    threads: usize,
+}
+
+impl CpuBackend {
+    /// Prepares a fit of `problem` with at most `s` nonzeros. Grid features are cached when
+    /// they fit in `feature_cache` bytes.
+    pub fn new(problem: Arc<Problem>, s: usize, feature_cache: usize) -> Result<Self> {
+        problem.validate()?;
+        problem.check_nonzeros(s)?;
+        let mut meter = MemoryMeter::default();
+        let cache = match &problem.features {
+            Features::Grid(g) if problem.n * problem.d * 4 <= feature_cache => {
+                let d = problem.d;
+                let mut x = vec![0f32; problem.n * d];
+                x.par_chunks_mut(d)
+                    .enumerate()
+                    .for_each(|(i, row)| g.fill_row(i, row));
+                meter.alloc((x.len() * 4) as u64);
+                Some(x)
+            }
+            _ => None,
+        };
+        let n = problem.n;
+        meter.alloc((2 * n * 4) as u64 + (Slot::COUNT * s * 8) as u64);
+        let gates = match problem.gates {
+            GateMode::Gaussian => Gates::Open,
+            _ => Gates::Random(problem.gate_seed),
+        };
+        Ok(Self {
+            cache,
+            slots: vec![SparseVec::with_capacity(s); Slot::COUNT],
+            gates,
+            batch: None,
+            residual: vec![0.0; n],
+            trial_residual: vec![0.0; n],
+            last_gnorm: 0.0,
+            meter,
+            threads: rayon::current_num_threads(),
+            problem,
+        })
+    }
+
+    fn feat(&self) -> Feat<'_> {
+        match (&self.cache, &self.problem.features) {
+            (Some(x), _) => Feat::Dense(x, self.problem.d),
+            (None, Features::Dense(x)) => Feat::Dense(x, self.problem.d),
+            (None, Features::Grid(g)) => Feat::Grid(g),
+        }
+    }
+
+    fn n_active(&self) -> usize {
+        self.batch.as_ref().map_or(self.problem.n, |b| b.len())
+    }
+
+    #[inline]
+    fn sample(batch: Option<&[u32]>, idx: usize) -> usize {
+        batch.map_or(idx, |b| b[idx] as usize)
+    }
+
+    fn runs(&self, v: &SparseVec) -> Vec<Run> {
+        let d = self.problem.d;
+        v.neuron_runs(d)
+            .into_iter()
+            .map(|(j, entries)| {
+                let gate = match &self.gates {
+                    Gates::Weights(h) => neuron_range(h, j, d),
+                    _ => 0..0,
+                };
+                Run {
+                    neuron: j,
+                    entries,
+                    gate,
+                }
+            })
+            .collect()
+    }
+
+    /// Gates of every run for a block of samples: `open[b * runs.len() + r]`.
+    fn gate_block(&self, feat: Feat, samples: &[usize], runs: &[Run], open: &mut Vec<bool>) {
+        let d = self.problem.d;
+        open.clear();
+        open.resize(samples.len() * runs.len(), false);
+        match &self.gates {
+            Gates::Open => open.fill(true),
+            Gates::Weights(h) => {
+                for (b, &i) in samples.iter().enumerate() {
+                    for (r, run) in runs.iter().enumerate() {
+                        let mut pre = 0f64;
+                        for p in run.gate.clone() {
+                            let k = h.indices[p] as usize % d;
+                            pre += feat.get(i, k) as f64 * h.values[p] as f64;
+                        }
+                        open[b * runs.len() + r] = pre > 0.0;
+                    }
+                }
+            }
+            Gates::Random(seed) => {
+                let mut g = vec![0f32; d];
+                let mut row = vec![0f32; d];
+                let mut rows = vec![0f32; samples.len() * d];
+                for (b, &i) in samples.iter().enumerate() {
+                    feat.row(i, &mut row);
+                    rows[b * d..(b + 1) * d].copy_from_slice(&row);
+                }
+                for (r, run) in runs.iter().enumerate() {
+                    rng::gate_vector(*seed, run.neuron, &mut g);
+                    for b in 0..samples.len() {
+                        let pre = dot(&rows[b * d..(b + 1) * d], &g);
+                        open[b * runs.len() + r] = pre > 0.0;
+                    }
+                }
+            }
+        }
+    }
+
+    /// `out_i = (A v)_i − y_i` (or without `y`) over the active samples; returns `Σ out²`.
+    fn apply(&self, v: &SparseVec, subtract_y: bool, batch: Option<&[u32]>, out: &mut [f32]) -> f64 {
+        let d = self.problem.d;
+        let feat = self.feat();
+        let runs = self.runs(v);
+        let y = &self.problem.y;
+        out.par_chunks_mut(BLOCK)
+            .enumerate()
+            .map(|(blk, chunk)| {
+                let samples: Vec<usize> = (0..chunk.len())
+                    .map(|b| Self::sample(batch, blk * BLOCK + b))
+                    .collect();
+                let mut open = Vec::new();
+                self.gate_block(feat, &samples, &runs, &mut open);
+                let mut acc = 0f64;
+                for (b, &i) in samples.iter().enumerate() {
+                    let mut pred = 0f64;
+                    for (r, run) in runs.iter().enumerate() {
+                        if open[b * runs.len() + r] {
+                            for p in run.entries.clone() {
+                                let k = v.indices[p] as usize % d;
+                                pred += feat.get(i, k) as f64 * v.values[p] as f64;
+                            }
+                        }
+                    }
+                    let o = if subtract_y { pred - y[i] as f64 } else { pred };
+                    chunk[b] = o as f32;
+                    acc += o * o;
+                }
+                acc
+            })
+            .sum()
+    }
+
+    /// `g = A_Sᵀ r` on the support of `v` (values of `v` unused); returns `g`.
+    fn apply_t(&self, v: &SparseVec, r: &[f32]) -> Vec<f32> {
+        let d = self.problem.d;
+        let feat = self.feat();
+        let runs = self.runs(v);
+        let batch = self.batch.as_deref();
+        let len = v.len();
+        let g = r
+            .par_chunks(BLOCK)
+            .enumerate()
+            .fold(
+                || vec![0f64; len],
+                |mut acc, (blk, chunk)| {
+                    let samples: Vec<usize> = (0..chunk.len())
+                        .map(|b| Self::sample(batch, blk * BLOCK + b))
+                        .collect();
+                    let mut open = Vec::new();
+                    self.gate_block(feat, &samples, &runs, &mut open);
+                    for (b, &i) in samples.iter().enumerate() {
+                        let ri = chunk[b] as f64;
+                        if ri == 0.0 {
+                            continue;
+                        }
+                        for (rr, run) in runs.iter().enumerate() {
+                            if open[b * runs.len() + rr] {
+                                for p in run.entries.clone() {
+                                    let k = v.indices[p] as usize % d;
+                                    acc[p] += ri * feat.get(i, k) as f64;
+                                }
+                            }
+                        }
+                    }
+                    acc
+                },
+            )
+            .reduce(
+                || vec![0f64; len],
+                |mut a, b| {
+                    a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                    a
+                },
+            );
+        g.into_iter().map(|x| x as f32).collect()
+    }
+
+    /// Neurons whose gates can open at all (weight gates: those with a nonzero gate block).
+    fn candidate_neurons(&self) -> Vec<u32> {
+        match &self.gates {
+            Gates::Weights(h) => h
+                .neuron_runs(self.problem.d)
+                .into_iter()
+                .filter(|(_, r)| r.clone().any(|p| h.values[p] != 0.0))
+                .map(|(j, _)| j)
+                .collect(),
+            _ => (0..self.problem.m as u32).collect(),
+        }
+    }
+
+    /// Dense gradient block `G (T×d) = Σ_i 1[gate] r_i x_i` for one tile of neurons.
+    fn tile_gradient(&self, tile: &[u32], r: &[f32]) -> Vec<f32> {
+        let d = self.problem.d;
+        let t_len = tile.len();
+        let feat = self.feat();
+        let batch = self.batch.as_deref();
+        // Random gates of the tile, generated once per tile: O(tile·d) memory.
+        let h_tile: Option<Vec<f32>> = match &self.gates {
+            Gates::Random(seed) => {
+                let mut h = vec![0f32; t_len * d];
+                for (t, &j) in tile.iter().enumerate() {
+                    rng::gate_vector(*seed, j, &mut h[t * d..(t + 1) * d]);
+                }
+                Some(h)
+            }
+            _ => None,
+        };
+        let runs: Vec<Run> = match &self.gates {
+            Gates::Weights(h) => tile
+                .iter()
+                .map(|&j| Run {
+                    neuron: j,
+                    entries: 0..0,
+                    gate: neuron_range(h, j, d),
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        struct Acc {
+            g: Vec<f32>,
+            x: Vec<f32>,
+            p: Vec<f32>,
+        }
+        let acc = r
+            .par_chunks(BLOCK)
+            .enumerate()
+            .fold(
+                || Acc {
+                    g: vec![0f32; t_len * d],
+                    x: vec![0f32; BLOCK * d],
+                    p: vec![0f32; BLOCK * t_len],
+                },
+                |mut acc, (blk, chunk)| {
+                    let b_len = chunk.len();
+                    let samples: Vec<usize> = (0..b_len)
+                        .map(|b| Self::sample(batch, blk * BLOCK + b))
+                        .collect();
+                    for (b, &i) in samples.iter().enumerate() {
+                        feat.row(i, &mut acc.x[b * d..(b + 1) * d]);
+                    }
+                    // Masked residual M (b×T): r_i where the gate of (i, t) is open.
+                    match (&self.gates, &h_tile) {
+                        (Gates::Random(_), Some(h)) => {
+                            // P = X_blk · H_tileᵀ
+                            unsafe {
+                                matrixmultiply::sgemm(
+                                    b_len, d, t_len, 1.0,
+                                    acc.x.as_ptr(), d as isize, 1,
+                                    h.as_ptr(), 1, d as isize,
+                                    0.0, acc.p.as_mut_ptr(), t_len as isize, 1,
+                                );
+                            }
+                            for b in 0..b_len {
+                                for t in 0..t_len {
+                                    let q = &mut acc.p[b * t_len + t];
+                                    *q = if *q > 0.0 { chunk[b] } else { 0.0 };
+                                }
+                            }
+                        }
+                        (Gates::Weights(h), _) => {
+                            for b in 0..b_len {
+                                let row = &acc.x[b * d..(b + 1) * d];
+                                for (t, run) in runs.iter().enumerate() {
+                                    let mut pre = 0f64;
+                                    for p in run.gate.clone() {
+                                        pre += row[h.indices[p] as usize % d] as f64
+                                            * h.values[p] as f64;
+                                    }
+                                    acc.p[b * t_len + t] = if pre > 0.0 { chunk[b] } else { 0.0 };
+                                }
+                            }
+                        }
+                        _ => {
+                            for b in 0..b_len {
+                                acc.p[b * t_len..(b + 1) * t_len].fill(chunk[b]);
+                            }
+                        }
+                    }
+                    // G += Mᵀ · X_blk
+                    unsafe {
+                        matrixmultiply::sgemm(
+                            t_len, b_len, d, 1.0,
+                            acc.p.as_ptr(), 1, t_len as isize,
+                            acc.x.as_ptr(), d as isize, 1,
+                            1.0, acc.g.as_mut_ptr(), d as isize, 1,
+                        );
+                    }
+                    acc
+                },
+            )
+            .map(|a| a.g)
+            .reduce(
+                || vec![0f32; t_len * d],
+                |mut a, b| {
+                    a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                    a
+                },
+            );
+        acc
+    }
+
+    fn tile_neurons(&self) -> usize {
+        (TILE_FLOATS / self.problem.d).clamp(1, self.problem.m)
+    }
+
+    /// The tile buffers of the dense pass, in bytes (per-thread partials, block scratch, gates).
+    pub fn tile_bytes(&self) -> u64 {
+        let d = self.problem.d;
+        let t = self.tile_neurons();
+        let per_thread = t * d + BLOCK * d + BLOCK * t;
+        (4 * ((self.threads + 1) * per_thread + 2 * t * d)) as u64
+    }
+}
+
+/// Entries of neuron `j` in a sorted sparse vector.
+fn neuron_range(v: &SparseVec, j: u32, d: usize) -> Range<usize> {
+    let lo = j as usize * d;
+    let hi = lo + d;
+    let a = v.indices.partition_point(|&i| (i as usize) < lo);
+    let b = v.indices.partition_point(|&i| (i as usize) < hi);
+    a..b
+}
+
+#[inline]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    // Eight independent lanes so the compiler vectorises the reduction.
+    let mut acc = [0f32; 8];
+    let chunks = a.len() / 8;
+    for c in 0..chunks {
+        for l in 0..8 {
+            acc[l] += a[c * 8 + l] * b[c * 8 + l];
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for k in chunks * 8..a.len() {
+        s += a[k] * b[k];
+    }
+    s
+}
+
+impl Backend for CpuBackend {
+    fn info(&self) -> BackendInfo {
+        BackendInfo {
+            kind: "cpu",
+            adapter: format!("CPU ({} threads)", self.threads),
+        }
+    }
+
+    fn load(&mut self, slot: Slot, w: &SparseVec) -> Result<()> {
+        if let Some(&last) = w.indices.last() {
+            if last as usize >= self.problem.signal_len() {
+                return Err(Error::arg("model", "index beyond m·d"));
+            }
+        }
+        crate::error::check_finite("weights", &w.values)?;
+        self.slots[slot.index()] = w.clone();
+        Ok(())
+    }
+
+    fn read(&mut self, slot: Slot) -> Result<SparseVec> {
+        Ok(self.slots[slot.index()].clone())
+    }
+
+    fn copy(&mut self, dst: Slot, src: Slot) -> Result<()> {
+        if dst != src {
+            let v = self.slots[src.index()].clone();
+            self.slots[dst.index()] = v;
+        }
+        Ok(())
+    }
+
+    fn set_gates(&mut self, gates: GateSource) -> Result<()> {
+        self.gates = match (gates, self.problem.gates) {
+            (_, GateMode::Gaussian) => Gates::Open,
+            (GateSource::Random, _) => Gates::Random(self.problem.gate_seed),
+            (GateSource::Slot(s), _) => Gates::Weights(self.slots[s.index()].clone()),
+        };
+        Ok(())
+    }
+
+    fn set_batch(&mut self, batch: Option<&[u32]>) -> Result<()> {
+        if let Some(b) = batch {
+            if b.is_empty() || b.iter().any(|&i| i as usize >= self.problem.n) {
+                return Err(Error::arg("--batch-size", "empty batch or sample out of range"));
+            }
+        }
+        self.batch = batch.map(|b| b.to_vec());
+        let n = self.n_active();
+        self.residual.resize(n, 0.0);
+        self.trial_residual.resize(n, 0.0);
+        Ok(())
+    }
+
+    fn forward(&mut self, v: Slot) -> Result<f64> {
+        let mut r = std::mem::take(&mut self.residual);
+        let loss = self.apply(&self.slots[v.index()], true, self.batch.as_deref(), &mut r);
+        self.residual = r;
+        Ok(loss)
+    }
+
+    fn step_size(&mut self, v: Slot, g: Slot) -> Result<(f64, f64)> {
+        let vv = &self.slots[v.index()];
+        let values = self.apply_t(vv, &self.residual);
+        let gvec = SparseVec {
+            indices: vv.indices.clone(),
+            values,
+        };
+        let gnorm = gvec.norm2();
+        let mut tmp = vec![0f32; self.n_active()];
+        let curv = self.apply(&gvec, false, self.batch.as_deref(), &mut tmp);
+        self.last_gnorm = gnorm;
+        self.slots[g.index()] = gvec;
+        Ok((gnorm, curv))
+    }
+
+    fn trial(&mut self, v: Slot, g: Slot, dst: Slot, mu: f32, recompute_grad: bool) -> Result<(f64, f64)> {
+        if recompute_grad {
+            let vv = &self.slots[v.index()];
+            let values = self.apply_t(vv, &self.residual);
+            let gvec = SparseVec {
+                indices: vv.indices.clone(),
+                values,
+            };
+            self.last_gnorm = gvec.norm2();
+            self.slots[g.index()] = gvec;
+        }
+        let (vv, gv) = (&self.slots[v.index()], &self.slots[g.index()]);
+        debug_assert_eq!(vv.indices, gv.indices);
+        let out = SparseVec {
+            indices: vv.indices.clone(),
+            values: vv
+                .values
+                .iter()
+                .zip(&gv.values)
+                .map(|(&a, &b)| a - mu * b)
+                .collect(),
+        };
+        let mut r = std::mem::take(&mut self.trial_residual);
+        let loss = self.apply(&out, true, self.batch.as_deref(), &mut r);
+        self.trial_residual = r;
+        self.slots[dst.index()] = out;
+        Ok((self.last_gnorm, loss))
+    }
+
+    fn accept_trial(&mut self) -> Result<()> {
+        std::mem::swap(&mut self.residual, &mut self.trial_residual);
+        Ok(())
+    }
+
+    fn threshold(&mut self, w: Slot, mu: f32, s: usize, dst: Slot) -> Result<()> {
+        let d = self.problem.d;
+        let neurons = self.candidate_neurons();
+        let t_len = self.tile_neurons();
+        let tile_bytes = self.tile_bytes();
+        self.meter.alloc(tile_bytes + TopS::capacity_bytes(s) as u64);
+        self.meter.set_tile(tile_bytes);
+        let wv = &self.slots[w.index()];
+        let mut top = TopS::new(s);
+        let mut covered = vec![false; 0];
+        let _ = &mut covered;
+        for tile in neurons.chunks(t_len) {
+            let g = self.tile_gradient(tile, &self.residual);
+            for (t, &j) in tile.iter().enumerate() {
+                let wr = neuron_range(wv, j, d);
+                let mut c: Vec<f32> = g[t * d..(t + 1) * d].iter().map(|&x| -mu * x).collect();
+                for p in wr {
+                    c[wv.indices[p] as usize % d] += wv.values[p];
+                }
+                let base = j * d as u32;
+                top.extend(c.into_iter().enumerate().map(|(k, v)| (base + k as u32, v)));
+            }
+        }
+        // Neurons whose gates are closed everywhere have no gradient: c_j = w_j.
+        let mut active = neurons.iter().peekable();
+        for (j, r) in wv.neuron_runs(d) {
+            while active.peek().is_some_and(|&&a| a < j) {
+                active.next();
+            }
+            if active.peek() != Some(&&j) {
+                top.extend(r.map(|p| (wv.indices[p], wv.values[p])));
+            }
+        }
+        self.slots[dst.index()] = top.finish();
+        self.meter.free(tile_bytes + TopS::capacity_bytes(s) as u64);
+        Ok(())
+    }
+
+    fn predict(&mut self, v: Slot) -> Result<Vec<f32>> {
+        let mut out = vec![0f32; self.problem.n];
+        self.apply(&self.slots[v.index()], false, None, &mut out);
+        Ok(out)
+    }
+
+    fn memory(&self) -> MemoryStats {
+        self.meter.stats()
+    }
+}

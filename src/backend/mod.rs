@@ -1,0 +1,154 @@
+//! The compute backends behind one trait, so the CPU and the GPU share one IHT loop.
+//!
+//! A backend owns a handful of sparse-vector registers ([`Slot`]) and the residual of the
+//! current iterate. The driver (`crate::iht`) sees only scalars: losses and norms. Vectors stay
+//! in the backend (on the device for the GPU) for the whole fit.
+
+pub mod cpu;
+pub mod gpu;
+
+use crate::error::Result;
+use crate::sparse::SparseVec;
+
+/// One of the backend's sparse-vector registers. Each holds at most `s` (index, value) pairs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Slot(pub u8);
+
+impl Slot {
+    /// Current weights `w`.
+    pub const W: Slot = Slot(0);
+    /// Refinement iterate.
+    pub const V: Slot = Slot(1);
+    /// Trial point of the Armijo line search.
+    pub const TRIAL: Slot = Slot(2);
+    /// Gradient on a support.
+    pub const G: Slot = Slot(3);
+    /// The thresholded vector the refinement starts from (reset target).
+    pub const START: Slot = Slot(4);
+    /// Best model so far (what Ctrl-C saves).
+    pub const BEST: Slot = Slot(5);
+    pub const COUNT: usize = 6;
+
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// Which gates the backend applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GateSource {
+    /// The problem's own random gates `g_j` (all open in Gaussian mode).
+    Random,
+    /// `h_j` = the current contents of this slot (sequential mode: the ReLU network).
+    Slot(Slot),
+}
+
+/// What a backend runs on, for reports.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct BackendInfo {
+    /// "cpu" or "gpu".
+    pub kind: &'static str,
+    /// The adapter (GPU) or the CPU with its thread count.
+    pub adapter: String,
+}
+
+/// Memory a backend holds for a fit, counted as it allocates.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct MemoryStats {
+    /// Largest number of bytes held at once (device buffers on the GPU).
+    pub peak_bytes: u64,
+    /// Bytes held now.
+    pub current_bytes: u64,
+    /// Of which the per-tile buffers of the dense pass (they grow with the tile, not with m).
+    pub tile_bytes: u64,
+}
+
+/// Adds and frees byte counts; tracks the peak.
+#[derive(Debug, Default)]
+pub struct MemoryMeter {
+    stats: MemoryStats,
+}
+
+impl MemoryMeter {
+    pub fn alloc(&mut self, bytes: u64) {
+        self.stats.current_bytes += bytes;
+        self.stats.peak_bytes = self.stats.peak_bytes.max(self.stats.current_bytes);
+    }
+    pub fn free(&mut self, bytes: u64) {
+        self.stats.current_bytes = self.stats.current_bytes.saturating_sub(bytes);
+    }
+    pub fn set_tile(&mut self, bytes: u64) {
+        self.stats.tile_bytes = self.stats.tile_bytes.max(bytes);
+    }
+    pub fn stats(&self) -> MemoryStats {
+        self.stats
+    }
+}
+
+/// The operations of one accelerated IHT step (DESIGN.md §2). All products use the gates set by
+/// [`Backend::set_gates`] and the samples set by [`Backend::set_batch`].
+pub trait Backend {
+    fn info(&self) -> BackendInfo;
+
+    /// Writes a host vector into a slot (indices sorted, at most `s` entries).
+    fn load(&mut self, slot: Slot, w: &SparseVec) -> Result<()>;
+    /// Reads a slot back to the host (outside the hot loop).
+    fn read(&mut self, slot: Slot) -> Result<SparseVec>;
+    fn copy(&mut self, dst: Slot, src: Slot) -> Result<()>;
+
+    fn set_gates(&mut self, gates: GateSource) -> Result<()>;
+    /// Restricts every product to these samples (minibatch); `None` = all samples.
+    fn set_batch(&mut self, batch: Option<&[u32]>) -> Result<()>;
+
+    /// `r = A v − y`, kept as the current residual; returns `‖r‖²`.
+    fn forward(&mut self, v: Slot) -> Result<f64>;
+    /// `g = A_Sᵀ r` on the support `S` of `v` (current residual) into `g`; returns
+    /// `(‖g‖², ‖A_S g‖²)`, the two halves of the normalised step size.
+    fn step_size(&mut self, v: Slot, g: Slot) -> Result<(f64, f64)>;
+    /// If `recompute_grad`, first `g = A_Sᵀ r` on the support of `v`. Then `dst = v − μ g` and
+    /// the trial residual `r' = A dst − y`; returns `(‖g‖², ‖r'‖²)`. The current residual is
+    /// unchanged until [`Backend::accept_trial`].
+    fn trial(&mut self, v: Slot, g: Slot, dst: Slot, mu: f32, recompute_grad: bool)
+        -> Result<(f64, f64)>;
+    /// Makes the last trial residual the current one.
+    fn accept_trial(&mut self) -> Result<()>;
+    /// The dense pass: `c = w − μ Aᵀ r` over all `m·d` entries (current residual, in tiles of
+    /// neurons) and the `s` largest `|c|` (ties to the lower index) into `dst`.
+    fn threshold(&mut self, w: Slot, mu: f32, s: usize, dst: Slot) -> Result<()>;
+
+    /// `A v` on every sample, read back (evaluation and rendering only).
+    fn predict(&mut self, v: Slot) -> Result<Vec<f32>>;
+
+    fn memory(&self) -> MemoryStats;
+}
+
+/// Which backend the user asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendChoice {
+    Cpu,
+    Gpu,
+    Auto,
+}
+
+/// Creates the backend the user asked for. `auto` takes a real GPU if there is one and the CPU
+/// otherwise, and says which on stderr.
+pub fn create(
+    choice: BackendChoice,
+    adapter: Option<&str>,
+    problem: std::sync::Arc<crate::problem::Problem>,
+    s: usize,
+) -> Result<Box<dyn Backend>> {
+    match choice {
+        BackendChoice::Cpu => Ok(Box::new(cpu::CpuBackend::new(
+            problem,
+            s,
+            cpu::DEFAULT_FEATURE_CACHE,
+        )?)),
+        BackendChoice::Gpu => Err(gpu::unavailable()),
+        BackendChoice::Auto => {
+            eprintln!("spinr: no GPU backend yet, using the CPU");
+            create(BackendChoice::Cpu, adapter, problem, s)
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! spinr: sparse ReLU networks trained by iterative hard thresholding, on any GPU or the CPU.
+//!
+//! The model, the IHT step and the memory rule are described in `DESIGN.md` terms throughout:
+//! a signal `w ∈ R^{m·d}` with `s` nonzeros is the only thing stored; the sensing matrix
+//! `A = [D_1 X | … | D_m X]` is applied on the fly by a [`backend::Backend`].
+
+pub mod backend;
+pub mod cli;
+pub mod error;
+pub mod iht;
+pub mod metrics;
+pub mod plant;
+pub mod problem;
+pub mod rng;
+pub mod sparse;
+
+pub use error::{Error, Result};

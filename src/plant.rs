@@ -1,0 +1,197 @@
+//! The paper's planted experiments (DESIGN.md §5): plant a sparse `w*`, sense it, recover it.
+
+use crate::backend::{cpu::CpuBackend, Backend, GateSource, Slot};
+use crate::error::Result;
+use crate::iht::{EpochReport, FitResult, Gating, IhtConfig};
+use crate::metrics;
+use crate::problem::{Features, GateMode, Problem};
+use crate::sparse::SparseVec;
+use rand::seq::index::sample;
+use rand::SeedableRng;
+use rand_distr::{Distribution, StandardNormal};
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+/// Fresh samples drawn for the test PSNR.
+pub const TEST_SAMPLES: usize = 1000;
+
+#[derive(Clone, Debug)]
+pub struct PlantSpec {
+    pub gates: GateMode,
+    /// Input dimension `d`.
+    pub inputs: usize,
+    /// Neurons `m`.
+    pub neurons: usize,
+    /// Nonzeros `s` of the planted weights.
+    pub nonzeros: usize,
+    /// Training samples `n`.
+    pub samples: usize,
+    pub seed: u64,
+}
+
+/// A planted instance: training and test problems sharing `w*` and the gates.
+pub struct Planted {
+    pub train: Arc<Problem>,
+    pub test: Arc<Problem>,
+    pub w_star: SparseVec,
+}
+
+impl PlantSpec {
+    /// Block layout used internally: Gaussian sensing is one block of length `m·d`.
+    fn layout(&self) -> (usize, usize) {
+        match self.gates {
+            GateMode::Gaussian => (self.inputs * self.neurons, 1),
+            _ => (self.inputs, self.neurons),
+        }
+    }
+
+    pub fn build(&self) -> Result<Planted> {
+        let (d, m) = self.layout();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(self.seed);
+        let gate_seed = self.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0xa076_1d64_78bd_642f;
+        let gauss = |rng: &mut rand::rngs::StdRng, len: usize| -> Vec<f32> {
+            (0..len).map(|_| StandardNormal.sample(rng)).collect()
+        };
+        // Validate sizes before drawing anything large.
+        let probe = Problem::new(
+            d,
+            m,
+            Features::Dense(vec![0.0; d]),
+            vec![0.0],
+            self.gates,
+            gate_seed,
+        )?;
+        if self.samples == 0 {
+            return Err(crate::error::Error::arg("--samples", "need at least one sample"));
+        }
+        probe.check_nonzeros(self.nonzeros)?;
+        let positions = sample(&mut rng, m * d, self.nonzeros);
+        let w_star = SparseVec::from_pairs(
+            positions
+                .into_iter()
+                .map(|p| (p as u32, StandardNormal.sample(&mut rng)))
+                .collect(),
+        );
+        let x_train = gauss(&mut rng, self.samples * d);
+        let x_test = gauss(&mut rng, TEST_SAMPLES * d);
+        let make = |x: Vec<f32>, n: usize| -> Result<Arc<Problem>> {
+            let p = Problem::new(d, m, Features::Dense(x), vec![0.0; n], self.gates, gate_seed)?;
+            let y = evaluate(Arc::new(p.clone()), &w_star, self.gating())?;
+            Ok(Arc::new(Problem { y, ..p }))
+        };
+        Ok(Planted {
+            train: make(x_train, self.samples)?,
+            test: make(x_test, TEST_SAMPLES)?,
+            w_star,
+        })
+    }
+
+    /// How the planted network gates: convex with the random gates, sequential as a ReLU net.
+    pub fn gating(&self) -> Gating {
+        match self.gates {
+            GateMode::Sequential => Gating::SelfGated,
+            _ => Gating::Random,
+        }
+    }
+}
+
+/// Predictions `A w` of a model with the given gating (on the CPU).
+pub fn evaluate(problem: Arc<Problem>, w: &SparseVec, gating: Gating) -> Result<Vec<f32>> {
+    let s = w.len().max(1).min(problem.signal_len());
+    let mut b = CpuBackend::new(problem, s, 0)?;
+    b.load(Slot::W, w)?;
+    if gating == Gating::SelfGated {
+        b.set_gates(GateSource::Slot(Slot::W))?;
+    }
+    b.predict(Slot::W)
+}
+
+/// What `spinr plant --json` prints.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlantReport {
+    pub gates: GateMode,
+    pub backend: String,
+    pub adapter: String,
+    pub inputs: usize,
+    pub neurons: usize,
+    pub nonzeros: usize,
+    pub samples: usize,
+    pub seed: u64,
+    pub recovered: bool,
+    pub relative_error: f64,
+    pub support_errors: usize,
+    pub train_psnr: f64,
+    pub test_psnr: f64,
+    pub iterations: usize,
+    pub seconds: f64,
+}
+
+/// Scores a fit against the planted truth.
+pub fn score(
+    spec: &PlantSpec,
+    planted: &Planted,
+    fit: &FitResult,
+    backend: &str,
+    adapter: &str,
+    seconds: f64,
+) -> Result<PlantReport> {
+    let (d, m) = spec.layout();
+    let w_hat = if spec.gates == GateMode::Sequential {
+        metrics::match_neurons(&fit.w, &planted.w_star, m, d)
+    } else {
+        fit.w.clone()
+    };
+    // Entries that are exactly zero are not part of a support.
+    let nz = |v: &SparseVec| {
+        SparseVec::from_pairs(
+            v.indices
+                .iter()
+                .zip(&v.values)
+                .filter(|(_, &x)| x != 0.0)
+                .map(|(&i, &x)| (i, x))
+                .collect(),
+        )
+    };
+    let relative_error = (w_hat.dist2(&planted.w_star) / planted.w_star.norm2()).sqrt();
+    let support_errors = nz(&w_hat).support_difference(&planted.w_star);
+    let train_pred = evaluate(planted.train.clone(), &fit.w, fit.gating)?;
+    let test_pred = evaluate(planted.test.clone(), &fit.w, fit.gating)?;
+    let psnr = |pred: &[f32], y: &[f32]| {
+        metrics::psnr_from_mse(metrics::mse(pred, y), metrics::range(y))
+    };
+    Ok(PlantReport {
+        gates: spec.gates,
+        backend: backend.to_string(),
+        adapter: adapter.to_string(),
+        inputs: spec.inputs,
+        neurons: spec.neurons,
+        nonzeros: spec.nonzeros,
+        samples: spec.samples,
+        seed: spec.seed,
+        recovered: relative_error < 1e-4 && support_errors == 0,
+        relative_error,
+        support_errors,
+        train_psnr: psnr(&train_pred, &planted.train.y),
+        test_psnr: psnr(&test_pred, &planted.test.y),
+        iterations: fit.iterations,
+        seconds,
+    })
+}
+
+/// Runs IHT on a planted instance with a given backend, stopping early once the fit is exact
+/// to f32 precision or has stopped improving.
+pub fn run(backend: &mut dyn Backend, planted: &Planted, cfg: &IhtConfig) -> Result<FitResult> {
+    let y2: f64 = planted.train.y.iter().map(|&v| (v as f64).powi(2)).sum();
+    let mut recent: Vec<f64> = Vec::new();
+    crate::iht::fit(backend, planted.train.n, cfg, |r: &EpochReport| {
+        recent.push(r.loss);
+        let exact = r.loss <= 1e-14 * y2;
+        let stalled = recent.len() > 20 && r.loss >= 0.999 * recent[recent.len() - 21];
+        if exact || stalled {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })
+}

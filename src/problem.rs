@@ -1,0 +1,291 @@
+//! The sensing problem: samples, features, targets and gates (DESIGN.md §1, §4).
+//!
+//! Features are either a dense `n×d` matrix given in memory (planted networks, MNIST
+//! classification) or random Fourier features of a pixel grid, generated on the fly from small
+//! per-axis phase tables so that `n×d` features are never stored.
+
+use crate::error::{check_finite, Error, Result};
+use rand::SeedableRng;
+use rand_distr::{Distribution, Normal};
+
+/// How the activation pattern `D_j` of each neuron is chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum GateMode {
+    /// Fixed random gates `h_j = g_j`: a linear compressed-sensing problem.
+    Convex,
+    /// The paper's "sequential convex": random gates for steps 0 and 1, then `h_j ← w_j`.
+    Sequential,
+    /// Every gate open, one neuron: plain Gaussian compressed sensing (a sanity check).
+    Gaussian,
+}
+
+impl GateMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GateMode::Convex => "convex",
+            GateMode::Sequential => "sequential",
+            GateMode::Gaussian => "gaussian",
+        }
+    }
+}
+
+/// Random Fourier features `[sin 2π(B v), cos 2π(B v)]` of the points of a grid.
+///
+/// Sample `i` is the grid point with row-major multi-index over `axes`. Because `B v` is a sum
+/// over axes, its fractional part is the sum of per-axis tables `fract(B[f,a] · coord_a(t))`
+/// computed once in f64: exact phases, identical on every backend, memory `d/2 · Σ axes`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GridFourier {
+    /// Grid size per axis, slowest first (rows, columns[, channels]).
+    pub axes: Vec<usize>,
+    /// `d/2` frequencies; `phases[a][f * axes[a] + t]` = fract(B[f,a] · coord_a(t)).
+    pub phases: Vec<Vec<f32>>,
+}
+
+/// How coordinates are assigned along a grid axis.
+#[derive(Clone, Copy, Debug)]
+pub enum AxisCoords {
+    /// `t` itself (the paper's integer pixel indices).
+    Integer,
+    /// Pixel centres in (0, 1): `(t + 0.5) / len`, so a model renders at any resolution.
+    Unit,
+}
+
+/// Specification of a grid's Fourier features: all that is needed to regenerate them.
+#[derive(Clone, Debug)]
+pub struct FourierSpec {
+    pub d: usize,
+    pub seed: u64,
+    /// Standard deviation of B per axis.
+    pub sigma: Vec<f64>,
+    pub coords: Vec<AxisCoords>,
+    /// Set one frequency to zero so that a constant feature `cos 0 = 1` exists (DESIGN.md §4).
+    pub constant_feature: bool,
+}
+
+impl FourierSpec {
+    /// Draws `B` ((d/2) × axes) from the seed.
+    pub fn frequencies(&self) -> Vec<f64> {
+        let half = self.d / 2;
+        let k = self.sigma.len();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(self.seed);
+        let std = Normal::new(0.0, 1.0).expect("unit normal");
+        let mut b = vec![0.0; half * k];
+        for f in 0..half {
+            for a in 0..k {
+                b[f * k + a] = std.sample(&mut rng) * self.sigma[a];
+            }
+        }
+        if self.constant_feature && half > 0 {
+            b[..k].fill(0.0);
+        }
+        b
+    }
+
+    /// Builds the features for a grid with the given axis lengths; `coord_len[a]` is the length
+    /// that unit coordinates are normalised by (the render size may differ from the fit size).
+    pub fn grid(&self, axes: &[usize]) -> Result<GridFourier> {
+        if self.d < 2 || self.d % 2 != 0 {
+            return Err(Error::arg(
+                "--features",
+                format!("{} must be even and at least 2 (sin and cos pairs)", self.d),
+            ));
+        }
+        if axes.len() != self.sigma.len() || axes.len() != self.coords.len() {
+            return Err(Error::arg("--sigma", "one sigma and coordinate kind per axis"));
+        }
+        let half = self.d / 2;
+        let k = axes.len();
+        let b = self.frequencies();
+        let phases = (0..k)
+            .map(|a| {
+                let len = axes[a];
+                let mut table = vec![0f32; half * len];
+                for f in 0..half {
+                    for t in 0..len {
+                        let c = match self.coords[a] {
+                            AxisCoords::Integer => t as f64,
+                            AxisCoords::Unit => (t as f64 + 0.5) / len as f64,
+                        };
+                        let p = b[f * k + a] * c;
+                        table[f * len + t] = (p - p.floor()) as f32;
+                    }
+                }
+                table
+            })
+            .collect();
+        Ok(GridFourier {
+            axes: axes.to_vec(),
+            phases,
+        })
+    }
+}
+
+impl GridFourier {
+    pub fn n(&self) -> usize {
+        self.axes.iter().product()
+    }
+
+    pub fn half(&self) -> usize {
+        self.phases[0].len() / self.axes[0]
+    }
+
+    /// Phase of frequency `f` at sample `i`, in [0, 1).
+    #[inline]
+    pub fn phase(&self, i: usize, f: usize) -> f32 {
+        let mut rest = i;
+        let mut sum = 0f32;
+        for a in (0..self.axes.len()).rev() {
+            let len = self.axes[a];
+            let t = rest % len;
+            rest /= len;
+            sum += self.phases[a][f * len + t];
+        }
+        sum - sum.floor()
+    }
+
+    /// Fills the `d` features of sample `i`.
+    pub fn fill_row(&self, i: usize, out: &mut [f32]) {
+        let half = self.half();
+        let mut t = [0usize; 4];
+        let mut rest = i;
+        for a in (0..self.axes.len()).rev() {
+            t[a] = rest % self.axes[a];
+            rest /= self.axes[a];
+        }
+        for f in 0..half {
+            let mut sum = 0f32;
+            for (a, &ta) in t.iter().enumerate().take(self.axes.len()) {
+                sum += self.phases[a][f * self.axes[a] + ta];
+            }
+            let (s, c) = (std::f32::consts::TAU * (sum - sum.floor())).sin_cos();
+            out[f] = s;
+            out[half + f] = c;
+        }
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.phases.iter().map(|p| p.len() * 4).sum()
+    }
+}
+
+/// Where the features come from.
+#[derive(Clone, Debug)]
+pub enum Features {
+    /// Row-major `n×d` matrix in memory.
+    Dense(Vec<f32>),
+    /// Fourier features of a grid, generated on the fly.
+    Grid(GridFourier),
+}
+
+/// One sensing problem: `n` samples, `d` features, `m` neurons, targets and gate rule.
+#[derive(Clone, Debug)]
+pub struct Problem {
+    pub n: usize,
+    pub d: usize,
+    pub m: usize,
+    pub features: Features,
+    pub y: Vec<f32>,
+    pub gates: GateMode,
+    pub gate_seed: u64,
+}
+
+impl Problem {
+    pub fn new(
+        d: usize,
+        m: usize,
+        features: Features,
+        y: Vec<f32>,
+        gates: GateMode,
+        gate_seed: u64,
+    ) -> Result<Self> {
+        let n = y.len();
+        let p = Problem {
+            n,
+            d,
+            m,
+            features,
+            y,
+            gates,
+            gate_seed,
+        };
+        p.validate()?;
+        Ok(p)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.n == 0 {
+            return Err(Error::arg("--samples", "the problem has no samples (n = 0)"));
+        }
+        if self.d == 0 {
+            return Err(Error::arg("--inputs", "the problem has no features (d = 0)"));
+        }
+        if self.m == 0 {
+            return Err(Error::arg("--neurons", "the network needs at least one neuron"));
+        }
+        if (self.m as u64) * (self.d as u64) > u32::MAX as u64 {
+            return Err(Error::arg(
+                "--neurons",
+                format!(
+                    "m·d = {} exceeds the 32-bit index space; use fewer neurons or features",
+                    self.m as u64 * self.d as u64
+                ),
+            ));
+        }
+        match &self.features {
+            Features::Dense(x) => {
+                if x.len() != self.n * self.d {
+                    return Err(Error::arg("--inputs", "feature matrix is not n×d"));
+                }
+                check_finite("features", x)?;
+            }
+            Features::Grid(g) => {
+                if g.n() != self.n || 2 * g.half() != self.d {
+                    return Err(Error::arg("--features", "grid features do not match n and d"));
+                }
+            }
+        }
+        if self.gates == GateMode::Gaussian && self.m != 1 {
+            return Err(Error::arg("--gates", "gaussian sensing uses a single neuron block"));
+        }
+        check_finite("targets", &self.y)
+    }
+
+    /// `m·d`, the length of the signal.
+    pub fn signal_len(&self) -> usize {
+        self.m * self.d
+    }
+
+    /// Checks a sparsity level against the problem.
+    pub fn check_nonzeros(&self, s: usize) -> Result<()> {
+        if s == 0 || s > self.signal_len() {
+            return Err(Error::arg(
+                "--nonzeros",
+                format!(
+                    "s = {s} is out of range: it must be between 1 and m·d = {}",
+                    self.signal_len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Fills the `d` features of sample `i`.
+    #[inline]
+    pub fn fill_row(&self, i: usize, out: &mut [f32]) {
+        match &self.features {
+            Features::Dense(x) => out.copy_from_slice(&x[i * self.d..(i + 1) * self.d]),
+            Features::Grid(g) => g.fill_row(i, out),
+        }
+    }
+
+    /// Bytes the problem's own data holds (features, targets).
+    pub fn data_bytes(&self) -> usize {
+        4 * self.y.len()
+            + match &self.features {
+                Features::Dense(x) => 4 * x.len(),
+                Features::Grid(g) => g.bytes(),
+            }
+    }
+}
