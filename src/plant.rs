@@ -184,7 +184,11 @@ pub fn score(
 pub fn run(backend: &mut dyn Backend, planted: &Planted, cfg: &IhtConfig) -> Result<FitResult> {
     let y2: f64 = planted.train.y.iter().map(|&v| (v as f64).powi(2)).sum();
     let mut recent: Vec<f64> = Vec::new();
+    let verbose = std::env::var_os("SPINR_VERBOSE").is_some();
     crate::iht::fit(backend, planted.train.n, cfg, |r: &EpochReport| {
+        if verbose {
+            eprintln!("epoch {:4}  loss {:.6e}", r.epoch, r.loss);
+        }
         recent.push(r.loss);
         let exact = r.loss <= 1e-14 * y2;
         let stalled = recent.len() > 20 && r.loss >= 0.999 * recent[recent.len() - 21];

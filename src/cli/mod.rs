@@ -1,6 +1,8 @@
 //! The command line: argument definitions here, one module per subcommand.
 
+pub mod fit;
 pub mod plant;
+pub mod render;
 
 use crate::backend::BackendChoice;
 use crate::problem::GateMode;
@@ -22,6 +24,10 @@ pub struct Cli {
 pub enum Command {
     /// Recover a planted sparse network (the paper's synthetic experiments).
     Plant(plant::PlantArgs),
+    /// Fit an image as a sparse ReLU network (implicit neural representation).
+    Fit(fit::FitArgs),
+    /// Render a saved model to an image at any size.
+    Render(render::RenderArgs),
 }
 
 /// Where the computation runs.
@@ -47,6 +53,8 @@ pub struct GateArgs {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Plant(a) => plant::run(a),
+        Command::Fit(a) => fit::run(a),
+        Command::Render(a) => render::run(a),
     }
 }
 

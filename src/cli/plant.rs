@@ -2,7 +2,7 @@
 
 use super::DeviceArgs;
 use crate::backend;
-use crate::iht::{FirstStep, IhtConfig};
+use crate::iht::{FirstStep, IhtConfig, Refine};
 use crate::plant::{self, PlantSpec};
 use crate::problem::GateMode;
 use clap::Args;
@@ -38,6 +38,9 @@ pub struct PlantArgs {
     /// Step size of the first step: paper (μ = 1e-14) or normalized.
     #[arg(long, value_enum, default_value = "paper")]
     pub first_step: FirstStep,
+    /// Refinement step size: exact (line search at every inner step) or armijo (the paper's).
+    #[arg(long, value_enum, default_value = "exact")]
+    pub refine: Refine,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     #[command(flatten)]
@@ -64,6 +67,7 @@ pub fn run(a: PlantArgs) -> anyhow::Result<()> {
     cfg.batch_size = a.batch_size;
     cfg.seed = a.seed;
     cfg.first_step = a.first_step;
+    cfg.refine = a.refine;
     let mut be = backend::create(
         a.device.backend,
         a.device.adapter.as_deref(),

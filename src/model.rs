@@ -1,0 +1,1 @@
+//! Model files (safetensors). Work in progress.
