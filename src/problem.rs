@@ -50,6 +50,9 @@ pub enum AxisCoords {
     Integer,
     /// Pixel centres in (0, 1): `(t + 0.5) / len`, so a model renders at any resolution.
     Unit,
+    /// `(t + offset) · scale`: integer coordinates of another grid resampled onto this one
+    /// (rendering a pixel-coordinate model at a new size).
+    Affine { scale: f64, offset: f64 },
 }
 
 /// Specification of a grid's Fourier features: all that is needed to regenerate them.
@@ -107,6 +110,7 @@ impl FourierSpec {
                         let c = match self.coords[a] {
                             AxisCoords::Integer => t as f64,
                             AxisCoords::Unit => (t as f64 + 0.5) / len as f64,
+                            AxisCoords::Affine { scale, offset } => (t as f64 + offset) * scale,
                         };
                         let p = b[f * k + a] * c;
                         table[f * len + t] = (p - p.floor()) as f32;
