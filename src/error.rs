@@ -22,7 +22,9 @@ pub enum Error {
     #[error("no GPU adapter available: {0}")]
     NoAdapter(String),
 
-    #[error("GPU limit exceeded: {what} needs {needed} bytes but the device allows {limit}; {fix}")]
+    #[error(
+        "GPU limit exceeded: {what} needs {needed} bytes but the device allows {limit}; {fix}"
+    )]
     DeviceLimit {
         what: &'static str,
         needed: u64,

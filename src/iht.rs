@@ -9,7 +9,9 @@ use rand::SeedableRng;
 use std::ops::ControlFlow;
 
 /// How the very first step (empty support) chooses its step size.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum FirstStep {
     /// The paper's `μ = 1e-14`: the first step only picks a support.
@@ -19,7 +21,9 @@ pub enum FirstStep {
 }
 
 /// How the refinement steps choose their step size.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Refine {
     /// Normalised step size `‖g‖²/‖A g‖²` at every inner step (exact line search), Armijo as a

@@ -11,6 +11,7 @@ pub mod iht;
 pub mod inr;
 pub mod metrics;
 pub mod model;
+pub mod output;
 pub mod plant;
 pub mod problem;
 pub mod rng;

@@ -24,7 +24,9 @@ pub fn mse(a: &[f32], b: &[f32]) -> f64 {
 pub fn range(y: &[f32]) -> f64 {
     let (lo, hi) = y
         .iter()
-        .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| (l.min(v), h.max(v)));
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| {
+            (l.min(v), h.max(v))
+        });
     (hi - lo).max(f32::MIN_POSITIVE) as f64
 }
 

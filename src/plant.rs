@@ -62,7 +62,10 @@ impl PlantSpec {
             gate_seed,
         )?;
         if self.samples == 0 {
-            return Err(crate::error::Error::arg("--samples", "need at least one sample"));
+            return Err(crate::error::Error::arg(
+                "--samples",
+                "need at least one sample",
+            ));
         }
         probe.check_nonzeros(self.nonzeros)?;
         let positions = sample(&mut rng, m * d, self.nonzeros);
@@ -75,7 +78,14 @@ impl PlantSpec {
         let x_train = gauss(&mut rng, self.samples * d);
         let x_test = gauss(&mut rng, TEST_SAMPLES * d);
         let make = |x: Vec<f32>, n: usize| -> Result<Arc<Problem>> {
-            let p = Problem::new(d, m, Features::Dense(x), vec![0.0; n], self.gates, gate_seed)?;
+            let p = Problem::new(
+                d,
+                m,
+                Features::Dense(x),
+                vec![0.0; n],
+                self.gates,
+                gate_seed,
+            )?;
             let y = evaluate(Arc::new(p.clone()), &w_star, self.gating())?;
             Ok(Arc::new(Problem { y, ..p }))
         };
@@ -157,9 +167,8 @@ pub fn score(
     let support_errors = nz(&w_hat).support_difference(&planted.w_star);
     let train_pred = evaluate(planted.train.clone(), &fit.w, fit.gating)?;
     let test_pred = evaluate(planted.test.clone(), &fit.w, fit.gating)?;
-    let psnr = |pred: &[f32], y: &[f32]| {
-        metrics::psnr_from_mse(metrics::mse(pred, y), metrics::range(y))
-    };
+    let psnr =
+        |pred: &[f32], y: &[f32]| metrics::psnr_from_mse(metrics::mse(pred, y), metrics::range(y));
     Ok(PlantReport {
         gates: spec.gates,
         backend: backend.to_string(),

@@ -9,7 +9,9 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 
 /// How the activation pattern `D_j` of each neuron is chosen.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum GateMode {
     /// Fixed random gates `h_j = g_j`: a linear compressed-sensing problem.
@@ -96,7 +98,10 @@ impl FourierSpec {
             ));
         }
         if axes.len() != self.sigma.len() || axes.len() != self.coords.len() {
-            return Err(Error::arg("--sigma", "one sigma and coordinate kind per axis"));
+            return Err(Error::arg(
+                "--sigma",
+                "one sigma and coordinate kind per axis",
+            ));
         }
         let half = self.d / 2;
         let k = axes.len();
@@ -220,13 +225,22 @@ impl Problem {
 
     pub fn validate(&self) -> Result<()> {
         if self.n == 0 {
-            return Err(Error::arg("--samples", "the problem has no samples (n = 0)"));
+            return Err(Error::arg(
+                "--samples",
+                "the problem has no samples (n = 0)",
+            ));
         }
         if self.d == 0 {
-            return Err(Error::arg("--inputs", "the problem has no features (d = 0)"));
+            return Err(Error::arg(
+                "--inputs",
+                "the problem has no features (d = 0)",
+            ));
         }
         if self.m == 0 {
-            return Err(Error::arg("--neurons", "the network needs at least one neuron"));
+            return Err(Error::arg(
+                "--neurons",
+                "the network needs at least one neuron",
+            ));
         }
         if (self.m as u64) * (self.d as u64) > u32::MAX as u64 {
             return Err(Error::arg(
@@ -246,12 +260,18 @@ impl Problem {
             }
             Features::Grid(g) => {
                 if g.n() != self.n || 2 * g.half() != self.d {
-                    return Err(Error::arg("--features", "grid features do not match n and d"));
+                    return Err(Error::arg(
+                        "--features",
+                        "grid features do not match n and d",
+                    ));
                 }
             }
         }
         if self.gates == GateMode::Gaussian && self.m != 1 {
-            return Err(Error::arg("--gates", "gaussian sensing uses a single neuron block"));
+            return Err(Error::arg(
+                "--gates",
+                "gaussian sensing uses a single neuron block",
+            ));
         }
         check_finite("targets", &self.y)
     }

@@ -32,7 +32,11 @@ impl Feat<'_> {
             Feat::Dense(x, d) => x[i * d + k],
             Feat::Grid(g) => {
                 let half = g.half();
-                let (f, cos) = if k < half { (k, false) } else { (k - half, true) };
+                let (f, cos) = if k < half {
+                    (k, false)
+                } else {
+                    (k - half, true)
+                };
                 let a = std::f32::consts::TAU * g.phase(i, f);
                 if cos {
                     a.cos()
@@ -193,7 +197,13 @@ impl CpuBackend {
     }
 
     /// `out_i = (A v)_i − y_i` (or without `y`) over the active samples; returns `Σ out²`.
-    fn apply(&self, v: &SparseVec, subtract_y: bool, batch: Option<&[u32]>, out: &mut [f32]) -> f64 {
+    fn apply(
+        &self,
+        v: &SparseVec,
+        subtract_y: bool,
+        batch: Option<&[u32]>,
+        out: &mut [f32],
+    ) -> f64 {
         let d = self.problem.d;
         let feat = self.feat();
         let runs = self.runs(v);
@@ -223,7 +233,9 @@ impl CpuBackend {
                 }
                 acc
             })
-            .sum()
+            .collect::<Vec<f64>>()
+            .iter()
+            .sum() // in block order: the same rounding on every run
     }
 
     /// `g = A_Sᵀ r` on the support of `v` (values of `v` unused); returns `g`.
@@ -233,19 +245,18 @@ impl CpuBackend {
         let runs = self.runs(v);
         let batch = self.batch.as_deref();
         let len = v.len();
-        let g = r
-            .par_chunks(BLOCK)
-            .enumerate()
-            .fold(
-                || vec![0f64; len],
-                |mut acc, (blk, chunk)| {
-                    let samples: Vec<usize> = (0..chunk.len())
-                        .map(|b| Self::sample(batch, blk * BLOCK + b))
-                        .collect();
-                    let mut open = Vec::new();
+        let partials: Vec<Vec<f64>> = parts(r.len(), self.threads)
+            .into_par_iter()
+            .map(|part| {
+                let mut acc = vec![0f64; len];
+                let mut open = Vec::new();
+                for blk in part.step_by(BLOCK) {
+                    let end = (blk + BLOCK).min(r.len());
+                    let samples: Vec<usize> =
+                        (blk..end).map(|idx| Self::sample(batch, idx)).collect();
                     self.gate_block(feat, &samples, &runs, &mut open);
                     for (b, &i) in samples.iter().enumerate() {
-                        let ri = chunk[b] as f64;
+                        let ri = r[blk + b] as f64;
                         if ri == 0.0 {
                             continue;
                         }
@@ -258,16 +269,11 @@ impl CpuBackend {
                             }
                         }
                     }
-                    acc
-                },
-            )
-            .reduce(
-                || vec![0f64; len],
-                |mut a, b| {
-                    a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-                    a
-                },
-            );
+                }
+                acc
+            })
+            .collect();
+        let g = sum_in_order(partials, len);
         g.into_iter().map(|x| x as f32).collect()
     }
 
@@ -312,87 +318,92 @@ impl CpuBackend {
                 .collect(),
             _ => Vec::new(),
         };
-        struct Acc {
-            g: Vec<f32>,
-            x: Vec<f32>,
-            p: Vec<f32>,
-        }
-        let acc = r
-            .par_chunks(BLOCK)
-            .enumerate()
-            .fold(
-                || Acc {
-                    g: vec![0f32; t_len * d],
-                    x: vec![0f32; BLOCK * d],
-                    p: vec![0f32; BLOCK * t_len],
-                },
-                |mut acc, (blk, chunk)| {
-                    let b_len = chunk.len();
-                    let samples: Vec<usize> = (0..b_len)
-                        .map(|b| Self::sample(batch, blk * BLOCK + b))
-                        .collect();
-                    for (b, &i) in samples.iter().enumerate() {
-                        feat.row(i, &mut acc.x[b * d..(b + 1) * d]);
+        let partials: Vec<Vec<f32>> = parts(r.len(), self.threads)
+            .into_par_iter()
+            .map(|part| {
+                let mut g = vec![0f32; t_len * d];
+                let mut x = vec![0f32; BLOCK * d];
+                let mut m = vec![0f32; BLOCK * t_len];
+                for blk in part.clone().step_by(BLOCK) {
+                    let end = (blk + BLOCK).min(part.end);
+                    let b_len = end - blk;
+                    let chunk = &r[blk..end];
+                    for b in 0..b_len {
+                        feat.row(Self::sample(batch, blk + b), &mut x[b * d..(b + 1) * d]);
                     }
                     // Masked residual M (b×T): r_i where the gate of (i, t) is open.
                     match (&self.gates, &h_tile) {
                         (Gates::Random(_), Some(h)) => {
-                            // P = X_blk · H_tileᵀ
+                            // P = X_blk · H_tileᵀ, then the mask in place.
+                            // SAFETY: dimensions and strides describe the live buffers above.
                             unsafe {
                                 matrixmultiply::sgemm(
-                                    b_len, d, t_len, 1.0,
-                                    acc.x.as_ptr(), d as isize, 1,
-                                    h.as_ptr(), 1, d as isize,
-                                    0.0, acc.p.as_mut_ptr(), t_len as isize, 1,
+                                    b_len,
+                                    d,
+                                    t_len,
+                                    1.0,
+                                    x.as_ptr(),
+                                    d as isize,
+                                    1,
+                                    h.as_ptr(),
+                                    1,
+                                    d as isize,
+                                    0.0,
+                                    m.as_mut_ptr(),
+                                    t_len as isize,
+                                    1,
                                 );
                             }
                             for b in 0..b_len {
-                                for t in 0..t_len {
-                                    let q = &mut acc.p[b * t_len + t];
+                                for q in &mut m[b * t_len..(b + 1) * t_len] {
                                     *q = if *q > 0.0 { chunk[b] } else { 0.0 };
                                 }
                             }
                         }
                         (Gates::Weights(h), _) => {
                             for b in 0..b_len {
-                                let row = &acc.x[b * d..(b + 1) * d];
+                                let row = &x[b * d..(b + 1) * d];
                                 for (t, run) in runs.iter().enumerate() {
                                     let mut pre = 0f64;
                                     for p in run.gate.clone() {
                                         pre += row[h.indices[p] as usize % d] as f64
                                             * h.values[p] as f64;
                                     }
-                                    acc.p[b * t_len + t] = if pre > 0.0 { chunk[b] } else { 0.0 };
+                                    m[b * t_len + t] = if pre > 0.0 { chunk[b] } else { 0.0 };
                                 }
                             }
                         }
                         _ => {
                             for b in 0..b_len {
-                                acc.p[b * t_len..(b + 1) * t_len].fill(chunk[b]);
+                                m[b * t_len..(b + 1) * t_len].fill(chunk[b]);
                             }
                         }
                     }
                     // G += Mᵀ · X_blk
+                    // SAFETY: as above.
                     unsafe {
                         matrixmultiply::sgemm(
-                            t_len, b_len, d, 1.0,
-                            acc.p.as_ptr(), 1, t_len as isize,
-                            acc.x.as_ptr(), d as isize, 1,
-                            1.0, acc.g.as_mut_ptr(), d as isize, 1,
+                            t_len,
+                            b_len,
+                            d,
+                            1.0,
+                            m.as_ptr(),
+                            1,
+                            t_len as isize,
+                            x.as_ptr(),
+                            d as isize,
+                            1,
+                            1.0,
+                            g.as_mut_ptr(),
+                            d as isize,
+                            1,
                         );
                     }
-                    acc
-                },
-            )
-            .map(|a| a.g)
-            .reduce(
-                || vec![0f32; t_len * d],
-                |mut a, b| {
-                    a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-                    a
-                },
-            );
-        acc
+                }
+                g
+            })
+            .collect();
+        sum_in_order(partials, t_len * d)
     }
 
     fn tile_neurons(&self) -> usize {
@@ -401,11 +412,59 @@ impl CpuBackend {
 
     /// The tile buffers of the dense pass, in bytes (per-thread partials, block scratch, gates).
     pub fn tile_bytes(&self) -> u64 {
-        let d = self.problem.d;
-        let t = self.tile_neurons();
-        let per_thread = t * d + BLOCK * d + BLOCK * t;
-        (4 * ((self.threads + 1) * per_thread + 2 * t * d)) as u64
+        tile_bytes(self.problem.d, self.tile_neurons(), self.threads)
     }
+
+    /// Upper bound on the working memory of a fit, in bytes, excluding the problem's own data
+    /// (features, targets). Nothing here grows with `m·d`, `n·m` or `n·d`:
+    /// `12n` (two residuals and a scratch vector) + `(256 + 128·threads)·s` (slots, gates,
+    /// top-s buffer, per-thread gradient partials and gate blocks) + the tile buffers
+    /// `4·(threads+2)·(2·T·d + 128·d + 128·T)` with `T = min(m, 65536/d)` neurons per tile
+    /// + `4·n·d` only when grid features are cached (below `feature_cache` bytes) + 1 MiB.
+    pub fn working_memory_bound(
+        problem: &Problem,
+        s: usize,
+        threads: usize,
+        feature_cache: usize,
+    ) -> u64 {
+        let (n, d) = (problem.n as u64, problem.d as u64);
+        let t = (TILE_FLOATS / problem.d).clamp(1, problem.m);
+        let cache = match problem.features {
+            Features::Grid(_) if problem.n * problem.d * 4 <= feature_cache => 4 * n * d,
+            _ => 0,
+        };
+        12 * n
+            + (256 + 128 * threads as u64) * s as u64
+            + tile_bytes(problem.d, t, threads)
+            + cache
+            + (1 << 20)
+    }
+}
+
+fn tile_bytes(d: usize, t: usize, threads: usize) -> u64 {
+    (4 * (threads + 2) * (2 * t * d + BLOCK * d + BLOCK * t)) as u64
+}
+
+/// Splits `0..len` into at most `threads` contiguous, block-aligned parts. A fixed partition
+/// keeps the number of partial buffers at `threads` and the summation order the same on every
+/// run, so fits are deterministic.
+fn parts(len: usize, threads: usize) -> Vec<Range<usize>> {
+    let blocks = len.div_ceil(BLOCK);
+    let per = blocks.div_ceil(threads.max(1)).max(1);
+    (0..blocks)
+        .step_by(per)
+        .map(|b| b * BLOCK..((b + per) * BLOCK).min(len))
+        .collect()
+}
+
+/// Sums partial vectors in order.
+fn sum_in_order<T: Copy + std::ops::AddAssign + Default>(parts: Vec<Vec<T>>, len: usize) -> Vec<T> {
+    let mut it = parts.into_iter();
+    let mut acc = it.next().unwrap_or_else(|| vec![T::default(); len]);
+    for p in it {
+        acc.iter_mut().zip(&p).for_each(|(a, &b)| *a += b);
+    }
+    acc
 }
 
 /// Entries of neuron `j` in a sorted sparse vector.
@@ -477,7 +536,10 @@ impl Backend for CpuBackend {
     fn set_batch(&mut self, batch: Option<&[u32]>) -> Result<()> {
         if let Some(b) = batch {
             if b.is_empty() || b.iter().any(|&i| i as usize >= self.problem.n) {
-                return Err(Error::arg("--batch-size", "empty batch or sample out of range"));
+                return Err(Error::arg(
+                    "--batch-size",
+                    "empty batch or sample out of range",
+                ));
             }
         }
         self.batch = batch.map(|b| b.to_vec());
@@ -509,7 +571,14 @@ impl Backend for CpuBackend {
         Ok((gnorm, curv))
     }
 
-    fn trial(&mut self, v: Slot, g: Slot, dst: Slot, mu: f32, recompute_grad: bool) -> Result<(f64, f64)> {
+    fn trial(
+        &mut self,
+        v: Slot,
+        g: Slot,
+        dst: Slot,
+        mu: f32,
+        recompute_grad: bool,
+    ) -> Result<(f64, f64)> {
         if recompute_grad {
             let vv = &self.slots[v.index()];
             let values = self.apply_t(vv, &self.residual);
@@ -548,12 +617,11 @@ impl Backend for CpuBackend {
         let neurons = self.candidate_neurons();
         let t_len = self.tile_neurons();
         let tile_bytes = self.tile_bytes();
-        self.meter.alloc(tile_bytes + TopS::capacity_bytes(s) as u64);
+        self.meter
+            .alloc(tile_bytes + TopS::capacity_bytes(s) as u64);
         self.meter.set_tile(tile_bytes);
         let wv = &self.slots[w.index()];
         let mut top = TopS::new(s);
-        let mut covered = vec![false; 0];
-        let _ = &mut covered;
         for tile in neurons.chunks(t_len) {
             let g = self.tile_gradient(tile, &self.residual);
             for (t, &j) in tile.iter().enumerate() {
