@@ -199,7 +199,7 @@ pub fn fit(
 }
 
 /// One accelerated IHT step from `W` (whose residual is current) into `W`.
-fn step(backend: &mut dyn Backend, cfg: &IhtConfig, w_empty: bool) -> Result<()> {
+pub fn step(backend: &mut dyn Backend, cfg: &IhtConfig, w_empty: bool) -> Result<()> {
     // 1. Normalised step size on the support.
     let mu = if w_empty {
         match cfg.first_step {

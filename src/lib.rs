@@ -5,6 +5,7 @@
 //! `A = [D_1 X | … | D_m X]` is applied on the fly by a [`backend::Backend`].
 
 pub mod backend;
+pub mod bench;
 pub mod cli;
 pub mod error;
 pub mod iht;

@@ -27,27 +27,6 @@ enum Feat<'a> {
 
 impl Feat<'_> {
     #[inline]
-    fn get(&self, i: usize, k: usize) -> f32 {
-        match *self {
-            Feat::Dense(x, d) => x[i * d + k],
-            Feat::Grid(g) => {
-                let half = g.half();
-                let (f, cos) = if k < half {
-                    (k, false)
-                } else {
-                    (k - half, true)
-                };
-                let a = std::f32::consts::TAU * g.phase(i, f);
-                if cos {
-                    a.cos()
-                } else {
-                    a.sin()
-                }
-            }
-        }
-    }
-
-    #[inline]
     fn row(&self, i: usize, out: &mut [f32]) {
         match *self {
             Feat::Dense(x, d) => out.copy_from_slice(&x[i * d..(i + 1) * d]),
@@ -69,6 +48,16 @@ struct Run {
     neuron: u32,
     entries: Range<usize>,
     gate: Range<usize>,
+}
+
+/// Everything a support pass needs that depends only on the support, built once per call so
+/// the inner loops do no index arithmetic (`index % d` costs a division).
+struct Plan {
+    runs: Vec<Run>,
+    /// Feature column of each entry of the vector.
+    cols: Vec<u32>,
+    /// Feature column of each entry of the gate vector (weight gates).
+    gate_cols: Vec<u32>,
 }
 
 pub struct CpuBackend {
@@ -140,135 +129,151 @@ impl CpuBackend {
         batch.map_or(idx, |b| b[idx] as usize)
     }
 
-    fn runs(&self, v: &SparseVec) -> Vec<Run> {
+    fn plan(&self, v: &SparseVec) -> Plan {
         let d = self.problem.d;
-        v.neuron_runs(d)
+        let runs = v
+            .neuron_runs(d)
             .into_iter()
             .map(|(j, entries)| {
                 let gate = match &self.gates {
                     Gates::Weights(h) => neuron_range(h, j, d),
                     _ => 0..0,
                 };
-                Run {
-                    neuron: j,
-                    entries,
-                    gate,
-                }
+                Run { neuron: j, entries, gate }
             })
-            .collect()
+            .collect();
+        let gate_cols = match &self.gates {
+            Gates::Weights(h) => h.indices.iter().map(|&i| i % d as u32).collect(),
+            _ => Vec::new(),
+        };
+        Plan {
+            runs,
+            cols: v.indices.iter().map(|&i| i % d as u32).collect(),
+            gate_cols,
+        }
     }
 
-    /// Gates of every run for a block of samples: `open[b * runs.len() + r]`.
-    fn gate_block(&self, feat: Feat, samples: &[usize], runs: &[Run], open: &mut Vec<bool>) {
+    /// Visits the active samples `blk` (indices into the batch): computes each sample's feature
+    /// row and the gates of every run, then calls `op(index, row, open)`.
+    fn visit_block(
+        &self,
+        plan: &Plan,
+        blk: Range<usize>,
+        rows: &mut Vec<f32>,
+        open: &mut Vec<bool>,
+        gate: &mut Vec<f32>,
+        mut op: impl FnMut(usize, &[f32], &[bool]),
+    ) {
         let d = self.problem.d;
+        let nr = plan.runs.len();
+        let batch = self.batch.as_deref();
+        let b_len = blk.len();
+        let feat = self.feat();
+        // Rows of the block: borrowed from a dense matrix, or generated into `rows`.
+        if let Feat::Grid(g) = feat {
+            rows.resize(b_len * d, 0.0);
+            for b in 0..b_len {
+                g.fill_row(Self::sample(batch, blk.start + b), &mut rows[b * d..(b + 1) * d]);
+            }
+        }
+        let row = |b: usize| -> &[f32] {
+            match feat {
+                Feat::Dense(x, _) => {
+                    let i = Self::sample(batch, blk.start + b);
+                    &x[i * d..(i + 1) * d]
+                }
+                Feat::Grid(_) => &rows[b * d..(b + 1) * d],
+            }
+        };
         open.clear();
-        open.resize(samples.len() * runs.len(), false);
+        open.resize(b_len * nr, false);
         match &self.gates {
             Gates::Open => open.fill(true),
             Gates::Weights(h) => {
-                for (b, &i) in samples.iter().enumerate() {
-                    for (r, run) in runs.iter().enumerate() {
+                for b in 0..b_len {
+                    let x = row(b);
+                    for (r, run) in plan.runs.iter().enumerate() {
                         let mut pre = 0f64;
                         for p in run.gate.clone() {
-                            let k = h.indices[p] as usize % d;
-                            pre += feat.get(i, k) as f64 * h.values[p] as f64;
+                            pre += x[plan.gate_cols[p] as usize] as f64 * h.values[p] as f64;
                         }
-                        open[b * runs.len() + r] = pre > 0.0;
+                        open[b * nr + r] = pre > 0.0;
                     }
                 }
             }
             Gates::Random(seed) => {
-                let mut g = vec![0f32; d];
-                let mut row = vec![0f32; d];
-                let mut rows = vec![0f32; samples.len() * d];
-                for (b, &i) in samples.iter().enumerate() {
-                    feat.row(i, &mut row);
-                    rows[b * d..(b + 1) * d].copy_from_slice(&row);
-                }
-                for (r, run) in runs.iter().enumerate() {
-                    rng::gate_vector(*seed, run.neuron, &mut g);
-                    for b in 0..samples.len() {
-                        let pre = dot(&rows[b * d..(b + 1) * d], &g);
-                        open[b * runs.len() + r] = pre > 0.0;
+                gate.resize(d, 0.0);
+                for (r, run) in plan.runs.iter().enumerate() {
+                    rng::gate_vector(*seed, run.neuron, gate);
+                    for b in 0..b_len {
+                        open[b * nr + r] = dot(row(b), gate) > 0.0;
                     }
                 }
             }
         }
+        for b in 0..b_len {
+            op(blk.start + b, row(b), &open[b * nr..(b + 1) * nr]);
+        }
     }
 
     /// `out_i = (A v)_i − y_i` (or without `y`) over the active samples; returns `Σ out²`.
-    fn apply(
-        &self,
-        v: &SparseVec,
-        subtract_y: bool,
-        batch: Option<&[u32]>,
-        out: &mut [f32],
-    ) -> f64 {
-        let d = self.problem.d;
-        let feat = self.feat();
-        let runs = self.runs(v);
+    fn apply(&self, v: &SparseVec, subtract_y: bool, out: &mut [f32]) -> f64 {
+        let plan = self.plan(v);
+        let batch = self.batch.as_deref();
         let y = &self.problem.y;
-        out.par_chunks_mut(BLOCK)
+        let len = out.len();
+        let sums: Vec<f64> = out
+            .par_chunks_mut(BLOCK)
             .enumerate()
             .map(|(blk, chunk)| {
-                let samples: Vec<usize> = (0..chunk.len())
-                    .map(|b| Self::sample(batch, blk * BLOCK + b))
-                    .collect();
-                let mut open = Vec::new();
-                self.gate_block(feat, &samples, &runs, &mut open);
+                let (mut rows, mut open, mut gate) = (Vec::new(), Vec::new(), Vec::new());
+                let start = blk * BLOCK;
                 let mut acc = 0f64;
-                for (b, &i) in samples.iter().enumerate() {
+                let range = start..(start + BLOCK).min(len);
+                self.visit_block(&plan, range, &mut rows, &mut open, &mut gate, |idx, x, open| {
                     let mut pred = 0f64;
-                    for (r, run) in runs.iter().enumerate() {
-                        if open[b * runs.len() + r] {
+                    for (run, &o) in plan.runs.iter().zip(open) {
+                        if o {
                             for p in run.entries.clone() {
-                                let k = v.indices[p] as usize % d;
-                                pred += feat.get(i, k) as f64 * v.values[p] as f64;
+                                pred += x[plan.cols[p] as usize] as f64 * v.values[p] as f64;
                             }
                         }
                     }
+                    let i = Self::sample(batch, idx);
                     let o = if subtract_y { pred - y[i] as f64 } else { pred };
-                    chunk[b] = o as f32;
+                    chunk[idx - start] = o as f32;
                     acc += o * o;
-                }
+                });
                 acc
             })
-            .collect::<Vec<f64>>()
-            .iter()
-            .sum() // in block order: the same rounding on every run
+            .collect();
+        sums.iter().sum() // in block order: the same rounding on every run
     }
 
     /// `g = A_Sᵀ r` on the support of `v` (values of `v` unused); returns `g`.
     fn apply_t(&self, v: &SparseVec, r: &[f32]) -> Vec<f32> {
-        let d = self.problem.d;
-        let feat = self.feat();
-        let runs = self.runs(v);
-        let batch = self.batch.as_deref();
+        let plan = self.plan(v);
         let len = v.len();
         let partials: Vec<Vec<f64>> = parts(r.len(), self.threads)
             .into_par_iter()
             .map(|part| {
                 let mut acc = vec![0f64; len];
-                let mut open = Vec::new();
-                for blk in part.step_by(BLOCK) {
-                    let end = (blk + BLOCK).min(r.len());
-                    let samples: Vec<usize> =
-                        (blk..end).map(|idx| Self::sample(batch, idx)).collect();
-                    self.gate_block(feat, &samples, &runs, &mut open);
-                    for (b, &i) in samples.iter().enumerate() {
-                        let ri = r[blk + b] as f64;
+                let (mut rows, mut open, mut gate) = (Vec::new(), Vec::new(), Vec::new());
+                for blk in part.clone().step_by(BLOCK) {
+                    let range = blk..(blk + BLOCK).min(part.end);
+                    self.visit_block(&plan, range, &mut rows, &mut open, &mut gate, |idx, x, open| {
+                        let ri = r[idx] as f64;
                         if ri == 0.0 {
-                            continue;
+                            return;
                         }
-                        for (rr, run) in runs.iter().enumerate() {
-                            if open[b * runs.len() + rr] {
+                        for (run, &o) in plan.runs.iter().zip(open) {
+                            if o {
                                 for p in run.entries.clone() {
-                                    let k = v.indices[p] as usize % d;
-                                    acc[p] += ri * feat.get(i, k) as f64;
+                                    acc[p] += ri * x[plan.cols[p] as usize] as f64;
                                 }
                             }
                         }
-                    }
+                    });
                 }
                 acc
             })
@@ -551,7 +556,7 @@ impl Backend for CpuBackend {
 
     fn forward(&mut self, v: Slot) -> Result<f64> {
         let mut r = std::mem::take(&mut self.residual);
-        let loss = self.apply(&self.slots[v.index()], true, self.batch.as_deref(), &mut r);
+        let loss = self.apply(&self.slots[v.index()], true, &mut r);
         self.residual = r;
         Ok(loss)
     }
@@ -565,7 +570,7 @@ impl Backend for CpuBackend {
         };
         let gnorm = gvec.norm2();
         let mut tmp = vec![0f32; self.n_active()];
-        let curv = self.apply(&gvec, false, self.batch.as_deref(), &mut tmp);
+        let curv = self.apply(&gvec, false, &mut tmp);
         self.last_gnorm = gnorm;
         self.slots[g.index()] = gvec;
         Ok((gnorm, curv))
@@ -601,7 +606,7 @@ impl Backend for CpuBackend {
                 .collect(),
         };
         let mut r = std::mem::take(&mut self.trial_residual);
-        let loss = self.apply(&out, true, self.batch.as_deref(), &mut r);
+        let loss = self.apply(&out, true, &mut r);
         self.trial_residual = r;
         self.slots[dst.index()] = out;
         Ok((self.last_gnorm, loss))
@@ -651,11 +656,18 @@ impl Backend for CpuBackend {
 
     fn predict(&mut self, v: Slot) -> Result<Vec<f32>> {
         let mut out = vec![0f32; self.problem.n];
-        self.apply(&self.slots[v.index()], false, None, &mut out);
+        // Every sample, whatever the current minibatch.
+        let batch = self.batch.take();
+        self.apply(&self.slots[v.index()], false, &mut out);
+        self.batch = batch;
         Ok(out)
     }
 
     fn memory(&self) -> MemoryStats {
         self.meter.stats()
+    }
+
+    fn ceilings(&mut self) -> Result<Option<crate::bench::Ceilings>> {
+        Ok(Some(crate::bench::cpu_ceilings()))
     }
 }

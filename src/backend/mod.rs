@@ -108,8 +108,14 @@ pub trait Backend {
     /// If `recompute_grad`, first `g = A_Sᵀ r` on the support of `v`. Then `dst = v − μ g` and
     /// the trial residual `r' = A dst − y`; returns `(‖g‖², ‖r'‖²)`. The current residual is
     /// unchanged until [`Backend::accept_trial`].
-    fn trial(&mut self, v: Slot, g: Slot, dst: Slot, mu: f32, recompute_grad: bool)
-        -> Result<(f64, f64)>;
+    fn trial(
+        &mut self,
+        v: Slot,
+        g: Slot,
+        dst: Slot,
+        mu: f32,
+        recompute_grad: bool,
+    ) -> Result<(f64, f64)>;
     /// Makes the last trial residual the current one.
     fn accept_trial(&mut self) -> Result<()>;
     /// The dense pass: `c = w − μ Aᵀ r` over all `m·d` entries (current residual, in tiles of
@@ -120,6 +126,16 @@ pub trait Backend {
     fn predict(&mut self, v: Slot) -> Result<Vec<f32>>;
 
     fn memory(&self) -> MemoryStats;
+
+    /// Waits until submitted work has finished (a no-op on the CPU); used for wall-clock timing.
+    fn sync(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    /// The device's measured bandwidth and FLOP/s ceilings, for `spinr bench`.
+    fn ceilings(&mut self) -> Result<Option<crate::bench::Ceilings>> {
+        Ok(None)
+    }
 }
 
 /// Which backend the user asked for.
@@ -145,10 +161,20 @@ pub fn create(
             s,
             cpu::DEFAULT_FEATURE_CACHE,
         )?)),
-        BackendChoice::Gpu => Err(gpu::unavailable()),
-        BackendChoice::Auto => {
-            eprintln!("spinr: no GPU backend yet, using the CPU");
-            create(BackendChoice::Cpu, adapter, problem, s)
+        BackendChoice::Gpu => {
+            let ctx = gpu::GpuContext::new(adapter, false)?;
+            eprintln!("spinr: using GPU {}", ctx.adapter_name());
+            Ok(Box::new(gpu::GpuBackend::new(ctx, problem, s)?))
         }
+        BackendChoice::Auto => match gpu::GpuContext::new(adapter, true) {
+            Ok(ctx) => {
+                eprintln!("spinr: using GPU {}", ctx.adapter_name());
+                Ok(Box::new(gpu::GpuBackend::new(ctx, problem, s)?))
+            }
+            Err(_) => {
+                eprintln!("spinr: no GPU found, using the CPU backend");
+                create(BackendChoice::Cpu, adapter, problem, s)
+            }
+        },
     }
 }

@@ -1,5 +1,6 @@
 //! The command line: argument definitions here, one module per subcommand.
 
+pub mod bench;
 pub mod fit;
 pub mod plant;
 pub mod render;
@@ -28,6 +29,8 @@ pub enum Command {
     Fit(fit::FitArgs),
     /// Render a saved model to an image at any size.
     Render(render::RenderArgs),
+    /// Measure the device's ceilings, every kernel and a whole IHT step.
+    Bench(bench::BenchArgs),
 }
 
 /// Where the computation runs.
@@ -55,6 +58,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plant(a) => plant::run(a),
         Command::Fit(a) => fit::run(a),
         Command::Render(a) => render::run(a),
+        Command::Bench(a) => bench::run(a),
     }
 }
 
