@@ -1,12 +1,587 @@
-//! The wgpu backend (work in progress).
+//! The wgpu backend: the whole IHT step runs in WGSL compute kernels (`shaders/*.wgsl`) on
+//! device-resident slots; a trait call is one submission and reads back only its scalars.
+//!
+//! - `context`: adapter selection, device creation with the adapter's real limits.
+//! - `buffers`: the region layout inside a few large buffers, byte accounting.
+//! - `kernels`: pipelines, the bind group, command recording and readback.
+//!
+//! Support passes cache the per-neuron runs of the current support and its gate bit mask
+//! (`min(m, s) × n` bits), keyed by the support, the gates and the minibatch: a refinement
+//! (forward, step sizes, trials on one support) evaluates the gates once per step.
 
+mod buffers;
+mod context;
+mod kernels;
+
+pub use context::{list_adapters, AdapterReport, GpuContext, NO_ADAPTER_HELP};
+pub use kernels::{compose_shader, COMMON_WGSL, SHADER_FILES};
+
+use super::{Backend, BackendInfo, GateSource, MemoryMeter, MemoryStats, Slot};
 use crate::error::{Error, Result};
+use crate::problem::{Features, GateMode, Problem};
+use crate::sparse::SparseVec;
+use buffers::{
+    Buffers, Layout, Op, BS, KR, NSLOT, SCALARS, SCAN_BLOCK, SLOT_GATE, SLOT_TOP_A, SLOT_TOP_B, TG,
+};
+use kernels::{Kernels, Read, Rec, K};
+use std::sync::Arc;
 
-/// Placeholder until the WGSL backend lands.
-pub fn unavailable() -> Error {
-    Error::NoAdapter("the GPU backend is not built yet".into())
+/// Grid features are uploaded as a dense matrix when it takes at most this many bytes (the
+/// support passes then gather instead of evaluating sin/cos); larger grids stay on the fly.
+pub const DEFAULT_FEATURE_CACHE: u64 = 256 << 20;
+
+const FLAG_SUB_Y: u32 = 1;
+const FLAG_STORE: u32 = 2;
+const FLAG_SLOT_SQ: u32 = 4;
+
+/// Options beyond the trait's (tests use them to force the on-the-fly feature path).
+#[derive(Clone, Copy, Debug)]
+pub struct GpuOptions {
+    /// Largest grid-feature matrix, in bytes, that is materialised on the device.
+    pub feature_cache_bytes: u64,
+    /// Neurons per dense-pass tile (rounded up to a multiple of 8); `None`: about 128 Ki
+    /// candidates per tile. Small tiles exercise the streaming merge.
+    pub tile_neurons: Option<usize>,
 }
 
-pub fn check() -> Result<()> {
-    Err(unavailable())
+impl Default for GpuOptions {
+    fn default() -> Self {
+        Self {
+            feature_cache_bytes: DEFAULT_FEATURE_CACHE,
+            tile_neurons: None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Gates {
+    Open = 0,
+    Random = 1,
+    Weights = 2,
+}
+
+/// What the cached runs and gate mask were built for: (support id, gate epoch, batch epoch;
+/// `None` = all samples).
+type MaskKey = (u64, u64, Option<u64>);
+
+pub struct GpuBackend {
+    ctx: Arc<GpuContext>,
+    problem: Arc<Problem>,
+    lay: Layout,
+    bufs: Buffers,
+    kernels: Kernels,
+    /// Which of the two residual regions holds the current residual.
+    cur: usize,
+    n_act: usize,
+    batch_epoch: Option<u64>,
+    epochs: u64,
+    gates: Gates,
+    gate_epoch: u64,
+    /// Support identity per slot: equal ids mean equal index lists.
+    sup: [u64; NSLOT],
+    next_sup: u64,
+    mask_key: Option<MaskKey>,
+    last_gnorm: f64,
+    meter: MemoryMeter,
+}
+
+impl GpuBackend {
+    /// Prepares a fit of `problem` with at most `s` nonzeros on the context's device.
+    pub fn new(ctx: Arc<GpuContext>, problem: Arc<Problem>, s: usize) -> Result<Self> {
+        Self::with_options(ctx, problem, s, GpuOptions::default())
+    }
+
+    pub fn with_options(
+        ctx: Arc<GpuContext>,
+        problem: Arc<Problem>,
+        s: usize,
+        opts: GpuOptions,
+    ) -> Result<Self> {
+        problem.validate()?;
+        problem.check_nonzeros(s)?;
+        let (n, d) = (problem.n, problem.d);
+        // Dense features: given, or a grid small enough to materialise.
+        let cached: Option<Vec<f32>> = match &problem.features {
+            Features::Grid(g) if (n * d * 4) as u64 <= opts.feature_cache_bytes => {
+                let mut x = vec![0f32; n * d];
+                use rayon::prelude::*;
+                x.par_chunks_mut(d)
+                    .enumerate()
+                    .for_each(|(i, row)| g.fill_row(i, row));
+                Some(x)
+            }
+            _ => None,
+        };
+        let (grid, dense): (Option<&crate::problem::GridFourier>, Option<&[f32]>) =
+            match (&problem.features, &cached) {
+                (_, Some(x)) => (None, Some(x)),
+                (Features::Dense(x), None) => (None, Some(x)),
+                (Features::Grid(g), None) => (Some(g), None),
+            };
+        let lay = Layout::new(&problem, s, grid, opts.tile_neurons, &ctx.limits)?;
+        let mut meter = MemoryMeter::default();
+        let bufs = Buffers::new(&ctx, &problem, &lay, dense, &mut meter)?;
+        meter.set_tile(lay.tile_bytes);
+        drop(cached);
+        let kernels = Kernels::new(&ctx, &bufs)?;
+        let gates = match problem.gates {
+            GateMode::Gaussian => Gates::Open,
+            _ => Gates::Random,
+        };
+        let mut b = GpuBackend {
+            ctx,
+            lay,
+            bufs,
+            kernels,
+            cur: 0,
+            n_act: n,
+            batch_epoch: None,
+            epochs: 0,
+            gates,
+            gate_epoch: 0,
+            sup: [0; NSLOT],
+            next_sup: 1,
+            mask_key: None,
+            last_gnorm: 0.0,
+            meter,
+            problem,
+        };
+        b.write_cfg();
+        b.ctx.wait()?;
+        Ok(b)
+    }
+
+    fn write_cfg(&mut self) {
+        self.lay.cfg.gate = self.gates as u32;
+        self.ctx
+            .queue
+            .write_buffer(&self.bufs.cfg, 0, bytemuck::bytes_of(&self.lay.cfg));
+    }
+
+    fn slot(&self, s: Slot) -> Result<u32> {
+        if s.index() >= Slot::COUNT {
+            return Err(Error::arg("slot", format!("no slot {}", s.0)));
+        }
+        Ok(s.0 as u32)
+    }
+
+    fn new_support(&mut self) -> u64 {
+        self.next_sup += 1;
+        self.next_sup
+    }
+
+    /// An op with the active samples filled in.
+    fn op(&self) -> Op {
+        Op {
+            n_act: self.n_act as u32,
+            batched: self.batch_epoch.is_some() as u32,
+            ..Default::default()
+        }
+    }
+
+    fn res(&self, which: usize) -> u32 {
+        self.lay.f_res[which] as u32
+    }
+
+    /// Records the runs and gate mask of slot `v`'s support unless they are cached. `all`:
+    /// for every sample regardless of the minibatch (predict).
+    fn ensure_mask(&mut self, rec: &mut Rec, v: u32, all: bool) {
+        let batch = if all { None } else { self.batch_epoch };
+        let key = (self.sup[v as usize], self.gate_epoch, batch);
+        if self.mask_key == Some(key) {
+            return;
+        }
+        let mut op = self.op();
+        if all {
+            op.n_act = self.lay.n as u32;
+            op.batched = 0;
+        }
+        op.a = v;
+        rec.push(K::Runs, op, [1, 1, 1]);
+        if self.gates != Gates::Open {
+            let blocks = (op.n_act as usize).div_ceil(BS);
+            let max = self.ctx.limits.max_compute_workgroups_per_dimension as usize;
+            let (x, z) = if blocks <= max {
+                (blocks, 1)
+            } else {
+                (max, blocks.div_ceil(max))
+            };
+            let groups = self.lay.cfg.maxruns.div_ceil(TG as u32);
+            rec.push(K::Mask, op, [x as u32, groups, z as u32]);
+        }
+        self.mask_key = Some(key);
+    }
+
+    /// `out = A_S v [− y]` over the active samples into F[dst] (if `store`), Σ out² into
+    /// scalar `sc`.
+    fn rec_apply(&self, rec: &mut Rec, v: u32, flags: u32, dst: u32, sc: u32, all: bool) {
+        let mut op = self.op();
+        if all {
+            op.n_act = self.lay.n as u32;
+            op.batched = 0;
+        }
+        op.a = v;
+        op.flags = flags;
+        op.dst = dst;
+        let groups = (op.n_act as usize).div_ceil(256);
+        rec.push(K::Apply, op, self.kernels.grid1(groups));
+        let mut red = self.op();
+        red.src = self.lay.cfg.f_part;
+        red.count = groups as u32;
+        red.sc = sc;
+        rec.push(K::Reduce, red, [1, 1, 1]);
+    }
+
+    /// `g = A_Sᵀ r` on the support of `v`, ‖g‖² into scalar `sc`.
+    fn rec_grad(&self, rec: &mut Rec, v: u32, g: u32, sc: u32) {
+        let mut op = self.op();
+        op.a = v;
+        op.b = g;
+        op.src = self.res(self.cur);
+        rec.push(K::Grad, op, self.kernels.grid1(self.lay.cap));
+        let mut red = self.op();
+        red.a = g;
+        red.flags = FLAG_SLOT_SQ;
+        red.sc = sc;
+        rec.push(K::Reduce, red, [1, 1, 1]);
+    }
+
+    fn rec_copy(&self, rec: &mut Rec, dst: u32, src: u32) {
+        let mut op = self.op();
+        op.a = src;
+        op.c = dst;
+        rec.push(
+            K::CopySlot,
+            op,
+            self.kernels.grid1(self.lay.cap.div_ceil(256)),
+        );
+    }
+
+    fn run(&self, rec: Rec, reads: &[Read<'_>]) -> Result<Vec<u8>> {
+        kernels::submit(&self.ctx, &self.kernels, &self.bufs, rec, reads)
+    }
+
+    /// Runs `rec` and reads back the first `count` scalars.
+    fn run_scalars(&self, rec: Rec, count: usize) -> Result<Vec<f64>> {
+        let read = Read {
+            buffer: &self.bufs.f,
+            offset: self.lay.cfg.f_sc as u64 * 4,
+            bytes: (count.min(SCALARS) * 4) as u64,
+        };
+        let bytes = self.run(rec, &[read])?;
+        Ok(bytemuck::pod_collect_to_vec::<u8, f32>(&bytes)
+            .into_iter()
+            .map(|v| v as f64)
+            .collect())
+    }
+}
+
+impl Backend for GpuBackend {
+    fn info(&self) -> BackendInfo {
+        BackendInfo {
+            kind: "gpu",
+            adapter: self.ctx.adapter_name(),
+        }
+    }
+
+    fn load(&mut self, slot: Slot, w: &SparseVec) -> Result<()> {
+        let q = self.slot(slot)?;
+        if w.len() > self.lay.cap {
+            return Err(Error::arg(
+                "model",
+                format!(
+                    "{} entries but the backend holds at most s = {}",
+                    w.len(),
+                    self.lay.cap
+                ),
+            ));
+        }
+        if w.indices.len() != w.values.len() {
+            return Err(Error::arg("model", "indices and values differ in length"));
+        }
+        if let Some(&last) = w.indices.last() {
+            if last as usize >= self.problem.signal_len() {
+                return Err(Error::arg("model", "index beyond m·d"));
+            }
+        }
+        if w.indices.windows(2).any(|p| p[0] >= p[1]) {
+            return Err(Error::arg("model", "indices must be strictly increasing"));
+        }
+        crate::error::check_finite("weights", &w.values)?;
+        let c = &self.lay.cfg;
+        let at = (q * c.cap) as u64 * 4;
+        let queue = &self.ctx.queue;
+        if !w.is_empty() {
+            queue.write_buffer(
+                &self.bufs.u,
+                c.u_idx as u64 * 4 + at,
+                bytemuck::cast_slice(&w.indices),
+            );
+            queue.write_buffer(
+                &self.bufs.f,
+                c.f_vals as u64 * 4 + at,
+                bytemuck::cast_slice(&w.values),
+            );
+        }
+        queue.write_buffer(
+            &self.bufs.u,
+            (c.u_len + q) as u64 * 4,
+            bytemuck::bytes_of(&(w.len() as u32)),
+        );
+        // Nothing else needs to run; submitting an empty batch flushes the writes in order.
+        self.run(Rec::default(), &[])?;
+        self.sup[q as usize] = self.new_support();
+        Ok(())
+    }
+
+    fn read(&mut self, slot: Slot) -> Result<SparseVec> {
+        let q = self.slot(slot)?;
+        let c = &self.lay.cfg;
+        let span = c.cap as u64 * 4;
+        let reads = [
+            Read {
+                buffer: &self.bufs.u,
+                offset: (c.u_len + q) as u64 * 4,
+                bytes: 4,
+            },
+            Read {
+                buffer: &self.bufs.u,
+                offset: (c.u_idx + q * c.cap) as u64 * 4,
+                bytes: span,
+            },
+            Read {
+                buffer: &self.bufs.f,
+                offset: (c.f_vals + q * c.cap) as u64 * 4,
+                bytes: span,
+            },
+        ];
+        let bytes = self.run(Rec::default(), &reads)?;
+        let words: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes);
+        let cap = self.lay.cap;
+        let len = words[0] as usize;
+        if len > cap {
+            return Err(Error::Gpu(format!(
+                "slot {q} reports {len} entries (capacity {cap})"
+            )));
+        }
+        let indices = words[1..1 + len].to_vec();
+        let values = words[1 + cap..1 + cap + len]
+            .iter()
+            .map(|&b| f32::from_bits(b))
+            .collect();
+        Ok(SparseVec { indices, values })
+    }
+
+    fn copy(&mut self, dst: Slot, src: Slot) -> Result<()> {
+        let (d, s) = (self.slot(dst)?, self.slot(src)?);
+        if d == s {
+            return Ok(());
+        }
+        let mut rec = Rec::default();
+        self.rec_copy(&mut rec, d, s);
+        self.run(rec, &[])?;
+        self.sup[d as usize] = self.sup[s as usize];
+        Ok(())
+    }
+
+    fn set_gates(&mut self, gates: GateSource) -> Result<()> {
+        let mut rec = Rec::default();
+        self.gates = match (gates, self.problem.gates) {
+            (_, GateMode::Gaussian) => Gates::Open,
+            (GateSource::Random, _) => Gates::Random,
+            (GateSource::Slot(s), _) => {
+                let q = self.slot(s)?;
+                // Snapshot: later changes of the slot do not move the gates.
+                self.rec_copy(&mut rec, SLOT_GATE, q);
+                let op = self.op();
+                rec.push(
+                    K::GatesPrep,
+                    op,
+                    self.kernels.grid1(self.lay.m.div_ceil(256)),
+                );
+                Gates::Weights
+            }
+        };
+        self.write_cfg();
+        self.run(rec, &[])?;
+        self.gate_epoch += 1;
+        Ok(())
+    }
+
+    fn set_batch(&mut self, batch: Option<&[u32]>) -> Result<()> {
+        match batch {
+            Some(b) => {
+                if b.is_empty() || b.iter().any(|&i| i as usize >= self.problem.n) {
+                    return Err(Error::arg(
+                        "--batch-size",
+                        "empty batch or sample out of range",
+                    ));
+                }
+                self.ctx.queue.write_buffer(
+                    &self.bufs.u,
+                    self.lay.cfg.u_batch as u64 * 4,
+                    bytemuck::cast_slice(b),
+                );
+                self.epochs += 1;
+                self.batch_epoch = Some(self.epochs);
+                self.n_act = b.len();
+            }
+            None => {
+                self.batch_epoch = None;
+                self.n_act = self.problem.n;
+            }
+        }
+        Ok(())
+    }
+
+    fn forward(&mut self, v: Slot) -> Result<f64> {
+        let q = self.slot(v)?;
+        let mut rec = Rec::default();
+        self.ensure_mask(&mut rec, q, false);
+        self.rec_apply(
+            &mut rec,
+            q,
+            FLAG_SUB_Y | FLAG_STORE,
+            self.res(self.cur),
+            0,
+            false,
+        );
+        Ok(self.run_scalars(rec, 1)?[0])
+    }
+
+    fn step_size(&mut self, v: Slot, g: Slot) -> Result<(f64, f64)> {
+        let (qv, qg) = (self.slot(v)?, self.slot(g)?);
+        let mut rec = Rec::default();
+        self.ensure_mask(&mut rec, qv, false);
+        self.rec_grad(&mut rec, qv, qg, 0);
+        self.rec_apply(&mut rec, qg, 0, 0, 1, false);
+        let s = self.run_scalars(rec, 2)?;
+        self.sup[qg as usize] = self.sup[qv as usize];
+        self.last_gnorm = s[0];
+        Ok((s[0], s[1]))
+    }
+
+    fn trial(
+        &mut self,
+        v: Slot,
+        g: Slot,
+        dst: Slot,
+        mu: f32,
+        recompute_grad: bool,
+    ) -> Result<(f64, f64)> {
+        let (qv, qg, qd) = (self.slot(v)?, self.slot(g)?, self.slot(dst)?);
+        let mut rec = Rec::default();
+        self.ensure_mask(&mut rec, qv, false);
+        if recompute_grad {
+            self.rec_grad(&mut rec, qv, qg, 0);
+        }
+        let mut op = self.op();
+        op.a = qv;
+        op.b = qg;
+        op.c = qd;
+        op.mu = mu;
+        rec.push(K::Axpy, op, self.kernels.grid1(self.lay.cap.div_ceil(256)));
+        let trial_res = self.res(1 - self.cur);
+        self.rec_apply(&mut rec, qd, FLAG_SUB_Y | FLAG_STORE, trial_res, 1, false);
+        let s = self.run_scalars(rec, 2)?;
+        let sv = self.sup[qv as usize];
+        if recompute_grad {
+            self.sup[qg as usize] = sv;
+            self.last_gnorm = s[0];
+        }
+        self.sup[qd as usize] = sv;
+        Ok((self.last_gnorm, s[1]))
+    }
+
+    fn accept_trial(&mut self) -> Result<()> {
+        self.cur = 1 - self.cur;
+        Ok(())
+    }
+
+    fn threshold(&mut self, w: Slot, mu: f32, s: usize, dst: Slot) -> Result<()> {
+        let (qw, qd) = (self.slot(w)?, self.slot(dst)?);
+        if s == 0 || s > self.lay.cap {
+            return Err(Error::arg(
+                "--nonzeros",
+                format!(
+                    "threshold to s = {s}, but the backend holds 1..={}",
+                    self.lay.cap
+                ),
+            ));
+        }
+        let lay = &self.lay;
+        let (d, m) = (lay.d, lay.m);
+        let c = &lay.cfg;
+        // The running buffer starts empty.
+        self.ctx.queue.write_buffer(
+            &self.bufs.u,
+            (c.u_len + SLOT_TOP_A) as u64 * 4,
+            bytemuck::bytes_of(&0u32),
+        );
+        let ng = self.n_act.div_ceil(BS).clamp(1, lay.max_groups) as u32;
+        let mut rec = Rec::default();
+        let (mut cur, mut nxt) = (SLOT_TOP_A, SLOT_TOP_B);
+        let mut tile0 = 0;
+        while tile0 < m {
+            let tn = lay.tn_cap.min(m - tile0);
+            let elems = tn * d;
+            let mut op = self.op();
+            op.src = self.res(self.cur);
+            op.mu = mu;
+            op.tile0 = tile0 as u32;
+            op.tn = tn as u32;
+            op.ng = ng;
+            op.s = s as u32;
+            op.a = cur;
+            op.b = qw;
+            op.c = nxt;
+            op.count = elems as u32;
+            op.sc = (lay.cap + elems).div_ceil(SCAN_BLOCK) as u32;
+            if self.gates == Gates::Random {
+                rec.push(K::GenH, op, self.kernels.grid1(elems.div_ceil(256)));
+            }
+            let groups = [ng, d.div_ceil(KR) as u32, tn.div_ceil(TG) as u32];
+            rec.push(K::Dense, op, groups);
+            rec.push(K::ReduceTile, op, self.kernels.grid1(elems.div_ceil(256)));
+            rec.push(K::AddW, op, self.kernels.grid1(lay.cap.div_ceil(256)));
+            let hist_groups = (lay.cap + elems).div_ceil(256 * 16).clamp(1, 64) as u32;
+            for pass in 0..3 {
+                op.pass = pass;
+                rec.push(K::Hist, op, [hist_groups, 1, 1]);
+                rec.push(K::Select, op, [1, 1, 1]);
+            }
+            rec.push(K::Count, op, self.kernels.grid1(op.sc as usize));
+            rec.push(K::Scan, op, [1, 1, 1]);
+            rec.push(K::Scatter, op, self.kernels.grid1(op.sc as usize));
+            std::mem::swap(&mut cur, &mut nxt);
+            tile0 += tn;
+        }
+        self.rec_copy(&mut rec, qd, cur);
+        self.run(rec, &[])?;
+        self.sup[qd as usize] = self.new_support();
+        Ok(())
+    }
+
+    fn predict(&mut self, v: Slot) -> Result<Vec<f32>> {
+        let q = self.slot(v)?;
+        let mut rec = Rec::default();
+        self.ensure_mask(&mut rec, q, true);
+        let out = self.res(2);
+        self.rec_apply(&mut rec, q, FLAG_STORE, out, 2, true);
+        let read = Read {
+            buffer: &self.bufs.f,
+            offset: out as u64 * 4,
+            bytes: self.lay.n as u64 * 4,
+        };
+        let bytes = self.run(rec, &[read])?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
+    fn memory(&self) -> MemoryStats {
+        self.meter.stats()
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        self.ctx.wait()
+    }
 }

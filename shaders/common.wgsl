@@ -1,0 +1,270 @@
+// Shared by every spinr kernel: prepended to each shaders/*.wgsl file (WGSL has no includes).
+// Bindings, the hash RNG of src/rng.rs, feature and gate evaluation, workgroup reductions.
+
+// Fixed for a backend's lifetime (problem sizes, region offsets); rewritten on set_gates.
+struct Cfg {
+    n: u32, d: u32, m: u32, cap: u32,
+    feat: u32, gate: u32, half: u32, naxes: u32,
+    seed_lo: u32, seed_hi: u32, xrows: u32, mw: u32,
+    ax0: u32, ax1: u32, ax2: u32, ax3: u32,
+    to0: u32, to1: u32, to2: u32, to3: u32,
+    f_y: u32, f_vals: u32, f_ct: u32, f_gp: u32,
+    f_part: u32, f_sc: u32, f_ht: u32, maxruns: u32,
+    u_batch: u32, u_idx: u32, u_len: u32, u_meta: u32,
+    u_runn: u32, u_runs: u32, u_emap: u32, u_mask: u32,
+    u_goff: u32, u_cand: u32, u_keys: u32, u_blk: u32,
+    tn_cap: u32, gate_slot: u32, pad0: u32, pad1: u32,
+}
+
+// Per dispatch (dynamic offset): which slots, regions and scalars this job works on.
+struct Op {
+    a: u32, b: u32, c: u32, n_act: u32,
+    batched: u32, src: u32, dst: u32, flags: u32,
+    mu: f32, tile0: u32, tn: u32, s: u32,
+    pass_: u32, ng: u32, count: u32, sc: u32,
+}
+
+@group(0) @binding(0) var<uniform> cfg: Cfg;
+@group(0) @binding(1) var<uniform> op: Op;
+// Dense features, row-major, split by rows across up to four bindings (binding-size limits).
+@group(0) @binding(2) var<storage, read> x0: array<f32>;
+@group(0) @binding(3) var<storage, read> x1: array<f32>;
+@group(0) @binding(4) var<storage, read> x2: array<f32>;
+@group(0) @binding(5) var<storage, read> x3: array<f32>;
+// All float state (targets, residuals, slot values, phase tables, tile buffers, scalars).
+@group(0) @binding(6) var<storage, read_write> F: array<f32>;
+// All integer state (batch, slot indices and lengths, runs, gate masks, keys, scan blocks).
+@group(0) @binding(7) var<storage, read_write> U: array<u32>;
+// Radix-select histogram (global atomics are portable; f32 atomics are not).
+@group(0) @binding(8) var<storage, read_write> H: array<atomic<u32>>;
+
+const WG: u32 = 256u;
+
+// Op.flags bits.
+const FLAG_SUB_Y: u32 = 1u;      // apply: subtract the targets
+const FLAG_STORE: u32 = 2u;      // apply: store the output vector
+const FLAG_SLOT_SQ: u32 = 4u;    // reduce: sum of squares of a slot's values
+
+// u_meta entries.
+const META_RUNS: u32 = 0u;
+const META_K: u32 = 1u;
+const META_PREFIX: u32 = 2u;
+const META_DONE: u32 = 3u;
+const META_KSTAR: u32 = 4u;
+const META_NEED: u32 = 5u;
+
+// ---- hash RNG: bit-exact port of src/rng.rs ----
+
+fn hash32(x_in: u32) -> u32 {
+    var x = x_in;
+    x ^= x >> 16u;
+    x *= 0x7feb352du;
+    x ^= x >> 15u;
+    x *= 0x846ca68bu;
+    x ^= x >> 16u;
+    return x;
+}
+
+fn gate_key(neuron: u32) -> u32 {
+    return hash32(hash32(hash32(cfg.seed_lo) ^ cfg.seed_hi) ^ (neuron * 0x9e3779b9u));
+}
+
+fn unit01(bits: u32) -> f32 {
+    return (f32(bits >> 8u) + 0.5) * (1.0 / 16777216.0);
+}
+
+// ln(u) for normal u > 0 to about 1 ulp: the built-in log may be a coarse approximation.
+fn ln_acc(u: f32) -> f32 {
+    let bits = bitcast<u32>(u);
+    var e = i32((bits >> 23u) & 0xffu) - 127;
+    var mant = bitcast<f32>((bits & 0x7fffffu) | 0x3f800000u);
+    if (mant > 1.41421356) {
+        mant = mant * 0.5;
+        e = e + 1;
+    }
+    let z = (mant - 1.0) / (mant + 1.0);
+    let z2 = z * z;
+    let lm = 2.0 * z * (1.0 + z2 * (1.0 / 3.0 + z2 * (1.0 / 5.0 + z2 * (1.0 / 7.0 + z2 * (1.0 / 9.0)))));
+    let fe = f32(e);
+    return fe * 0.693145751953125 + (lm + fe * 1.428606820309417e-6);
+}
+
+// (sin, cos) of 2π·p. Quadrant reduction in units of turns is exact, so the polynomials only
+// see |θ| ≤ π/4: accurate to ~1e-7 on every device (WGSL's sin/cos allow 2^-11 error).
+fn sincos2pi(p: f32) -> vec2<f32> {
+    let q = round(4.0 * p);
+    let r = p - 0.25 * q;
+    let t = 6.283185307179586 * r;
+    let t2 = t * t;
+    let s = t * (1.0 + t2 * (-1.0 / 6.0 + t2 * (1.0 / 120.0 + t2 * (-1.0 / 5040.0 + t2 * (1.0 / 362880.0)))));
+    let c = 1.0 + t2 * (-0.5 + t2 * (1.0 / 24.0 + t2 * (-1.0 / 720.0 + t2 * (1.0 / 40320.0 + t2 * (-1.0 / 3628800.0)))));
+    let qi = u32(i32(q)) & 3u;
+    if (qi == 0u) {
+        return vec2<f32>(s, c);
+    } else if (qi == 1u) {
+        return vec2<f32>(c, -s);
+    } else if (qi == 2u) {
+        return vec2<f32>(-s, -c);
+    }
+    return vec2<f32>(-c, s);
+}
+
+// Entry k of the standard-normal gate vector with key `key` (Box–Muller, cosine branch).
+fn gate_normal(key: u32, k: u32) -> f32 {
+    let a = hash32(key ^ hash32(k * 2u + 1u));
+    let b = hash32(a ^ 0x68e31da4u);
+    let r = sqrt(-2.0 * ln_acc(unit01(a)));
+    return r * sincos2pi(unit01(b)).y;
+}
+
+// ---- features ----
+
+fn xdense(i: u32, k: u32) -> f32 {
+    let r = cfg.xrows;
+    let d = cfg.d;
+    if (i < r) {
+        return x0[i * d + k];
+    }
+    if (i < 2u * r) {
+        return x1[(i - r) * d + k];
+    }
+    if (i < 3u * r) {
+        return x2[(i - 2u * r) * d + k];
+    }
+    return x3[(i - 3u * r) * d + k];
+}
+
+// Where sample i's entries sit in each axis table (frequency 0), and the axis lengths.
+struct GridRef {
+    base: vec4<u32>,
+    len: vec4<u32>,
+}
+
+fn grid_ref(i: u32) -> GridRef {
+    let len = vec4<u32>(cfg.ax0, cfg.ax1, cfg.ax2, cfg.ax3);
+    let off = vec4<u32>(cfg.to0, cfg.to1, cfg.to2, cfg.to3);
+    var base = vec4<u32>(0u);
+    var rest = i;
+    // Row-major multi-index: the last axis varies fastest.
+    for (var a = i32(cfg.naxes) - 1; a >= 0; a = a - 1) {
+        let t = rest % len[a];
+        rest = rest / len[a];
+        base[a] = off[a] + t;
+    }
+    return GridRef(base, len);
+}
+
+// fract(Σ_a table_a[f, t_a]), summed in axis order exactly as GridFourier::fill_row.
+fn grid_phase(g: GridRef, f: u32) -> f32 {
+    var sum = 0.0;
+    for (var a = 0u; a < cfg.naxes; a = a + 1u) {
+        sum = sum + F[g.base[a] + f * g.len[a]];
+    }
+    return sum - floor(sum);
+}
+
+fn grid_feat(g: GridRef, k: u32) -> f32 {
+    let h = cfg.half;
+    if (k < h) {
+        return sincos2pi(grid_phase(g, k)).x;
+    }
+    return sincos2pi(grid_phase(g, k - h)).y;
+}
+
+// Feature k of sample i (dense matrix or Fourier features generated on the fly).
+fn feat(i: u32, k: u32) -> f32 {
+    if (cfg.feat == 0u) {
+        return xdense(i, k);
+    }
+    return grid_feat(grid_ref(i), k);
+}
+
+// ---- samples, slots, gates ----
+
+// Sample id of active position a (the minibatch list, or a itself).
+fn sample_of(a: u32) -> u32 {
+    if (op.batched != 0u) {
+        return U[cfg.u_batch + a];
+    }
+    return a;
+}
+
+fn slot_len(q: u32) -> u32 {
+    return U[cfg.u_len + q];
+}
+
+fn sidx(q: u32, p: u32) -> u32 {
+    return U[cfg.u_idx + q * cfg.cap + p];
+}
+
+fn sval(q: u32, p: u32) -> f32 {
+    return F[cfg.f_vals + q * cfg.cap + p];
+}
+
+// Gate of support run `run` at active position a, from the cached bit mask.
+fn gate_open(run: u32, a: u32) -> bool {
+    if (cfg.gate == 0u) {
+        return true;
+    }
+    return ((U[cfg.u_mask + run * cfg.mw + (a >> 5u)] >> (a & 31u)) & 1u) != 0u;
+}
+
+// Weight gates: pre-activation h_j · x_i over the gate snapshot's entries of neuron j.
+fn pre_weights(i: u32, j: u32) -> f32 {
+    let lo = U[cfg.u_goff + j];
+    let hi = U[cfg.u_goff + cfg.m + j];
+    let q = cfg.gate_slot;
+    var pre = 0.0;
+    for (var p = lo; p < hi; p = p + 1u) {
+        pre = pre + feat(i, sidx(q, p) % cfg.d) * sval(q, p);
+    }
+    return pre;
+}
+
+// Selection key of a candidate: |c| as sortable bits, plus one so that 0 means "excluded".
+fn mag_key(v: f32) -> u32 {
+    return (bitcast<u32>(v) & 0x7fffffffu) + 1u;
+}
+
+// Workgroup index of a 1-D job dispatched as a 2-D grid (dimension limit 65535).
+fn wg_linear(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return wid.x + wid.y * nwg.x;
+}
+
+// ---- workgroup reductions and scans (call from uniform control flow) ----
+
+var<workgroup> red_f: array<f32, 256>;
+var<workgroup> scan_u: array<u32, 256>;
+
+// Sum over the workgroup, in a fixed tree order (deterministic).
+fn wg_sum(v: f32, lid: u32) -> f32 {
+    red_f[lid] = v;
+    workgroupBarrier();
+    for (var off = WG / 2u; off > 0u; off = off >> 1u) {
+        if (lid < off) {
+            red_f[lid] = red_f[lid] + red_f[lid + off];
+        }
+        workgroupBarrier();
+    }
+    let total = red_f[0];
+    workgroupBarrier();
+    return total;
+}
+
+// Inclusive prefix sum over the workgroup; returns (inclusive, total).
+fn wg_scan(v: u32, lid: u32) -> vec2<u32> {
+    scan_u[lid] = v;
+    workgroupBarrier();
+    for (var off = 1u; off < WG; off = off << 1u) {
+        var t = 0u;
+        if (lid >= off) {
+            t = scan_u[lid - off];
+        }
+        workgroupBarrier();
+        scan_u[lid] = scan_u[lid] + t;
+        workgroupBarrier();
+    }
+    let r = vec2<u32>(scan_u[lid], scan_u[WG - 1u]);
+    workgroupBarrier();
+    return r;
+}

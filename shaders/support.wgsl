@@ -1,0 +1,214 @@
+// Support-restricted passes (DESIGN.md §2 steps 1 and 3): runs of a support, A_S v, A_Sᵀ r,
+// the trial point, slot copies, scalar reductions, and the weight-gate index.
+
+var<workgroup> len_w: u32;
+
+// Groups the entries of slot op.a into per-neuron runs (indices are sorted, so runs are
+// contiguous): u_runn[r] = neuron, u_runs[r]..u_runs[r+1] = entries, u_emap[p] = run of p.
+// One workgroup: an ordered compaction in chunks of WG entries.
+@compute @workgroup_size(256)
+fn runs(@builtin(local_invocation_index) lid: u32) {
+    let q = op.a;
+    let d = cfg.d;
+    if (lid == 0u) {
+        len_w = slot_len(q);
+    }
+    let len = workgroupUniformLoad(&len_w);
+    var carry = 0u;
+    for (var c = 0u; c < len; c = c + WG) {
+        let p = c + lid;
+        var start = 0u;
+        var nj = 0u;
+        if (p < len) {
+            nj = sidx(q, p) / d;
+            if (p == 0u || sidx(q, p - 1u) / d != nj) {
+                start = 1u;
+            }
+        }
+        let sc = wg_scan(start, lid);
+        if (p < len) {
+            let run = carry + sc.x - 1u;
+            if (start == 1u) {
+                U[cfg.u_runn + run] = nj;
+                U[cfg.u_runs + run] = p;
+            }
+            U[cfg.u_emap + p] = run;
+        }
+        carry = carry + sc.y;
+    }
+    if (lid == 0u) {
+        U[cfg.u_runs + carry] = len;
+        U[cfg.u_meta + META_RUNS] = carry;
+    }
+}
+
+// out_a = (A_S v)_i [− y_i] over the active samples (thread per sample, gates from the mask);
+// stores out if FLAG_STORE and writes the workgroup's Σ out² to f_part.
+@compute @workgroup_size(256)
+fn apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_index) lid: u32) {
+    let g = wg_linear(wid, nwg);
+    let a = g * WG + lid;
+    let q = op.a;
+    let d = cfg.d;
+    var sq = 0.0;
+    if (a < op.n_act) {
+        let i = sample_of(a);
+        let nruns = U[cfg.u_meta + META_RUNS];
+        var pred = 0.0;
+        if (cfg.feat == 0u) {
+            for (var r = 0u; r < nruns; r = r + 1u) {
+                if (gate_open(r, a)) {
+                    let e = U[cfg.u_runs + r + 1u];
+                    for (var p = U[cfg.u_runs + r]; p < e; p = p + 1u) {
+                        pred = pred + xdense(i, sidx(q, p) % d) * sval(q, p);
+                    }
+                }
+            }
+        } else {
+            let gr = grid_ref(i);
+            for (var r = 0u; r < nruns; r = r + 1u) {
+                if (gate_open(r, a)) {
+                    let e = U[cfg.u_runs + r + 1u];
+                    for (var p = U[cfg.u_runs + r]; p < e; p = p + 1u) {
+                        pred = pred + grid_feat(gr, sidx(q, p) % d) * sval(q, p);
+                    }
+                }
+            }
+        }
+        var out = pred;
+        if ((op.flags & FLAG_SUB_Y) != 0u) {
+            out = pred - F[cfg.f_y + i];
+        }
+        if ((op.flags & FLAG_STORE) != 0u) {
+            F[op.dst + a] = out;
+        }
+        sq = out * out;
+    }
+    let total = wg_sum(sq, lid);
+    if (lid == 0u) {
+        F[cfg.f_part + g] = total;
+    }
+}
+
+// g_p = Σ_a open(run_p, a) r_a x_{i_a, k_p} on the support of slot op.a (residual at op.src),
+// into slot op.b (same indices). One workgroup per entry.
+@compute @workgroup_size(256)
+fn grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let p = wg_linear(wid, nwg);
+    let q = op.a;
+    let len = slot_len(q);
+    var acc = 0.0;
+    if (p < len) {
+        let run = U[cfg.u_emap + p];
+        let k = sidx(q, p) % cfg.d;
+        for (var a = lid; a < op.n_act; a = a + WG) {
+            if (gate_open(run, a)) {
+                acc = acc + F[op.src + a] * feat(sample_of(a), k);
+            }
+        }
+    }
+    let total = wg_sum(acc, lid);
+    if (lid == 0u && p < len) {
+        F[cfg.f_vals + op.b * cfg.cap + p] = total;
+        U[cfg.u_idx + op.b * cfg.cap + p] = sidx(q, p);
+    }
+    if (lid == 0u && p == 0u) {
+        U[cfg.u_len + op.b] = len;
+    }
+}
+
+// Slot op.c = slot op.a − mu · slot op.b (same support).
+@compute @workgroup_size(256)
+fn axpy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let p = wg_linear(wid, nwg) * WG + lid;
+    let len = slot_len(op.a);
+    if (p < len) {
+        U[cfg.u_idx + op.c * cfg.cap + p] = sidx(op.a, p);
+        F[cfg.f_vals + op.c * cfg.cap + p] = sval(op.a, p) - op.mu * sval(op.b, p);
+    }
+    if (p == 0u) {
+        U[cfg.u_len + op.c] = len;
+    }
+}
+
+// Slot op.c = slot op.a.
+@compute @workgroup_size(256)
+fn copy_slot(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    let p = wg_linear(wid, nwg) * WG + lid;
+    let len = slot_len(op.a);
+    if (p < len) {
+        U[cfg.u_idx + op.c * cfg.cap + p] = sidx(op.a, p);
+        F[cfg.f_vals + op.c * cfg.cap + p] = sval(op.a, p);
+    }
+    if (p == 0u) {
+        U[cfg.u_len + op.c] = len;
+    }
+}
+
+// One workgroup: F[f_sc + op.sc] = Σ F[op.src + e] for e < op.count, or (FLAG_SLOT_SQ) the
+// squared norm of slot op.a.
+@compute @workgroup_size(256)
+fn reduce(@builtin(local_invocation_index) lid: u32) {
+    var count = op.count;
+    var base = op.src;
+    let sq = (op.flags & FLAG_SLOT_SQ) != 0u;
+    if (sq) {
+        count = slot_len(op.a);
+        base = cfg.f_vals + op.a * cfg.cap;
+    }
+    var acc = 0.0;
+    for (var e = lid; e < count; e = e + WG) {
+        let v = F[base + e];
+        if (sq) {
+            acc = acc + v * v;
+        } else {
+            acc = acc + v;
+        }
+    }
+    let total = wg_sum(acc, lid);
+    if (lid == 0u) {
+        F[cfg.f_sc + op.sc] = total;
+    }
+}
+
+fn lower_bound(q: u32, len: u32, key: u32) -> u32 {
+    var lo = 0u;
+    var hi = len;
+    while (lo < hi) {
+        let mid = (lo + hi) / 2u;
+        if (sidx(q, mid) < key) {
+            lo = mid + 1u;
+        } else {
+            hi = mid;
+        }
+    }
+    return lo;
+}
+
+// Per neuron of the gate snapshot: its entry range and whether any value is nonzero (a
+// neuron with an all-zero gate block is closed everywhere and skipped by the dense pass).
+@compute @workgroup_size(256)
+fn gates_prep(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let j = wg_linear(wid, nwg) * WG + lid;
+    if (j >= cfg.m) {
+        return;
+    }
+    let q = cfg.gate_slot;
+    let len = slot_len(q);
+    let lo = lower_bound(q, len, j * cfg.d);
+    let hi = lower_bound(q, len, j * cfg.d + cfg.d);
+    var nz = 0u;
+    for (var p = lo; p < hi; p = p + 1u) {
+        if (sval(q, p) != 0.0) {
+            nz = 1u;
+        }
+    }
+    U[cfg.u_goff + j] = lo;
+    U[cfg.u_goff + cfg.m + j] = hi;
+    U[cfg.u_cand + j] = nz;
+}

@@ -1,0 +1,406 @@
+//! Device memory: the region layout inside the few large buffers the kernels bind, the
+//! uniform blocks, and a byte meter so that `memory()` reports what the device holds.
+//!
+//! Everything is allocated once in `GpuBackend::new`: the hot loop never allocates.
+
+use super::context::GpuContext;
+use crate::backend::MemoryMeter;
+use crate::error::{Error, Result};
+use crate::problem::{Features, GridFourier, Problem};
+use bytemuck::{Pod, Zeroable};
+
+/// Slot registers on the device: the trait's six, the gate snapshot, the top-s ping-pong pair.
+pub(crate) const NSLOT: usize = 9;
+pub(crate) const SLOT_GATE: u32 = 6;
+pub(crate) const SLOT_TOP_A: u32 = 7;
+pub(crate) const SLOT_TOP_B: u32 = 8;
+
+/// Neurons per dense-pass workgroup (shaders/gates.wgsl `TG`), samples per block (`BS`).
+pub(crate) const TG: usize = 8;
+pub(crate) const BS: usize = 32;
+/// Features per dense-pass workgroup along grid y (`KR`).
+pub(crate) const KR: usize = 2048;
+/// Elements per count/scatter block (shaders/topk.wgsl `BLK`).
+pub(crate) const SCAN_BLOCK: usize = 1024;
+/// Target floats per dense-pass tile (`tile·d`): tiles of ~128 Ki candidates keep the merge
+/// cost (s per tile) small against the tile itself.
+const TILE_FLOATS: usize = 1 << 17;
+/// Partial-G groups over samples (more groups: more parallelism, more partial memory).
+const MAX_GROUPS: usize = 32;
+/// Scalars read back by the support passes.
+pub(crate) const SCALARS: usize = 16;
+/// Dynamic op blocks per submission before a call is split into several submissions.
+pub(crate) const OPS_PER_SUBMIT: usize = 2048;
+
+/// Static kernel parameters (shaders/common.wgsl `Cfg`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub(crate) struct Cfg {
+    pub n: u32,
+    pub d: u32,
+    pub m: u32,
+    pub cap: u32,
+    pub feat: u32,
+    pub gate: u32,
+    pub half: u32,
+    pub naxes: u32,
+    pub seed_lo: u32,
+    pub seed_hi: u32,
+    pub xrows: u32,
+    pub mw: u32,
+    pub ax: [u32; 4],
+    pub to: [u32; 4],
+    pub f_y: u32,
+    pub f_vals: u32,
+    pub f_ct: u32,
+    pub f_gp: u32,
+    pub f_part: u32,
+    pub f_sc: u32,
+    pub f_ht: u32,
+    pub maxruns: u32,
+    pub u_batch: u32,
+    pub u_idx: u32,
+    pub u_len: u32,
+    pub u_meta: u32,
+    pub u_runn: u32,
+    pub u_runs: u32,
+    pub u_emap: u32,
+    pub u_mask: u32,
+    pub u_goff: u32,
+    pub u_cand: u32,
+    pub u_keys: u32,
+    pub u_blk: u32,
+    pub tn_cap: u32,
+    pub gate_slot: u32,
+    pub pad: [u32; 2],
+}
+
+/// Per-dispatch parameters (shaders/common.wgsl `Op`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub(crate) struct Op {
+    pub a: u32,
+    pub b: u32,
+    pub c: u32,
+    pub n_act: u32,
+    pub batched: u32,
+    pub src: u32,
+    pub dst: u32,
+    pub flags: u32,
+    pub mu: f32,
+    pub tile0: u32,
+    pub tn: u32,
+    pub s: u32,
+    pub pass: u32,
+    pub ng: u32,
+    pub count: u32,
+    /// Scalar index (reduce) or number of scan blocks (count / scan / scatter).
+    pub sc: u32,
+}
+
+/// Where everything lives inside the float buffer `F` and the integer buffer `U` (in
+/// elements), plus the derived sizes of the dense pass.
+#[derive(Clone, Debug)]
+pub(crate) struct Layout {
+    pub n: usize,
+    pub d: usize,
+    pub m: usize,
+    pub cap: usize,
+    /// Residual regions: current / trial alternate; the third is scratch (A g, predictions).
+    pub f_res: [usize; 3],
+    pub f_len: usize,
+    pub u_len: usize,
+    /// Neurons per dense-pass tile (a multiple of TG).
+    pub tn_cap: usize,
+    pub max_groups: usize,
+    /// Bytes of the per-tile regions (gate table, candidates, partial G, keys, scan blocks).
+    pub tile_bytes: u64,
+    /// Rows of X per binding (dense features) and the number of bindings used.
+    pub xrows: usize,
+    pub xchunks: usize,
+    pub cfg: Cfg,
+}
+
+/// Bump allocator over element offsets.
+struct Arena(usize);
+
+impl Arena {
+    fn take(&mut self, len: usize) -> usize {
+        let at = self.0;
+        // 16-element alignment keeps every region's start at a 64-byte boundary.
+        self.0 += len.div_ceil(16) * 16;
+        at
+    }
+}
+
+fn u32_of(what: &'static str, v: usize) -> Result<u32> {
+    u32::try_from(v).map_err(|_| Error::DeviceLimit {
+        what,
+        needed: v as u64,
+        limit: u32::MAX as u64,
+        fix: "use fewer samples, neurons or features, or --backend cpu",
+    })
+}
+
+impl Layout {
+    /// `grid`: the Fourier features to generate on the fly (None: X is bound as a matrix).
+    pub fn new(
+        problem: &Problem,
+        cap: usize,
+        grid: Option<&GridFourier>,
+        tile_neurons: Option<usize>,
+        limits: &wgpu::Limits,
+    ) -> Result<Layout> {
+        let (n, d, m) = (problem.n, problem.d, problem.m);
+        let bind_max = limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size);
+        // X rows per binding; at most four bindings.
+        let row_bytes = (d * 4) as u64;
+        let (xrows, xchunks) = if grid.is_some() {
+            (n, 1)
+        } else {
+            let rows = (bind_max / row_bytes).min(n as u64) as usize;
+            if rows == 0 || n.div_ceil(rows) > 4 {
+                return Err(Error::DeviceLimit {
+                    what: "the feature matrix X",
+                    needed: n as u64 * row_bytes,
+                    limit: 4 * bind_max,
+                    fix: "use fewer samples or features (or a minibatch-sized subset), or --backend cpu",
+                });
+            }
+            (rows, n.div_ceil(rows))
+        };
+        let maxruns = m.min(cap);
+        let mw = n.div_ceil(32);
+        let tn_cap = tile_neurons
+            .map_or((TILE_FLOATS / d) / TG * TG, |t| t.div_ceil(TG) * TG)
+            .clamp(TG, m.div_ceil(TG) * TG);
+        let max_groups = n.div_ceil(BS).clamp(1, MAX_GROUPS);
+        let tile = tn_cap * d;
+        let scan_blocks = (cap + tile).div_ceil(SCAN_BLOCK);
+
+        let mut f = Arena(0);
+        let f_y = f.take(n);
+        let f_res = [f.take(n), f.take(n), f.take(n)];
+        let f_vals = f.take(NSLOT * cap);
+        let mut to = [0usize; 4];
+        let mut ax = [1usize; 4];
+        let mut half = 0;
+        if let Some(g) = grid {
+            if g.axes.len() > 4 {
+                return Err(Error::arg("--features", "at most four grid axes"));
+            }
+            half = g.half();
+            for (a, table) in g.phases.iter().enumerate() {
+                to[a] = f.take(table.len());
+                ax[a] = g.axes[a];
+            }
+        }
+        let tile_f0 = f.0;
+        let f_ct = f.take(tile);
+        let f_ht = f.take(tile);
+        let f_gp = f.take(max_groups * tile);
+        let tile_f = f.0 - tile_f0;
+        let f_part = f.take(n.div_ceil(256).max(1));
+        let f_sc = f.take(SCALARS);
+        let f_len = f.0;
+
+        let mut u = Arena(0);
+        let u_batch = u.take(n);
+        let u_idx = u.take(NSLOT * cap);
+        let u_len = u.take(NSLOT);
+        let u_meta = u.take(16);
+        let u_runn = u.take(maxruns);
+        let u_runs = u.take(maxruns + 1);
+        let u_emap = u.take(cap);
+        let u_mask = u.take(maxruns * mw);
+        let u_goff = u.take(2 * m);
+        let u_cand = u.take(m);
+        let tile_u0 = u.0;
+        let u_keys = u.take(tile);
+        let u_blk = u.take(2 * scan_blocks);
+        let tile_u = u.0 - tile_u0;
+        let u_total = u.0;
+
+        for (what, elems) in [
+            ("the float state buffer", f_len),
+            ("the index state buffer", u_total),
+        ] {
+            let bytes = elems as u64 * 4;
+            if bytes > bind_max {
+                return Err(Error::DeviceLimit {
+                    what,
+                    needed: bytes,
+                    limit: bind_max,
+                    fix: "use fewer samples, a smaller s, or --backend cpu",
+                });
+            }
+        }
+        let seed = problem.gate_seed;
+        let cfg = Cfg {
+            n: u32_of("samples", n)?,
+            d: u32_of("features", d)?,
+            m: u32_of("neurons", m)?,
+            cap: u32_of("nonzeros", cap)?,
+            feat: grid.is_some() as u32,
+            gate: 0,
+            half: half as u32,
+            naxes: grid.map_or(0, |g| g.axes.len() as u32),
+            seed_lo: seed as u32,
+            seed_hi: (seed >> 32) as u32,
+            xrows: u32_of("samples", xrows)?,
+            mw: mw as u32,
+            ax: ax.map(|v| v as u32),
+            to: to.map(|v| v as u32),
+            f_y: f_y as u32,
+            f_vals: f_vals as u32,
+            f_ct: f_ct as u32,
+            f_gp: f_gp as u32,
+            f_part: f_part as u32,
+            f_sc: f_sc as u32,
+            f_ht: f_ht as u32,
+            maxruns: maxruns as u32,
+            u_batch: u_batch as u32,
+            u_idx: u_idx as u32,
+            u_len: u_len as u32,
+            u_meta: u_meta as u32,
+            u_runn: u_runn as u32,
+            u_runs: u_runs as u32,
+            u_emap: u_emap as u32,
+            u_mask: u_mask as u32,
+            u_goff: u_goff as u32,
+            u_cand: u_cand as u32,
+            u_keys: u_keys as u32,
+            u_blk: u_blk as u32,
+            tn_cap: tn_cap as u32,
+            gate_slot: SLOT_GATE,
+            pad: [0; 2],
+        };
+        Ok(Layout {
+            n,
+            d,
+            m,
+            cap,
+            f_res,
+            f_len,
+            u_len: u_total,
+            tn_cap,
+            max_groups,
+            tile_bytes: 4 * (tile_f + tile_u) as u64,
+            xrows,
+            xchunks,
+            cfg,
+        })
+    }
+}
+
+/// The device buffers of one backend.
+pub(crate) struct Buffers {
+    pub cfg: wgpu::Buffer,
+    pub ops: wgpu::Buffer,
+    pub op_stride: u64,
+    pub x: Vec<wgpu::Buffer>,
+    pub f: wgpu::Buffer,
+    pub u: wgpu::Buffer,
+    pub h: wgpu::Buffer,
+    pub staging: wgpu::Buffer,
+}
+
+fn create(
+    ctx: &GpuContext,
+    meter: &mut MemoryMeter,
+    label: &str,
+    size: u64,
+    usage: wgpu::BufferUsages,
+) -> wgpu::Buffer {
+    // Storage bindings need at least one element; sizes stay multiples of 4.
+    let size = size.max(16).div_ceil(4) * 4;
+    meter.alloc(size);
+    ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size,
+        usage,
+        mapped_at_creation: false,
+    })
+}
+
+impl Buffers {
+    pub fn new(
+        ctx: &GpuContext,
+        problem: &Problem,
+        lay: &Layout,
+        dense_x: Option<&[f32]>,
+        meter: &mut MemoryMeter,
+    ) -> Result<Buffers> {
+        use wgpu::BufferUsages as B;
+        let storage = B::STORAGE | B::COPY_DST | B::COPY_SRC;
+        let align = ctx.limits.min_uniform_buffer_offset_alignment.max(1) as u64;
+        let op_stride = (std::mem::size_of::<Op>() as u64).div_ceil(align) * align;
+        let cfg = create(
+            ctx,
+            meter,
+            "spinr cfg",
+            std::mem::size_of::<Cfg>() as u64,
+            B::UNIFORM | B::COPY_DST,
+        );
+        let ops = create(
+            ctx,
+            meter,
+            "spinr ops",
+            op_stride * OPS_PER_SUBMIT as u64,
+            B::UNIFORM | B::COPY_DST,
+        );
+        let mut x = Vec::new();
+        if let Some(data) = dense_x {
+            let d = lay.d;
+            for c in 0..lay.xchunks {
+                let lo = c * lay.xrows;
+                let hi = ((c + 1) * lay.xrows).min(lay.n);
+                let rows = &data[lo * d..hi * d];
+                let buf = create(ctx, meter, "spinr X", (rows.len() * 4) as u64, storage);
+                ctx.queue.write_buffer(&buf, 0, bytemuck::cast_slice(rows));
+                x.push(buf);
+            }
+        }
+        while x.len() < 4 {
+            x.push(create(ctx, meter, "spinr X (unused)", 16, storage));
+        }
+        let f = create(ctx, meter, "spinr F", lay.f_len as u64 * 4, storage);
+        let u = create(ctx, meter, "spinr U", lay.u_len as u64 * 4, storage);
+        let h = create(ctx, meter, "spinr histogram", 2048 * 4, storage);
+        let staging_bytes = (4 * lay.n).max(8 * lay.cap + 16).max(4 * SCALARS) as u64;
+        let staging = create(
+            ctx,
+            meter,
+            "spinr readback",
+            staging_bytes,
+            B::MAP_READ | B::COPY_DST,
+        );
+        // Initial contents: targets, phase tables, zeroed lengths and histogram.
+        let c = &lay.cfg;
+        ctx.queue
+            .write_buffer(&f, c.f_y as u64 * 4, bytemuck::cast_slice(&problem.y));
+        if let (1, Features::Grid(g)) = (c.feat, &problem.features) {
+            for (a, table) in g.phases.iter().enumerate() {
+                ctx.queue
+                    .write_buffer(&f, c.to[a] as u64 * 4, bytemuck::cast_slice(table));
+            }
+        }
+        ctx.queue
+            .write_buffer(&u, c.u_len as u64 * 4, bytemuck::cast_slice(&[0u32; 32]));
+        ctx.queue
+            .write_buffer(&h, 0, bytemuck::cast_slice(&[0u32; 2048]));
+        ctx.queue.write_buffer(&cfg, 0, bytemuck::bytes_of(c));
+        Ok(Buffers {
+            cfg,
+            ops,
+            op_stride,
+            x,
+            f,
+            u,
+            h,
+            staging,
+        })
+    }
+}

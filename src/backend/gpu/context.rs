@@ -1,0 +1,244 @@
+//! Adapter selection and device creation: one device per fit, created with the adapter's real
+//! limits (wgpu's defaults cap bindings at 128 MiB and buffers at 256 MiB).
+
+use crate::error::{Error, Result};
+use std::sync::{Arc, Mutex};
+
+/// How to get an adapter when there is none (tests and the CLI print this).
+pub const NO_ADAPTER_HELP: &str = "install a Vulkan driver (on Debian/Ubuntu `apt-get install \
+mesa-vulkan-drivers` gives the lavapipe software adapter), or use --backend cpu";
+
+/// A device and its queue, shared by the backends of one process.
+pub struct GpuContext {
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    pub(crate) info: wgpu::AdapterInfo,
+    pub(crate) limits: wgpu::Limits,
+    pub(crate) features: wgpu::Features,
+    /// Validation and out-of-memory errors raised outside an error scope, drained after each
+    /// submission so that a broken dispatch becomes an `Err`, never a silent wrong answer.
+    errors: Arc<Mutex<Vec<String>>>,
+}
+
+impl std::fmt::Debug for GpuContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuContext")
+            .field("adapter", &self.info.name)
+            .field("backend", &self.info.backend)
+            .finish()
+    }
+}
+
+fn instance() -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = wgpu::Backends::all();
+    wgpu::Instance::new(desc)
+}
+
+fn is_hardware(info: &wgpu::AdapterInfo) -> bool {
+    matches!(
+        info.device_type,
+        wgpu::DeviceType::DiscreteGpu | wgpu::DeviceType::IntegratedGpu
+    )
+}
+
+/// Preference order: discrete, integrated, virtual, other, CPU; Vulkan/Metal/DX12 before GL.
+fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
+    let ty = match info.device_type {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    };
+    let backend = match info.backend {
+        wgpu::Backend::Vulkan | wgpu::Backend::Metal | wgpu::Backend::Dx12 => 0,
+        _ => 1,
+    };
+    (ty, backend)
+}
+
+/// Whether the adapter can run spinr's kernels at all (compute shaders, storage buffers).
+fn usable(adapter: &wgpu::Adapter) -> bool {
+    let down = adapter.get_downlevel_capabilities();
+    let limits = adapter.limits();
+    down.flags.contains(wgpu::DownlevelFlags::COMPUTE_SHADERS)
+        && limits.max_storage_buffers_per_shader_stage >= 5
+        && limits.max_compute_invocations_per_workgroup >= 256
+        && limits.max_compute_workgroup_size_x >= 256
+        && limits.max_compute_workgroup_storage_size >= 16384
+}
+
+impl GpuContext {
+    /// Picks an adapter and creates a device with its real limits.
+    ///
+    /// `adapter_filter`: case-insensitive substring of the adapter name. `prefer_hardware` (the
+    /// `auto` backend): take only a discrete or integrated GPU, never a CPU/software adapter.
+    pub fn new(adapter_filter: Option<&str>, prefer_hardware: bool) -> Result<Arc<GpuContext>> {
+        let instance = instance();
+        let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+        let seen: Vec<String> = adapters
+            .iter()
+            .map(|a| {
+                let i = a.get_info();
+                format!("{} ({:?}, {:?})", i.name, i.backend, i.device_type)
+            })
+            .collect();
+        let mut candidates: Vec<wgpu::Adapter> = adapters
+            .into_iter()
+            .filter(|a| {
+                let info = a.get_info();
+                let name_ok = adapter_filter
+                    .is_none_or(|f| info.name.to_lowercase().contains(&f.to_lowercase()));
+                name_ok && (!prefer_hardware || is_hardware(&info)) && usable(a)
+            })
+            .collect();
+        candidates.sort_by_key(|a| rank(&a.get_info()));
+        let Some(adapter) = candidates.into_iter().next() else {
+            let what = match (adapter_filter, prefer_hardware) {
+                (Some(f), _) => format!("no usable adapter matches \"{f}\""),
+                (None, true) => "no hardware GPU found".to_string(),
+                (None, false) => "no usable GPU adapter found".to_string(),
+            };
+            let seen = if seen.is_empty() {
+                "none".to_string()
+            } else {
+                seen.join("; ")
+            };
+            return Err(Error::NoAdapter(format!(
+                "{what} (adapters seen: {seen}); {NO_ADAPTER_HELP}"
+            )));
+        };
+        Self::from_adapter(adapter)
+    }
+
+    fn from_adapter(adapter: wgpu::Adapter) -> Result<Arc<GpuContext>> {
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        // Only portable features are required; the kernels have no optional paths that need
+        // more (no f32 atomics, no subgroups).
+        let features = wgpu::Features::empty();
+        let desc = wgpu::DeviceDescriptor {
+            label: Some("spinr"),
+            required_features: features,
+            required_limits: limits.clone(),
+            ..Default::default()
+        };
+        let (device, queue) = pollster::block_on(adapter.request_device(&desc))
+            .map_err(|e| Error::Gpu(format!("cannot create a device on {}: {e}", info.name)))?;
+        let errors: Arc<Mutex<Vec<String>>> = Arc::default();
+        let sink = errors.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            if let Ok(mut v) = sink.lock() {
+                v.push(e.to_string());
+            }
+        }));
+        Ok(Arc::new(GpuContext {
+            device,
+            queue,
+            info,
+            limits,
+            features,
+            errors,
+        }))
+    }
+
+    pub fn adapter_name(&self) -> String {
+        self.info.name.clone()
+    }
+
+    /// A CPU (software) adapter such as lavapipe or WARP.
+    pub fn is_software(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.limits
+    }
+
+    /// Features enabled on the device (only portable ones are required).
+    pub fn features(&self) -> wgpu::Features {
+        self.features
+    }
+
+    pub fn info(&self) -> &wgpu::AdapterInfo {
+        &self.info
+    }
+
+    /// The first uncaptured device error since the last call, as an `Err`.
+    pub(crate) fn take_error(&self) -> Result<()> {
+        let mut v = self
+            .errors
+            .lock()
+            .map_err(|_| Error::Gpu("error log poisoned".into()))?;
+        if v.is_empty() {
+            Ok(())
+        } else {
+            let all = v.join("; ");
+            v.clear();
+            Err(Error::Gpu(all))
+        }
+    }
+
+    /// Blocks until the queue is idle, then reports any device error.
+    pub(crate) fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu(format!("device poll failed: {e}")))?;
+        self.take_error()
+    }
+}
+
+/// One adapter as `spinr devices` reports it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct AdapterReport {
+    pub name: String,
+    pub vendor: u32,
+    pub device: u32,
+    pub device_type: String,
+    pub backend: String,
+    pub driver: String,
+    pub driver_info: String,
+    pub max_storage_buffer_binding_size: u64,
+    pub max_buffer_size: u64,
+    pub max_compute_workgroup_storage_size: u32,
+    pub max_compute_invocations_per_workgroup: u32,
+    pub subgroup_min_size: u32,
+    pub subgroup_max_size: u32,
+    pub shader_f32_atomic: bool,
+    pub timestamp_query: bool,
+    pub subgroups: bool,
+}
+
+/// Every adapter wgpu sees, best first.
+pub fn list_adapters() -> Vec<AdapterReport> {
+    let instance = instance();
+    let mut adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+    adapters.sort_by_key(|a| rank(&a.get_info()));
+    adapters
+        .iter()
+        .map(|a| {
+            let i = a.get_info();
+            let l = a.limits();
+            let f = a.features();
+            AdapterReport {
+                name: i.name.clone(),
+                vendor: i.vendor,
+                device: i.device,
+                device_type: format!("{:?}", i.device_type),
+                backend: i.backend.to_string(),
+                driver: i.driver.clone(),
+                driver_info: i.driver_info.clone(),
+                max_storage_buffer_binding_size: l.max_storage_buffer_binding_size,
+                max_buffer_size: l.max_buffer_size,
+                max_compute_workgroup_storage_size: l.max_compute_workgroup_storage_size,
+                max_compute_invocations_per_workgroup: l.max_compute_invocations_per_workgroup,
+                subgroup_min_size: i.subgroup_min_size,
+                subgroup_max_size: i.subgroup_max_size,
+                shader_f32_atomic: f.contains(wgpu::Features::SHADER_FLOAT32_ATOMIC),
+                timestamp_query: f.contains(wgpu::Features::TIMESTAMP_QUERY),
+                subgroups: f.contains(wgpu::Features::SUBGROUP),
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,294 @@
+//! Shader modules, pipelines, the one bind group, and command recording: a trait call records
+//! its dispatches (each with its own dynamic `Op` block) and submits them at once.
+
+use super::buffers::{Buffers, Op, OPS_PER_SUBMIT};
+use super::context::GpuContext;
+use crate::error::{Error, Result};
+
+/// Code shared by every kernel file, prepended by [`compose_shader`].
+pub const COMMON_WGSL: &str = include_str!("../../../shaders/common.wgsl");
+
+/// The kernel files (without the common prelude), by file stem.
+pub const SHADER_FILES: &[(&str, &str)] = &[
+    ("support", include_str!("../../../shaders/support.wgsl")),
+    ("gates", include_str!("../../../shaders/gates.wgsl")),
+    ("topk", include_str!("../../../shaders/topk.wgsl")),
+];
+
+/// The source the device compiles for one kernel file: `common.wgsl` + the file.
+pub fn compose_shader(file: &str) -> String {
+    format!("{COMMON_WGSL}\n// ---- kernel file ----\n{file}")
+}
+
+/// Every entry point, with its file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
+pub(crate) enum K {
+    Runs,
+    Apply,
+    Grad,
+    Axpy,
+    CopySlot,
+    Reduce,
+    GatesPrep,
+    GenH,
+    Mask,
+    Dense,
+    ReduceTile,
+    AddW,
+    Hist,
+    Select,
+    Count,
+    Scan,
+    Scatter,
+}
+
+const ENTRIES: &[(K, &str, &str)] = &[
+    (K::Runs, "support", "runs"),
+    (K::Apply, "support", "apply"),
+    (K::Grad, "support", "grad"),
+    (K::Axpy, "support", "axpy"),
+    (K::CopySlot, "support", "copy_slot"),
+    (K::Reduce, "support", "reduce"),
+    (K::GatesPrep, "support", "gates_prep"),
+    (K::GenH, "gates", "gen_h"),
+    (K::Mask, "gates", "mask"),
+    (K::Dense, "gates", "dense"),
+    (K::ReduceTile, "topk", "reduce_tile"),
+    (K::AddW, "topk", "add_w"),
+    (K::Hist, "topk", "hist"),
+    (K::Select, "topk", "select_digit"),
+    (K::Count, "topk", "count"),
+    (K::Scan, "topk", "scan"),
+    (K::Scatter, "topk", "scatter"),
+];
+
+pub(crate) struct Kernels {
+    pipelines: Vec<wgpu::ComputePipeline>,
+    bind_group: wgpu::BindGroup,
+    max_wg: u32,
+}
+
+fn storage_entry(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Storage { read_only },
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        },
+        count: None,
+    }
+}
+
+fn uniform_entry(binding: u32, dynamic: bool, size: u64) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Uniform,
+            has_dynamic_offset: dynamic,
+            min_binding_size: wgpu::BufferSize::new(size),
+        },
+        count: None,
+    }
+}
+
+impl Kernels {
+    pub fn new(ctx: &GpuContext, bufs: &Buffers) -> Result<Kernels> {
+        let device = &ctx.device;
+        let cfg_size = std::mem::size_of::<super::buffers::Cfg>() as u64;
+        let op_size = std::mem::size_of::<Op>() as u64;
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("spinr"),
+            entries: &[
+                uniform_entry(0, false, cfg_size),
+                uniform_entry(1, true, op_size),
+                storage_entry(2, true),
+                storage_entry(3, true),
+                storage_entry(4, true),
+                storage_entry(5, true),
+                storage_entry(6, false),
+                storage_entry(7, false),
+                storage_entry(8, false),
+            ],
+        });
+        fn whole(binding: u32, buffer: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
+            wgpu::BindGroupEntry {
+                binding,
+                resource: buffer.as_entire_binding(),
+            }
+        }
+        let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("spinr"),
+            layout: &layout,
+            entries: &[
+                whole(0, &bufs.cfg),
+                wgpu::BindGroupEntry {
+                    binding: 1,
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: &bufs.ops,
+                        offset: 0,
+                        size: wgpu::BufferSize::new(op_size),
+                    }),
+                },
+                whole(2, &bufs.x[0]),
+                whole(3, &bufs.x[1]),
+                whole(4, &bufs.x[2]),
+                whole(5, &bufs.x[3]),
+                whole(6, &bufs.f),
+                whole(7, &bufs.u),
+                whole(8, &bufs.h),
+            ],
+        });
+        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some("spinr"),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let modules: Vec<(&str, wgpu::ShaderModule)> = SHADER_FILES
+            .iter()
+            .map(|&(name, src)| {
+                let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(name),
+                    source: wgpu::ShaderSource::Wgsl(compose_shader(src).into()),
+                });
+                (name, module)
+            })
+            .collect();
+        let mut pipelines = Vec::with_capacity(ENTRIES.len());
+        for (i, &(k, file, entry)) in ENTRIES.iter().enumerate() {
+            debug_assert_eq!(k as usize, i);
+            let module = &modules
+                .iter()
+                .find(|(n, _)| *n == file)
+                .expect("kernel file listed")
+                .1;
+            pipelines.push(
+                device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(entry),
+                    layout: Some(&pipeline_layout),
+                    module,
+                    entry_point: Some(entry),
+                    compilation_options: Default::default(),
+                    cache: None,
+                }),
+            );
+        }
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Gpu(format!("shader compilation failed: {e}")));
+        }
+        ctx.take_error()?;
+        Ok(Kernels {
+            pipelines,
+            bind_group,
+            max_wg: ctx.limits.max_compute_workgroups_per_dimension,
+        })
+    }
+
+    /// A 1-D job of `count` workgroups as a grid within the per-dimension limit (kernels
+    /// linearise `x + y·nx` and bound-check).
+    pub fn grid1(&self, count: usize) -> [u32; 3] {
+        let count = count.max(1);
+        let max = self.max_wg as usize;
+        if count <= max {
+            [count as u32, 1, 1]
+        } else {
+            [max as u32, count.div_ceil(max) as u32, 1]
+        }
+    }
+}
+
+/// The dispatches of one trait call, in order.
+#[derive(Default)]
+pub(crate) struct Rec {
+    jobs: Vec<(K, Op, [u32; 3])>,
+}
+
+impl Rec {
+    pub fn push(&mut self, k: K, op: Op, grid: [u32; 3]) {
+        self.jobs.push((k, op, grid));
+    }
+}
+
+/// A readback request: `bytes` from `buffer` at byte `offset`.
+pub(crate) struct Read<'a> {
+    pub buffer: &'a wgpu::Buffer,
+    pub offset: u64,
+    pub bytes: u64,
+}
+
+/// Submits the recorded dispatches (split into several submissions only when a call has more
+/// than `OPS_PER_SUBMIT` of them), then copies `reads` into the staging buffer and maps it.
+pub(crate) fn submit(
+    ctx: &GpuContext,
+    kernels: &Kernels,
+    bufs: &Buffers,
+    rec: Rec,
+    reads: &[Read<'_>],
+) -> Result<Vec<u8>> {
+    let stride = bufs.op_stride as usize;
+    let chunks: Vec<&[(K, Op, [u32; 3])]> = if rec.jobs.is_empty() {
+        vec![&[]]
+    } else {
+        rec.jobs.chunks(OPS_PER_SUBMIT).collect()
+    };
+    let last = chunks.len() - 1;
+    let mut total = 0u64;
+    for (ci, chunk) in chunks.into_iter().enumerate() {
+        let mut blob = vec![0u8; chunk.len() * stride];
+        for (i, (_, op, _)) in chunk.iter().enumerate() {
+            blob[i * stride..i * stride + std::mem::size_of::<Op>()]
+                .copy_from_slice(bytemuck::bytes_of(op));
+        }
+        if !blob.is_empty() {
+            ctx.queue.write_buffer(&bufs.ops, 0, &blob);
+        }
+        let mut enc = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("spinr"),
+            });
+        if !chunk.is_empty() {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("spinr"),
+                timestamp_writes: None,
+            });
+            for (i, (k, _, grid)) in chunk.iter().enumerate() {
+                pass.set_pipeline(&kernels.pipelines[*k as usize]);
+                pass.set_bind_group(0, &kernels.bind_group, &[(i * stride) as u32]);
+                pass.dispatch_workgroups(grid[0], grid[1], grid[2]);
+            }
+        }
+        if ci == last {
+            for r in reads {
+                enc.copy_buffer_to_buffer(r.buffer, r.offset, &bufs.staging, total, r.bytes);
+                total += r.bytes;
+            }
+        }
+        ctx.queue.submit([enc.finish()]);
+        ctx.take_error()?;
+    }
+    if reads.is_empty() {
+        return Ok(Vec::new());
+    }
+    let slice = bufs.staging.slice(0..total);
+    let (tx, rx) = std::sync::mpsc::channel();
+    slice.map_async(wgpu::MapMode::Read, move |r| {
+        let _ = tx.send(r);
+    });
+    ctx.wait()?;
+    rx.recv()
+        .map_err(|_| Error::Gpu("readback was never completed".into()))?
+        .map_err(|e| Error::Gpu(format!("readback failed: {e}")))?;
+    let out = {
+        let view = slice
+            .get_mapped_range()
+            .map_err(|e| Error::Gpu(format!("readback mapping failed: {e}")))?;
+        view.to_vec()
+    };
+    bufs.staging.unmap();
+    Ok(out)
+}

@@ -1,0 +1,56 @@
+//! Every `shaders/*.wgsl` kernel file, composed with `common.wgsl` exactly as the GPU backend
+//! composes it, must parse and validate with naga (all validation flags and capabilities), as
+//! wgpu's own `tests/tests/example_wgsl.rs` does. Needs no adapter.
+
+use spinr::backend::gpu::{compose_shader, COMMON_WGSL, SHADER_FILES};
+use std::path::Path;
+
+fn validate(name: &str, source: &str) {
+    let module = naga::front::wgsl::parse_str(source)
+        .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(source)));
+    let mut validator = naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::all(),
+    );
+    if let Err(e) = validator.validate(&module) {
+        panic!("{name}: {}", e.emit_to_string(source));
+    }
+}
+
+#[test]
+fn every_shader_file_validates() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).expect("shaders/ exists") {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("wgsl") {
+            continue;
+        }
+        let stem = path.file_stem().unwrap().to_str().unwrap().to_string();
+        let text = std::fs::read_to_string(&path).unwrap();
+        if stem == "common" {
+            assert_eq!(
+                text, COMMON_WGSL,
+                "common.wgsl differs from the compiled-in copy"
+            );
+            // The prelude alone must be a valid module too.
+            validate("common.wgsl", &text);
+            continue;
+        }
+        let compiled = SHADER_FILES
+            .iter()
+            .find(|(n, _)| *n == stem)
+            .unwrap_or_else(|| panic!("{stem}.wgsl is not compiled into the backend"));
+        assert_eq!(
+            compiled.1, text,
+            "{stem}.wgsl differs from the compiled-in copy"
+        );
+        validate(&format!("{stem}.wgsl"), &compose_shader(&text));
+        seen += 1;
+    }
+    assert_eq!(
+        seen,
+        SHADER_FILES.len(),
+        "a compiled-in kernel file is missing from shaders/"
+    );
+}
