@@ -1,6 +1,7 @@
 //! The command line: argument definitions here, one module per subcommand.
 
 pub mod bench;
+pub mod devices;
 pub mod fit;
 pub mod plant;
 pub mod render;
@@ -31,6 +32,8 @@ pub enum Command {
     Render(render::RenderArgs),
     /// Measure the device's ceilings, every kernel and a whole IHT step.
     Bench(bench::BenchArgs),
+    /// List the GPU adapters wgpu sees and their limits.
+    Devices(devices::DevicesArgs),
 }
 
 /// Where the computation runs.
@@ -59,6 +62,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Fit(a) => fit::run(a),
         Command::Render(a) => render::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Devices(a) => devices::run(a),
     }
 }
 

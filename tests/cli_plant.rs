@@ -1,0 +1,76 @@
+//! `spinr plant` as a user runs it: the real binary, JSON read back strictly, exit codes.
+
+use std::process::Command;
+
+#[derive(serde::Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct Report {
+    gates: String,
+    backend: String,
+    adapter: String,
+    inputs: usize,
+    neurons: usize,
+    nonzeros: usize,
+    samples: usize,
+    seed: u64,
+    recovered: bool,
+    relative_error: f64,
+    support_errors: usize,
+    train_psnr: f64,
+    test_psnr: f64,
+    iterations: usize,
+    seconds: f64,
+}
+
+fn spinr(args: &[&str]) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    Command::new(env!("CARGO_BIN_EXE_spinr"))
+        .args(args)
+        .current_dir(dir.path())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn plant_json_reports_recovery() {
+    let out = spinr(&[
+        "plant", "--gates", "convex", "--inputs", "40", "--neurons", "10", "--nonzeros", "20",
+        "--samples", "500", "--seed", "1", "--backend", "cpu", "--json",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: Report = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(r.recovered, "{r:?}");
+    assert_eq!((r.gates.as_str(), r.backend.as_str()), ("convex", "cpu"));
+    assert!(r.relative_error < 1e-4 && r.support_errors == 0);
+}
+
+#[test]
+fn plant_minibatch_recovers() {
+    let out = spinr(&[
+        "plant", "--gates", "convex", "--inputs", "40", "--neurons", "10", "--nonzeros", "20",
+        "--samples", "600", "--batch-size", "300", "--iters", "30", "--backend", "cpu", "--json",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: Report = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(r.recovered, "{r:?}");
+}
+
+#[test]
+fn bad_arguments_exit_2_and_name_the_flag() {
+    for (args, flag) in [
+        (vec!["--nonzeros", "0"], "--nonzeros"),
+        (vec!["--inputs", "4", "--neurons", "2", "--nonzeros", "9"], "--nonzeros"),
+        (vec!["--samples", "0"], "--samples"),
+        (vec!["--neurons", "0"], "--neurons"),
+        (vec!["--batch-size", "0"], "--batch-size"),
+    ] {
+        let mut a = vec!["plant", "--backend", "cpu"];
+        a.extend(args.iter());
+        let out = spinr(&a);
+        assert_eq!(out.status.code(), Some(2), "{a:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(flag), "{a:?}: {err}");
+        assert!(out.stdout.is_empty());
+    }
+}
