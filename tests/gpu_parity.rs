@@ -1,0 +1,512 @@
+//! The GPU backend against the CPU backend (the oracle), through the `Backend` trait, on
+//! random problems of awkward sizes: every kernel (forward, step_size, trial, threshold,
+//! predict), every gate kind (random, weight, open), dense and grid features (cached and on
+//! the fly), minibatches, tiny and full `s`, ties, closed gates, and poisoned device state.
+//!
+//! Error bound: scalars (losses, norms) within `REL` relative; vectors within `REL` of their
+//! largest magnitude. The GPU accumulates in f32, the CPU's support passes in f64.
+//!
+//! These tests need a GPU adapter; without one they fail (never skip) and say how to get one.
+
+use rand::{Rng, SeedableRng};
+use spinr::backend::cpu::CpuBackend;
+use spinr::backend::gpu::{GpuBackend, GpuContext, GpuOptions};
+use spinr::backend::{Backend, GateSource, Slot};
+use spinr::problem::{AxisCoords, Features, FourierSpec, GateMode, Problem};
+use spinr::sparse::SparseVec;
+use std::sync::{Arc, OnceLock};
+
+/// Relative error bound of every comparison.
+const REL: f64 = 1e-4;
+
+fn ctx() -> Arc<GpuContext> {
+    static CTX: OnceLock<Arc<GpuContext>> = OnceLock::new();
+    CTX.get_or_init(|| {
+        GpuContext::new(None, false).unwrap_or_else(|e| {
+            panic!(
+                "the GPU tests need a GPU adapter and found none ({e}). Install one: \
+                 `apt-get install mesa-vulkan-drivers` gives the lavapipe software adapter"
+            )
+        })
+    })
+    .clone()
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= REL * a.abs().max(b.abs()) + 1e-12
+}
+
+#[track_caller]
+fn assert_scalar(what: &str, gpu: f64, cpu: f64) {
+    assert!(close(gpu, cpu), "{what}: gpu {gpu} vs cpu {cpu}");
+}
+
+/// Same indices; values within REL of the largest magnitude.
+#[track_caller]
+fn assert_vec(what: &str, gpu: &SparseVec, cpu: &SparseVec) {
+    assert_eq!(gpu.indices, cpu.indices, "{what}: supports differ");
+    let scale = cpu.values.iter().fold(0f64, |m, &v| m.max(v.abs() as f64));
+    for (k, (&a, &b)) in gpu.values.iter().zip(&cpu.values).enumerate() {
+        assert!(
+            (a as f64 - b as f64).abs() <= REL * scale + 1e-12,
+            "{what}: entry {} (index {}): gpu {a} vs cpu {b} (scale {scale})",
+            k,
+            cpu.indices[k]
+        );
+    }
+}
+
+#[track_caller]
+fn assert_dense(what: &str, gpu: &[f32], cpu: &[f32]) {
+    assert_eq!(gpu.len(), cpu.len(), "{what}: lengths");
+    let scale = cpu.iter().fold(0f64, |m, &v| m.max(v.abs() as f64));
+    for (i, (&a, &b)) in gpu.iter().zip(cpu).enumerate() {
+        assert!(
+            (a as f64 - b as f64).abs() <= REL * scale + 1e-12,
+            "{what}: sample {i}: gpu {a} vs cpu {b} (scale {scale})"
+        );
+    }
+}
+
+/// Top-s supports must be equal. The one allowance: the two backends round `c` differently
+/// (f32 sums in another order), so two candidates whose |c| agree to within 1e-5 relative at
+/// the selection boundary may swap. Every such swap is checked to be at the boundary and
+/// counted; exact ties (identical |c|) must always resolve identically (lower index).
+#[track_caller]
+fn assert_topk(what: &str, gpu: &SparseVec, cpu: &SparseVec, swaps: &mut usize) {
+    if gpu.indices == cpu.indices {
+        assert_vec(what, gpu, cpu);
+        return;
+    }
+    assert_eq!(gpu.len(), cpu.len(), "{what}: sizes differ");
+    let boundary = cpu
+        .values
+        .iter()
+        .fold(f64::INFINITY, |m, &v| m.min(v.abs() as f64));
+    let only = |a: &SparseVec, b: &SparseVec| -> Vec<f64> {
+        a.indices
+            .iter()
+            .zip(&a.values)
+            .filter(|(i, _)| b.indices.binary_search(i).is_err())
+            .map(|(_, &v)| v.abs() as f64)
+            .collect()
+    };
+    let diff: Vec<f64> = only(gpu, cpu).into_iter().chain(only(cpu, gpu)).collect();
+    for &v in &diff {
+        assert!(
+            (v - boundary).abs() <= 1e-5 * boundary,
+            "{what}: supports differ away from the selection boundary (|c| {v} vs s-th {boundary})\n\
+             gpu {gpu:?}\ncpu {cpu:?}"
+        );
+    }
+    assert!(diff.len() <= 4, "{what}: {} boundary swaps", diff.len() / 2);
+    *swaps += diff.len() / 2;
+}
+
+fn random_sparse(rng: &mut impl Rng, len: usize, s: usize) -> SparseVec {
+    let idx = rand::seq::index::sample(rng, len, s);
+    SparseVec::from_pairs(
+        idx.into_iter()
+            .map(|i| (i as u32, rng.random_range(-1.0f32..1.0)))
+            .collect(),
+    )
+}
+
+/// Junk with as many entries as the slots hold: stale values or lengths would show.
+fn junk(rng: &mut impl Rng, len: usize, s: usize) -> SparseVec {
+    let idx = rand::seq::index::sample(rng, len, s);
+    SparseVec::from_pairs(
+        idx.into_iter()
+            .map(|i| (i as u32, rng.random_range(-1e6f32..1e6)))
+            .collect(),
+    )
+}
+
+struct Case {
+    name: String,
+    problem: Problem,
+    opts: GpuOptions,
+}
+
+fn dense_problem(rng: &mut impl Rng, gates: GateMode, n: usize, d: usize, m: usize) -> Problem {
+    let x: Vec<f32> = (0..n * d).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    let y: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    Problem::new(d, m, Features::Dense(x), y, gates, rng.random()).unwrap()
+}
+
+fn grid_problem(
+    rng: &mut impl Rng,
+    gates: GateMode,
+    axes: &[usize],
+    sigma: &[f64],
+    d: usize,
+    m: usize,
+) -> Problem {
+    let spec = FourierSpec {
+        d,
+        seed: rng.random(),
+        sigma: sigma.to_vec(),
+        coords: (0..axes.len())
+            .map(|a| {
+                if a == 0 {
+                    AxisCoords::Unit
+                } else {
+                    AxisCoords::Integer
+                }
+            })
+            .collect(),
+        constant_feature: true,
+    };
+    let g = spec.grid(axes).unwrap();
+    let y: Vec<f32> = (0..g.n()).map(|_| rng.random_range(0.0f32..1.0)).collect();
+    Problem::new(d, m, Features::Grid(g), y, gates, rng.random()).unwrap()
+}
+
+fn on_the_fly(tile: Option<usize>) -> GpuOptions {
+    GpuOptions {
+        feature_cache_bytes: 0,
+        tile_neurons: tile,
+    }
+}
+
+fn tiles(t: usize) -> GpuOptions {
+    GpuOptions {
+        tile_neurons: Some(t),
+        ..Default::default()
+    }
+}
+
+fn cases(rng: &mut impl Rng) -> Vec<Case> {
+    let def = GpuOptions::default();
+    let mut out = vec![
+        Case {
+            name: "convex dense 37×13, m 5".into(),
+            problem: dense_problem(rng, GateMode::Convex, 37, 13, 5),
+            opts: def,
+        },
+        Case {
+            name: "sequential dense 131×7, m 9".into(),
+            problem: dense_problem(rng, GateMode::Sequential, 131, 7, 9),
+            opts: def,
+        },
+        Case {
+            name: "gaussian 53×29".into(),
+            problem: dense_problem(rng, GateMode::Gaussian, 53, 29, 1),
+            opts: def,
+        },
+        Case {
+            // d > 2048: the dense pass splits features across workgroups (grid y).
+            name: "gaussian 45×2100".into(),
+            problem: dense_problem(rng, GateMode::Gaussian, 45, 2100, 1),
+            opts: def,
+        },
+        Case {
+            // Six tiles of 8 neurons (the last one partial): the streaming merge.
+            name: "convex dense 300×70, m 43, tiles of 8".into(),
+            problem: dense_problem(rng, GateMode::Convex, 300, 70, 43),
+            opts: tiles(8),
+        },
+    ];
+    let g3 = grid_problem(
+        rng,
+        GateMode::Sequential,
+        &[9, 11, 3],
+        &[2.0, 3.0, 0.05],
+        10,
+        6,
+    );
+    out.push(Case {
+        name: "grid 9×11×3 cached, m 6".into(),
+        problem: g3.clone(),
+        opts: def,
+    });
+    out.push(Case {
+        name: "grid 9×11×3 on the fly, m 6".into(),
+        problem: g3,
+        opts: on_the_fly(None),
+    });
+    out.push(Case {
+        name: "grid 17×19 on the fly, d 34, m 12, tiles of 8".into(),
+        problem: grid_problem(rng, GateMode::Convex, &[17, 19], &[2.0, 2.0], 34, 12),
+        opts: on_the_fly(Some(8)),
+    });
+    out
+}
+
+struct Pair {
+    gpu: GpuBackend,
+    cpu: CpuBackend,
+}
+
+impl Pair {
+    fn new(p: &Arc<Problem>, s: usize, opts: GpuOptions) -> Pair {
+        Pair {
+            gpu: GpuBackend::with_options(ctx(), p.clone(), s, opts).unwrap(),
+            cpu: CpuBackend::new(p.clone(), s, 0).unwrap(),
+        }
+    }
+
+    fn both<T>(&mut self, f: impl Fn(&mut dyn Backend) -> spinr::Result<T>) -> (T, T) {
+        (f(&mut self.gpu).unwrap(), f(&mut self.cpu).unwrap())
+    }
+
+    #[track_caller]
+    fn read(&mut self, what: &str, slot: Slot) {
+        let (g, c) = self.both(|b| b.read(slot));
+        assert_vec(what, &g, &c);
+    }
+}
+
+/// Puts junk in every GPU slot and both residual buffers.
+fn poison(pair: &mut Pair, rng: &mut impl Rng, len: usize, s: usize) {
+    let gpu = &mut pair.gpu;
+    for q in 0..Slot::COUNT as u8 {
+        gpu.load(Slot(q), &junk(rng, len, s)).unwrap();
+    }
+    gpu.forward(Slot::W).unwrap();
+    gpu.trial(Slot::W, Slot::G, Slot::TRIAL, 0.5, false)
+        .unwrap();
+}
+
+/// Runs every trait operation on both backends and compares.
+fn exercise(
+    pair: &mut Pair,
+    p: &Problem,
+    s: usize,
+    rng: &mut impl Rng,
+    swaps: &mut usize,
+    tag: &str,
+) {
+    let len = p.m * p.d;
+    let (fg, fc) = pair.both(|b| b.forward(Slot::W));
+    assert_scalar(&format!("{tag}: forward"), fg, fc);
+
+    let ((gg, cg), (gc, cc)) = pair.both(|b| b.step_size(Slot::W, Slot::G));
+    assert_scalar(&format!("{tag}: ‖g‖²"), gg, gc);
+    assert_scalar(&format!("{tag}: ‖A g‖²"), cg, cc);
+    pair.read(&format!("{tag}: gradient slot"), Slot::G);
+    let mu = (gc / (cc + 1e-8)) as f32;
+
+    let ((ga, ta), (gb, tb)) = pair.both(|b| b.trial(Slot::W, Slot::G, Slot::TRIAL, mu, false));
+    assert_scalar(&format!("{tag}: trial ‖g‖²"), ga, gb);
+    assert_scalar(&format!("{tag}: trial loss"), ta, tb);
+    pair.read(&format!("{tag}: trial slot"), Slot::TRIAL);
+    let ((ga, ta), (gb, tb)) =
+        pair.both(|b| b.trial(Slot::W, Slot::G, Slot::TRIAL, 0.5 * mu, true));
+    assert_scalar(&format!("{tag}: trial (recomputed) ‖g‖²"), ga, gb);
+    assert_scalar(&format!("{tag}: trial (recomputed) loss"), ta, tb);
+
+    // Dense pass from the current residual (W's), then from the accepted trial's.
+    for (k, &(mu_t, s_t)) in [(mu, s), (1e-14, s), (mu, 1), (mu, (s / 2).max(1))]
+        .iter()
+        .enumerate()
+    {
+        pair.both(|b| b.threshold(Slot::W, mu_t, s_t, Slot::V));
+        let (g, c) = pair.both(|b| b.read(Slot::V));
+        assert_topk(
+            &format!("{tag}: threshold #{k} (μ {mu_t}, s {s_t})"),
+            &g,
+            &c,
+            swaps,
+        );
+    }
+    pair.both(|b| b.accept_trial());
+    pair.both(|b| b.threshold(Slot::W, mu, s, Slot::START));
+    let (g, c) = pair.both(|b| b.read(Slot::START));
+    assert_topk(&format!("{tag}: threshold after accept"), &g, &c, swaps);
+    // A support that came from the device (threshold output) through the support passes.
+    pair.both(|b| b.copy(Slot::V, Slot::START));
+    let (fg, fc) = pair.both(|b| b.forward(Slot::V));
+    assert_scalar(&format!("{tag}: forward of the thresholded vector"), fg, fc);
+    if g.indices == c.indices {
+        let ((gg, _), (gc, _)) = pair.both(|b| b.step_size(Slot::V, Slot::G));
+        assert_scalar(&format!("{tag}: ‖g‖² on the new support"), gg, gc);
+    }
+
+    let (pg, pc) = pair.both(|b| b.predict(Slot::W));
+    assert_dense(&format!("{tag}: predict"), &pg, &pc);
+    pair.both(|b| b.copy(Slot::BEST, Slot::W));
+    pair.read(&format!("{tag}: copy"), Slot::BEST);
+    let _ = (rng, len);
+}
+
+#[test]
+fn every_kernel_matches_the_cpu() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(20261125);
+    let mut swaps = 0;
+    let mut checked = 0;
+    for case in cases(&mut rng) {
+        let p = Arc::new(case.problem.clone());
+        let len = p.m * p.d;
+        let mut sizes = vec![1usize, 3, len / 2, len];
+        sizes.dedup();
+        for &s in &sizes {
+            let gate_kinds: &[bool] = if p.gates == GateMode::Gaussian {
+                &[false]
+            } else {
+                &[false, true]
+            };
+            for &weight_gates in gate_kinds {
+                let tag = format!(
+                    "{} s {s} {}",
+                    case.name,
+                    if weight_gates {
+                        "weight gates"
+                    } else {
+                        "random gates"
+                    }
+                );
+                let mut pair = Pair::new(&p, s, case.opts);
+                poison(&mut pair, &mut rng, len, s);
+                let w = random_sparse(&mut rng, len, s);
+                let h = random_sparse(&mut rng, len, s);
+                pair.both(|b| b.load(Slot::W, &w));
+                pair.both(|b| b.load(Slot::BEST, &h));
+                let gates = if weight_gates {
+                    GateSource::Slot(Slot::BEST)
+                } else {
+                    GateSource::Random
+                };
+                pair.both(|b| b.set_gates(gates));
+                exercise(&mut pair, &p, s, &mut rng, &mut swaps, &tag);
+
+                // Minibatch: an unsorted subset of awkward size, then back to all samples.
+                let nb = (p.n / 3).max(1) + 1;
+                let batch: Vec<u32> = rand::seq::index::sample(&mut rng, p.n, nb.min(p.n))
+                    .into_iter()
+                    .map(|i| i as u32)
+                    .collect();
+                pair.both(|b| b.load(Slot::W, &w));
+                pair.both(|b| b.set_batch(Some(&batch)));
+                exercise(
+                    &mut pair,
+                    &p,
+                    s,
+                    &mut rng,
+                    &mut swaps,
+                    &format!("{tag}, batch {nb}"),
+                );
+                pair.both(|b| b.set_batch(None));
+                let (fg, fc) = pair.both(|b| b.forward(Slot::W));
+                assert_scalar(&format!("{tag}: forward after the batch"), fg, fc);
+                checked += 1;
+            }
+        }
+    }
+    eprintln!("{checked} configurations; {swaps} top-s boundary swaps (|c| equal to 1e-5)");
+    assert!(swaps <= 3, "too many boundary swaps: {swaps}");
+}
+
+/// Exact ties in |c| (μ = 0: c = w with repeated magnitudes and many zeros) resolve to the
+/// lower index, identically on both backends, including across tiles.
+#[test]
+fn ties_go_to_the_lower_index() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    for opts in [GpuOptions::default(), tiles(8)] {
+        let p = Arc::new(dense_problem(&mut rng, GateMode::Convex, 41, 19, 23));
+        let len = p.m * p.d;
+        for &(nnz, s) in &[(30usize, 30usize), (30, 60), (100, 50), (1, 1), (5, len)] {
+            let mut pair = Pair::new(&p, s, opts);
+            poison(&mut pair, &mut rng, len, s);
+            let idx = rand::seq::index::sample(&mut rng, len, nnz.min(s));
+            let w = SparseVec::from_pairs(
+                idx.into_iter()
+                    .map(|i| {
+                        let mag = rng.random_range(0..3) as f32 * 0.5;
+                        (i as u32, if rng.random() { mag } else { -mag })
+                    })
+                    .collect(),
+            );
+            pair.both(|b| b.load(Slot::W, &w));
+            pair.both(|b| b.forward(Slot::W));
+            pair.both(|b| b.threshold(Slot::W, 0.0, s, Slot::V));
+            let (g, c) = pair.both(|b| b.read(Slot::V));
+            assert_eq!(g, c, "ties: nnz {nnz} s {s}");
+            assert_eq!(c.len(), s.min(len));
+        }
+    }
+}
+
+/// Weight gates that are closed on every sample (non-negative features, negative gate
+/// weights) and neurons whose gate block is all zero (skipped by the dense pass).
+#[test]
+fn closed_gates() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    let (n, d, m) = (70, 11, 13);
+    let x: Vec<f32> = (0..n * d).map(|_| rng.random_range(0.0f32..1.0)).collect();
+    let y: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    let p = Arc::new(Problem::new(d, m, Features::Dense(x), y, GateMode::Sequential, 3).unwrap());
+    let len = m * d;
+    for &s in &[1usize, 17, len] {
+        for opts in [GpuOptions::default(), tiles(8)] {
+            let mut pair = Pair::new(&p, s, opts);
+            poison(&mut pair, &mut rng, len, s);
+            // Gate slot: negative weights on even neurons, exact zeros on odd ones.
+            let h = SparseVec::from_pairs(
+                rand::seq::index::sample(&mut rng, len, s)
+                    .into_iter()
+                    .map(|i| {
+                        let v = if (i / d) % 2 == 0 {
+                            -rng.random_range(0.1f32..1.0)
+                        } else {
+                            0.0
+                        };
+                        (i as u32, v)
+                    })
+                    .collect(),
+            );
+            let w = random_sparse(&mut rng, len, s);
+            pair.both(|b| b.load(Slot::BEST, &h));
+            pair.both(|b| b.set_gates(GateSource::Slot(Slot::BEST)));
+            // Later changes of the gate's source slot must not move the gates.
+            pair.both(|b| b.load(Slot::BEST, &w));
+            pair.both(|b| b.load(Slot::W, &w));
+            let (fg, fc) = pair.both(|b| b.forward(Slot::W));
+            assert_scalar("closed: forward", fg, fc);
+            let ((gg, cg), (gc, cc)) = pair.both(|b| b.step_size(Slot::W, Slot::G));
+            assert_eq!((gg, cg), (0.0, 0.0), "closed gates: gradient must vanish");
+            assert_eq!((gc, cc), (0.0, 0.0));
+            pair.both(|b| b.threshold(Slot::W, 0.3, s, Slot::V));
+            let (g, c) = pair.both(|b| b.read(Slot::V));
+            assert_eq!(g, c, "closed gates: c = w exactly, ties to the lower index");
+            let (pg, pc) = pair.both(|b| b.predict(Slot::W));
+            assert!(pg.iter().all(|&v| v == 0.0) && pc.iter().all(|&v| v == 0.0));
+        }
+    }
+}
+
+#[test]
+fn load_read_roundtrip_and_validation() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(2);
+    let p = Arc::new(dense_problem(&mut rng, GateMode::Convex, 20, 6, 4));
+    let mut g = GpuBackend::new(ctx(), p.clone(), 7).unwrap();
+    for s in [0usize, 1, 7] {
+        let w = random_sparse(&mut rng, 24, s);
+        g.load(Slot::TRIAL, &w).unwrap();
+        assert_eq!(g.read(Slot::TRIAL).unwrap(), w);
+    }
+    assert!(
+        g.load(Slot::W, &random_sparse(&mut rng, 24, 8)).is_err(),
+        "more than s entries"
+    );
+    let bad = SparseVec {
+        indices: vec![24],
+        values: vec![1.0],
+    };
+    assert!(g.load(Slot::W, &bad).is_err(), "index beyond m·d");
+    let bad = SparseVec {
+        indices: vec![3],
+        values: vec![f32::NAN],
+    };
+    assert!(g.load(Slot::W, &bad).is_err(), "non-finite");
+    assert!(
+        g.threshold(Slot::W, 1.0, 8, Slot::V).is_err(),
+        "s beyond capacity"
+    );
+    assert!(g.set_batch(Some(&[0, 20])).is_err(), "sample out of range");
+    let info = g.info();
+    assert_eq!(info.kind, "gpu");
+    let mem = g.memory();
+    assert!(mem.peak_bytes >= mem.current_bytes && mem.current_bytes > 0);
+    assert!(mem.tile_bytes > 0 && mem.tile_bytes < mem.current_bytes);
+}
