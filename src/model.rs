@@ -1,1 +1,441 @@
-//! Model files (safetensors). Work in progress.
+//! Model files: safetensors with two tensors, `indices` (u32 [s]) and `values` (f32 [s]), and
+//! string metadata holding everything needed to regenerate the features and gates
+//! (DESIGN.md §4: the whole model is the spec plus the `s` pairs).
+//!
+//! Loading is strict: a truncated or corrupt file, a missing or unknown metadata key, an index
+//! out of range or a non-finite value is an error that names the file and the problem.
+
+use crate::error::{Error, Result};
+use crate::iht::Gating;
+use crate::inr::{Coords, ImageModel, InrSpec};
+use crate::problem::GateMode;
+use crate::sparse::SparseVec;
+use safetensors::tensor::{Dtype, TensorView};
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+
+/// Identifies spinr image models.
+pub const FORMAT: &str = "spinr-inr";
+/// Bumped whenever the meaning of a file changes; readers refuse other versions.
+pub const FORMAT_VERSION: u32 = 1;
+
+const KEYS: [&str; 15] = [
+    "format",
+    "format_version",
+    "spinr_version",
+    "m",
+    "d",
+    "sigma",
+    "coords",
+    "feature_seed",
+    "gate_seed",
+    "gates",
+    "gating",
+    "height",
+    "width",
+    "channels",
+    "constant_feature",
+];
+
+fn join(xs: &[f64]) -> String {
+    // `{}` on f64 prints the shortest string that parses back to the same value.
+    xs.iter()
+        .map(|x| x.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Serialises a model to safetensors bytes.
+pub fn to_bytes(model: &ImageModel) -> Result<Vec<u8>> {
+    let spec = &model.spec;
+    let meta: HashMap<String, String> = [
+        ("format", FORMAT.to_string()),
+        ("format_version", FORMAT_VERSION.to_string()),
+        ("spinr_version", env!("CARGO_PKG_VERSION").to_string()),
+        ("m", spec.neurons.to_string()),
+        ("d", spec.features.to_string()),
+        ("sigma", join(&spec.sigma)),
+        ("coords", spec.coords.as_str().to_string()),
+        ("feature_seed", spec.feature_seed.to_string()),
+        ("gate_seed", spec.gate_seed.to_string()),
+        ("gates", spec.gates.as_str().to_string()),
+        (
+            "gating",
+            match model.gating {
+                Gating::Random => "random",
+                Gating::SelfGated => "relu",
+            }
+            .to_string(),
+        ),
+        ("height", model.height.to_string()),
+        ("width", model.width.to_string()),
+        ("channels", model.channels.to_string()),
+        ("constant_feature", spec.constant_feature.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let s = model.w.len();
+    let idx: Vec<u8> = model
+        .w
+        .indices
+        .iter()
+        .flat_map(|i| i.to_le_bytes())
+        .collect();
+    let val: Vec<u8> = model
+        .w
+        .values
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let ser = |e: safetensors::SafeTensorError| Error::Io {
+        path: "model".into(),
+        msg: format!("cannot serialise the model: {e}"),
+    };
+    let tensors = vec![
+        (
+            "indices",
+            TensorView::new(Dtype::U32, vec![s], &idx).map_err(ser)?,
+        ),
+        (
+            "values",
+            TensorView::new(Dtype::F32, vec![s], &val).map_err(ser)?,
+        ),
+    ];
+    safetensors::serialize(tensors, Some(meta)).map_err(ser)
+}
+
+/// Writes a model file atomically.
+pub fn save(model: &ImageModel, path: &Path) -> Result<()> {
+    crate::output::write_bytes(path, &to_bytes(model)?)
+}
+
+/// Reads and validates a model file.
+pub fn load(path: &Path) -> Result<ImageModel> {
+    let bytes = std::fs::read(path).map_err(|e| Error::Model {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    })?;
+    from_bytes(&bytes).map_err(|msg| Error::Model {
+        path: path.to_path_buf(),
+        msg,
+    })
+}
+
+/// Parses and validates model bytes; the error says what is wrong.
+pub fn from_bytes(bytes: &[u8]) -> std::result::Result<ImageModel, String> {
+    if bytes.is_empty() {
+        return Err("the file is empty (0 bytes)".into());
+    }
+    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| {
+        format!("not a complete safetensors file ({e}); it may be truncated or corrupt — refit with `spinr fit`")
+    })?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| e.to_string())?;
+    let meta = header
+        .metadata()
+        .as_ref()
+        .ok_or("no metadata: this is not a spinr model file")?;
+
+    let keys: BTreeSet<&str> = meta.keys().map(|k| k.as_str()).collect();
+    if let Some(k) = keys.iter().find(|k| !KEYS.contains(k)) {
+        return Err(format!(
+            "unknown metadata key {k:?} (written by a newer spinr?)"
+        ));
+    }
+    if let Some(k) = KEYS.iter().find(|k| !keys.contains(*k)) {
+        return Err(format!("metadata key {k:?} is missing"));
+    }
+    let get = |k: &str| meta[k].as_str();
+    if get("format") != FORMAT {
+        return Err(format!(
+            "format is {:?}, expected {FORMAT:?}",
+            get("format")
+        ));
+    }
+    fn num<T: std::str::FromStr>(
+        meta: &HashMap<String, String>,
+        k: &str,
+    ) -> std::result::Result<T, String> {
+        meta[k]
+            .parse()
+            .map_err(|_| format!("metadata {k} = {:?} is not a valid number", meta[k]))
+    }
+    let version: u32 = num(meta, "format_version")?;
+    if version != FORMAT_VERSION {
+        return Err(format!(
+            "format version {version} is not supported (this spinr reads version {FORMAT_VERSION})"
+        ));
+    }
+    let m: usize = num(meta, "m")?;
+    let d: usize = num(meta, "d")?;
+    let height: usize = num(meta, "height")?;
+    let width: usize = num(meta, "width")?;
+    let channels: usize = num(meta, "channels")?;
+    let feature_seed: u64 = num(meta, "feature_seed")?;
+    let gate_seed: u64 = num(meta, "gate_seed")?;
+    if m == 0 {
+        return Err("m = 0: a model needs at least one neuron".into());
+    }
+    if d < 2 || d % 2 != 0 {
+        return Err(format!("d = {d} must be even and at least 2"));
+    }
+    let md = (m as u64)
+        .checked_mul(d as u64)
+        .filter(|&x| x <= u32::MAX as u64)
+        .ok_or_else(|| format!("m·d = {m}·{d} exceeds the 32-bit index space"))?;
+    if height == 0 || width == 0 {
+        return Err(format!("image size {height}×{width} has no pixels"));
+    }
+    if channels != 1 && channels != 3 {
+        return Err(format!("channels = {channels} (must be 1 or 3)"));
+    }
+    let sigma = get("sigma")
+        .split(',')
+        .map(|x| x.trim().parse::<f64>())
+        .collect::<std::result::Result<Vec<f64>, _>>()
+        .map_err(|_| {
+            format!(
+                "sigma = {:?} is not a comma-separated list of numbers",
+                get("sigma")
+            )
+        })?;
+    let axes = if channels == 1 { 2 } else { 3 };
+    if sigma.len() != axes {
+        return Err(format!(
+            "sigma has {} values but a {channels}-channel image has {axes} axes",
+            sigma.len()
+        ));
+    }
+    if sigma.iter().any(|s| !s.is_finite() || *s < 0.0) {
+        return Err(format!(
+            "sigma = {:?} has a negative or non-finite value",
+            get("sigma")
+        ));
+    }
+    let coords = match get("coords") {
+        "unit" => Coords::Unit,
+        "pixel" => Coords::Pixel,
+        c => return Err(format!("coords = {c:?} (must be unit or pixel)")),
+    };
+    let gates = match get("gates") {
+        "sequential" => GateMode::Sequential,
+        "convex" => GateMode::Convex,
+        g => return Err(format!("gates = {g:?} (must be sequential or convex)")),
+    };
+    let gating = match get("gating") {
+        "random" => Gating::Random,
+        "relu" => Gating::SelfGated,
+        g => return Err(format!("gating = {g:?} (must be random or relu)")),
+    };
+    if gating == Gating::SelfGated && gates != GateMode::Sequential {
+        return Err("gating = relu needs gates = sequential".into());
+    }
+    let constant_feature = match get("constant_feature") {
+        "true" => true,
+        "false" => false,
+        c => return Err(format!("constant_feature = {c:?} (must be true or false)")),
+    };
+    if get("spinr_version").is_empty() {
+        return Err("spinr_version is empty".into());
+    }
+
+    let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
+    names.sort();
+    if names != ["indices", "values"] {
+        return Err(format!(
+            "tensors are {names:?}, expected exactly [\"indices\", \"values\"]"
+        ));
+    }
+    let tensor = |name: &str, dtype: Dtype| -> std::result::Result<TensorView, String> {
+        let t = st.tensor(name).map_err(|e| e.to_string())?;
+        if t.dtype() != dtype {
+            return Err(format!(
+                "tensor {name} has dtype {:?}, expected {dtype:?}",
+                t.dtype()
+            ));
+        }
+        if t.shape().len() != 1 {
+            return Err(format!(
+                "tensor {name} has shape {:?}, expected one dimension [s]",
+                t.shape()
+            ));
+        }
+        Ok(t)
+    };
+    let ti = tensor("indices", Dtype::U32)?;
+    let tv = tensor("values", Dtype::F32)?;
+    if ti.shape() != tv.shape() {
+        return Err(format!(
+            "indices has {} entries but values has {}",
+            ti.shape()[0],
+            tv.shape()[0]
+        ));
+    }
+    let indices: Vec<u32> = ti
+        .data()
+        .chunks_exact(4)
+        .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    let values: Vec<f32> = tv
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    if let Some(p) = indices.iter().position(|&i| i as u64 >= md) {
+        return Err(format!(
+            "index {} at position {p} is out of range (m·d = {md})",
+            indices[p]
+        ));
+    }
+    if let Some(p) = indices.windows(2).position(|w| w[0] >= w[1]) {
+        return Err(format!(
+            "indices are not strictly increasing at position {} ({} then {})",
+            p + 1,
+            indices[p],
+            indices[p + 1]
+        ));
+    }
+    if let Some(p) = values.iter().position(|v| !v.is_finite()) {
+        return Err(format!("value {} at position {p} is not finite", values[p]));
+    }
+    Ok(ImageModel {
+        spec: InrSpec {
+            neurons: m,
+            features: d,
+            sigma,
+            coords,
+            feature_seed,
+            gate_seed,
+            gates,
+            constant_feature,
+        },
+        height,
+        width,
+        channels,
+        gating,
+        w: SparseVec { indices, values },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model() -> ImageModel {
+        ImageModel {
+            spec: InrSpec {
+                neurons: 3,
+                features: 8,
+                sigma: vec![12.5, 0.1 + 0.2, 0.05],
+                coords: Coords::Unit,
+                feature_seed: u64::MAX,
+                gate_seed: 7,
+                gates: GateMode::Sequential,
+                constant_feature: true,
+            },
+            height: 5,
+            width: 4,
+            channels: 3,
+            gating: Gating::SelfGated,
+            w: SparseVec::from_pairs(vec![(0, 1.5), (9, -2.25), (23, 1e-30)]),
+        }
+    }
+
+    /// Rewrites the metadata of a valid file (to build bad ones).
+    fn with_meta(edit: impl FnOnce(&mut HashMap<String, String>)) -> Vec<u8> {
+        let bytes = to_bytes(&model()).unwrap();
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        let mut meta = header.metadata().clone().unwrap();
+        edit(&mut meta);
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let tensors = vec![
+            ("indices", st.tensor("indices").unwrap()),
+            ("values", st.tensor("values").unwrap()),
+        ];
+        safetensors::serialize(tensors, Some(meta)).unwrap()
+    }
+
+    fn err(bytes: &[u8]) -> String {
+        from_bytes(bytes).unwrap_err()
+    }
+
+    #[test]
+    fn round_trip_is_exact() {
+        let m = model();
+        assert_eq!(from_bytes(&to_bytes(&m).unwrap()).unwrap(), m);
+    }
+
+    #[test]
+    fn truncation_anywhere_is_detected() {
+        let bytes = to_bytes(&model()).unwrap();
+        for cut in [
+            0,
+            1,
+            7,
+            8,
+            20,
+            bytes.len() / 2,
+            bytes.len() - 4,
+            bytes.len() - 1,
+        ] {
+            let e = err(&bytes[..cut]);
+            assert!(
+                e.contains("empty") || e.contains("truncated"),
+                "cut {cut}: {e}"
+            );
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(err(&longer).contains("corrupt"));
+    }
+
+    #[test]
+    fn corrupt_header_is_detected() {
+        let mut bytes = to_bytes(&model()).unwrap();
+        bytes[10] = b'#';
+        assert!(err(&bytes).contains("corrupt"));
+    }
+
+    #[test]
+    fn metadata_is_checked_strictly() {
+        assert!(err(&with_meta(|m| {
+            m.remove("gate_seed");
+        }))
+        .contains("\"gate_seed\" is missing"));
+        assert!(err(&with_meta(|m| {
+            m.insert("bias".into(), "1".into());
+        }))
+        .contains("unknown metadata key \"bias\""));
+        assert!(err(&with_meta(|m| {
+            m.insert("m".into(), "three".into());
+        }))
+        .contains("m = \"three\""));
+        assert!(err(&with_meta(|m| {
+            m.insert("sigma".into(), "1,2".into());
+        }))
+        .contains("3 axes"));
+        assert!(err(&with_meta(|m| {
+            m.insert("format_version".into(), "2".into());
+        }))
+        .contains("version 2"));
+        assert!(err(&with_meta(|m| {
+            m.insert("d".into(), "7".into());
+        }))
+        .contains("even"));
+    }
+
+    #[test]
+    fn indices_and_values_are_checked() {
+        // m·d = 24 when m = 3, d = 8; shrink m so that index 23 is out of range.
+        assert!(err(&with_meta(|m| {
+            m.insert("m".into(), "2".into());
+        }))
+        .contains("out of range"));
+        let mut bad = model();
+        bad.w.values[1] = f32::NAN;
+        assert!(err(&to_bytes(&bad).unwrap()).contains("not finite"));
+        let mut unsorted = model();
+        unsorted.w.indices.swap(0, 1);
+        assert!(err(&to_bytes(&unsorted).unwrap()).contains("strictly increasing"));
+    }
+}

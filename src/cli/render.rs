@@ -1,13 +1,64 @@
-//! `spinr render`: render a saved model. Work in progress.
+//! `spinr render`: render a saved model at any size.
 
+use super::DeviceArgs;
+use crate::error::Error;
+use crate::model;
 use clap::Args;
+use std::path::PathBuf;
+use std::time::Instant;
 
 #[derive(Args, Debug)]
 pub struct RenderArgs {
-    /// The model file (model.safetensors).
-    pub model: std::path::PathBuf,
+    /// The model file (model.safetensors written by `spinr fit`).
+    pub model: PathBuf,
+    /// Width in pixels (default: the fitted image's; with only --height, keeps the aspect ratio).
+    #[arg(long, value_name = "W")]
+    pub width: Option<usize>,
+    /// Height in pixels (default: the fitted image's; with only --width, keeps the aspect ratio).
+    #[arg(long, value_name = "H")]
+    pub height: Option<usize>,
+    /// The PNG to write (8-bit, the fitted image's channels).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }
 
-pub fn run(_a: RenderArgs) -> anyhow::Result<()> {
-    anyhow::bail!("spinr render is not implemented yet")
+pub fn run(a: RenderArgs) -> anyhow::Result<()> {
+    if let Some(ext) = a.out.extension() {
+        if !ext.eq_ignore_ascii_case("png") {
+            return Err(Error::arg(
+                "--out",
+                format!(
+                    "{} : spinr renders PNG files; name it *.png",
+                    a.out.display()
+                ),
+            )
+            .into());
+        }
+    }
+    let m = model::load(&a.model)?;
+    let aspect = |num: usize, den: usize, x: usize| {
+        ((x * num) as f64 / den as f64).round().max(1.0) as usize
+    };
+    let (height, width) = match (a.height, a.width) {
+        (Some(h), Some(w)) => (h, w),
+        (Some(h), None) => (h, aspect(m.width, m.height, h)),
+        (None, Some(w)) => (aspect(m.height, m.width, w), w),
+        (None, None) => (m.height, m.width),
+    };
+    if height == 0 || width == 0 {
+        return Err(Error::arg("--width", "the rendered image needs at least 1×1 pixels").into());
+    }
+    let start = Instant::now();
+    let image = m.render(a.device.backend, a.device.adapter.as_deref(), height, width)?;
+    image.save_png(&a.out)?;
+    eprintln!(
+        "spinr: rendered {}×{} in {:.2} s",
+        width,
+        height,
+        start.elapsed().as_secs_f64()
+    );
+    println!("wrote {}", a.out.display());
+    Ok(())
 }

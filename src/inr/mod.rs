@@ -1,1 +1,274 @@
-//! Images as sparse implicit neural representations (DESIGN.md §4). Work in progress.
+//! Images as sparse implicit neural representations (DESIGN.md §4).
+//!
+//! A sample is one pixel (gray) or one pixel-channel (colour): the grid axes are
+//! (rows, columns[, channels]), row-major, so sample `i = (r·W + c)·C + ch`. Its features are
+//! random Fourier features of the grid coordinates, generated inside the backends from the
+//! [`InrSpec`]; a fitted model is that spec plus the `s` (index, value) pairs.
+
+pub mod idx;
+pub mod image;
+
+use crate::backend::{self, BackendChoice, GateSource, Slot};
+use crate::error::{Error, Result};
+use crate::iht::Gating;
+use crate::problem::{AxisCoords, Features, FourierSpec, GateMode, Problem};
+use crate::sparse::SparseVec;
+use std::sync::Arc;
+
+pub use self::image::Image;
+
+/// How the spatial axes are given coordinates.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Coords {
+    /// Pixel centres in (0, 1): σ is in cycles per image; the model renders at any size.
+    Unit,
+    /// The paper's integer pixel indices: σ is in cycles per pixel.
+    Pixel,
+}
+
+impl Coords {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Coords::Unit => "unit",
+            Coords::Pixel => "pixel",
+        }
+    }
+}
+
+/// Everything that defines the features and gates of an image model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InrSpec {
+    /// Hidden neurons `m`.
+    pub neurons: usize,
+    /// Features `d` (sin/cos pairs, so even).
+    pub features: usize,
+    /// Standard deviation of the frequencies per grid axis (rows, columns[, channels]).
+    pub sigma: Vec<f64>,
+    /// Coordinates of the spatial axes; the channel axis always uses integer coordinates.
+    pub coords: Coords,
+    pub feature_seed: u64,
+    pub gate_seed: u64,
+    pub gates: GateMode,
+    pub constant_feature: bool,
+}
+
+/// The gate seed derived from the feature seed (SplitMix64 finaliser), so one `--seed` fixes
+/// both draws while keeping them independent.
+pub fn gate_seed(feature_seed: u64) -> u64 {
+    let mut z = feature_seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Grid axes of an image: (rows, columns) for gray, (rows, columns, channels) for colour.
+pub fn grid_axes(height: usize, width: usize, channels: usize) -> Vec<usize> {
+    if channels == 1 {
+        vec![height, width]
+    } else {
+        vec![height, width, channels]
+    }
+}
+
+/// Per-axis σ from the command line's spatial σ (one value for both axes, or rows,cols) and the
+/// channel σ. With unit coordinates a single σ is meant for the longer side and scaled to the
+/// shorter one, so frequencies are isotropic in pixels (σ_axis = σ_pix · L_axis).
+pub fn sigma_per_axis(
+    spatial: &[f64],
+    channel: f64,
+    coords: Coords,
+    height: usize,
+    width: usize,
+    channels: usize,
+) -> Result<Vec<f64>> {
+    let mut sigma = match (spatial, coords) {
+        ([s], Coords::Unit) => {
+            let long = height.max(width) as f64;
+            vec![s * height as f64 / long, s * width as f64 / long]
+        }
+        ([s], Coords::Pixel) => vec![*s, *s],
+        ([r, c], _) => vec![*r, *c],
+        _ => {
+            return Err(Error::arg(
+                "--sigma",
+                "give one value (both axes) or two separated by a comma (rows,columns)",
+            ))
+        }
+    };
+    if channels > 1 {
+        sigma.push(channel);
+    }
+    if let Some(bad) = sigma.iter().find(|s| !s.is_finite() || **s < 0.0) {
+        return Err(Error::arg(
+            "--sigma",
+            format!("{bad} is not a valid standard deviation (finite, at least 0)"),
+        ));
+    }
+    Ok(sigma)
+}
+
+impl InrSpec {
+    /// Coordinates for a grid of `axes` when the model was fitted on `fit_axes`.
+    pub fn axis_coords(&self, fit_axes: &[usize], axes: &[usize]) -> Vec<AxisCoords> {
+        axes.iter()
+            .zip(fit_axes)
+            .enumerate()
+            .map(|(a, (&len, &fit_len))| {
+                if a >= 2 {
+                    return AxisCoords::Integer; // channels
+                }
+                match self.coords {
+                    Coords::Unit => AxisCoords::Unit,
+                    Coords::Pixel if len == fit_len => AxisCoords::Integer,
+                    // New pixel centres mapped onto the original grid's integer coordinates:
+                    // c = (t + ½)·L/L' − ½.
+                    Coords::Pixel => {
+                        let scale = fit_len as f64 / len as f64;
+                        AxisCoords::Affine {
+                            scale,
+                            offset: 0.5 - 0.5 / scale,
+                        }
+                    }
+                }
+            })
+            .collect()
+    }
+
+    pub fn fourier(&self, coords: Vec<AxisCoords>) -> FourierSpec {
+        FourierSpec {
+            d: self.features,
+            seed: self.feature_seed,
+            sigma: self.sigma.clone(),
+            coords,
+            constant_feature: self.constant_feature,
+        }
+    }
+
+    /// The sensing problem on a grid of `axes` (a model fitted on `fit_axes`) with targets `y`.
+    pub fn problem(&self, fit_axes: &[usize], axes: &[usize], y: Vec<f32>) -> Result<Problem> {
+        if axes.len() != fit_axes.len() || axes.len() != self.sigma.len() {
+            return Err(Error::arg("--sigma", "one sigma per grid axis"));
+        }
+        let grid = self.fourier(self.axis_coords(fit_axes, axes)).grid(axes)?;
+        Problem::new(
+            self.features,
+            self.neurons,
+            Features::Grid(grid),
+            y,
+            self.gates,
+            self.gate_seed,
+        )
+    }
+}
+
+/// A fitted image model: the spec, the fitted image's shape, how it gates, and the weights.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImageModel {
+    pub spec: InrSpec,
+    pub height: usize,
+    pub width: usize,
+    pub channels: usize,
+    pub gating: Gating,
+    pub w: SparseVec,
+}
+
+impl ImageModel {
+    pub fn fit_axes(&self) -> Vec<usize> {
+        grid_axes(self.height, self.width, self.channels)
+    }
+
+    /// Predicts the image at `height × width` on the chosen backend, clamped to [0, 1].
+    pub fn render(
+        &self,
+        choice: BackendChoice,
+        adapter: Option<&str>,
+        height: usize,
+        width: usize,
+    ) -> Result<Image> {
+        if height == 0 || width == 0 {
+            return Err(Error::arg(
+                "--width",
+                "the rendered image needs at least 1×1 pixels",
+            ));
+        }
+        let axes = grid_axes(height, width, self.channels);
+        let n = axes.iter().try_fold(1usize, |a, &b| a.checked_mul(b));
+        let n = n
+            .filter(|&n| n <= u32::MAX as usize)
+            .ok_or_else(|| Error::arg("--width", "the rendered image is too large"))?;
+        let problem = self.spec.problem(&self.fit_axes(), &axes, vec![0.0; n])?;
+        let s = self.w.len().clamp(1, problem.signal_len());
+        let mut be = backend::create(choice, adapter, Arc::new(problem), s)?;
+        let data = predict(be.as_mut(), &self.w, self.gating)?;
+        Ok(Image {
+            height,
+            width,
+            channels: self.channels,
+            data,
+        })
+    }
+}
+
+/// `A w` on every sample with the model's gating, clamped to [0, 1] (the image range).
+pub fn predict(be: &mut dyn backend::Backend, w: &SparseVec, gating: Gating) -> Result<Vec<f32>> {
+    be.set_batch(None)?;
+    be.load(Slot::W, w)?;
+    be.set_gates(match gating {
+        Gating::Random => GateSource::Random,
+        Gating::SelfGated => GateSource::Slot(Slot::W),
+    })?;
+    let mut out = be.predict(Slot::W)?;
+    for v in &mut out {
+        *v = v.clamp(0.0, 1.0);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unit_sigma_is_isotropic_in_pixels() {
+        let s = sigma_per_axis(&[100.0], 0.05, Coords::Unit, 50, 200, 3).unwrap();
+        assert_eq!(s, vec![25.0, 100.0, 0.05]);
+        let s = sigma_per_axis(&[2.0], 0.05, Coords::Pixel, 50, 200, 1).unwrap();
+        assert_eq!(s, vec![2.0, 2.0]);
+        assert!(sigma_per_axis(&[1.0, 2.0, 3.0], 0.05, Coords::Unit, 5, 5, 1).is_err());
+        assert!(sigma_per_axis(&[-1.0], 0.05, Coords::Unit, 5, 5, 1).is_err());
+    }
+
+    #[test]
+    fn pixel_coordinates_resample_onto_the_fitted_grid() {
+        let spec = InrSpec {
+            neurons: 1,
+            features: 4,
+            sigma: vec![1.0, 1.0],
+            coords: Coords::Pixel,
+            feature_seed: 0,
+            gate_seed: 1,
+            gates: GateMode::Convex,
+            constant_feature: true,
+        };
+        let c = spec.axis_coords(&[10, 10], &[20, 10]);
+        assert!(matches!(c[1], AxisCoords::Integer));
+        match c[0] {
+            AxisCoords::Affine { scale, offset } => {
+                // New pixels 0 and 1 straddle old pixel 0: centres at −0.25 and 0.25.
+                assert!(((0.0 + offset) * scale + 0.25).abs() < 1e-12);
+                assert!(((1.0 + offset) * scale - 0.25).abs() < 1e-12);
+                assert!(((19.0 + offset) * scale - 9.25).abs() < 1e-12);
+            }
+            _ => panic!("expected affine coordinates"),
+        }
+    }
+
+    #[test]
+    fn gate_seed_differs_from_feature_seed() {
+        assert_ne!(gate_seed(0), 0);
+        assert_ne!(gate_seed(1), gate_seed(0));
+    }
+}

@@ -1,0 +1,478 @@
+//! End-to-end tests of `spinr fit` and `spinr render`: the real binary, a fresh temp dir each.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_spinr");
+
+fn asset(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("assets")
+        .join(rel)
+}
+
+fn mnist() -> PathBuf {
+    asset("mnist/images-idx3-ubyte.gz")
+}
+
+/// report.json, read back strictly: an unknown or missing key fails the test.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct Report {
+    status: String,
+    image: String,
+    height: usize,
+    width: usize,
+    channels: usize,
+    neurons: usize,
+    features: usize,
+    nonzeros: usize,
+    sigma: Vec<f64>,
+    coords: String,
+    constant_feature: bool,
+    gates: String,
+    gating: Option<String>,
+    seed: u64,
+    gate_seed: u64,
+    iters: usize,
+    iterations: usize,
+    batch_size: Option<usize>,
+    inner: usize,
+    first_step: String,
+    refine: String,
+    psnr: f64,
+    psnr_8bit: Option<f64>,
+    ssim: Option<f64>,
+    seconds: f64,
+    backend: String,
+    adapter: String,
+    peak_device_bytes: u64,
+    model_bytes: Option<u64>,
+    bits_per_pixel: Option<f64>,
+    stopped: bool,
+    out_dir: String,
+    spinr_version: String,
+}
+
+fn spinr(dir: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .env("SPINR_BACKEND", "cpu")
+        .output()
+        .expect("run spinr")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn read_report(dir: &Path) -> Report {
+    let text = std::fs::read_to_string(dir.join("report.json")).expect("report.json");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("report.json: {e}\n{text}"))
+}
+
+/// Decodes a PNG to (width, height, channels, bytes).
+fn png(path: &Path) -> (u32, u32, u8, Vec<u8>) {
+    let img = image::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let c = img.color().channel_count();
+    (img.width(), img.height(), c, img.into_bytes())
+}
+
+fn psnr_u8(a: &[u8], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let mse = a
+        .iter()
+        .zip(b)
+        .map(|(&x, &y)| ((x as f32 / 255.0) as f64 - y as f64).powi(2))
+        .sum::<f64>()
+        / a.len() as f64;
+    -10.0 * mse.log10()
+}
+
+/// The paper's digit setting, shortened: PSNR must clear a bound, and every output must be
+/// complete and consistent.
+#[test]
+fn fits_an_mnist_digit_and_renders_it_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = mnist();
+    let out = spinr(
+        dir.path(),
+        &[
+            "fit",
+            img.to_str().unwrap(),
+            "--index",
+            "10",
+            "--coords",
+            "pixel",
+            "--sigma",
+            "2",
+            "--features",
+            "1500",
+            "-m",
+            "10",
+            "-s",
+            "1000",
+            "--iters",
+            "40",
+            "--inner",
+            "10",
+            "--seed",
+            "2",
+            "--out",
+            "digit",
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    // --json: stdout is exactly the report.
+    let printed: Report = serde_json::from_slice(&out.stdout).expect("stdout is the JSON report");
+    let d = dir.path().join("digit");
+    let r = read_report(&d);
+    assert_eq!(printed.psnr, r.psnr);
+    assert_eq!(r.status, "done");
+    assert!(!r.stopped);
+    assert_eq!((r.height, r.width, r.channels), (28, 28, 1));
+    assert_eq!((r.neurons, r.nonzeros, r.features), (10, 1000, 1500));
+    assert_eq!(r.iterations, 40);
+    assert_eq!(r.backend, "cpu");
+    assert_eq!(r.gating.as_deref(), Some("relu"));
+    assert_eq!(r.batch_size, None);
+    assert!(
+        r.psnr > 60.0,
+        "digit PSNR {} dB is below the 60 dB bound",
+        r.psnr
+    );
+    assert!(r.ssim.unwrap() > 0.99);
+    assert!(r.peak_device_bytes > 0);
+    let model_len = std::fs::metadata(d.join("model.safetensors"))
+        .unwrap()
+        .len();
+    assert_eq!(r.model_bytes, Some(model_len));
+    assert!((r.bits_per_pixel.unwrap() - model_len as f64 * 8.0 / 784.0).abs() < 1e-9);
+
+    // The reconstruction is the digit at 8 bits, and its PSNR is the report's.
+    let digit = spinr::inr::image::load(&img, Some(10)).unwrap();
+    let (w, h, c, recon) = png(&d.join("reconstruction.png"));
+    assert_eq!((w, h, c), (28, 28, 1));
+    let p8 = psnr_u8(&recon, &digit.data).min(200.0);
+    assert!(
+        (p8 - r.psnr_8bit.unwrap()).abs() < 1e-6,
+        "{p8} vs {:?}",
+        r.psnr_8bit
+    );
+
+    // A reloaded model renders the same pixels.
+    let out = spinr(
+        dir.path(),
+        &["render", "digit/model.safetensors", "--out", "again.png"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (_, _, _, again) = png(&dir.path().join("again.png"));
+    assert_eq!(again, recon);
+
+    // At another size a pixel-coordinate model is resampled onto its grid.
+    let out = spinr(
+        dir.path(),
+        &[
+            "render",
+            "digit/model.safetensors",
+            "--width",
+            "56",
+            "--out",
+            "big.png",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (w, h, c, _) = png(&dir.path().join("big.png"));
+    assert_eq!((w, h, c), (56, 56, 1));
+
+    // No temporary files are left behind.
+    let mut names: Vec<String> = std::fs::read_dir(&d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["model.safetensors", "reconstruction.png", "report.json"]
+    );
+}
+
+#[test]
+fn refuses_to_overwrite_without_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = mnist();
+    let args = [
+        "fit",
+        img.to_str().unwrap(),
+        "--index",
+        "3",
+        "-m",
+        "4",
+        "-s",
+        "50",
+        "-d",
+        "64",
+        "--iters",
+        "2",
+        "--out",
+        "o",
+    ];
+    assert!(spinr(dir.path(), &args).status.success());
+    let before = std::fs::read(dir.path().join("o/model.safetensors")).unwrap();
+    let mut again = args.to_vec();
+    let iters_at = again.len() - 3;
+    again[iters_at] = "3"; // a different fit
+    let out = spinr(dir.path(), &again);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--force"), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read(dir.path().join("o/model.safetensors")).unwrap(),
+        before
+    );
+    again.push("--force");
+    let out = spinr(dir.path(), &again);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(read_report(&dir.path().join("o")).iterations, 3);
+}
+
+#[test]
+fn default_output_folder_is_beside_the_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = image::GrayImage::from_fn(12, 10, |x, y| image::Luma([(x * 20 + y * 3) as u8]));
+    src.save(dir.path().join("ramp.png")).unwrap();
+    let out = spinr(
+        dir.path(),
+        &[
+            "fit", "ramp.png", "-m", "4", "-s", "40", "-d", "32", "--iters", "3",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let d = dir.path().join("ramp.spinr-out");
+    let r = read_report(&d);
+    assert_eq!((r.height, r.width, r.channels), (10, 12, 1));
+    assert_eq!(r.coords, "unit");
+    assert!(r.constant_feature);
+    // stdout says where the outputs went.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("ramp.spinr-out/model.safetensors"),
+        "{stdout}"
+    );
+}
+
+/// Colour images: one sample per pixel-channel; 16-bit and alpha are read, the outputs are
+/// RGB at the input's size.
+#[test]
+fn fits_colour_and_sixteen_bit_images() {
+    let dir = tempfile::tempdir().unwrap();
+    // Channels correlated as in natural images (a tinted smooth pattern), fully opaque.
+    let src = image::ImageBuffer::from_fn(16, 12, |x, y| {
+        let l = 0.5 + 0.4 * (x as f32 / 5.0).sin() * (y as f32 / 4.0).cos();
+        let q = |v: f32| (v * 65535.0).round() as u16;
+        image::Rgba([q(l), q(0.8 * l + 0.1), q(0.6 * l + 0.2), 65535])
+    });
+    image::DynamicImage::ImageRgba16(src)
+        .save(dir.path().join("c16.png"))
+        .unwrap();
+    let out = spinr(
+        dir.path(),
+        &[
+            "fit", "c16.png", "-m", "8", "-s", "400", "-d", "128", "--iters", "30", "--out", "c",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r = read_report(&dir.path().join("c"));
+    assert_eq!((r.height, r.width, r.channels), (12, 16, 3));
+    assert_eq!(r.sigma.len(), 3);
+    assert_eq!(r.sigma[2], 0.05);
+    assert!(r.psnr > 25.0, "smooth colour image PSNR {}", r.psnr);
+    let (w, h, c, _) = png(&dir.path().join("c/reconstruction.png"));
+    assert_eq!((w, h, c), (16, 12, 3));
+    let out = spinr(
+        dir.path(),
+        &[
+            "render",
+            "c/model.safetensors",
+            "--width",
+            "32",
+            "--height",
+            "24",
+            "--out",
+            "c2.png",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (w, h, c, _) = png(&dir.path().join("c2.png"));
+    assert_eq!((w, h, c), (32, 24, 3));
+}
+
+#[test]
+fn unreadable_images_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("empty.png"), b"").unwrap();
+    std::fs::write(dir.path().join("junk.png"), b"this is not an image").unwrap();
+    let mut png_bytes = Vec::new();
+    image::GrayImage::new(8, 8)
+        .write_to(
+            &mut std::io::Cursor::new(&mut png_bytes),
+            image::ImageFormat::Png,
+        )
+        .unwrap();
+    std::fs::write(
+        dir.path().join("cut.png"),
+        &png_bytes[..png_bytes.len() / 2],
+    )
+    .unwrap();
+    for (file, what) in [
+        ("empty.png", "empty"),
+        ("junk.png", "junk.png"),
+        ("cut.png", "cut.png"),
+        ("missing.png", "missing.png"),
+    ] {
+        let out = spinr(dir.path(), &["fit", file]);
+        assert_eq!(out.status.code(), Some(2), "{file}: {}", stderr(&out));
+        let e = stderr(&out);
+        assert!(e.contains(file) && e.contains(what), "{file}: {e}");
+        assert!(!dir
+            .path()
+            .join(file.replace(".png", ".spinr-out/model.safetensors"))
+            .exists());
+    }
+    let out = spinr(
+        dir.path(),
+        &["fit", mnist().to_str().unwrap(), "--index", "10000"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--index"), "{}", stderr(&out));
+}
+
+#[test]
+fn corrupt_model_files_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = spinr(
+        dir.path(),
+        &[
+            "fit",
+            mnist().to_str().unwrap(),
+            "-m",
+            "4",
+            "-s",
+            "60",
+            "-d",
+            "64",
+            "--iters",
+            "2",
+            "--out",
+            "o",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let good = std::fs::read(dir.path().join("o/model.safetensors")).unwrap();
+    let mut flipped = good.clone();
+    flipped[12] ^= 0x55; // inside the JSON header
+    let mut bad_index = good.clone();
+    // Make the first entry of the indices tensor huge (its offsets are in the JSON header).
+    let header = u64::from_le_bytes(good[..8].try_into().unwrap()) as usize;
+    let meta: serde_json::Value = serde_json::from_slice(&good[8..8 + header]).unwrap();
+    let start = 8 + header + meta["indices"]["data_offsets"][0].as_u64().unwrap() as usize;
+    bad_index[start..start + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("empty.safetensors", Vec::new(), "empty"),
+        (
+            "half.safetensors",
+            good[..good.len() / 2].to_vec(),
+            "truncated",
+        ),
+        (
+            "short.safetensors",
+            good[..good.len() - 1].to_vec(),
+            "truncated",
+        ),
+        ("flipped.safetensors", flipped, "corrupt"),
+        ("index.safetensors", bad_index, "out of range"),
+    ];
+    for (name, bytes, what) in cases {
+        std::fs::write(dir.path().join(name), bytes).unwrap();
+        let out = spinr(dir.path(), &["render", name, "--out", "x.png"]);
+        assert_eq!(out.status.code(), Some(2), "{name}: {}", stderr(&out));
+        let e = stderr(&out);
+        assert!(e.contains(name) && e.contains(what), "{name}: {e}");
+        assert!(!dir.path().join("x.png").exists());
+    }
+    let out = spinr(
+        dir.path(),
+        &["render", "nothing.safetensors", "--out", "x.png"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("nothing.safetensors"));
+}
+
+/// Ctrl-C stops the fit after the current epoch and still writes a complete model and report.
+#[cfg(unix)]
+#[test]
+fn an_interrupted_fit_saves_the_best_model() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let child = Command::new(BIN)
+        .args([
+            "fit",
+            mnist().to_str().unwrap(),
+            "--index",
+            "10",
+            "-m",
+            "10",
+            "-s",
+            "300",
+            "-d",
+            "256",
+            "--iters",
+            "1000000",
+            "--out",
+            "o",
+        ])
+        .current_dir(dir.path())
+        .env("SPINR_BACKEND", "cpu")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // report.json appears after the first epoch, so the handler is installed by then.
+    let report = dir.path().join("o/report.json");
+    let start = Instant::now();
+    while !report.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no report.json after 2 minutes"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    let r = read_report(&dir.path().join("o"));
+    assert_eq!(r.status, "stopped");
+    assert!(r.stopped);
+    assert!(r.iterations >= 1 && r.iterations < 1_000_000);
+    let model =
+        spinr::model::load(&dir.path().join("o/model.safetensors")).expect("complete model");
+    assert_eq!(model.w.len(), 300);
+    assert_eq!(
+        r.model_bytes,
+        Some(
+            std::fs::metadata(dir.path().join("o/model.safetensors"))
+                .unwrap()
+                .len()
+        )
+    );
+    let (w, h, _, _) = png(&dir.path().join("o/reconstruction.png"));
+    assert_eq!((w, h), (28, 28));
+}

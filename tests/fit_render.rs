@@ -1,0 +1,130 @@
+//! Library-level round trips: fit → save → load → render gives the same pixels and PSNR.
+
+use spinr::backend::cpu::CpuBackend;
+use spinr::backend::BackendChoice;
+use spinr::iht::{self, IhtConfig};
+use spinr::inr::{self, Coords, ImageModel, InrSpec};
+use spinr::metrics;
+use spinr::problem::GateMode;
+use std::ops::ControlFlow;
+use std::path::Path;
+use std::sync::Arc;
+
+fn digit(index: usize) -> inr::Image {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/mnist/images-idx3-ubyte.gz");
+    inr::image::load(&p, Some(index)).unwrap()
+}
+
+fn spec(coords: Coords, sigma: f64, gates: GateMode) -> InrSpec {
+    InrSpec {
+        neurons: 10,
+        features: 256,
+        sigma: vec![sigma, sigma],
+        coords,
+        feature_seed: 4,
+        gate_seed: inr::gate_seed(4),
+        gates,
+        constant_feature: true,
+    }
+}
+
+/// Fits `image`, stopping after `stop_after` epochs through the observer (as Ctrl-C does).
+fn fit(
+    image: &inr::Image,
+    spec: &InrSpec,
+    s: usize,
+    iters: usize,
+    stop_after: usize,
+) -> (ImageModel, Vec<f32>, usize) {
+    let axes = inr::grid_axes(image.height, image.width, image.channels);
+    let problem = Arc::new(spec.problem(&axes, &axes, image.data.clone()).unwrap());
+    let mut be = CpuBackend::new(problem, s, spinr::backend::cpu::DEFAULT_FEATURE_CACHE).unwrap();
+    let cfg = IhtConfig::new(s, iters, spec.gates);
+    let res = iht::fit(&mut be, image.data.len(), &cfg, |r| {
+        if r.epoch + 1 >= stop_after {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })
+    .unwrap();
+    let pred = inr::predict(&mut be, &res.w, res.gating).unwrap();
+    let model = ImageModel {
+        spec: spec.clone(),
+        height: image.height,
+        width: image.width,
+        channels: image.channels,
+        gating: res.gating,
+        w: res.w,
+    };
+    (model, pred, res.iterations)
+}
+
+#[test]
+fn a_reloaded_model_renders_the_fits_pixels_and_psnr() {
+    let img = digit(10);
+    for (gates, coords, sigma) in [
+        (GateMode::Sequential, Coords::Pixel, 2.0),
+        (GateMode::Convex, Coords::Unit, 8.0),
+    ] {
+        let sp = spec(coords, sigma, gates);
+        let (model, pred, _) = fit(&img, &sp, 400, 25, usize::MAX);
+        let fit_psnr = metrics::psnr_from_mse(metrics::mse(&pred, &img.data), 1.0);
+        assert!(fit_psnr > 25.0, "{gates:?}/{coords:?}: PSNR {fit_psnr}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.safetensors");
+        spinr::model::save(&model, &path).unwrap();
+        let back = spinr::model::load(&path).unwrap();
+        assert_eq!(back, model);
+        let r = back
+            .render(BackendChoice::Cpu, None, img.height, img.width)
+            .unwrap();
+        assert_eq!(
+            r.data, pred,
+            "{gates:?}/{coords:?}: rendered pixels differ from the fit's"
+        );
+        let render_psnr = metrics::psnr_from_mse(metrics::mse(&r.data, &img.data), 1.0);
+        assert_eq!(render_psnr, fit_psnr);
+    }
+}
+
+#[test]
+fn a_fit_stopped_early_saves_a_complete_model() {
+    let img = digit(3);
+    let sp = spec(Coords::Pixel, 2.0, GateMode::Sequential);
+    let (model, pred, iterations) = fit(&img, &sp, 300, 1000, 3);
+    assert_eq!(iterations, 3);
+    assert_eq!(model.w.len(), 300);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.safetensors");
+    spinr::model::save(&model, &path).unwrap();
+    let back = spinr::model::load(&path).unwrap();
+    let r = back.render(BackendChoice::Cpu, None, 28, 28).unwrap();
+    assert_eq!(r.data, pred);
+}
+
+/// A unit-coordinate model is a continuous function: rendered at twice the size and averaged
+/// back over 2×2 blocks it stays close to the fit.
+#[test]
+fn unit_coordinates_render_smoothly_at_other_sizes() {
+    let img = digit(10);
+    let sp = spec(Coords::Unit, 6.0, GateMode::Sequential);
+    let (model, pred, _) = fit(&img, &sp, 500, 30, usize::MAX);
+    let big = model.render(BackendChoice::Cpu, None, 56, 56).unwrap();
+    let mut down = vec![0f32; 28 * 28];
+    for r in 0..28 {
+        for c in 0..28 {
+            let mut acc = 0.0;
+            for (dr, dc) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                acc += big.data[(2 * r + dr) * 56 + 2 * c + dc];
+            }
+            down[r * 28 + c] = acc / 4.0;
+        }
+    }
+    let p = metrics::psnr_from_mse(metrics::mse(&down, &pred), 1.0);
+    assert!(
+        p > 20.0,
+        "2× render averaged back is {p:.2} dB from the fit"
+    );
+}
