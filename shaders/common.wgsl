@@ -179,6 +179,27 @@ fn feat(i: u32, k: u32) -> f32 {
     return grid_feat(grid_ref(i), k);
 }
 
+// Features k..k+3 of sample i (zero beyond d): one multi-index for the four on a grid.
+fn feat4(i: u32, k: u32) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
+    let d = cfg.d;
+    if (cfg.feat == 0u) {
+        for (var c = 0u; c < 4u; c = c + 1u) {
+            if (k + c < d) {
+                v[c] = xdense(i, k + c);
+            }
+        }
+    } else {
+        let g = grid_ref(i);
+        for (var c = 0u; c < 4u; c = c + 1u) {
+            if (k + c < d) {
+                v[c] = grid_feat(g, k + c);
+            }
+        }
+    }
+    return v;
+}
+
 // ---- samples, slots, gates ----
 
 // Sample id of active position a (the minibatch list, or a itself).

@@ -18,8 +18,6 @@ pub(crate) const SLOT_TOP_B: u32 = 8;
 /// Neurons per dense-pass workgroup (shaders/gates.wgsl `TG`), samples per block (`BS`).
 pub(crate) const TG: usize = 8;
 pub(crate) const BS: usize = 32;
-/// Features per dense-pass workgroup along grid y (`KR`).
-pub(crate) const KR: usize = 2048;
 /// Elements per count/scatter block (shaders/topk.wgsl `BLK`).
 pub(crate) const SCAN_BLOCK: usize = 1024;
 /// Target floats per dense-pass tile (`tile·d`): tiles of ~128 Ki candidates keep the merge

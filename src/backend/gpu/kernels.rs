@@ -67,6 +67,9 @@ pub(crate) struct Kernels {
     pipelines: Vec<wgpu::ComputePipeline>,
     bind_group: wgpu::BindGroup,
     max_wg: u32,
+    /// Per-kernel (dispatches, seconds) when profiling: every dispatch is then submitted and
+    /// waited for on its own (slow; wall clock, so it includes the submission overhead).
+    pub profile: Option<std::sync::Mutex<Vec<(u64, f64)>>>,
 }
 
 fn storage_entry(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
@@ -181,10 +184,13 @@ impl Kernels {
             return Err(Error::Gpu(format!("shader compilation failed: {e}")));
         }
         ctx.take_error()?;
+        let profile = std::env::var_os("SPINR_GPU_PROFILE")
+            .map(|_| std::sync::Mutex::new(vec![(0, 0.0); ENTRIES.len()]));
         Ok(Kernels {
             pipelines,
             bind_group,
             max_wg: ctx.limits.max_compute_workgroups_per_dimension,
+            profile,
         })
     }
 
@@ -199,6 +205,11 @@ impl Kernels {
             [max as u32, count.div_ceil(max) as u32, 1]
         }
     }
+}
+
+/// Kernel names, in `K` order (for profiles).
+pub(crate) fn kernel_name(i: usize) -> &'static str {
+    ENTRIES[i].2
 }
 
 /// The dispatches of one trait call, in order.
@@ -230,10 +241,71 @@ pub(crate) fn submit(
     reads: &[Read<'_>],
 ) -> Result<Vec<u8>> {
     let stride = bufs.op_stride as usize;
-    let chunks: Vec<&[(K, Op, [u32; 3])]> = if rec.jobs.is_empty() {
+    if let Some(prof) = &kernels.profile {
+        // One submission per dispatch, timed to completion.
+        for (k, op, grid) in rec.jobs {
+            let mut one = Rec::default();
+            one.push(k, op, grid);
+            ctx.wait()?;
+            let t = std::time::Instant::now();
+            submit_chunks(ctx, kernels, bufs, &one.jobs, &[], stride)?;
+            ctx.wait()?;
+            let mut p = prof
+                .lock()
+                .map_err(|_| Error::Gpu("profile poisoned".into()))?;
+            p[k as usize].0 += 1;
+            p[k as usize].1 += t.elapsed().as_secs_f64();
+        }
+        return finish(ctx, kernels, bufs, &Rec::default().jobs, reads, stride);
+    }
+    finish(ctx, kernels, bufs, &rec.jobs, reads, stride)
+}
+
+fn finish(
+    ctx: &GpuContext,
+    kernels: &Kernels,
+    bufs: &Buffers,
+    jobs: &[(K, Op, [u32; 3])],
+    reads: &[Read<'_>],
+    stride: usize,
+) -> Result<Vec<u8>> {
+    let total = submit_chunks(ctx, kernels, bufs, jobs, reads, stride)?;
+    if reads.is_empty() {
+        return Ok(Vec::new());
+    }
+    let slice = bufs.staging.slice(0..total);
+    let (tx, rx) = std::sync::mpsc::channel();
+    slice.map_async(wgpu::MapMode::Read, move |r| {
+        let _ = tx.send(r);
+    });
+    ctx.wait()?;
+    rx.recv()
+        .map_err(|_| Error::Gpu("readback was never completed".into()))?
+        .map_err(|e| Error::Gpu(format!("readback failed: {e}")))?;
+    let out = {
+        let view = slice
+            .get_mapped_range()
+            .map_err(|e| Error::Gpu(format!("readback mapping failed: {e}")))?;
+        view.to_vec()
+    };
+    bufs.staging.unmap();
+    Ok(out)
+}
+
+/// Encodes and submits `jobs` (in chunks of `OPS_PER_SUBMIT`), then the copies of `reads`
+/// into the staging buffer; returns the bytes staged.
+fn submit_chunks(
+    ctx: &GpuContext,
+    kernels: &Kernels,
+    bufs: &Buffers,
+    jobs: &[(K, Op, [u32; 3])],
+    reads: &[Read<'_>],
+    stride: usize,
+) -> Result<u64> {
+    let chunks: Vec<&[(K, Op, [u32; 3])]> = if jobs.is_empty() {
         vec![&[]]
     } else {
-        rec.jobs.chunks(OPS_PER_SUBMIT).collect()
+        jobs.chunks(OPS_PER_SUBMIT).collect()
     };
     let last = chunks.len() - 1;
     let mut total = 0u64;
@@ -271,24 +343,5 @@ pub(crate) fn submit(
         ctx.queue.submit([enc.finish()]);
         ctx.take_error()?;
     }
-    if reads.is_empty() {
-        return Ok(Vec::new());
-    }
-    let slice = bufs.staging.slice(0..total);
-    let (tx, rx) = std::sync::mpsc::channel();
-    slice.map_async(wgpu::MapMode::Read, move |r| {
-        let _ = tx.send(r);
-    });
-    ctx.wait()?;
-    rx.recv()
-        .map_err(|_| Error::Gpu("readback was never completed".into()))?
-        .map_err(|e| Error::Gpu(format!("readback failed: {e}")))?;
-    let out = {
-        let view = slice
-            .get_mapped_range()
-            .map_err(|e| Error::Gpu(format!("readback mapping failed: {e}")))?;
-        view.to_vec()
-    };
-    bufs.staging.unmap();
-    Ok(out)
+    Ok(total)
 }

@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::problem::{Features, GateMode, Problem};
 use crate::sparse::SparseVec;
 use buffers::{
-    Buffers, Layout, Op, BS, KR, NSLOT, SCALARS, SCAN_BLOCK, SLOT_GATE, SLOT_TOP_A, SLOT_TOP_B, TG,
+    Buffers, Layout, Op, BS, NSLOT, SCALARS, SCAN_BLOCK, SLOT_GATE, SLOT_TOP_A, SLOT_TOP_B, TG,
 };
 use kernels::{Kernels, Read, Rec, K};
 use std::sync::Arc;
@@ -255,6 +255,19 @@ impl GpuBackend {
             op,
             self.kernels.grid1(self.lay.cap.div_ceil(256)),
         );
+    }
+
+    /// Per-kernel dispatch counts and wall seconds, when the backend was created with
+    /// `SPINR_GPU_PROFILE` set (each dispatch then runs alone: for finding hot kernels only).
+    pub fn kernel_profile(&self) -> Option<Vec<(&'static str, u64, f64)>> {
+        let p = self.kernels.profile.as_ref()?.lock().ok()?;
+        Some(
+            p.iter()
+                .enumerate()
+                .filter(|(_, &(n, _))| n > 0)
+                .map(|(i, &(n, t))| (kernels::kernel_name(i), n, t))
+                .collect(),
+        )
     }
 
     fn run(&self, rec: Rec, reads: &[Read<'_>]) -> Result<Vec<u8>> {
@@ -540,7 +553,7 @@ impl Backend for GpuBackend {
             if self.gates == Gates::Random {
                 rec.push(K::GenH, op, self.kernels.grid1(elems.div_ceil(256)));
             }
-            let groups = [ng, d.div_ceil(KR) as u32, tn.div_ceil(TG) as u32];
+            let groups = [ng, 1, tn.div_ceil(TG) as u32];
             rec.push(K::Dense, op, groups);
             rec.push(K::ReduceTile, op, self.kernels.grid1(elems.div_ceil(256)));
             rec.push(K::AddW, op, self.kernels.grid1(lay.cap.div_ceil(256)));
