@@ -1,0 +1,120 @@
+//! Whole fits on the GPU against the CPU: the same planted networks, the same IHT driver.
+//! Needs a GPU adapter (fails, never skips, without one: `apt-get install mesa-vulkan-drivers`).
+
+use spinr::backend::cpu::CpuBackend;
+use spinr::backend::gpu::{GpuBackend, GpuContext};
+use spinr::backend::Backend;
+use spinr::iht::IhtConfig;
+use spinr::plant::{self, PlantReport, PlantSpec, Planted};
+use spinr::problem::GateMode;
+use spinr::sparse::SparseVec;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+fn ctx() -> Arc<GpuContext> {
+    static CTX: OnceLock<Arc<GpuContext>> = OnceLock::new();
+    CTX.get_or_init(|| {
+        GpuContext::new(None, false).unwrap_or_else(|e| {
+            panic!(
+                "the GPU tests need a GPU adapter and found none ({e}). Install one: \
+                 `apt-get install mesa-vulkan-drivers` gives the lavapipe software adapter"
+            )
+        })
+    })
+    .clone()
+}
+
+fn spec(gates: GateMode, d: usize, m: usize, s: usize, n: usize, seed: u64) -> PlantSpec {
+    PlantSpec {
+        gates,
+        inputs: d,
+        neurons: m,
+        nonzeros: s,
+        samples: n,
+        seed,
+    }
+}
+
+fn fit_with(
+    backend: &mut dyn Backend,
+    spec: &PlantSpec,
+    planted: &Planted,
+    cfg: &IhtConfig,
+    name: &str,
+) -> (PlantReport, SparseVec) {
+    let t = Instant::now();
+    let fit = plant::run(backend, planted, cfg).unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    let r = plant::score(spec, planted, &fit, name, "test", secs).unwrap();
+    eprintln!(
+        "{name}: recovered {} rel err {:.3e} support errors {} train {:.1} dB test {:.1} dB, {} epochs, {:.2} s",
+        r.recovered, r.relative_error, r.support_errors, r.train_psnr, r.test_psnr, r.iterations, secs
+    );
+    (r, fit.w)
+}
+
+fn both(spec: &PlantSpec, cfg: &IhtConfig) -> ((PlantReport, SparseVec), (PlantReport, SparseVec)) {
+    let planted = spec.build().unwrap();
+    let mut gpu = GpuBackend::new(ctx(), planted.train.clone(), spec.nonzeros).unwrap();
+    let mut cpu = CpuBackend::new(planted.train.clone(), spec.nonzeros, 0).unwrap();
+    let g = fit_with(&mut gpu, spec, &planted, cfg, "gpu");
+    let c = fit_with(&mut cpu, spec, &planted, cfg, "cpu");
+    (g, c)
+}
+
+fn nonzero_support(v: &SparseVec) -> Vec<u32> {
+    v.indices
+        .iter()
+        .zip(&v.values)
+        .filter(|(_, &x)| x != 0.0)
+        .map(|(&i, _)| i)
+        .collect()
+}
+
+/// The brief's reference fit: d 100, m 50, s 100, n 2000, convex gates.
+#[test]
+fn convex_planted_fit_matches_the_cpu() {
+    for seed in [0u64, 1] {
+        let sp = spec(GateMode::Convex, 100, 50, 100, 2000, seed);
+        let cfg = IhtConfig::new(sp.nonzeros, 100, sp.gates);
+        let ((rg, wg), (rc, wc)) = both(&sp, &cfg);
+        assert!(rc.recovered, "cpu seed {seed}: {rc:?}");
+        assert!(rg.recovered, "gpu seed {seed}: {rg:?}");
+        assert!(rg.relative_error < 1e-4 && rc.relative_error < 1e-4);
+        assert_eq!(nonzero_support(&wg), nonzero_support(&wc), "seed {seed}");
+        let between = (wg.dist2(&wc) / wc.norm2()).sqrt();
+        assert!(between < 1e-4, "seed {seed}: gpu vs cpu relative distance {between}");
+    }
+}
+
+/// Minibatch updates (the paper's stochastic mode) on both backends.
+#[test]
+fn minibatch_planted_fit_matches_the_cpu() {
+    let sp = spec(GateMode::Convex, 40, 12, 30, 700, 4);
+    let mut cfg = IhtConfig::new(sp.nonzeros, 60, sp.gates);
+    cfg.batch_size = Some(350);
+    let ((rg, wg), (rc, wc)) = both(&sp, &cfg);
+    assert!(rc.recovered && rg.recovered, "gpu {rg:?}\ncpu {rc:?}");
+    assert_eq!(nonzero_support(&wg), nonzero_support(&wc));
+}
+
+/// Sequential gates (the ReLU network): trajectories may part where a gate sits at x·w ≈ 0,
+/// so compare the quality of the fits rather than the weights.
+#[test]
+fn sequential_planted_fit_is_as_good_as_the_cpu() {
+    let sp = spec(GateMode::Sequential, 50, 10, 10, 2000, 0);
+    let cfg = IhtConfig::new(sp.nonzeros, 15, sp.gates);
+    let ((rg, _), (rc, _)) = both(&sp, &cfg);
+    assert!(rg.test_psnr > 22.0, "{rg:?}");
+    assert!((rg.train_psnr - rc.train_psnr).abs() < 1.0, "gpu {rg:?}\ncpu {rc:?}");
+}
+
+/// Gaussian compressed sensing (one block, all gates open).
+#[test]
+fn gaussian_sensing_recovers_on_the_gpu() {
+    let sp = spec(GateMode::Gaussian, 50, 4, 20, 150, 1);
+    let cfg = IhtConfig::new(sp.nonzeros, 100, sp.gates);
+    let ((rg, wg), (rc, wc)) = both(&sp, &cfg);
+    assert!(rg.recovered && rc.recovered, "gpu {rg:?}\ncpu {rc:?}");
+    assert_eq!(nonzero_support(&wg), nonzero_support(&wc));
+}
