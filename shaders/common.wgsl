@@ -13,7 +13,7 @@ struct Cfg {
     u_batch: u32, u_idx: u32, u_len: u32, u_meta: u32,
     u_runn: u32, u_runs: u32, u_emap: u32, u_mask: u32,
     u_goff: u32, u_cand: u32, u_keys: u32, u_blk: u32,
-    tn_cap: u32, gate_slot: u32, pad0: u32, pad1: u32,
+    tn_cap: u32, gate_slot: u32, zero: f32, pad1: u32,
 }
 
 // Per dispatch (dynamic offset): which slots, regions and scalars this job works on.
@@ -198,6 +198,31 @@ fn feat4(i: u32, k: u32) -> vec4<f32> {
         }
     }
     return v;
+}
+
+// ---- compensated sums ----
+
+// s + c += a·b keeping the rounding errors of the product (Dekker's split) and of the sum
+// (TwoSum) in c: near a fit's optimum the residual A v − y is tiny against the terms, and a
+// plain f32 sum would put a floor of ~1e-7 relative under it (the CPU accumulates in f64).
+// `cfg.zero` is 0 at run time but opaque to the compiler, which could otherwise simplify the
+// error terms away (drivers may apply inexact algebra; fma may be unfused).
+fn split(a: f32) -> vec2<f32> {
+    let c = 4097.0 * a + cfg.zero;
+    let hi = c - (c - a);
+    return vec2<f32>(hi, a - hi);
+}
+
+fn acc2(s: ptr<function, f32>, c: ptr<function, f32>, a: f32, b: f32) {
+    let p = a * b;
+    let sa = split(a);
+    let sb = split(b);
+    let ep = ((sa.x * sb.x - p) + sa.x * sb.y + sa.y * sb.x) + sa.y * sb.y;
+    let t = *s + p;
+    let bp = (t + cfg.zero) - *s;
+    let es = (*s - (t - bp)) + (p - bp);
+    *s = t;
+    *c = *c + (es + ep);
 }
 
 // ---- samples, slots, gates ----

@@ -56,12 +56,13 @@ fn apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
         let i = sample_of(a);
         let nruns = U[cfg.u_meta + META_RUNS];
         var pred = 0.0;
+        var comp = 0.0;
         if (cfg.feat == 0u) {
             for (var r = 0u; r < nruns; r = r + 1u) {
                 if (gate_open(r, a)) {
                     let e = U[cfg.u_runs + r + 1u];
                     for (var p = U[cfg.u_runs + r]; p < e; p = p + 1u) {
-                        pred = pred + xdense(i, sidx(q, p) % d) * sval(q, p);
+                        acc2(&pred, &comp, xdense(i, sidx(q, p) % d), sval(q, p));
                     }
                 }
             }
@@ -71,14 +72,15 @@ fn apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
                 if (gate_open(r, a)) {
                     let e = U[cfg.u_runs + r + 1u];
                     for (var p = U[cfg.u_runs + r]; p < e; p = p + 1u) {
-                        pred = pred + grid_feat(gr, sidx(q, p) % d) * sval(q, p);
+                        acc2(&pred, &comp, grid_feat(gr, sidx(q, p) % d), sval(q, p));
                     }
                 }
             }
         }
-        var out = pred;
+        // pred − y is exact when they are close (Sterbenz); the compensation goes on after.
+        var out = pred + comp;
         if ((op.flags & FLAG_SUB_Y) != 0u) {
-            out = pred - F[cfg.f_y + i];
+            out = (pred - F[cfg.f_y + i]) + comp;
         }
         if ((op.flags & FLAG_STORE) != 0u) {
             F[op.dst + a] = out;

@@ -70,7 +70,9 @@ pub(crate) struct Cfg {
     pub u_blk: u32,
     pub tn_cap: u32,
     pub gate_slot: u32,
-    pub pad: [u32; 2],
+    /// Always 0.0; opaque to shader compilers (see `acc2` in common.wgsl).
+    pub zero: f32,
+    pub pad: u32,
 }
 
 /// Per-dispatch parameters (shaders/common.wgsl `Op`).
@@ -273,7 +275,8 @@ impl Layout {
             u_blk: u_blk as u32,
             tn_cap: tn_cap as u32,
             gate_slot: SLOT_GATE,
-            pad: [0; 2],
+            zero: 0.0,
+            pad: 0,
         };
         Ok(Layout {
             n,
