@@ -83,7 +83,10 @@ fn convex_planted_fit_matches_the_cpu() {
         assert!(rg.relative_error < 1e-4 && rc.relative_error < 1e-4);
         assert_eq!(nonzero_support(&wg), nonzero_support(&wc), "seed {seed}");
         let between = (wg.dist2(&wc) / wc.norm2()).sqrt();
-        assert!(between < 1e-4, "seed {seed}: gpu vs cpu relative distance {between}");
+        assert!(
+            between < 1e-4,
+            "seed {seed}: gpu vs cpu relative distance {between}"
+        );
     }
 }
 
@@ -106,7 +109,10 @@ fn sequential_planted_fit_is_as_good_as_the_cpu() {
     let cfg = IhtConfig::new(sp.nonzeros, 15, sp.gates);
     let ((rg, _), (rc, _)) = both(&sp, &cfg);
     assert!(rg.test_psnr > 22.0, "{rg:?}");
-    assert!((rg.train_psnr - rc.train_psnr).abs() < 1.0, "gpu {rg:?}\ncpu {rc:?}");
+    assert!(
+        (rg.train_psnr - rc.train_psnr).abs() < 1.0,
+        "gpu {rg:?}\ncpu {rc:?}"
+    );
 }
 
 /// Gaussian compressed sensing (one block, all gates open).

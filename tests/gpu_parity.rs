@@ -166,6 +166,7 @@ fn on_the_fly(tile: Option<usize>) -> GpuOptions {
     GpuOptions {
         feature_cache_bytes: 0,
         tile_neurons: tile,
+        ..Default::default()
     }
 }
 
@@ -207,6 +208,15 @@ fn cases(rng: &mut impl Rng) -> Vec<Case> {
             opts: tiles(8),
         },
     ];
+    out.push(Case {
+        // 36-byte rows, 34 rows a binding: the features span three bindings.
+        name: "convex dense 101×9, m 7, X in three bindings".into(),
+        problem: dense_problem(rng, GateMode::Convex, 101, 9, 7),
+        opts: GpuOptions {
+            feature_binding_bytes: Some(34 * 36),
+            ..Default::default()
+        },
+    });
     let g3 = grid_problem(
         rng,
         GateMode::Sequential,
@@ -509,4 +519,26 @@ fn load_read_roundtrip_and_validation() {
     let mem = g.memory();
     assert!(mem.peak_bytes >= mem.current_bytes && mem.current_bytes > 0);
     assert!(mem.tile_bytes > 0 && mem.tile_bytes < mem.current_bytes);
+}
+
+/// More dispatches than one submission carries (163 tiles of 8 neurons): the call is split
+/// into several submissions and must still match.
+#[test]
+fn many_tiles_span_several_submissions() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(17);
+    let p = Arc::new(dense_problem(&mut rng, GateMode::Convex, 20, 3, 1300));
+    let len = p.m * p.d;
+    let mut swaps = 0;
+    for &s in &[5usize, len] {
+        let mut pair = Pair::new(&p, s, tiles(8));
+        poison(&mut pair, &mut rng, len, s);
+        let w = random_sparse(&mut rng, len, s);
+        pair.both(|b| b.load(Slot::W, &w));
+        let (fg, fc) = pair.both(|b| b.forward(Slot::W));
+        assert_scalar("many tiles: forward", fg, fc);
+        pair.both(|b| b.threshold(Slot::W, 0.05, s, Slot::V));
+        let (g, c) = pair.both(|b| b.read(Slot::V));
+        assert_topk(&format!("many tiles: s {s}"), &g, &c, &mut swaps);
+    }
+    assert_eq!(swaps, 0);
 }

@@ -4,6 +4,7 @@
 //! Everything is allocated once in `GpuBackend::new`: the hot loop never allocates.
 
 use super::context::GpuContext;
+use super::GpuOptions;
 use crate::backend::MemoryMeter;
 use crate::error::{Error, Result};
 use crate::problem::{Features, GridFourier, Problem};
@@ -148,24 +149,25 @@ impl Layout {
         problem: &Problem,
         cap: usize,
         grid: Option<&GridFourier>,
-        tile_neurons: Option<usize>,
+        opts: &GpuOptions,
         limits: &wgpu::Limits,
     ) -> Result<Layout> {
         let (n, d, m) = (problem.n, problem.d, problem.m);
         let bind_max = limits
             .max_storage_buffer_binding_size
             .min(limits.max_buffer_size);
+        let x_max = bind_max.min(opts.feature_binding_bytes.unwrap_or(u64::MAX));
         // X rows per binding; at most four bindings.
         let row_bytes = (d * 4) as u64;
         let (xrows, xchunks) = if grid.is_some() {
             (n, 1)
         } else {
-            let rows = (bind_max / row_bytes).min(n as u64) as usize;
+            let rows = (x_max / row_bytes).min(n as u64) as usize;
             if rows == 0 || n.div_ceil(rows) > 4 {
                 return Err(Error::DeviceLimit {
                     what: "the feature matrix X",
                     needed: n as u64 * row_bytes,
-                    limit: 4 * bind_max,
+                    limit: 4 * x_max,
                     fix: "use fewer samples or features (or a minibatch-sized subset), or --backend cpu",
                 });
             }
@@ -173,7 +175,8 @@ impl Layout {
         };
         let maxruns = m.min(cap);
         let mw = n.div_ceil(32);
-        let tn_cap = tile_neurons
+        let tn_cap = opts
+            .tile_neurons
             .map_or((TILE_FLOATS / d) / TG * TG, |t| t.div_ceil(TG) * TG)
             .clamp(TG, m.div_ceil(TG) * TG);
         let max_groups = n.div_ceil(BS).clamp(1, MAX_GROUPS);
@@ -403,5 +406,86 @@ impl Buffers {
             h,
             staging,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::problem::{Features, GateMode, Problem};
+
+    fn problem(n: usize, d: usize, m: usize) -> Problem {
+        Problem::new(
+            d,
+            m,
+            Features::Dense(vec![0.5; n * d]),
+            vec![0.0; n],
+            GateMode::Convex,
+            1,
+        )
+        .unwrap()
+    }
+
+    fn limits(binding: u64) -> wgpu::Limits {
+        wgpu::Limits {
+            max_storage_buffer_binding_size: binding,
+            max_buffer_size: binding,
+            ..wgpu::Limits::default()
+        }
+    }
+
+    #[test]
+    fn dense_features_split_by_rows_across_bindings() {
+        let p = problem(1000, 10, 3);
+        // 40 bytes a row: 4000 bytes a binding holds 100 rows... too few for four bindings.
+        let e = Layout::new(&p, 5, None, &GpuOptions::default(), &limits(4000)).unwrap_err();
+        assert!(matches!(e, Error::DeviceLimit { .. }), "{e}");
+        assert!(e.to_string().contains("--backend cpu"), "{e}");
+        let opts = GpuOptions {
+            feature_binding_bytes: Some(12_000),
+            ..Default::default()
+        };
+        let lay = Layout::new(&p, 5, None, &opts, &limits(1 << 30)).unwrap();
+        assert_eq!((lay.xrows, lay.xchunks), (300, 4));
+        let lay = Layout::new(&p, 5, None, &GpuOptions::default(), &limits(1 << 30)).unwrap();
+        assert_eq!((lay.xrows, lay.xchunks), (1000, 1));
+    }
+
+    #[test]
+    fn state_beyond_the_binding_limit_is_an_error_not_corruption() {
+        let p = problem(10, 4, 2);
+        let e = Layout::new(&p, 8, None, &GpuOptions::default(), &limits(256)).unwrap_err();
+        assert!(matches!(e, Error::DeviceLimit { .. }), "{e}");
+    }
+
+    #[test]
+    fn tiles_are_whole_neuron_groups_and_regions_do_not_overlap() {
+        let p = problem(77, 13, 29);
+        let lay = Layout::new(&p, 40, None, &GpuOptions::default(), &limits(1 << 30)).unwrap();
+        assert_eq!(lay.tn_cap % TG, 0);
+        assert!(lay.tn_cap >= 29);
+        let c = &lay.cfg;
+        let f = [
+            c.f_y,
+            lay.f_res[0] as u32,
+            c.f_vals,
+            c.f_ct,
+            c.f_ht,
+            c.f_gp,
+            c.f_part,
+            c.f_sc,
+        ];
+        assert!(f.windows(2).all(|w| w[0] < w[1]), "{f:?}");
+        assert!((c.f_sc as usize + SCALARS) <= lay.f_len);
+        let u = [
+            c.u_batch, c.u_idx, c.u_len, c.u_meta, c.u_runn, c.u_runs, c.u_emap, c.u_mask,
+        ];
+        assert!(u.windows(2).all(|w| w[0] < w[1]), "{u:?}");
+        let small = GpuOptions {
+            tile_neurons: Some(3),
+            ..Default::default()
+        };
+        let lay = Layout::new(&p, 40, None, &small, &limits(1 << 30)).unwrap();
+        assert_eq!(lay.tn_cap, 8);
     }
 }

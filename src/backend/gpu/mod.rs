@@ -42,6 +42,9 @@ pub struct GpuOptions {
     /// Neurons per dense-pass tile (rounded up to a multiple of 8); `None`: about 128 Ki
     /// candidates per tile. Small tiles exercise the streaming merge.
     pub tile_neurons: Option<usize>,
+    /// Caps the bytes of one feature-matrix binding below the device's limit (the matrix is
+    /// then split by rows across up to four bindings; tests use it to exercise that path).
+    pub feature_binding_bytes: Option<u64>,
 }
 
 impl Default for GpuOptions {
@@ -49,6 +52,7 @@ impl Default for GpuOptions {
         Self {
             feature_cache_bytes: DEFAULT_FEATURE_CACHE,
             tile_neurons: None,
+            feature_binding_bytes: None,
         }
     }
 }
@@ -118,7 +122,7 @@ impl GpuBackend {
                 (Features::Dense(x), None) => (None, Some(x)),
                 (Features::Grid(g), None) => (Some(g), None),
             };
-        let lay = Layout::new(&problem, s, grid, opts.tile_neurons, &ctx.limits)?;
+        let lay = Layout::new(&problem, s, grid, &opts, &ctx.limits)?;
         let mut meter = MemoryMeter::default();
         let bufs = Buffers::new(&ctx, &problem, &lay, dense, &mut meter)?;
         meter.set_tile(lay.tile_bytes);
