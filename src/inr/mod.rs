@@ -8,7 +8,7 @@
 pub mod idx;
 pub mod image;
 
-use crate::backend::{self, BackendChoice, GateSource, Slot};
+use crate::backend::{self, cpu, cpu::CpuBackend, BackendChoice, GateSource, Slot};
 use crate::error::{Error, Result};
 use crate::iht::Gating;
 use crate::problem::{AxisCoords, Features, FourierSpec, GateMode, Problem};
@@ -201,14 +201,73 @@ impl ImageModel {
             .ok_or_else(|| Error::arg("--width", "the rendered image is too large"))?;
         let problem = self.spec.problem(&self.fit_axes(), &axes, vec![0.0; n])?;
         let s = self.w.len().clamp(1, problem.signal_len());
+        let feature_bytes = n as u64 * self.spec.features as u64 * 4;
         let mut be = backend::create(choice, adapter, Arc::new(problem), s)?;
-        let data = predict(be.as_mut(), &self.w, self.gating)?;
+        let data = if be.info().kind == "cpu" && feature_bytes > cpu::DEFAULT_FEATURE_CACHE as u64 {
+            // Too large for the CPU backend's feature cache, it would generate every feature
+            // entry on the fly (a sin/cos per multiply-add); bands of rows with cached
+            // features are much faster.
+            drop(be);
+            self.render_cpu_bands(height, width, RENDER_TILE_BYTES)?
+        } else {
+            predict(be.as_mut(), &self.w, self.gating)?
+        };
         Ok(Image {
             height,
             width,
             channels: self.channels,
             data,
         })
+    }
+}
+
+/// Feature bytes of one band of rows when a large image is rendered on the CPU.
+pub const RENDER_TILE_BYTES: u64 = 256 << 20;
+
+impl ImageModel {
+    /// Renders on the CPU in bands of rows, each with its features cached.
+    fn render_cpu_bands(&self, height: usize, width: usize, band_bytes: u64) -> Result<Vec<f32>> {
+        let row_samples = width * self.channels;
+        let rows = ((band_bytes / (row_samples as u64 * self.spec.features as u64 * 4)) as usize)
+            .clamp(1, height);
+        let fit_axes = self.fit_axes();
+        let full = self
+            .spec
+            .axis_coords(&fit_axes, &grid_axes(height, width, self.channels));
+        let mut out = Vec::with_capacity(height * row_samples);
+        for r0 in (0..height).step_by(rows) {
+            let band = rows.min(height - r0);
+            let mut coords = full.clone();
+            // The same coordinates as row r0 + t of the whole image.
+            coords[0] = match full[0] {
+                AxisCoords::Integer => AxisCoords::Affine {
+                    scale: 1.0,
+                    offset: r0 as f64,
+                },
+                AxisCoords::Unit => AxisCoords::Affine {
+                    scale: 1.0 / height as f64,
+                    offset: r0 as f64 + 0.5,
+                },
+                AxisCoords::Affine { scale, offset } => AxisCoords::Affine {
+                    scale,
+                    offset: offset + r0 as f64,
+                },
+            };
+            let axes = grid_axes(band, width, self.channels);
+            let grid = self.spec.fourier(coords).grid(&axes)?;
+            let problem = Problem::new(
+                self.spec.features,
+                self.spec.neurons,
+                Features::Grid(grid),
+                vec![0.0; band * row_samples],
+                self.spec.gates,
+                self.spec.gate_seed,
+            )?;
+            let s = self.w.len().clamp(1, problem.signal_len());
+            let mut be = CpuBackend::new(Arc::new(problem), s, band_bytes as usize)?;
+            out.extend(predict(&mut be, &self.w, self.gating)?);
+        }
+        Ok(out)
     }
 }
 
@@ -263,6 +322,48 @@ mod tests {
                 assert!(((19.0 + offset) * scale - 9.25).abs() < 1e-12);
             }
             _ => panic!("expected affine coordinates"),
+        }
+    }
+
+    #[test]
+    fn rendering_in_bands_matches_the_whole_image() {
+        for (coords, gates, gating) in [
+            (Coords::Unit, GateMode::Sequential, Gating::SelfGated),
+            (Coords::Pixel, GateMode::Convex, Gating::Random),
+        ] {
+            let model = ImageModel {
+                spec: InrSpec {
+                    neurons: 3,
+                    features: 16,
+                    sigma: vec![3.0, 2.0, 0.05],
+                    coords,
+                    feature_seed: 5,
+                    gate_seed: gate_seed(5),
+                    gates,
+                    constant_feature: true,
+                },
+                height: 7,
+                width: 5,
+                channels: 3,
+                gating,
+                w: SparseVec::from_pairs(
+                    (0..48)
+                        .step_by(3)
+                        .map(|i| (i, 0.1 + i as f32 / 50.0))
+                        .collect(),
+                ),
+            };
+            let whole = model.render(BackendChoice::Cpu, None, 11, 6).unwrap().data;
+            // Bands of 2 rows: 2 rows · 6 columns · 3 channels · 16 features · 4 bytes.
+            let bands = model.render_cpu_bands(11, 6, 2 * 6 * 3 * 16 * 4).unwrap();
+            assert_eq!(bands.len(), whole.len());
+            assert!(whole.iter().any(|&v| v > 0.0 && v < 1.0));
+            let err = whole
+                .iter()
+                .zip(&bands)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(err < 1e-5, "{coords:?}: bands differ by {err}");
         }
     }
 
