@@ -67,3 +67,17 @@ fn auto_prefers_hardware_and_falls_back_to_the_cpu() {
     // A software adapter (lavapipe) is never taken by `auto`.
     assert_eq!(b.info().kind, if hardware { "gpu" } else { "cpu" });
 }
+
+#[test]
+fn ceilings_are_measured() {
+    let mut b = create(BackendChoice::Gpu, None, problem(), 4).unwrap();
+    let c = b
+        .ceilings()
+        .unwrap()
+        .expect("the GPU backend measures its ceilings");
+    assert!(
+        c.bytes_per_second > 1e6 && c.flops_per_second > 1e6,
+        "{c:?}"
+    );
+    eprintln!("{c:?}");
+}

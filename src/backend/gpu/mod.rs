@@ -10,6 +10,7 @@
 //! (forward, step sizes, trials on one support) evaluates the gates once per step.
 
 mod buffers;
+mod ceilings;
 mod context;
 mod kernels;
 
@@ -600,5 +601,9 @@ impl Backend for GpuBackend {
 
     fn sync(&mut self) -> Result<()> {
         self.ctx.wait()
+    }
+
+    fn ceilings(&mut self) -> Result<Option<crate::bench::Ceilings>> {
+        ceilings::measure(&self.ctx).map(Some)
     }
 }
