@@ -32,12 +32,33 @@ fn ctx() -> Arc<GpuContext> {
     .clone()
 }
 
+/// Largest relative error seen per kind of comparison (printed by the main test).
+static WORST: std::sync::Mutex<Vec<(String, f64)>> = std::sync::Mutex::new(Vec::new());
+
+fn note(kind: &str, err: f64) {
+    let mut w = WORST.lock().unwrap();
+    match w.iter_mut().find(|(k, _)| k == kind) {
+        Some((_, e)) => *e = e.max(err),
+        None => w.push((kind.to_string(), err)),
+    }
+}
+
+/// The comparison kind: the text after the last ": " of a message.
+fn kind(what: &str) -> String {
+    let k = what.rsplit(": ").next().unwrap_or(what);
+    k.split(" #").next().unwrap_or(k).to_string()
+}
+
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= REL * a.abs().max(b.abs()) + 1e-12
 }
 
 #[track_caller]
 fn assert_scalar(what: &str, gpu: f64, cpu: f64) {
+    note(
+        &kind(what),
+        (gpu - cpu).abs() / gpu.abs().max(cpu.abs()).max(1e-30),
+    );
     assert!(close(gpu, cpu), "{what}: gpu {gpu} vs cpu {cpu}");
 }
 
@@ -46,6 +67,12 @@ fn assert_scalar(what: &str, gpu: f64, cpu: f64) {
 fn assert_vec(what: &str, gpu: &SparseVec, cpu: &SparseVec) {
     assert_eq!(gpu.indices, cpu.indices, "{what}: supports differ");
     let scale = cpu.values.iter().fold(0f64, |m, &v| m.max(v.abs() as f64));
+    let worst = gpu
+        .values
+        .iter()
+        .zip(&cpu.values)
+        .fold(0f64, |m, (&a, &b)| m.max((a as f64 - b as f64).abs()));
+    note(&kind(what), worst / scale.max(1e-30));
     for (k, (&a, &b)) in gpu.values.iter().zip(&cpu.values).enumerate() {
         assert!(
             (a as f64 - b as f64).abs() <= REL * scale + 1e-12,
@@ -60,6 +87,11 @@ fn assert_vec(what: &str, gpu: &SparseVec, cpu: &SparseVec) {
 fn assert_dense(what: &str, gpu: &[f32], cpu: &[f32]) {
     assert_eq!(gpu.len(), cpu.len(), "{what}: lengths");
     let scale = cpu.iter().fold(0f64, |m, &v| m.max(v.abs() as f64));
+    let worst = gpu
+        .iter()
+        .zip(cpu)
+        .fold(0f64, |m, (&a, &b)| m.max((a as f64 - b as f64).abs()));
+    note(&kind(what), worst / scale.max(1e-30));
     for (i, (&a, &b)) in gpu.iter().zip(cpu).enumerate() {
         assert!(
             (a as f64 - b as f64).abs() <= REL * scale + 1e-12,
@@ -404,6 +436,9 @@ fn every_kernel_matches_the_cpu() {
         }
     }
     eprintln!("{checked} configurations; {swaps} top-s boundary swaps (|c| equal to 1e-5)");
+    for (k, e) in WORST.lock().unwrap().iter() {
+        eprintln!("  worst relative error  {e:.2e}  {k}");
+    }
     assert!(swaps <= 3, "too many boundary swaps: {swaps}");
 }
 
