@@ -27,9 +27,10 @@ use buffers::{
 use kernels::{Kernels, Read, Rec, K};
 use std::sync::Arc;
 
-/// Grid features are uploaded as a dense matrix when it takes at most this many bytes (the
-/// support passes then gather instead of evaluating sin/cos); larger grids stay on the fly.
-pub const DEFAULT_FEATURE_CACHE: u64 = 256 << 20;
+/// Grid features are uploaded as a dense matrix when it takes at most this many bytes (and
+/// fits four bindings): the kernels then load instead of evaluating sin/cos. Larger grids are
+/// generated on the fly.
+pub const DEFAULT_FEATURE_CACHE: u64 = 1 << 30;
 
 const FLAG_SUB_Y: u32 = 1;
 const FLAG_STORE: u32 = 2;
@@ -106,8 +107,15 @@ impl GpuBackend {
         problem.check_nonzeros(s)?;
         let (n, d) = (problem.n, problem.d);
         // Dense features: given, or a grid small enough to materialise.
+        let binding = ctx
+            .limits
+            .max_storage_buffer_binding_size
+            .min(ctx.limits.max_buffer_size)
+            .min(opts.feature_binding_bytes.unwrap_or(u64::MAX));
+        // Whole rows per binding, four bindings.
+        let fits = (binding / (4 * d as u64)) * 4 >= n as u64;
         let cached: Option<Vec<f32>> = match &problem.features {
-            Features::Grid(g) if (n * d * 4) as u64 <= opts.feature_cache_bytes => {
+            Features::Grid(g) if (n * d * 4) as u64 <= opts.feature_cache_bytes && fits => {
                 let mut x = vec![0f32; n * d];
                 use rayon::prelude::*;
                 x.par_chunks_mut(d)
