@@ -13,7 +13,7 @@ struct Cfg {
     u_batch: u32, u_idx: u32, u_len: u32, u_meta: u32,
     u_runn: u32, u_runs: u32, u_emap: u32, u_mask: u32,
     u_goff: u32, u_cand: u32, u_keys: u32, u_blk: u32,
-    tn_cap: u32, gate_slot: u32, zero: f32, pad1: u32,
+    tn_cap: u32, gate_slot: u32, zero: f32, f_pp: u32,
 }
 
 // Per dispatch (dynamic offset): which slots, regions and scalars this job works on.

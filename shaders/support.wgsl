@@ -42,45 +42,74 @@ fn runs(@builtin(local_invocation_index) lid: u32) {
     }
 }
 
-// out_a = (A_S v)_i [− y_i] over the active samples (thread per sample, gates from the mask);
-// stores out if FLAG_STORE and writes the workgroup's Σ out² to f_part.
+// Partial predictions: thread (a, chunk) sums (A_S v)_i over its chunk of the support's runs
+// (gates from the mask) with a compensated sum, into F[f_pp]: hi at c·n_act + a, lo at
+// (op.count + c)·n_act + a. Chunks over runs give small-n problems enough threads.
+// Grid: (sample workgroups, op.count chunks, sample workgroups high part).
 @compute @workgroup_size(256)
 fn apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
          @builtin(local_invocation_index) lid: u32) {
-    let g = wg_linear(wid, nwg);
-    let a = g * WG + lid;
+    let a = (wid.x + wid.z * nwg.x) * WG + lid;
+    let chunk = wid.y;
+    let nact = op.n_act;
+    if (a >= nact) {
+        return;
+    }
     let q = op.a;
     let d = cfg.d;
-    var sq = 0.0;
-    if (a < op.n_act) {
-        let i = sample_of(a);
-        let nruns = U[cfg.u_meta + META_RUNS];
-        var pred = 0.0;
-        var comp = 0.0;
-        if (cfg.feat == 0u) {
-            for (var r = 0u; r < nruns; r = r + 1u) {
-                if (gate_open(r, a)) {
-                    let e = U[cfg.u_runs + r + 1u];
-                    for (var p = U[cfg.u_runs + r]; p < e; p = p + 1u) {
-                        acc2(&pred, &comp, xdense(i, sidx(q, p) % d), sval(q, p));
-                    }
-                }
-            }
-        } else {
-            let gr = grid_ref(i);
-            for (var r = 0u; r < nruns; r = r + 1u) {
-                if (gate_open(r, a)) {
-                    let e = U[cfg.u_runs + r + 1u];
-                    for (var p = U[cfg.u_runs + r]; p < e; p = p + 1u) {
-                        acc2(&pred, &comp, grid_feat(gr, sidx(q, p) % d), sval(q, p));
-                    }
+    let i = sample_of(a);
+    let nruns = U[cfg.u_meta + META_RUNS];
+    let r0 = (nruns * chunk) / op.count;
+    let r1 = (nruns * (chunk + 1u)) / op.count;
+    var pred = 0.0;
+    var comp = 0.0;
+    if (cfg.feat == 0u) {
+        for (var r = r0; r < r1; r = r + 1u) {
+            if (gate_open(r, a)) {
+                let e = U[cfg.u_runs + r + 1u];
+                for (var p = U[cfg.u_runs + r]; p < e; p = p + 1u) {
+                    acc2(&pred, &comp, xdense(i, sidx(q, p) % d), sval(q, p));
                 }
             }
         }
-        // pred − y is exact when they are close (Sterbenz); the compensation goes on after.
-        var out = pred + comp;
+    } else {
+        let gr = grid_ref(i);
+        for (var r = r0; r < r1; r = r + 1u) {
+            if (gate_open(r, a)) {
+                let e = U[cfg.u_runs + r + 1u];
+                for (var p = U[cfg.u_runs + r]; p < e; p = p + 1u) {
+                    acc2(&pred, &comp, grid_feat(gr, sidx(q, p) % d), sval(q, p));
+                }
+            }
+        }
+    }
+    F[cfg.f_pp + chunk * nact + a] = pred;
+    F[cfg.f_pp + (op.count + chunk) * nact + a] = comp;
+}
+
+// out_a = Σ_chunks partials [− y_i] (chunks in order, compensated); stores out if FLAG_STORE
+// and writes the workgroup's Σ out² to f_part.
+@compute @workgroup_size(256)
+fn apply_fin(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    let g = wg_linear(wid, nwg);
+    let a = g * WG + lid;
+    let nact = op.n_act;
+    var sq = 0.0;
+    if (a < nact) {
+        var hi = 0.0;
+        var lo = 0.0;
+        for (var c = 0u; c < op.count; c = c + 1u) {
+            let p = F[cfg.f_pp + c * nact + a];
+            let t = hi + p;
+            let bp = (t + cfg.zero) - hi;
+            lo = lo + ((hi - (t - bp)) + (p - bp)) + F[cfg.f_pp + (op.count + c) * nact + a];
+            hi = t;
+        }
+        // hi − y is exact when they are close (Sterbenz); the compensation goes on after.
+        var out = hi + lo;
         if ((op.flags & FLAG_SUB_Y) != 0u) {
-            out = (pred - F[cfg.f_y + i]) + comp;
+            out = (hi - F[cfg.f_y + sample_of(a)]) + lo;
         }
         if ((op.flags & FLAG_STORE) != 0u) {
             F[op.dst + a] = out;

@@ -94,7 +94,9 @@ fn hist(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
 }
 
-// One workgroup: picks the digit holding the s-th largest key, clears the histogram.
+// One workgroup: picks the digit holding the s-th largest key, clears the histogram. Thread t
+// owns the t-th group of bins counted from the top; a scan over the groups finds the one
+// where the running count from the top reaches the rank still needed.
 @compute @workgroup_size(256)
 fn select_digit(@builtin(local_invocation_index) lid: u32) {
     for (var b = lid; b < 2048u; b = b + WG) {
@@ -102,9 +104,6 @@ fn select_digit(@builtin(local_invocation_index) lid: u32) {
         atomicStore(&H[b], 0u);
     }
     workgroupBarrier();
-    if (lid != 0u) {
-        return;
-    }
     let ps = op.pass_;
     var k = op.s;
     var prefix = 0u;
@@ -114,43 +113,56 @@ fn select_digit(@builtin(local_invocation_index) lid: u32) {
         prefix = U[cfg.u_meta + META_PREFIX];
         done = U[cfg.u_meta + META_DONE];
     }
-    if (done == 0u) {
-        var nb = 2048u;
-        var bits = 11u;
-        if (ps == 2u) {
-            nb = 1024u;
-            bits = 10u;
-        }
-        var cum = 0u;
-        var found = false;
-        var dsel = 0u;
-        for (var b = i32(nb) - 1; b >= 0; b = b - 1) {
-            let h = bins[b];
-            if (cum + h >= k) {
-                dsel = u32(b);
-                found = true;
-                break;
-            }
-            cum = cum + h;
-        }
-        if (!found) {
-            // Fewer than s candidates: take them all (keys 0 stay excluded).
-            done = 1u;
+    var nb = 2048u;
+    var bits = 11u;
+    if (ps == 2u) {
+        nb = 1024u;
+        bits = 10u;
+    }
+    let per = nb / WG;
+    let top = nb - per * lid; // this thread's bins: [top − per, top)
+    var own = 0u;
+    for (var b = top - per; b < top; b = b + 1u) {
+        own = own + bins[b];
+    }
+    let sc = wg_scan(own, lid);
+    let above = sc.x - own;
+    if (done != 0u) {
+        return;
+    }
+    if (sc.y < k) {
+        // Fewer than s candidates (first pass only): take them all (keys 0 stay excluded).
+        if (lid == 0u) {
+            U[cfg.u_meta + META_DONE] = 1u;
             U[cfg.u_meta + META_KSTAR] = 0u;
             U[cfg.u_meta + META_NEED] = 0u;
-        } else {
-            k = k - cum;
-            prefix = (prefix << bits) | dsel;
-            if (ps == 2u) {
-                done = 1u;
-                U[cfg.u_meta + META_KSTAR] = prefix;
-                var need = k;
-                if (prefix == 0u) {
-                    need = 0u;
-                }
-                U[cfg.u_meta + META_NEED] = need;
-            }
         }
+        return;
+    }
+    if (above >= k || sc.x < k) {
+        return;
+    }
+    // This thread's group holds the k-th largest key.
+    var cum = above;
+    var dsel = top - 1u;
+    for (var b = top; b > top - per; b = b - 1u) {
+        let h = bins[b - 1u];
+        if (cum + h >= k) {
+            dsel = b - 1u;
+            break;
+        }
+        cum = cum + h;
+    }
+    k = k - cum;
+    prefix = (prefix << bits) | dsel;
+    if (ps == 2u) {
+        done = 1u;
+        U[cfg.u_meta + META_KSTAR] = prefix;
+        var need = k;
+        if (prefix == 0u) {
+            need = 0u;
+        }
+        U[cfg.u_meta + META_NEED] = need;
     }
     U[cfg.u_meta + META_K] = k;
     U[cfg.u_meta + META_PREFIX] = prefix;

@@ -26,6 +26,10 @@ pub(crate) const SCAN_BLOCK: usize = 1024;
 const TILE_FLOATS: usize = 1 << 17;
 /// Partial-G groups over samples (more groups: more parallelism, more partial memory).
 const MAX_GROUPS: usize = 32;
+/// Threads the support apply aims for: a problem with fewer samples splits the support's runs
+/// into chunks (at most `MAX_APPLY_CHUNKS`) and sums their partial predictions.
+pub(crate) const APPLY_THREADS: usize = 1 << 16;
+pub(crate) const MAX_APPLY_CHUNKS: usize = 64;
 /// Scalars read back by the support passes.
 pub(crate) const SCALARS: usize = 16;
 /// Dynamic op blocks per submission before a call is split into several submissions.
@@ -73,7 +77,7 @@ pub(crate) struct Cfg {
     pub gate_slot: u32,
     /// Always 0.0; opaque to shader compilers (see `acc2` in common.wgsl).
     pub zero: f32,
-    pub pad: u32,
+    pub f_pp: u32,
 }
 
 /// Per-dispatch parameters (shaders/common.wgsl `Op`).
@@ -206,6 +210,8 @@ impl Layout {
         let f_gp = f.take(max_groups * tile);
         let tile_f = f.0 - tile_f0;
         let f_part = f.take(n.div_ceil(256).max(1));
+        // Partial predictions (hi, lo) of the apply chunks: chunks · n_act < APPLY_THREADS + n.
+        let f_pp = f.take(2 * (APPLY_THREADS + n));
         let f_sc = f.take(SCALARS);
         let f_len = f.0;
 
@@ -279,7 +285,7 @@ impl Layout {
             tn_cap: tn_cap as u32,
             gate_slot: SLOT_GATE,
             zero: 0.0,
-            pad: 0,
+            f_pp: f_pp as u32,
         };
         Ok(Layout {
             n,

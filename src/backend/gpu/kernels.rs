@@ -26,6 +26,7 @@ pub fn compose_shader(file: &str) -> String {
 pub(crate) enum K {
     Runs,
     Apply,
+    ApplyFin,
     Grad,
     Axpy,
     CopySlot,
@@ -46,6 +47,7 @@ pub(crate) enum K {
 const ENTRIES: &[(K, &str, &str)] = &[
     (K::Runs, "support", "runs"),
     (K::Apply, "support", "apply"),
+    (K::ApplyFin, "support", "apply_fin"),
     (K::Grad, "support", "grad"),
     (K::Axpy, "support", "axpy"),
     (K::CopySlot, "support", "copy_slot"),

@@ -22,7 +22,8 @@ use crate::error::{Error, Result};
 use crate::problem::{Features, GateMode, Problem};
 use crate::sparse::SparseVec;
 use buffers::{
-    Buffers, Layout, Op, BS, NSLOT, SCALARS, SCAN_BLOCK, SLOT_GATE, SLOT_TOP_A, SLOT_TOP_B, TG,
+    Buffers, Layout, Op, APPLY_THREADS, BS, MAX_APPLY_CHUNKS, NSLOT, SCALARS, SCAN_BLOCK,
+    SLOT_GATE, SLOT_TOP_A, SLOT_TOP_B, TG,
 };
 use kernels::{Kernels, Read, Rec, K};
 use std::sync::Arc;
@@ -236,8 +237,20 @@ impl GpuBackend {
         op.a = v;
         op.flags = flags;
         op.dst = dst;
-        let groups = (op.n_act as usize).div_ceil(256);
-        rec.push(K::Apply, op, self.kernels.grid1(groups));
+        let n_act = op.n_act as usize;
+        let groups = n_act.div_ceil(256);
+        op.count = APPLY_THREADS.div_ceil(n_act).clamp(
+            1,
+            MAX_APPLY_CHUNKS.min(self.lay.cfg.maxruns as usize).max(1),
+        ) as u32;
+        let max = self.ctx.limits.max_compute_workgroups_per_dimension as usize;
+        let (x, z) = if groups <= max {
+            (groups, 1)
+        } else {
+            (max, groups.div_ceil(max))
+        };
+        rec.push(K::Apply, op, [x as u32, op.count, z as u32]);
+        rec.push(K::ApplyFin, op, self.kernels.grid1(groups));
         let mut red = self.op();
         red.src = self.lay.cfg.f_part;
         red.count = groups as u32;
