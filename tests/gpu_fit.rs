@@ -2,7 +2,7 @@
 //! Needs a GPU adapter (fails, never skips, without one: `apt-get install mesa-vulkan-drivers`).
 
 use spinr::backend::cpu::CpuBackend;
-use spinr::backend::gpu::{GpuBackend, GpuContext};
+use spinr::backend::gpu::{GpuBackend, GpuContext, GpuOptions};
 use spinr::backend::Backend;
 use spinr::iht::IhtConfig;
 use spinr::plant::{self, PlantReport, PlantSpec, Planted};
@@ -53,9 +53,14 @@ fn fit_with(
     (r, fit.w)
 }
 
-fn both(spec: &PlantSpec, cfg: &IhtConfig) -> ((PlantReport, SparseVec), (PlantReport, SparseVec)) {
+fn both(
+    spec: &PlantSpec,
+    cfg: &IhtConfig,
+    opts: GpuOptions,
+) -> ((PlantReport, SparseVec), (PlantReport, SparseVec)) {
     let planted = spec.build().unwrap();
-    let mut gpu = GpuBackend::new(ctx(), planted.train.clone(), spec.nonzeros).unwrap();
+    let mut gpu =
+        GpuBackend::with_options(ctx(), planted.train.clone(), spec.nonzeros, opts).unwrap();
     let mut cpu = CpuBackend::new(planted.train.clone(), spec.nonzeros, 0).unwrap();
     let g = fit_with(&mut gpu, spec, &planted, cfg, "gpu");
     let c = fit_with(&mut cpu, spec, &planted, cfg, "cpu");
@@ -77,7 +82,7 @@ fn convex_planted_fit_matches_the_cpu() {
     for seed in [0u64, 1] {
         let sp = spec(GateMode::Convex, 100, 50, 100, 2000, seed);
         let cfg = IhtConfig::new(sp.nonzeros, 100, sp.gates);
-        let ((rg, wg), (rc, wc)) = both(&sp, &cfg);
+        let ((rg, wg), (rc, wc)) = both(&sp, &cfg, GpuOptions::default());
         assert!(rc.recovered, "cpu seed {seed}: {rc:?}");
         assert!(rg.recovered, "gpu seed {seed}: {rg:?}");
         assert!(rg.relative_error < 1e-4 && rc.relative_error < 1e-4);
@@ -96,7 +101,15 @@ fn minibatch_planted_fit_matches_the_cpu() {
     let sp = spec(GateMode::Convex, 40, 12, 30, 700, 4);
     let mut cfg = IhtConfig::new(sp.nonzeros, 60, sp.gates);
     cfg.batch_size = Some(350);
-    let ((rg, wg), (rc, wc)) = both(&sp, &cfg);
+    let ((rg, wg), (rc, wc)) = both(
+        &sp,
+        &cfg,
+        GpuOptions {
+            // The chunked support apply of hardware GPUs, in a whole fit.
+            apply_threads: Some(1 << 16),
+            ..Default::default()
+        },
+    );
     assert!(rc.recovered && rg.recovered, "gpu {rg:?}\ncpu {rc:?}");
     assert_eq!(nonzero_support(&wg), nonzero_support(&wc));
 }
@@ -107,7 +120,7 @@ fn minibatch_planted_fit_matches_the_cpu() {
 fn sequential_planted_fit_is_as_good_as_the_cpu() {
     let sp = spec(GateMode::Sequential, 50, 10, 10, 2000, 0);
     let cfg = IhtConfig::new(sp.nonzeros, 15, sp.gates);
-    let ((rg, _), (rc, _)) = both(&sp, &cfg);
+    let ((rg, _), (rc, _)) = both(&sp, &cfg, GpuOptions::default());
     assert!(rg.test_psnr > 22.0, "{rg:?}");
     assert!(
         (rg.train_psnr - rc.train_psnr).abs() < 1.0,
@@ -120,7 +133,7 @@ fn sequential_planted_fit_is_as_good_as_the_cpu() {
 fn gaussian_sensing_recovers_on_the_gpu() {
     let sp = spec(GateMode::Gaussian, 50, 4, 20, 150, 1);
     let cfg = IhtConfig::new(sp.nonzeros, 100, sp.gates);
-    let ((rg, wg), (rc, wc)) = both(&sp, &cfg);
+    let ((rg, wg), (rc, wc)) = both(&sp, &cfg, GpuOptions::default());
     assert!(rg.recovered && rc.recovered, "gpu {rg:?}\ncpu {rc:?}");
     assert_eq!(nonzero_support(&wg), nonzero_support(&wc));
 }

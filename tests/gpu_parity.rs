@@ -209,6 +209,12 @@ fn tiles(t: usize) -> GpuOptions {
     }
 }
 
+/// The support apply split into chunks of runs (what hardware GPUs do with small n).
+fn chunked(mut o: GpuOptions) -> GpuOptions {
+    o.apply_threads = Some(1 << 16);
+    o
+}
+
 fn cases(rng: &mut impl Rng) -> Vec<Case> {
     let def = GpuOptions::default();
     let mut out = vec![
@@ -218,9 +224,9 @@ fn cases(rng: &mut impl Rng) -> Vec<Case> {
             opts: def,
         },
         Case {
-            name: "sequential dense 131×7, m 9".into(),
+            name: "sequential dense 131×7, m 9, chunked apply".into(),
             problem: dense_problem(rng, GateMode::Sequential, 131, 7, 9),
-            opts: def,
+            opts: chunked(def),
         },
         Case {
             name: "gaussian 53×29".into(),
@@ -235,9 +241,9 @@ fn cases(rng: &mut impl Rng) -> Vec<Case> {
         },
         Case {
             // Six tiles of 8 neurons (the last one partial): the streaming merge.
-            name: "convex dense 300×70, m 43, tiles of 8".into(),
+            name: "convex dense 300×70, m 43, tiles of 8, chunked apply".into(),
             problem: dense_problem(rng, GateMode::Convex, 300, 70, 43),
-            opts: tiles(8),
+            opts: chunked(tiles(8)),
         },
     ];
     out.push(Case {
@@ -268,9 +274,9 @@ fn cases(rng: &mut impl Rng) -> Vec<Case> {
         opts: on_the_fly(None),
     });
     out.push(Case {
-        name: "grid 17×19 on the fly, d 34, m 12, tiles of 8".into(),
+        name: "grid 17×19 on the fly, d 34, m 12, tiles of 8, chunked apply".into(),
         problem: grid_problem(rng, GateMode::Convex, &[17, 19], &[2.0, 2.0], 34, 12),
-        opts: on_the_fly(Some(8)),
+        opts: chunked(on_the_fly(Some(8))),
     });
     out
 }
@@ -483,7 +489,7 @@ fn closed_gates() {
     let p = Arc::new(Problem::new(d, m, Features::Dense(x), y, GateMode::Sequential, 3).unwrap());
     let len = m * d;
     for &s in &[1usize, 17, len] {
-        for opts in [GpuOptions::default(), tiles(8)] {
+        for opts in [GpuOptions::default(), chunked(tiles(8))] {
             let mut pair = Pair::new(&p, s, opts);
             poison(&mut pair, &mut rng, len, s);
             // Gate slot: negative weights on even neurons, exact zeros on odd ones.

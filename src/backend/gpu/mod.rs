@@ -48,6 +48,10 @@ pub struct GpuOptions {
     /// Caps the bytes of one feature-matrix binding below the device's limit (the matrix is
     /// then split by rows across up to four bindings; tests use it to exercise that path).
     pub feature_binding_bytes: Option<u64>,
+    /// Threads the support apply aims for: with fewer samples it splits the support's runs
+    /// into chunks (up to 64) whose partial predictions are then merged. `None`: 65536 on a
+    /// GPU, one thread per sample on a CPU adapter (whose few cores gain nothing from it).
+    pub apply_threads: Option<usize>,
 }
 
 impl Default for GpuOptions {
@@ -56,6 +60,7 @@ impl Default for GpuOptions {
             feature_cache_bytes: DEFAULT_FEATURE_CACHE,
             tile_neurons: None,
             feature_binding_bytes: None,
+            apply_threads: None,
         }
     }
 }
@@ -90,6 +95,8 @@ pub struct GpuBackend {
     mask_key: Option<MaskKey>,
     last_gnorm: f64,
     meter: MemoryMeter,
+    /// See [`GpuOptions::apply_threads`].
+    apply_threads: usize,
 }
 
 impl GpuBackend {
@@ -138,6 +145,7 @@ impl GpuBackend {
         meter.set_tile(lay.tile_bytes);
         drop(cached);
         let kernels = Kernels::new(&ctx, &bufs)?;
+        let ctx_software = ctx.is_software();
         let gates = match problem.gates {
             GateMode::Gaussian => Gates::Open,
             _ => Gates::Random,
@@ -158,6 +166,10 @@ impl GpuBackend {
             mask_key: None,
             last_gnorm: 0.0,
             meter,
+            apply_threads: opts
+                .apply_threads
+                .unwrap_or(if ctx_software { 1 } else { APPLY_THREADS })
+                .clamp(1, APPLY_THREADS),
             problem,
         };
         b.write_cfg();
