@@ -4,10 +4,21 @@
 //! - `context`: adapter selection, device creation with the adapter's real limits.
 //! - `buffers`: the region layout inside a few large buffers, byte accounting.
 //! - `kernels`: pipelines, the bind group, command recording and readback.
+//! - `ceilings`: measured bandwidth / FMA throughput for `spinr bench`.
 //!
-//! Support passes cache the per-neuron runs of the current support and its gate bit mask
-//! (`min(m, s) × n` bits), keyed by the support, the gates and the minibatch: a refinement
-//! (forward, step sizes, trials on one support) evaluates the gates once per step.
+//! Kernels (one entry point each):
+//! - support passes (`support.wgsl`): `runs` groups a support into per-neuron runs; `mask`
+//!   (`gates.wgsl`) evaluates its gates into a bit mask (`min(m, s) × n` bits), cached by
+//!   (support, gates, minibatch) so a refinement evaluates the gates once per step; `apply`
+//!   + `apply_fin` give `A_S v − y` with compensated sums; `grad` gives `A_Sᵀ r` (a workgroup
+//!   per entry); `axpy`, `copy_slot`, `reduce` (fixed-order tree sums, no float atomics).
+//! - dense pass (`gates.wgsl`): per tile of neurons, `gen_h` writes the tile's random gate
+//!   vectors, `dense` fuses gates, mask and `G = Xᵀ(D ∘ r)` per block of 32 samples × 8
+//!   neurons into per-group partial rows; `reduce_tile` (`topk.wgsl`) sums them into
+//!   `c = w − μ G` (`add_w` adds `w`).
+//! - top-s (`topk.wgsl`): 3-digit radix select (`hist` with workgroup atomics, `select_digit`)
+//!   of the tile merged with the running buffer, then an ordered compaction (`count`, `scan`,
+//!   `scatter`) that keeps the result sorted and sends ties to the lower index.
 
 mod buffers;
 mod ceilings;
