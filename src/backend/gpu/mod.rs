@@ -262,7 +262,7 @@ impl GpuBackend {
         op.dst = dst;
         let n_act = op.n_act as usize;
         let groups = n_act.div_ceil(256);
-        op.count = APPLY_THREADS.div_ceil(n_act).clamp(
+        op.count = self.apply_threads.div_ceil(n_act).clamp(
             1,
             MAX_APPLY_CHUNKS.min(self.lay.cfg.maxruns as usize).max(1),
         ) as u32;
