@@ -21,9 +21,19 @@ pub struct BenchSize {
 
 impl BenchSize {
     /// INR of a 28×28 digit with the paper's settings.
-    pub const SMALL: BenchSize = BenchSize { n: 784, d: 1500, m: 200, s: 1000 };
+    pub const SMALL: BenchSize = BenchSize {
+        n: 784,
+        d: 1500,
+        m: 200,
+        s: 1000,
+    };
     /// A 512×512 image.
-    pub const LARGE: BenchSize = BenchSize { n: 262_144, d: 512, m: 2048, s: 20_000 };
+    pub const LARGE: BenchSize = BenchSize {
+        n: 262_144,
+        d: 512,
+        m: 2048,
+        s: 20_000,
+    };
 
     /// `small`, `large` or `N,D,M,S`.
     pub fn parse(text: &str) -> Result<Self> {
@@ -35,11 +45,21 @@ impl BenchSize {
                     .split(',')
                     .map(|p| p.trim().parse::<usize>())
                     .collect::<std::result::Result<_, _>>()
-                    .map_err(|_| Error::arg("--size", format!("'{text}' is not small, large or N,D,M,S")))?;
+                    .map_err(|_| {
+                        Error::arg("--size", format!("'{text}' is not small, large or N,D,M,S"))
+                    })?;
                 if v.len() != 4 {
-                    return Err(Error::arg("--size", format!("'{text}' is not small, large or N,D,M,S")));
+                    return Err(Error::arg(
+                        "--size",
+                        format!("'{text}' is not small, large or N,D,M,S"),
+                    ));
                 }
-                let s = BenchSize { n: v[0], d: v[1], m: v[2], s: v[3] };
+                let s = BenchSize {
+                    n: v[0],
+                    d: v[1],
+                    m: v[2],
+                    s: v[3],
+                };
                 if s.n == 0 || s.d < 2 || s.d % 2 != 0 || s.m == 0 || s.s == 0 || s.s > s.m * s.d {
                     return Err(Error::arg(
                         "--size",
@@ -64,7 +84,11 @@ impl BenchProblem {
     pub fn new(size: BenchSize) -> Result<Self> {
         // A square grid when n is a square, otherwise one axis of n samples.
         let side = (size.n as f64).sqrt().round() as usize;
-        let axes = if side * side == size.n { vec![side, side] } else { vec![size.n] };
+        let axes = if side * side == size.n {
+            vec![side, side]
+        } else {
+            vec![size.n]
+        };
         let spec = FourierSpec {
             d: size.d,
             seed: 1,
@@ -76,12 +100,24 @@ impl BenchProblem {
         let y: Vec<f32> = (0..size.n)
             .map(|i| 0.5 + 0.4 * ((i as f32) * 0.013).sin() * ((i as f32) * 0.0007).cos())
             .collect();
-        let problem = Arc::new(Problem::new(size.d, size.m, Features::Grid(grid), y, GateMode::Sequential, 2)?);
+        let problem = Arc::new(Problem::new(
+            size.d,
+            size.m,
+            Features::Grid(grid),
+            y,
+            GateMode::Sequential,
+            2,
+        )?);
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
         let idx = rand::seq::index::sample(&mut rng, size.m * size.d, size.s);
         let w = SparseVec::from_pairs(
             idx.into_iter()
-                .map(|i| (i as u32, rand_distr::Distribution::sample(&rand_distr::StandardNormal, &mut rng)))
+                .map(|i| {
+                    (
+                        i as u32,
+                        rand_distr::Distribution::sample(&rand_distr::StandardNormal, &mut rng),
+                    )
+                })
                 .map(|(i, v): (u32, f32)| (i, v * 0.05))
                 .collect(),
         );
@@ -187,14 +223,20 @@ pub struct Work {
 impl std::ops::Add for Work {
     type Output = Work;
     fn add(self, o: Work) -> Work {
-        Work { flops: self.flops + o.flops, bytes: self.bytes + o.bytes }
+        Work {
+            flops: self.flops + o.flops,
+            bytes: self.bytes + o.bytes,
+        }
     }
 }
 
 impl std::ops::Mul<f64> for Work {
     type Output = Work;
     fn mul(self, k: f64) -> Work {
-        Work { flops: self.flops * k, bytes: self.bytes * k }
+        Work {
+            flops: self.flops * k,
+            bytes: self.bytes * k,
+        }
     }
 }
 
@@ -217,7 +259,10 @@ impl WorkModel {
     }
     /// `A_S v − y`: a gate dot and a value dot per (sample, support entry).
     pub fn forward(&self) -> Work {
-        Work { flops: 4.0 * self.n * self.s, bytes: 8.0 * self.n + 16.0 * self.s }
+        Work {
+            flops: 4.0 * self.n * self.s,
+            bytes: 8.0 * self.n + 16.0 * self.s,
+        }
     }
     /// `A_Sᵀ r` then `‖A_S g‖²`.
     pub fn step_size(&self) -> Work {
@@ -278,7 +323,14 @@ impl Backend for Counting<'_> {
         self.counts.step_size += 1;
         self.inner.step_size(v, g)
     }
-    fn trial(&mut self, v: Slot, g: Slot, dst: Slot, mu: f32, recompute_grad: bool) -> Result<(f64, f64)> {
+    fn trial(
+        &mut self,
+        v: Slot,
+        g: Slot,
+        dst: Slot,
+        mu: f32,
+        recompute_grad: bool,
+    ) -> Result<(f64, f64)> {
         self.counts.trial += 1;
         self.inner.trial(v, g, dst, mu, recompute_grad)
     }
@@ -356,12 +408,20 @@ pub fn run_kernels(
         on_kernel(&r);
         out.push(r);
     };
-    let t = time_it(opt.warmup, opt.min_runs, opt.max_runs, opt.budget, || b.forward(Slot::W).map(|_| ()))?;
-    push(report("forward", t, model.forward(), ceilings), &mut out);
-    let t = time_it(opt.warmup, opt.min_runs, opt.max_runs, opt.budget, || b.step_size(Slot::W, Slot::G).map(|_| ()))?;
-    push(report("step_size", t, model.step_size(), ceilings), &mut out);
     let t = time_it(opt.warmup, opt.min_runs, opt.max_runs, opt.budget, || {
-        b.trial(Slot::W, Slot::G, Slot::TRIAL, 1e-3, true).map(|_| ())
+        b.forward(Slot::W).map(|_| ())
+    })?;
+    push(report("forward", t, model.forward(), ceilings), &mut out);
+    let t = time_it(opt.warmup, opt.min_runs, opt.max_runs, opt.budget, || {
+        b.step_size(Slot::W, Slot::G).map(|_| ())
+    })?;
+    push(
+        report("step_size", t, model.step_size(), ceilings),
+        &mut out,
+    );
+    let t = time_it(opt.warmup, opt.min_runs, opt.max_runs, opt.budget, || {
+        b.trial(Slot::W, Slot::G, Slot::TRIAL, 1e-3, true)
+            .map(|_| ())
     })?;
     push(report("trial", t, model.trial(), ceilings), &mut out);
     b.forward(Slot::W)?;
@@ -369,7 +429,10 @@ pub fn run_kernels(
         b.threshold(Slot::W, 1e-3, s, Slot::V)?;
         b.sync()
     })?;
-    push(report("dense_pass_topk", t, model.threshold(), ceilings), &mut out);
+    push(
+        report("dense_pass_topk", t, model.threshold(), ceilings),
+        &mut out,
+    );
 
     // A whole step from the steady state: W and its gates reloaded before each run.
     let cfg = IhtConfig::new(s, 1, GateMode::Sequential);
@@ -377,7 +440,10 @@ pub fn run_kernels(
     let mut samples = Vec::new();
     for run in 0..opt.warmup + opt.min_runs.max(3) {
         bp.prepare(b)?;
-        let mut c = Counting { inner: &mut *b, counts: CallCounts::default() };
+        let mut c = Counting {
+            inner: &mut *b,
+            counts: CallCounts::default(),
+        };
         let t0 = Instant::now();
         iht::step(&mut c, &cfg, false)?;
         c.sync()?;
@@ -422,10 +488,20 @@ pub fn cpu_ceilings() -> Ceilings {
             // SAFETY: row block p of A (r×n) times B (n×n) into cc (r×n), all in bounds.
             unsafe {
                 matrixmultiply::sgemm(
-                    r, n, n, 1.0,
-                    a.as_ptr().add(p * rows * n), n as isize, 1,
-                    bm.as_ptr(), n as isize, 1,
-                    0.0, cc.as_mut_ptr(), n as isize, 1,
+                    r,
+                    n,
+                    n,
+                    1.0,
+                    a.as_ptr().add(p * rows * n),
+                    n as isize,
+                    1,
+                    bm.as_ptr(),
+                    n as isize,
+                    1,
+                    0.0,
+                    cc.as_mut_ptr(),
+                    n as isize,
+                    1,
                 );
             }
         });
@@ -435,6 +511,9 @@ pub fn cpu_ceilings() -> Ceilings {
     Ceilings {
         bytes_per_second: 2.0 * 4.0 * len as f64 / copy.median,
         flops_per_second: 2.0 * (n as f64).powi(3) / gemm.median,
-        method: format!("parallel copy of {} MiB; {n}³ sgemm (matrixmultiply) on {threads} threads", 4 * len >> 20),
+        method: format!(
+            "parallel copy of {} MiB; {n}³ sgemm (matrixmultiply) on {threads} threads",
+            (4 * len) >> 20
+        ),
     }
 }

@@ -35,10 +35,28 @@ fn spinr(args: &[&str]) -> std::process::Output {
 #[test]
 fn plant_json_reports_recovery() {
     let out = spinr(&[
-        "plant", "--gates", "convex", "--inputs", "40", "--neurons", "10", "--nonzeros", "20",
-        "--samples", "500", "--seed", "1", "--backend", "cpu", "--json",
+        "plant",
+        "--gates",
+        "convex",
+        "--inputs",
+        "40",
+        "--neurons",
+        "10",
+        "--nonzeros",
+        "20",
+        "--samples",
+        "500",
+        "--seed",
+        "1",
+        "--backend",
+        "cpu",
+        "--json",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let r: Report = serde_json::from_slice(&out.stdout).unwrap();
     assert!(r.recovered, "{r:?}");
     assert_eq!((r.gates.as_str(), r.backend.as_str()), ("convex", "cpu"));
@@ -48,10 +66,30 @@ fn plant_json_reports_recovery() {
 #[test]
 fn plant_minibatch_recovers() {
     let out = spinr(&[
-        "plant", "--gates", "convex", "--inputs", "40", "--neurons", "10", "--nonzeros", "20",
-        "--samples", "600", "--batch-size", "300", "--iters", "30", "--backend", "cpu", "--json",
+        "plant",
+        "--gates",
+        "convex",
+        "--inputs",
+        "40",
+        "--neurons",
+        "10",
+        "--nonzeros",
+        "20",
+        "--samples",
+        "600",
+        "--batch-size",
+        "300",
+        "--iters",
+        "30",
+        "--backend",
+        "cpu",
+        "--json",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let r: Report = serde_json::from_slice(&out.stdout).unwrap();
     assert!(r.recovered, "{r:?}");
 }
@@ -60,7 +98,10 @@ fn plant_minibatch_recovers() {
 fn bad_arguments_exit_2_and_name_the_flag() {
     for (args, flag) in [
         (vec!["--nonzeros", "0"], "--nonzeros"),
-        (vec!["--inputs", "4", "--neurons", "2", "--nonzeros", "9"], "--nonzeros"),
+        (
+            vec!["--inputs", "4", "--neurons", "2", "--nonzeros", "9"],
+            "--nonzeros",
+        ),
         (vec!["--samples", "0"], "--samples"),
         (vec!["--neurons", "0"], "--neurons"),
         (vec!["--batch-size", "0"], "--batch-size"),

@@ -59,14 +59,25 @@ fn peak_device_bytes_do_not_grow_with_neurons() {
         let g = fit(&mut gpu, p.n, s);
         let mut cpu = CpuBackend::new(p.clone(), s, 0).unwrap();
         let c = fit(&mut cpu, p.n, s);
-        eprintln!("m={m}: gpu peak {} B (tiles {}), cpu peak {} B (tiles {})", g.0, g.1, c.0, c.1);
+        eprintln!(
+            "m={m}: gpu peak {} B (tiles {}), cpu peak {} B (tiles {})",
+            g.0, g.1, c.0, c.1
+        );
         peaks.push((g, c));
     }
     let ((g64, c64), (g4k, c4k)) = (peaks[0], peaks[1]);
     let gpu_growth = g4k.0.abs_diff(g64.0);
-    assert!(gpu_growth <= g4k.1.max(g64.1), "GPU peak grew by {gpu_growth} B, tiles are {} B", g4k.1);
+    assert!(
+        gpu_growth <= g4k.1.max(g64.1),
+        "GPU peak grew by {gpu_growth} B, tiles are {} B",
+        g4k.1
+    );
     let cpu_growth = c4k.0.abs_diff(c64.0);
-    assert!(cpu_growth <= c4k.1.max(c64.1), "CPU peak grew by {cpu_growth} B, tiles are {} B", c4k.1);
+    assert!(
+        cpu_growth <= c4k.1.max(c64.1),
+        "CPU peak grew by {cpu_growth} B, tiles are {} B",
+        c4k.1
+    );
     // And nothing close to an m·d array (4096·64 floats = 1 MiB) beyond the tiles.
     assert!(g4k.0 - g4k.1 < 4 * 4096 * 64, "GPU peak {} B", g4k.0);
 }

@@ -69,7 +69,12 @@ fn measure(
     let mut b = backend::create(choice, adapter, bp.problem.clone(), bp.size.s)?;
     let info = b.info();
     if !quiet {
-        eprintln!("spinr bench: {} on {} ({})", size_text(bp.size), info.kind, info.adapter);
+        eprintln!(
+            "spinr bench: {} on {} ({})",
+            size_text(bp.size),
+            info.kind,
+            info.adapter
+        );
     }
     let ceilings = b.ceilings()?.unwrap_or(Ceilings {
         bytes_per_second: f64::NAN,
@@ -160,7 +165,9 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         return Err(crate::Error::arg("--runs", "need at least one timed run").into());
     }
     if !(a.budget.is_finite() && a.budget >= 0.0) {
-        return Err(crate::Error::arg("--budget", "must be a non-negative number of seconds").into());
+        return Err(
+            crate::Error::arg("--budget", "must be a non-negative number of seconds").into(),
+        );
     }
     let opt = BenchOptions {
         warmup: a.warmup,
@@ -169,9 +176,19 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         budget: Duration::from_secs_f64(a.budget),
     };
     let bp = BenchProblem::new(size)?;
-    let mut report = measure(a.device.backend, a.device.adapter.as_deref(), &bp, opt, a.json, &a.export_json)?;
+    let mut report = measure(
+        a.device.backend,
+        a.device.adapter.as_deref(),
+        &bp,
+        opt,
+        a.json,
+        &a.export_json,
+    )?;
     if !a.json {
-        println!("peak device memory: {:.1} MiB", report.peak_device_bytes as f64 / (1 << 20) as f64);
+        println!(
+            "peak device memory: {:.1} MiB",
+            report.peak_device_bytes as f64 / (1 << 20) as f64
+        );
     }
     if let Some(other) = a.compare {
         if !a.json {

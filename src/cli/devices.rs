@@ -23,7 +23,10 @@ pub fn run(a: DevicesArgs) -> anyhow::Result<()> {
     } else {
         for (i, d) in adapters.iter().enumerate() {
             println!("[{i}] {} ({}, {})", d.name, d.device_type, d.backend);
-            println!("    vendor 0x{:04x} device 0x{:04x}  driver {} {}", d.vendor, d.device, d.driver, d.driver_info);
+            println!(
+                "    vendor 0x{:04x} device 0x{:04x}  driver {} {}",
+                d.vendor, d.device, d.driver, d.driver_info
+            );
             println!(
                 "    max storage binding {}, max buffer {}, workgroup storage {} KiB, {} invocations/workgroup",
                 mib(d.max_storage_buffer_binding_size),

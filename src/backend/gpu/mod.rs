@@ -10,7 +10,7 @@
 //! - support passes (`support.wgsl`): `runs` groups a support into per-neuron runs; `mask`
 //!   (`gates.wgsl`) evaluates its gates into a bit mask (`min(m, s) × n` bits), cached by
 //!   (support, gates, minibatch) so a refinement evaluates the gates once per step; `apply`
-//!   + `apply_fin` give `A_S v − y` with compensated sums; `grad` gives `A_Sᵀ r` (a workgroup
+//!   and `apply_fin` give `A_S v − y` with compensated sums; `grad` gives `A_Sᵀ r` (a workgroup
 //!   per entry); `axpy`, `copy_slot`, `reduce` (fixed-order tree sums, no float atomics).
 //! - dense pass (`gates.wgsl`): per tile of neurons, `gen_h` writes the tile's random gate
 //!   vectors, `dense` fuses gates, mask and `G = Xᵀ(D ∘ r)` per block of 32 samples × 8
