@@ -15,8 +15,12 @@ fn bench_backend(c: &mut Criterion, name: &str, b: &mut dyn Backend, bp: &BenchP
     g.sample_size(10);
     bp.prepare(b).unwrap();
     g.bench_function("forward", |x| x.iter(|| b.forward(Slot::W).unwrap()));
-    g.bench_function("step_size", |x| x.iter(|| b.step_size(Slot::W, Slot::G).unwrap()));
-    g.bench_function("trial", |x| x.iter(|| b.trial(Slot::W, Slot::G, Slot::TRIAL, 1e-3, true).unwrap()));
+    g.bench_function("step_size", |x| {
+        x.iter(|| b.step_size(Slot::W, Slot::G).unwrap())
+    });
+    g.bench_function("trial", |x| {
+        x.iter(|| b.trial(Slot::W, Slot::G, Slot::TRIAL, 1e-3, true).unwrap())
+    });
     b.forward(Slot::W).unwrap();
     g.bench_function("dense_pass_topk", |x| {
         x.iter(|| {

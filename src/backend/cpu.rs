@@ -139,7 +139,11 @@ impl CpuBackend {
                     Gates::Weights(h) => neuron_range(h, j, d),
                     _ => 0..0,
                 };
-                Run { neuron: j, entries, gate }
+                Run {
+                    neuron: j,
+                    entries,
+                    gate,
+                }
             })
             .collect();
         let gate_cols = match &self.gates {
@@ -173,7 +177,10 @@ impl CpuBackend {
         if let Feat::Grid(g) = feat {
             rows.resize(b_len * d, 0.0);
             for b in 0..b_len {
-                g.fill_row(Self::sample(batch, blk.start + b), &mut rows[b * d..(b + 1) * d]);
+                g.fill_row(
+                    Self::sample(batch, blk.start + b),
+                    &mut rows[b * d..(b + 1) * d],
+                );
             }
         }
         let row = |b: usize| -> &[f32] {
@@ -230,20 +237,27 @@ impl CpuBackend {
                 let start = blk * BLOCK;
                 let mut acc = 0f64;
                 let range = start..(start + BLOCK).min(len);
-                self.visit_block(&plan, range, &mut rows, &mut open, &mut gate, |idx, x, open| {
-                    let mut pred = 0f64;
-                    for (run, &o) in plan.runs.iter().zip(open) {
-                        if o {
-                            for p in run.entries.clone() {
-                                pred += x[plan.cols[p] as usize] as f64 * v.values[p] as f64;
+                self.visit_block(
+                    &plan,
+                    range,
+                    &mut rows,
+                    &mut open,
+                    &mut gate,
+                    |idx, x, open| {
+                        let mut pred = 0f64;
+                        for (run, &o) in plan.runs.iter().zip(open) {
+                            if o {
+                                for p in run.entries.clone() {
+                                    pred += x[plan.cols[p] as usize] as f64 * v.values[p] as f64;
+                                }
                             }
                         }
-                    }
-                    let i = Self::sample(batch, idx);
-                    let o = if subtract_y { pred - y[i] as f64 } else { pred };
-                    chunk[idx - start] = o as f32;
-                    acc += o * o;
-                });
+                        let i = Self::sample(batch, idx);
+                        let o = if subtract_y { pred - y[i] as f64 } else { pred };
+                        chunk[idx - start] = o as f32;
+                        acc += o * o;
+                    },
+                );
                 acc
             })
             .collect();
@@ -261,19 +275,26 @@ impl CpuBackend {
                 let (mut rows, mut open, mut gate) = (Vec::new(), Vec::new(), Vec::new());
                 for blk in part.clone().step_by(BLOCK) {
                     let range = blk..(blk + BLOCK).min(part.end);
-                    self.visit_block(&plan, range, &mut rows, &mut open, &mut gate, |idx, x, open| {
-                        let ri = r[idx] as f64;
-                        if ri == 0.0 {
-                            return;
-                        }
-                        for (run, &o) in plan.runs.iter().zip(open) {
-                            if o {
-                                for p in run.entries.clone() {
-                                    acc[p] += ri * x[plan.cols[p] as usize] as f64;
+                    self.visit_block(
+                        &plan,
+                        range,
+                        &mut rows,
+                        &mut open,
+                        &mut gate,
+                        |idx, x, open| {
+                            let ri = r[idx] as f64;
+                            if ri == 0.0 {
+                                return;
+                            }
+                            for (run, &o) in plan.runs.iter().zip(open) {
+                                if o {
+                                    for p in run.entries.clone() {
+                                        acc[p] += ri * x[plan.cols[p] as usize] as f64;
+                                    }
                                 }
                             }
-                        }
-                    });
+                        },
+                    );
                 }
                 acc
             })
