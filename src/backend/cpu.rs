@@ -436,6 +436,18 @@ impl CpuBackend {
         (TILE_FLOATS / self.problem.d).clamp(1, self.problem.m)
     }
 
+    /// `g = A_Sᵀ r` on the support of `v` (current residual) into slot `g`; returns `‖g‖²`.
+    fn gradient(&mut self, v: Slot, g: Slot) -> f64 {
+        let vv = &self.slots[v.index()];
+        let gvec = SparseVec {
+            indices: vv.indices.clone(),
+            values: self.apply_t(vv, &self.residual),
+        };
+        self.last_gnorm = gvec.norm2();
+        self.slots[g.index()] = gvec;
+        self.last_gnorm
+    }
+
     /// The tile buffers of the dense pass, in bytes (per-thread partials, block scratch, gates).
     pub fn tile_bytes(&self) -> u64 {
         tile_bytes(self.problem.d, self.tile_neurons(), self.threads)
@@ -583,17 +595,11 @@ impl Backend for CpuBackend {
     }
 
     fn step_size(&mut self, v: Slot, g: Slot) -> Result<(f64, f64)> {
-        let vv = &self.slots[v.index()];
-        let values = self.apply_t(vv, &self.residual);
-        let gvec = SparseVec {
-            indices: vv.indices.clone(),
-            values,
-        };
-        let gnorm = gvec.norm2();
-        let mut tmp = vec![0f32; self.n_active()];
-        let curv = self.apply(&gvec, false, &mut tmp);
-        self.last_gnorm = gnorm;
-        self.slots[g.index()] = gvec;
+        let gnorm = self.gradient(v, g);
+        // The trial residual is scratch until the next trial.
+        let mut tmp = std::mem::take(&mut self.trial_residual);
+        let curv = self.apply(&self.slots[g.index()], false, &mut tmp);
+        self.trial_residual = tmp;
         Ok((gnorm, curv))
     }
 
@@ -606,14 +612,7 @@ impl Backend for CpuBackend {
         recompute_grad: bool,
     ) -> Result<(f64, f64)> {
         if recompute_grad {
-            let vv = &self.slots[v.index()];
-            let values = self.apply_t(vv, &self.residual);
-            let gvec = SparseVec {
-                indices: vv.indices.clone(),
-                values,
-            };
-            self.last_gnorm = gvec.norm2();
-            self.slots[g.index()] = gvec;
+            self.gradient(v, g);
         }
         let (vv, gv) = (&self.slots[v.index()], &self.slots[g.index()]);
         debug_assert_eq!(vv.indices, gv.indices);
@@ -649,15 +648,16 @@ impl Backend for CpuBackend {
         let wv = &self.slots[w.index()];
         let mut top = TopS::new(s);
         for tile in neurons.chunks(t_len) {
-            let g = self.tile_gradient(tile, &self.residual);
+            let mut g = self.tile_gradient(tile, &self.residual);
             for (t, &j) in tile.iter().enumerate() {
-                let wr = neuron_range(wv, j, d);
-                let mut c: Vec<f32> = g[t * d..(t + 1) * d].iter().map(|&x| -mu * x).collect();
-                for p in wr {
+                // c_j = w_j − μ G_j, in place in the tile's gradient.
+                let c = &mut g[t * d..(t + 1) * d];
+                c.iter_mut().for_each(|x| *x *= -mu);
+                for p in neuron_range(wv, j, d) {
                     c[wv.indices[p] as usize % d] += wv.values[p];
                 }
                 let base = j * d as u32;
-                top.extend(c.into_iter().enumerate().map(|(k, v)| (base + k as u32, v)));
+                top.extend(c.iter().enumerate().map(|(k, &v)| (base + k as u32, v)));
             }
         }
         // Neurons whose gates are closed everywhere have no gradient: c_j = w_j.
