@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Runs spinr's GPU checks and benchmarks on a lent GPU machine (the `device` tool of this
+# workplace), from prebuilt x86-64 binaries in .dev/ (see benches/NOTES.md, "Real GPU").
+#   benches/device.sh [setup|tests|bench|fit|profile|all]...
+# Writes logs and JSON under $OUT (or ./device-out).
+set -u
+OUT=${OUT:-$PWD/device-out}; mkdir -p "$OUT"
+B=$PWD/.dev/spinr
+setup() {
+  for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
+  if [ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ]; then
+    export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+  fi
+  # Test binaries find the crate (assets, the spinr binary) through compiled-in paths.
+  if [ ! -e /work/main ]; then mkdir -p /work; ln -s "$PWD" /work/main; fi
+  mkdir -p target/release && cp "$B" target/release/spinr
+  nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu --format=csv
+  "$B" devices
+}
+tests() {
+  for t in shaders_validate gpu_parity gpu_select gpu_memory gpu_fit cli_render_gpu cli_bench; do
+    echo "== test $t"
+    timeout 300 ".dev/$t" 2>&1 | tail -n 4 | tee -a "$OUT/tests.txt"
+  done
+}
+bench() {
+  for size in small large; do
+    echo "== bench $size"
+    timeout 200 "$B" bench --backend gpu --size "$size" --export-json "$OUT/bench-$size.json" 2>&1 | tee "$OUT/bench-$size.txt"
+  done
+}
+profile() {
+  for size in small large; do
+    echo "== profile $size"
+    SPINR_GPU_PROFILE=1 timeout 120 "$B" bench --backend gpu --size "$size" --runs 3 --budget 0 2>&1 | tee "$OUT/profile-$size.txt" | tail -n 40
+  done
+}
+fit() {
+  echo "== fit camera 512x512"
+  timeout 150 /usr/bin/time -v "$B" fit assets/camera.png --backend gpu --out "$OUT/camera" --force 2>&1 | tail -n 40 | tee "$OUT/fit.txt"
+}
+setup
+for job in "${@:-all}"; do
+  case $job in
+    all) bench; profile; fit; tests ;;
+    setup) ;;
+    *) "$job" ;;
+  esac
+done
