@@ -35,6 +35,15 @@ profile() {
     SPINR_GPU_PROFILE=1 timeout 120 "$B" bench --backend gpu --size "$size" --runs 3 --budget 0 2>&1 | tee "$OUT/profile-$size.txt" | tail -n 40
   done
 }
+seqfit() {
+  echo "== sequential planted fits, gpu vs cpu"
+  timeout 120 .dev/gpu_fit --nocapture sequential 2>&1 | tail -n 20
+  for seed in 0 1 2 3; do
+    for be in gpu cpu; do
+      echo "seed $seed $be: $(timeout 60 "$B" plant --gates sequential --inputs 50 --neurons 10 --nonzeros 10 --samples 2000 --iters 15 --seed $seed --backend $be --json 2>/dev/null | tr -d ' \n' | grep -o '"train_psnr":[^,]*,"test_psnr":[^,]*')"
+    done
+  done
+}
 fit() {
   echo "== fit camera 512x512"
   timeout 150 /usr/bin/time -v "$B" fit assets/camera.png --backend gpu --out "$OUT/camera" --force 2>&1 | tail -n 40 | tee "$OUT/fit.txt"

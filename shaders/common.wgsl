@@ -5,7 +5,7 @@
 struct Cfg {
     n: u32, d: u32, m: u32, cap: u32,
     feat: u32, gate: u32, half: u32, naxes: u32,
-    seed_lo: u32, seed_hi: u32, xrows: u32, mw: u32,
+    seed_lo: u32, seed_hi: u32, xcols: u32, mw: u32,
     ax0: u32, ax1: u32, ax2: u32, ax3: u32,
     to0: u32, to1: u32, to2: u32, to3: u32,
     f_y: u32, f_vals: u32, f_ct: u32, f_gp: u32,
@@ -14,6 +14,7 @@ struct Cfg {
     u_runn: u32, u_runs: u32, u_emap: u32, u_mask: u32,
     u_goff: u32, u_cand: u32, u_keys: u32, u_blk: u32,
     tn_cap: u32, gate_slot: u32, zero: f32, f_pp: u32,
+    u_tmask: u32, mwt: u32, pad0: u32, pad1: u32,
 }
 
 // Per dispatch (dynamic offset): which slots, regions and scalars this job works on.
@@ -26,7 +27,8 @@ struct Op {
 
 @group(0) @binding(0) var<uniform> cfg: Cfg;
 @group(0) @binding(1) var<uniform> op: Op;
-// Dense features, row-major, split by rows across up to four bindings (binding-size limits).
+// Dense features, feature-major (X[i, k] at k·n + i: a warp of consecutive samples reads one
+// segment), split by columns across up to four bindings (binding-size limits).
 @group(0) @binding(2) var<storage, read> x0: array<f32>;
 @group(0) @binding(3) var<storage, read> x1: array<f32>;
 @group(0) @binding(4) var<storage, read> x2: array<f32>;
@@ -120,18 +122,18 @@ fn gate_normal(key: u32, k: u32) -> f32 {
 // ---- features ----
 
 fn xdense(i: u32, k: u32) -> f32 {
-    let r = cfg.xrows;
-    let d = cfg.d;
-    if (i < r) {
-        return x0[i * d + k];
+    let c = cfg.xcols;
+    let n = cfg.n;
+    if (k < c) {
+        return x0[k * n + i];
     }
-    if (i < 2u * r) {
-        return x1[(i - r) * d + k];
+    if (k < 2u * c) {
+        return x1[(k - c) * n + i];
     }
-    if (i < 3u * r) {
-        return x2[(i - 2u * r) * d + k];
+    if (k < 3u * c) {
+        return x2[(k - 2u * c) * n + i];
     }
-    return x3[(i - 3u * r) * d + k];
+    return x3[(k - 3u * c) * n + i];
 }
 
 // Where sample i's entries sit in each axis table (frequency 0), and the axis lengths.
@@ -260,9 +262,10 @@ fn pre_weights(i: u32, j: u32) -> f32 {
     let lo = U[cfg.u_goff + j];
     let hi = U[cfg.u_goff + cfg.m + j];
     let q = cfg.gate_slot;
+    let jd = j * cfg.d;
     var pre = 0.0;
     for (var p = lo; p < hi; p = p + 1u) {
-        pre = pre + feat(i, sidx(q, p) % cfg.d) * sval(q, p);
+        pre = pre + feat(i, sidx(q, p) - jd) * sval(q, p);
     }
     return pre;
 }

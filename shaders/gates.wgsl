@@ -14,9 +14,6 @@ const KC: u32 = 64u;    // features per phase-1 chunk
 
 var<workgroup> xs: array<vec4<f32>, 512>;   // BS × KC features of the block, by 4
 var<workgroup> hs: array<vec4<f32>, 128>;   // TG × KC gate entries, by 4
-var<workgroup> ms: array<f32, 256>;    // BS × TG masked residual
-var<workgroup> msv: array<vec4<f32>, 64>;  // the same, by 4 neurons
-var<workgroup> gref: array<GridRef, 32>;   // grid references of the block's samples
 var<workgroup> smp: array<u32, 32>;    // sample ids of the block
 var<workgroup> hkey: array<u32, 8>;    // gate keys of the workgroup's neurons (mask kernel)
 var<workgroup> mbits: array<atomic<u32>, 8>;
@@ -65,6 +62,16 @@ fn pre_random(lid: u32, nvalid: u32, from_table: bool, tbase: u32) -> f32 {
     return acc;
 }
 
+// The (sample, neuron) pair of thread lid. Random gates: pre_random's layout. Weight gates:
+// a warp takes 32 consecutive samples of one neuron, so its feature reads are one segment
+// of the feature-major X and its gate entries are uniform.
+fn pair_of(lid: u32) -> vec2<u32> {
+    if (cfg.gate == 2u) {
+        return vec2<u32>(lid % BS, lid / BS);
+    }
+    return vec2<u32>(lid / TG, lid % TG);
+}
+
 // Random gate vectors of the tile's neurons: F[f_ht + t·d + k] = g_{tile0+t}[k].
 @compute @workgroup_size(256)
 fn gen_h(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -103,8 +110,9 @@ fn mask(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         atomicStore(&mbits[lid], 0u);
     }
     workgroupBarrier();
-    let b = lid / TG;
-    let t = lid % TG;
+    let bt = pair_of(lid);
+    let b = bt.x;
+    let t = bt.y;
     let r = rg * TG + t;
     var open = false;
     if (cfg.gate == 1u) {
@@ -125,102 +133,47 @@ fn mask(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
 }
 
-// The fused dense pass for one tile of op.tn neurons starting at op.tile0, residual at op.src.
-// Grid (op.ng partial groups over samples, 1, neuron groups of TG). Group g handles sample
-// blocks g, g + ng, ... and owns the partial G rows F[f_gp + (g·tn_cap + t)·d + k];
-// topk.wgsl's reduce_tile sums the groups in a fixed order. The host makes every group
-// non-empty (ng ≤ blocks), so every partial is written.
+// Gate bits of one dense-pass tile for a chunk of active samples: bit b of
+// U[u_tmask + t·mwt + blk] = gate of neuron tile0 + t at active position op.dst + 32·blk + b.
+// The matrix product (dense.wgsl) then needs no gate arithmetic. Grid: (sample block, neuron
+// group of TG, sample block high part).
 @compute @workgroup_size(256)
-fn dense(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let g = wid.x;
-    let t0 = wid.z * TG;
-    let d = cfg.d;
-    let nact = op.n_act;
-    if (lid == 0u) {
-        // Weight gates: a group whose neurons all have zero gate blocks contributes nothing
-        // (reduce_tile does not read its partials).
-        var any = 0u;
-        for (var t = 0u; t < TG; t = t + 1u) {
-            if (t0 + t < op.tn && (cfg.gate != 2u || U[cfg.u_cand + op.tile0 + t0 + t] != 0u)) {
-                any = 1u;
-            }
-        }
-        flag_w = any;
-    }
-    if (workgroupUniformLoad(&flag_w) == 0u) {
+fn tile_mask(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    let blk = wid.x + wid.z * nwg.x;
+    let t0 = wid.y * TG;
+    let base = blk * BS;
+    if (base >= op.count || t0 >= op.tn) {
         return;
     }
-    let b = lid / TG;
-    let t = lid % TG;
+    let nvalid = min(BS, op.count - base);
+    if (lid < BS) {
+        smp[lid] = sample_of(op.dst + min(base + lid, op.count - 1u));
+    }
+    if (lid < TG) {
+        atomicStore(&mbits[lid], 0u);
+    }
+    workgroupBarrier();
+    let bt = pair_of(lid);
+    let b = bt.x;
+    let t = bt.y;
     let tvalid = t0 + t < op.tn;
-    let out = cfg.f_gp + (g * cfg.tn_cap + t0) * d;
-    let nk = (d + WG - 1u) / WG;
-    for (var base = g * BS; base < nact; base = base + op.ng * BS) {
-        let nvalid = min(BS, nact - base);
-        if (lid < BS) {
-            let i = sample_of(min(base + lid, nact - 1u));
-            smp[lid] = i;
-            if (cfg.feat != 0u) {
-                gref[lid] = grid_ref(i);
-            }
+    var open = false;
+    if (cfg.gate == 1u) {
+        // Every thread takes part in the shared-memory product (barriers inside).
+        open = pre_random(lid, nvalid, true, cfg.f_ht + t0 * cfg.d) > 0.0;
+    } else if (cfg.gate == 2u) {
+        if (tvalid && b < nvalid) {
+            open = pre_weights(smp[b], op.tile0 + t0 + t) > 0.0;
         }
-        workgroupBarrier();
-        var open = false;
-        if (cfg.gate == 1u) {
-            open = pre_random(lid, nvalid, true, cfg.f_ht + t0 * d) > 0.0;
-        } else if (cfg.gate == 2u) {
-            if (tvalid && b < nvalid) {
-                open = pre_weights(smp[b], op.tile0 + t0 + t) > 0.0;
-            }
-        } else {
-            open = true;
-        }
-        var mv = 0.0;
-        if (open && tvalid && b < nvalid) {
-            mv = F[op.src + base + b];
-        }
-        ms[lid] = mv;
-        workgroupBarrier();
-        if (lid < 64u) {
-            msv[lid] = vec4<f32>(ms[4u * lid], ms[4u * lid + 1u], ms[4u * lid + 2u], ms[4u * lid + 3u]);
-        }
-        workgroupBarrier();
-        let first = base == g * BS;
-        for (var kc = 0u; kc < nk; kc = kc + 1u) {
-            let k = kc * WG + lid;
-            if (k < d) {
-                var lo = vec4<f32>(0.0);
-                var hi = vec4<f32>(0.0);
-                if (!first) {
-                    lo = vec4<f32>(F[out + k], F[out + d + k], F[out + 2u * d + k], F[out + 3u * d + k]);
-                    hi = vec4<f32>(F[out + 4u * d + k], F[out + 5u * d + k], F[out + 6u * d + k], F[out + 7u * d + k]);
-                }
-                for (var bb = 0u; bb < nvalid; bb = bb + 1u) {
-                    let ml = msv[2u * bb];
-                    let mh = msv[2u * bb + 1u];
-                    if (all(ml == vec4<f32>(0.0)) && all(mh == vec4<f32>(0.0))) {
-                        continue;
-                    }
-                    var x = 0.0;
-                    if (cfg.feat == 0u) {
-                        x = xdense(smp[bb], k);
-                    } else {
-                        x = grid_feat(gref[bb], k);
-                    }
-                    lo = lo + x * ml;
-                    hi = hi + x * mh;
-                }
-                // Rows beyond the tile (nt < TG) are scratch that nobody reads.
-                F[out + k] = lo.x;
-                F[out + d + k] = lo.y;
-                F[out + 2u * d + k] = lo.z;
-                F[out + 3u * d + k] = lo.w;
-                F[out + 4u * d + k] = hi.x;
-                F[out + 5u * d + k] = hi.y;
-                F[out + 6u * d + k] = hi.z;
-                F[out + 7u * d + k] = hi.w;
-            }
-        }
-        workgroupBarrier();
+    } else {
+        open = true;
+    }
+    if (open && tvalid && b < nvalid) {
+        atomicOr(&mbits[t], 1u << b);
+    }
+    workgroupBarrier();
+    if (lid < TG && t0 + lid < op.tn) {
+        U[cfg.u_tmask + (t0 + lid) * cfg.mwt + blk] = atomicLoad(&mbits[lid]);
     }
 }

@@ -66,9 +66,11 @@ fn apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
     if (cfg.feat == 0u) {
         for (var r = r0; r < r1; r = r + 1u) {
             if (gate_open(r, a)) {
+                // Run r holds neuron j's entries: feature = index − j·d (no division).
+                let jd = U[cfg.u_runn + r] * d;
                 let e = U[cfg.u_runs + r + 1u];
                 for (var p = U[cfg.u_runs + r]; p < e; p = p + 1u) {
-                    acc2(&pred, &comp, xdense(i, sidx(q, p) % d), sval(q, p));
+                    acc2(&pred, &comp, xdense(i, sidx(q, p) - jd), sval(q, p));
                 }
             }
         }
@@ -76,9 +78,10 @@ fn apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
         let gr = grid_ref(i);
         for (var r = r0; r < r1; r = r + 1u) {
             if (gate_open(r, a)) {
+                let jd = U[cfg.u_runn + r] * d;
                 let e = U[cfg.u_runs + r + 1u];
                 for (var p = U[cfg.u_runs + r]; p < e; p = p + 1u) {
-                    acc2(&pred, &comp, grid_feat(gr, sidx(q, p) % d), sval(q, p));
+                    acc2(&pred, &comp, grid_feat(gr, sidx(q, p) - jd), sval(q, p));
                 }
             }
         }

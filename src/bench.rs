@@ -353,13 +353,28 @@ impl Backend for Counting<'_> {
     fn ceilings(&mut self) -> Result<Option<Ceilings>> {
         self.inner.ceilings()
     }
+    fn set_timing(&mut self, on: bool) -> bool {
+        self.inner.set_timing(on)
+    }
+    fn take_times(&mut self) -> Option<crate::backend::GpuTimes> {
+        self.inner.take_times()
+    }
 }
 
 /// One kernel's result.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct KernelReport {
     pub name: String,
+    /// Per call: device time from timestamp queries where the backend has them (the sum of
+    /// its dispatches), wall clock otherwise. The rates below use it.
     pub seconds: Timing,
+    /// "gpu timestamps" or "wall clock".
+    pub timer: String,
+    /// Per call, wall clock: device time plus the host's share (recording, submission,
+    /// readback round trips).
+    pub wall_seconds: Timing,
+    /// Where the device time went (timestamp runs only).
+    pub device: Option<DeviceTimes>,
     pub flops: f64,
     pub bytes: f64,
     pub gflops_per_second: f64,
@@ -369,10 +384,120 @@ pub struct KernelReport {
     pub fraction_of_bandwidth_ceiling: f64,
 }
 
-fn report(name: &str, t: Timing, w: Work, c: &Ceilings) -> KernelReport {
+/// Device-side breakdown of one call, averaged over the timestamp runs.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct DeviceTimes {
+    pub submissions: f64,
+    /// Device idle between dispatches of one submission (launches, barriers; each timed
+    /// dispatch is its own pass, which adds a little).
+    pub dispatch_gap_seconds: f64,
+    /// Device idle between submissions: the host's share of the call.
+    pub submission_gap_seconds: f64,
+    /// Per entry point: dispatches and device seconds per call.
+    pub kernels: Vec<crate::backend::KernelTime>,
+}
+
+/// Wall-clock timing of `f`, then (where `b` has timestamps) `runs` more runs with device
+/// timestamps on: (primary timing, timer name, wall timing, device breakdown).
+fn time_call(
+    b: &mut dyn Backend,
+    opt: BenchOptions,
+    f: impl FnMut(&mut dyn Backend) -> Result<()>,
+) -> Result<(Timing, String, Timing, Option<DeviceTimes>)> {
+    time_call_from(b, opt, |_| Ok(()), f)
+}
+
+/// [`time_call`] with an untimed `setup` before every run.
+fn time_call_from(
+    b: &mut dyn Backend,
+    opt: BenchOptions,
+    mut setup: impl FnMut(&mut dyn Backend) -> Result<()>,
+    mut f: impl FnMut(&mut dyn Backend) -> Result<()>,
+) -> Result<(Timing, String, Timing, Option<DeviceTimes>)> {
+    for _ in 0..opt.warmup {
+        setup(&mut *b)?;
+        f(&mut *b)?;
+        b.sync()?;
+    }
+    let start = Instant::now();
+    let mut samples = Vec::new();
+    while samples.len() < opt.min_runs
+        || (start.elapsed() < opt.budget && samples.len() < opt.max_runs)
+    {
+        setup(&mut *b)?;
+        b.sync()?;
+        let t = Instant::now();
+        f(&mut *b)?;
+        b.sync()?;
+        samples.push(t.elapsed().as_secs_f64());
+    }
+    let wall = Timing::from_samples(samples);
+    if !b.set_timing(true) {
+        return Ok((wall.clone(), "wall clock".into(), wall, None));
+    }
+    let runs = opt.min_runs.max(3);
+    let mut busy = Vec::with_capacity(runs);
+    let mut total = crate::backend::GpuTimes::default();
+    let mut per: Vec<crate::backend::KernelTime> = Vec::new();
+    let result = (|| -> Result<()> {
+        setup(&mut *b)?;
+        f(&mut *b)?; // warm the timed path (query set, per-dispatch passes)
+        for _ in 0..runs {
+            setup(&mut *b)?;
+            b.sync()?;
+            b.take_times();
+            f(&mut *b)?;
+            b.sync()?;
+            let t = b.take_times().unwrap_or_default();
+            busy.push(t.busy_seconds);
+            total.dispatch_gap_seconds += t.dispatch_gap_seconds;
+            total.submission_gap_seconds += t.submission_gap_seconds;
+            total.submissions += t.submissions;
+            for k in t.kernels {
+                match per.iter_mut().find(|p| p.name == k.name) {
+                    Some(p) => {
+                        p.dispatches += k.dispatches;
+                        p.seconds += k.seconds;
+                    }
+                    None => per.push(k),
+                }
+            }
+        }
+        Ok(())
+    })();
+    b.set_timing(false);
+    result?;
+    let r = runs as f64;
+    for p in &mut per {
+        p.dispatches = (p.dispatches as f64 / r).round() as u64;
+        p.seconds /= r;
+    }
+    let device = DeviceTimes {
+        submissions: total.submissions as f64 / r,
+        dispatch_gap_seconds: total.dispatch_gap_seconds / r,
+        submission_gap_seconds: total.submission_gap_seconds / r,
+        kernels: per,
+    };
+    Ok((
+        Timing::from_samples(busy),
+        "gpu timestamps".into(),
+        wall,
+        Some(device),
+    ))
+}
+
+fn report(
+    name: &str,
+    (t, timer, wall, device): (Timing, String, Timing, Option<DeviceTimes>),
+    w: Work,
+    c: &Ceilings,
+) -> KernelReport {
     let sec = t.median.max(1e-12);
     KernelReport {
         name: name.to_string(),
+        timer,
+        wall_seconds: wall,
+        device,
         gflops_per_second: w.flops / sec / 1e9,
         gbytes_per_second: w.bytes / sec / 1e9,
         fraction_of_flops_ceiling: w.flops / sec / c.flops_per_second,
@@ -408,24 +533,20 @@ pub fn run_kernels(
         on_kernel(&r);
         out.push(r);
     };
-    let t = time_it(opt.warmup, opt.min_runs, opt.max_runs, opt.budget, || {
-        b.forward(Slot::W).map(|_| ())
-    })?;
+    let t = time_call(b, opt, |b| b.forward(Slot::W).map(|_| ()))?;
     push(report("forward", t, model.forward(), ceilings), &mut out);
-    let t = time_it(opt.warmup, opt.min_runs, opt.max_runs, opt.budget, || {
-        b.step_size(Slot::W, Slot::G).map(|_| ())
-    })?;
+    let t = time_call(b, opt, |b| b.step_size(Slot::W, Slot::G).map(|_| ()))?;
     push(
         report("step_size", t, model.step_size(), ceilings),
         &mut out,
     );
-    let t = time_it(opt.warmup, opt.min_runs, opt.max_runs, opt.budget, || {
+    let t = time_call(b, opt, |b| {
         b.trial(Slot::W, Slot::G, Slot::TRIAL, 1e-3, true)
             .map(|_| ())
     })?;
     push(report("trial", t, model.trial(), ceilings), &mut out);
     b.forward(Slot::W)?;
-    let t = time_it(opt.warmup, opt.min_runs, opt.max_runs, opt.budget, || {
+    let t = time_call(b, opt, |b| {
         b.threshold(Slot::W, 1e-3, s, Slot::V)?;
         b.sync()
     })?;
@@ -437,27 +558,30 @@ pub fn run_kernels(
     // A whole step from the steady state: W and its gates reloaded before each run.
     let cfg = IhtConfig::new(s, 1, GateMode::Sequential);
     let mut counts = CallCounts::default();
-    let mut samples = Vec::new();
-    for run in 0..opt.warmup + opt.min_runs.max(3) {
-        bp.prepare(b)?;
-        let mut c = Counting {
-            inner: &mut *b,
-            counts: CallCounts::default(),
-        };
-        let t0 = Instant::now();
-        iht::step(&mut c, &cfg, false)?;
-        c.sync()?;
-        let el = t0.elapsed().as_secs_f64();
-        counts = c.counts;
-        if run >= opt.warmup {
-            samples.push(el);
-        }
-    }
+    let step_opt = BenchOptions {
+        min_runs: opt.min_runs.max(3),
+        budget: Duration::ZERO,
+        ..opt
+    };
+    let t = time_call_from(
+        b,
+        step_opt,
+        |b| bp.prepare(b),
+        |b| {
+            let mut c = Counting {
+                inner: b,
+                counts: CallCounts::default(),
+            };
+            iht::step(&mut c, &cfg, false)?;
+            counts = c.counts;
+            Ok(())
+        },
+    )?;
     let w = model.forward() * counts.forward as f64
         + model.step_size() * counts.step_size as f64
         + model.trial() * counts.trial as f64
         + model.threshold() * counts.threshold as f64;
-    let step = report("iht_step", Timing::from_samples(samples), w, ceilings);
+    let step = report("iht_step", t, w, ceilings);
     on_kernel(&step);
     Ok((out, step))
 }

@@ -31,12 +31,34 @@ struct Timing {
 struct Kernel {
     name: String,
     seconds: Timing,
+    timer: String,
+    wall_seconds: Timing,
+    device: Option<DeviceTimes>,
     flops: f64,
     bytes: f64,
     gflops_per_second: f64,
     gbytes_per_second: f64,
     fraction_of_flops_ceiling: f64,
     fraction_of_bandwidth_ceiling: f64,
+}
+
+#[derive(serde::Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct DeviceTimes {
+    submissions: f64,
+    dispatch_gap_seconds: f64,
+    submission_gap_seconds: f64,
+    kernels: Vec<EntryTime>,
+}
+
+#[derive(serde::Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct EntryTime {
+    name: String,
+    dispatches: u64,
+    seconds: f64,
 }
 
 #[derive(serde::Deserialize, Debug)]
@@ -112,6 +134,18 @@ fn check(r: &Report, backend: &str) {
         );
         assert!(k.seconds.median <= k.seconds.max && k.flops > 0.0, "{k:?}");
         assert!(k.fraction_of_flops_ceiling > 0.0, "{k:?}");
+        assert!(k.wall_seconds.median > 0.0, "{k:?}");
+        match (k.timer.as_str(), &k.device) {
+            ("wall clock", None) => assert_eq!(k.seconds.median, k.wall_seconds.median),
+            ("gpu timestamps", Some(d)) => {
+                assert_eq!(backend, "gpu");
+                assert!(d.submissions >= 1.0 && !d.kernels.is_empty(), "{k:?}");
+                assert!(d.kernels.iter().all(|e| e.dispatches > 0), "{k:?}");
+                // Device busy time cannot exceed the wall clock of the same call by much.
+                assert!(k.seconds.median <= 1.5 * k.wall_seconds.max, "{k:?}");
+            }
+            _ => panic!("timer {} with device {:?}", k.timer, k.device),
+        }
     }
     assert!(r.step_seconds.unwrap() > 0.0);
     assert!(r.peak_device_bytes > 0);

@@ -209,6 +209,12 @@ fn tiles(t: usize) -> GpuOptions {
     }
 }
 
+/// Dense-pass chunks of `c` active samples (rounded up to 32).
+fn sample_chunks(mut o: GpuOptions, c: usize) -> GpuOptions {
+    o.mask_chunk = Some(c);
+    o
+}
+
 /// The support apply split into chunks of runs (what hardware GPUs do with small n).
 fn chunked(mut o: GpuOptions) -> GpuOptions {
     o.apply_threads = Some(1 << 16);
@@ -224,9 +230,10 @@ fn cases(rng: &mut impl Rng) -> Vec<Case> {
             opts: def,
         },
         Case {
-            name: "sequential dense 131×7, m 9, chunked apply".into(),
+            // Dense-pass chunks of 64 samples (64, 64, 3): partial rows accumulate.
+            name: "sequential dense 131×7, m 9, chunked apply, sample chunks".into(),
             problem: dense_problem(rng, GateMode::Sequential, 131, 7, 9),
-            opts: chunked(def),
+            opts: sample_chunks(chunked(def), 33),
         },
         Case {
             name: "gaussian 53×29".into(),
@@ -241,9 +248,15 @@ fn cases(rng: &mut impl Rng) -> Vec<Case> {
         },
         Case {
             // Six tiles of 8 neurons (the last one partial): the streaming merge.
-            name: "convex dense 300×70, m 43, tiles of 8, chunked apply".into(),
+            name: "convex dense 300×70, m 43, tiles of 8, chunked apply, sample chunks".into(),
             problem: dense_problem(rng, GateMode::Convex, 300, 70, 43),
-            opts: chunked(tiles(8)),
+            opts: sample_chunks(chunked(tiles(8)), 96),
+        },
+        Case {
+            // Several 128 × 128 product blocks per tile, both partial at the edges.
+            name: "convex dense 75×150, m 140".into(),
+            problem: dense_problem(rng, GateMode::Convex, 75, 150, 140),
+            opts: def,
         },
     ];
     out.push(Case {

@@ -136,6 +136,40 @@ pub trait Backend {
     fn ceilings(&mut self) -> Result<Option<crate::bench::Ceilings>> {
         Ok(None)
     }
+
+    /// Turns device timestamps around every dispatch on or off. Returns whether the backend
+    /// has them (the GPU backend on an adapter with timestamp queries).
+    fn set_timing(&mut self, _on: bool) -> bool {
+        false
+    }
+
+    /// Device times measured since the last call, while timing is on.
+    fn take_times(&mut self) -> Option<GpuTimes> {
+        None
+    }
+}
+
+/// Device-side times of the work submitted over some span, from timestamp queries.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct GpuTimes {
+    /// Sum of the dispatches' durations on the device.
+    pub busy_seconds: f64,
+    /// Device idle time between consecutive dispatches of one submission (launch, barrier).
+    pub dispatch_gap_seconds: f64,
+    /// Device idle time between the end of one submission and the start of the next: the
+    /// host's share (recording, submitting, waiting for a readback, the driver loop).
+    pub submission_gap_seconds: f64,
+    pub submissions: u64,
+    /// Per entry point, in kernel order.
+    pub kernels: Vec<KernelTime>,
+}
+
+/// One entry point's share of [`GpuTimes`].
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct KernelTime {
+    pub name: String,
+    pub dispatches: u64,
+    pub seconds: f64,
 }
 
 /// Which backend the user asked for.

@@ -89,8 +89,8 @@ fn measure(
             ceilings.method
         );
         println!(
-            "{:<16} {:>11} {:>23} {:>10} {:>9} {:>8} {:>8}",
-            "kernel", "median", "min … max", "GFLOP/s", "GB/s", "%flops", "%bw"
+            "{:<16} {:>11} {:>23} {:>11} {:>10} {:>9} {:>8} {:>8}",
+            "kernel", "median", "min … max", "wall", "GFLOP/s", "GB/s", "%flops", "%bw"
         );
     }
     let mut report = BenchReport {
@@ -119,6 +119,9 @@ fn measure(
         return Err(e);
     }
     report.kernels = kernels;
+    if !quiet {
+        print_device(&report.kernels, &step);
+    }
     report.step_seconds = Some(step.seconds.median);
     report.step = Some(step);
     report.peak_device_bytes = b.memory().peak_bytes;
@@ -139,13 +142,46 @@ fn fmt_time(t: f64) -> String {
     }
 }
 
+/// Where the device time of each call went (timestamp runs only).
+fn print_device(kernels: &[KernelReport], step: &KernelReport) {
+    if step.device.is_none() {
+        println!("(no timestamp queries on this backend: times are wall clock)");
+        return;
+    }
+    println!("\ndevice time per call (timestamps; 'host' = device idle between submissions):");
+    println!(
+        "{:<16} {:>11} {:>11} {:>11} {:>8}  top entry points",
+        "call", "busy", "host", "launch", "submits"
+    );
+    for k in kernels.iter().chain(std::iter::once(step)) {
+        let Some(d) = &k.device else { continue };
+        let mut top: Vec<_> = d.kernels.iter().collect();
+        top.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+        let top: Vec<String> = top
+            .iter()
+            .take(4)
+            .map(|t| format!("{} {}×{}", t.name, t.dispatches, fmt_time(t.seconds)))
+            .collect();
+        println!(
+            "{:<16} {:>11} {:>11} {:>11} {:>8.1}  {}",
+            k.name,
+            fmt_time(k.seconds.median),
+            fmt_time(d.submission_gap_seconds),
+            fmt_time(d.dispatch_gap_seconds),
+            d.submissions,
+            top.join(", ")
+        );
+    }
+}
+
 fn print_row(k: &KernelReport) {
     let t: &Timing = &k.seconds;
     println!(
-        "{:<16} {:>11} {:>23} {:>10.2} {:>9.2} {:>7.1}% {:>7.1}%",
+        "{:<16} {:>11} {:>23} {:>11} {:>10.2} {:>9.2} {:>7.1}% {:>7.1}%",
         k.name,
         fmt_time(t.median),
         format!("{} … {}", fmt_time(t.min), fmt_time(t.max)),
+        fmt_time(k.wall_seconds.median),
         k.gflops_per_second,
         k.gbytes_per_second,
         100.0 * k.fraction_of_flops_ceiling,

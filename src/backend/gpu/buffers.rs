@@ -21,9 +21,13 @@ pub(crate) const TG: usize = 8;
 pub(crate) const BS: usize = 32;
 /// Elements per count/scatter block (shaders/topk.wgsl `BLK`).
 pub(crate) const SCAN_BLOCK: usize = 1024;
-/// Target floats per dense-pass tile (`tile·d`): tiles of ~128 Ki candidates keep the merge
-/// cost (s per tile) small against the tile itself.
-const TILE_FLOATS: usize = 1 << 17;
+/// Target floats per dense-pass tile (`tile·d`): tiles of ~256 Ki candidates keep the merge
+/// cost (s per tile) small against the tile itself and give the matrix product enough
+/// output blocks to fill a large GPU.
+const TILE_FLOATS: usize = 1 << 18;
+/// Active samples per dense-pass chunk: the tile's gate mask (`tn_cap × MASK_CHUNK` bits) is
+/// built and consumed one chunk at a time, so it does not grow with the number of samples.
+pub(crate) const MASK_CHUNK: usize = 1 << 18;
 /// Partial-G groups over samples (more groups: more parallelism, more partial memory).
 const MAX_GROUPS: usize = 32;
 /// Threads the support apply aims for: a problem with fewer samples splits the support's runs
@@ -49,7 +53,7 @@ pub(crate) struct Cfg {
     pub naxes: u32,
     pub seed_lo: u32,
     pub seed_hi: u32,
-    pub xrows: u32,
+    pub xcols: u32,
     pub mw: u32,
     pub ax: [u32; 4],
     pub to: [u32; 4],
@@ -78,6 +82,9 @@ pub(crate) struct Cfg {
     /// Always 0.0; opaque to shader compilers (see `acc2` in common.wgsl).
     pub zero: f32,
     pub f_pp: u32,
+    pub u_tmask: u32,
+    pub mwt: u32,
+    pub pad: [u32; 2],
 }
 
 /// Per-dispatch parameters (shaders/common.wgsl `Op`).
@@ -118,10 +125,12 @@ pub(crate) struct Layout {
     /// Neurons per dense-pass tile (a multiple of TG).
     pub tn_cap: usize,
     pub max_groups: usize,
+    /// Active samples per dense-pass chunk (the tile mask holds one chunk).
+    pub chunk: usize,
     /// Bytes of the per-tile regions (gate table, candidates, partial G, keys, scan blocks).
     pub tile_bytes: u64,
     /// Rows of X per binding (dense features) and the number of bindings used.
-    pub xrows: usize,
+    pub xcols: usize,
     pub xchunks: usize,
     pub cfg: Cfg,
 }
@@ -161,21 +170,23 @@ impl Layout {
             .max_storage_buffer_binding_size
             .min(limits.max_buffer_size);
         let x_max = bind_max.min(opts.feature_binding_bytes.unwrap_or(u64::MAX));
-        // X rows per binding; at most four bindings.
-        let row_bytes = (d * 4) as u64;
-        let (xrows, xchunks) = if grid.is_some() {
-            (n, 1)
+        // X is stored feature-major (one column of n samples after another), so that threads
+        // of consecutive samples read consecutive addresses; whole columns per binding, at
+        // most four bindings.
+        let col_bytes = (n * 4) as u64;
+        let (xcols, xchunks) = if grid.is_some() {
+            (d, 1)
         } else {
-            let rows = (x_max / row_bytes).min(n as u64) as usize;
-            if rows == 0 || n.div_ceil(rows) > 4 {
+            let cols = (x_max / col_bytes).min(d as u64) as usize;
+            if cols == 0 || d.div_ceil(cols) > 4 {
                 return Err(Error::DeviceLimit {
                     what: "the feature matrix X",
-                    needed: n as u64 * row_bytes,
+                    needed: d as u64 * col_bytes,
                     limit: 4 * x_max,
                     fix: "use fewer samples or features (or a minibatch-sized subset), or --backend cpu",
                 });
             }
-            (rows, n.div_ceil(rows))
+            (cols, d.div_ceil(cols))
         };
         let maxruns = m.min(cap);
         let mw = n.div_ceil(32);
@@ -228,6 +239,12 @@ impl Layout {
         let u_cand = u.take(m);
         let tile_u0 = u.0;
         let u_keys = u.take(tile);
+        let chunk = n.min(
+            opts.mask_chunk
+                .map_or(MASK_CHUNK, |c| c.max(1).div_ceil(32) * 32),
+        );
+        let mwt = chunk.div_ceil(32);
+        let u_tmask = u.take(tn_cap * mwt);
         let u_blk = u.take(2 * scan_blocks);
         let tile_u = u.0 - tile_u0;
         let u_total = u.0;
@@ -258,7 +275,7 @@ impl Layout {
             naxes: grid.map_or(0, |g| g.axes.len() as u32),
             seed_lo: seed as u32,
             seed_hi: (seed >> 32) as u32,
-            xrows: u32_of("samples", xrows)?,
+            xcols: u32_of("features", xcols)?,
             mw: mw as u32,
             ax: ax.map(|v| v as u32),
             to: to.map(|v| v as u32),
@@ -286,6 +303,9 @@ impl Layout {
             gate_slot: SLOT_GATE,
             zero: 0.0,
             f_pp: f_pp as u32,
+            u_tmask: u_tmask as u32,
+            mwt: mwt as u32,
+            pad: [0; 2],
         };
         Ok(Layout {
             n,
@@ -297,8 +317,9 @@ impl Layout {
             u_len: u_total,
             tn_cap,
             max_groups,
+            chunk,
             tile_bytes: 4 * (tile_f + tile_u) as u64,
-            xrows,
+            xcols,
             xchunks,
             cfg,
         })
@@ -363,13 +384,20 @@ impl Buffers {
         );
         let mut x = Vec::new();
         if let Some(data) = dense_x {
-            let d = lay.d;
+            use rayon::prelude::*;
+            let (n, d) = (lay.n, lay.d);
             for c in 0..lay.xchunks {
-                let lo = c * lay.xrows;
-                let hi = ((c + 1) * lay.xrows).min(lay.n);
-                let rows = &data[lo * d..hi * d];
-                let buf = create(ctx, meter, "spinr X", (rows.len() * 4) as u64, storage);
-                ctx.queue.write_buffer(&buf, 0, bytemuck::cast_slice(rows));
+                let lo = c * lay.xcols;
+                let hi = ((c + 1) * lay.xcols).min(d);
+                // Columns lo..hi of the row-major input, transposed.
+                let mut cols = vec![0f32; (hi - lo) * n];
+                cols.par_chunks_mut(n).enumerate().for_each(|(k, col)| {
+                    for (i, v) in col.iter_mut().enumerate() {
+                        *v = data[i * d + lo + k];
+                    }
+                });
+                let buf = create(ctx, meter, "spinr X", (cols.len() * 4) as u64, storage);
+                ctx.queue.write_buffer(&buf, 0, bytemuck::cast_slice(&cols));
                 x.push(buf);
             }
         }
@@ -441,9 +469,9 @@ mod tests {
     }
 
     #[test]
-    fn dense_features_split_by_rows_across_bindings() {
+    fn dense_features_split_by_columns_across_bindings() {
         let p = problem(1000, 10, 3);
-        // 40 bytes a row: 4000 bytes a binding holds 100 rows... too few for four bindings.
+        // 4000 bytes a column: a 4000-byte binding holds one, too few for four bindings.
         let e = Layout::new(&p, 5, None, &GpuOptions::default(), &limits(4000)).unwrap_err();
         assert!(matches!(e, Error::DeviceLimit { .. }), "{e}");
         assert!(e.to_string().contains("--backend cpu"), "{e}");
@@ -452,9 +480,9 @@ mod tests {
             ..Default::default()
         };
         let lay = Layout::new(&p, 5, None, &opts, &limits(1 << 30)).unwrap();
-        assert_eq!((lay.xrows, lay.xchunks), (300, 4));
+        assert_eq!((lay.xcols, lay.xchunks), (3, 4));
         let lay = Layout::new(&p, 5, None, &GpuOptions::default(), &limits(1 << 30)).unwrap();
-        assert_eq!((lay.xrows, lay.xchunks), (1000, 1));
+        assert_eq!((lay.xcols, lay.xchunks), (10, 1));
     }
 
     #[test]

@@ -115,9 +115,9 @@ impl GpuContext {
     fn from_adapter(adapter: wgpu::Adapter) -> Result<Arc<GpuContext>> {
         let info = adapter.get_info();
         let limits = adapter.limits();
-        // Only portable features are required; the kernels have no optional paths that need
-        // more (no f32 atomics, no subgroups).
-        let features = wgpu::Features::empty();
+        // The kernels need no optional feature. Timestamp queries, where the adapter has
+        // them, let `spinr bench` time each dispatch on the GPU itself.
+        let features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
         let desc = wgpu::DeviceDescriptor {
             label: Some("spinr"),
             required_features: features,

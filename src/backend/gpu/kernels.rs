@@ -12,6 +12,7 @@ pub const COMMON_WGSL: &str = include_str!("../../../shaders/common.wgsl");
 pub const SHADER_FILES: &[(&str, &str)] = &[
     ("support", include_str!("../../../shaders/support.wgsl")),
     ("gates", include_str!("../../../shaders/gates.wgsl")),
+    ("dense", include_str!("../../../shaders/dense.wgsl")),
     ("topk", include_str!("../../../shaders/topk.wgsl")),
 ];
 
@@ -34,7 +35,8 @@ pub(crate) enum K {
     GatesPrep,
     GenH,
     Mask,
-    Dense,
+    TileMask,
+    DenseMm,
     ReduceTile,
     AddW,
     Hist,
@@ -55,7 +57,8 @@ const ENTRIES: &[(K, &str, &str)] = &[
     (K::GatesPrep, "support", "gates_prep"),
     (K::GenH, "gates", "gen_h"),
     (K::Mask, "gates", "mask"),
-    (K::Dense, "gates", "dense"),
+    (K::TileMask, "gates", "tile_mask"),
+    (K::DenseMm, "dense", "dense_mm"),
     (K::ReduceTile, "topk", "reduce_tile"),
     (K::AddW, "topk", "add_w"),
     (K::Hist, "topk", "hist"),
@@ -72,6 +75,153 @@ pub(crate) struct Kernels {
     /// Per-kernel (dispatches, seconds) when profiling: every dispatch is then submitted and
     /// waited for on its own (slow; wall clock, so it includes the submission overhead).
     pub profile: Option<std::sync::Mutex<Vec<(u64, f64)>>>,
+    /// GPU timestamps around every dispatch, while enabled (`GpuBackend::set_timing`).
+    pub timer: Option<Timer>,
+}
+
+/// Timestamp queries around every dispatch: each dispatch gets its own compute pass whose
+/// begin and end are written to a query set, resolved and read back after each submission.
+/// Per-dispatch passes add a little overhead, so benchmarks take wall-clock and GPU timings
+/// in separate runs.
+pub(crate) struct Timer {
+    queries: wgpu::QuerySet,
+    resolve: wgpu::Buffer,
+    readback: wgpu::Buffer,
+    /// Nanoseconds per timestamp tick.
+    period_ns: f64,
+    acc: std::sync::Mutex<TimerAcc>,
+}
+
+#[derive(Default)]
+struct TimerAcc {
+    /// Per entry point: (dispatches, GPU seconds).
+    per_kernel: Vec<(u64, f64)>,
+    busy: f64,
+    dispatch_gaps: f64,
+    submission_gaps: f64,
+    submissions: u64,
+    /// End of the last timed dispatch (ticks), to measure the idle time before the next
+    /// submission starts.
+    last_end: Option<u64>,
+}
+
+impl Timer {
+    pub fn available(ctx: &GpuContext) -> bool {
+        ctx.features().contains(wgpu::Features::TIMESTAMP_QUERY)
+    }
+
+    /// `None` where the device has no timestamp queries.
+    pub fn new(ctx: &GpuContext) -> Option<Timer> {
+        if !Self::available(ctx) {
+            return None;
+        }
+        let count = 2 * OPS_PER_SUBMIT as u32;
+        let queries = ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("spinr timestamps"),
+            ty: wgpu::QueryType::Timestamp,
+            count,
+        });
+        let bytes = count as u64 * 8;
+        let resolve = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("spinr timestamps resolve"),
+            size: bytes,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let readback = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("spinr timestamps readback"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        Some(Timer {
+            queries,
+            resolve,
+            readback,
+            period_ns: ctx.queue.get_timestamp_period() as f64,
+            acc: std::sync::Mutex::new(TimerAcc {
+                per_kernel: vec![(0, 0.0); ENTRIES.len()],
+                ..Default::default()
+            }),
+        })
+    }
+
+    /// Reads the timestamps of the last submission (`jobs` in order) and accumulates them.
+    fn collect(&self, ctx: &GpuContext, jobs: &[(K, Op, [u32; 3])]) -> Result<()> {
+        let bytes = jobs.len() as u64 * 16;
+        let slice = self.readback.slice(0..bytes);
+        let (tx, rx) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        ctx.wait()?;
+        rx.recv()
+            .map_err(|_| Error::Gpu("timestamp readback was never completed".into()))?
+            .map_err(|e| Error::Gpu(format!("timestamp readback failed: {e}")))?;
+        let ticks: Vec<u64> = {
+            let view = slice
+                .get_mapped_range()
+                .map_err(|e| Error::Gpu(format!("timestamp mapping failed: {e}")))?;
+            bytemuck::pod_collect_to_vec(&view)
+        };
+        self.readback.unmap();
+        let sec = |t: u64| t as f64 * self.period_ns * 1e-9;
+        let mut acc = self
+            .acc
+            .lock()
+            .map_err(|_| Error::Gpu("timer poisoned".into()))?;
+        acc.submissions += 1;
+        let mut prev_end = acc.last_end;
+        for (i, (k, _, _)) in jobs.iter().enumerate() {
+            let (t0, t1) = (ticks[2 * i], ticks[2 * i + 1]);
+            let dt = sec(t1.saturating_sub(t0));
+            acc.per_kernel[*k as usize].0 += 1;
+            acc.per_kernel[*k as usize].1 += dt;
+            acc.busy += dt;
+            if let Some(e) = prev_end {
+                let gap = sec(t0.saturating_sub(e));
+                if i == 0 {
+                    acc.submission_gaps += gap;
+                } else {
+                    acc.dispatch_gaps += gap;
+                }
+            }
+            prev_end = Some(t1);
+        }
+        acc.last_end = prev_end;
+        Ok(())
+    }
+
+    /// What was measured since the last call, and a fresh start.
+    pub fn take(&self) -> crate::backend::GpuTimes {
+        let mut acc = match self.acc.lock() {
+            Ok(a) => a,
+            Err(p) => p.into_inner(),
+        };
+        let kernels = acc
+            .per_kernel
+            .iter()
+            .enumerate()
+            .filter(|(_, &(n, _))| n > 0)
+            .map(|(i, &(n, t))| crate::backend::KernelTime {
+                name: kernel_name(i).to_string(),
+                dispatches: n,
+                seconds: t,
+            })
+            .collect();
+        let out = crate::backend::GpuTimes {
+            busy_seconds: acc.busy,
+            dispatch_gap_seconds: acc.dispatch_gaps,
+            submission_gap_seconds: acc.submission_gaps,
+            submissions: acc.submissions,
+            kernels,
+        };
+        *acc = TimerAcc {
+            per_kernel: vec![(0, 0.0); ENTRIES.len()],
+            ..Default::default()
+        };
+        out
+    }
 }
 
 fn storage_entry(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
@@ -193,6 +343,7 @@ impl Kernels {
             bind_group,
             max_wg: ctx.limits.max_compute_workgroups_per_dimension,
             profile,
+            timer: None,
         })
     }
 
@@ -325,7 +476,25 @@ fn submit_chunks(
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("spinr"),
             });
-        if !chunk.is_empty() {
+        if let (Some(timer), false) = (&kernels.timer, chunk.is_empty()) {
+            // One pass per dispatch, its begin and end timestamped.
+            for (i, (k, _, grid)) in chunk.iter().enumerate() {
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("spinr timed"),
+                    timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                        query_set: &timer.queries,
+                        beginning_of_pass_write_index: Some(2 * i as u32),
+                        end_of_pass_write_index: Some(2 * i as u32 + 1),
+                    }),
+                });
+                pass.set_pipeline(&kernels.pipelines[*k as usize]);
+                pass.set_bind_group(0, &kernels.bind_group, &[(i * stride) as u32]);
+                pass.dispatch_workgroups(grid[0], grid[1], grid[2]);
+            }
+            let q = 2 * chunk.len() as u32;
+            enc.resolve_query_set(&timer.queries, 0..q, &timer.resolve, 0);
+            enc.copy_buffer_to_buffer(&timer.resolve, 0, &timer.readback, 0, q as u64 * 8);
+        } else if !chunk.is_empty() {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("spinr"),
                 timestamp_writes: None,
@@ -344,6 +513,9 @@ fn submit_chunks(
         }
         ctx.queue.submit([enc.finish()]);
         ctx.take_error()?;
+        if let (Some(timer), false) = (&kernels.timer, chunk.is_empty()) {
+            timer.collect(ctx, chunk)?;
+        }
     }
     Ok(total)
 }

@@ -47,6 +47,13 @@ pub const DEFAULT_FEATURE_CACHE: u64 = 1 << 30;
 const FLAG_SUB_Y: u32 = 1;
 const FLAG_STORE: u32 = 2;
 const FLAG_SLOT_SQ: u32 = 4;
+/// dense_mm: add to the partial rows (a later chunk of samples).
+const FLAG_ACC: u32 = 8;
+/// dense_mm's block of neurons × features (shaders/dense.wgsl `BM`, `BN`).
+const DENSE_BM: usize = 128;
+const DENSE_BN: usize = 128;
+/// Workgroups the dense product aims for (a few per core on a large GPU).
+const DENSE_WORKGROUPS: usize = 512;
 
 /// Options beyond the trait's (tests use them to force the on-the-fly feature path).
 #[derive(Clone, Copy, Debug)]
@@ -63,6 +70,9 @@ pub struct GpuOptions {
     /// into chunks (up to 64) whose partial predictions are then merged. `None`: 65536 on a
     /// GPU, one thread per sample on a CPU adapter (whose few cores gain nothing from it).
     pub apply_threads: Option<usize>,
+    /// Active samples per dense-pass chunk (rounded up to a multiple of 32); `None`: 2^18.
+    /// Small chunks exercise the accumulation across chunks.
+    pub mask_chunk: Option<usize>,
 }
 
 impl Default for GpuOptions {
@@ -72,6 +82,7 @@ impl Default for GpuOptions {
             tile_neurons: None,
             feature_binding_bytes: None,
             apply_threads: None,
+            mask_chunk: None,
         }
     }
 }
@@ -580,7 +591,14 @@ impl Backend for GpuBackend {
             (c.u_len + SLOT_TOP_A) as u64 * 4,
             bytemuck::bytes_of(&0u32),
         );
-        let ng = self.n_act.div_ceil(BS).clamp(1, lay.max_groups) as u32;
+        // Sample groups of the product (partial rows per group, summed in order by
+        // reduce_tile): enough to give every core a few workgroups. The same for every chunk
+        // (a smaller last chunk leaves some groups empty; they add zero).
+        let blocks_out = d.div_ceil(DENSE_BN) * lay.tn_cap.min(m).div_ceil(DENSE_BM);
+        let ng = DENSE_WORKGROUPS.div_ceil(blocks_out).clamp(
+            1,
+            lay.chunk.min(self.n_act).div_ceil(BS).min(lay.max_groups),
+        ) as u32;
         let mut rec = Rec::default();
         let (mut cur, mut nxt) = (SLOT_TOP_A, SLOT_TOP_B);
         let mut tile0 = 0;
@@ -602,8 +620,39 @@ impl Backend for GpuBackend {
             if self.gates == Gates::Random {
                 rec.push(K::GenH, op, self.kernels.grid1(elems.div_ceil(256)));
             }
-            let groups = [ng, 1, tn.div_ceil(TG) as u32];
-            rec.push(K::Dense, op, groups);
+            // The product in chunks of active samples: the tile's gate mask holds one chunk.
+            let mut c0 = 0;
+            while c0 < self.n_act {
+                let nc = lay.chunk.min(self.n_act - c0);
+                let mut cop = op;
+                cop.dst = c0 as u32;
+                cop.count = nc as u32;
+                cop.flags = if c0 > 0 { FLAG_ACC } else { 0 };
+                if self.gates != Gates::Open {
+                    let blocks = nc.div_ceil(BS);
+                    let max = self.ctx.limits.max_compute_workgroups_per_dimension as usize;
+                    let (x, z) = if blocks <= max {
+                        (blocks, 1)
+                    } else {
+                        (max, blocks.div_ceil(max))
+                    };
+                    rec.push(
+                        K::TileMask,
+                        cop,
+                        [x as u32, tn.div_ceil(TG) as u32, z as u32],
+                    );
+                }
+                rec.push(
+                    K::DenseMm,
+                    cop,
+                    [
+                        cop.ng,
+                        d.div_ceil(DENSE_BN) as u32,
+                        tn.div_ceil(DENSE_BM) as u32,
+                    ],
+                );
+                c0 += nc;
+            }
             rec.push(K::ReduceTile, op, self.kernels.grid1(elems.div_ceil(256)));
             rec.push(K::AddW, op, self.kernels.grid1(lay.cap.div_ceil(256)));
             let hist_groups = (lay.cap + elems).div_ceil(256 * 16).clamp(1, 64) as u32;
@@ -649,5 +698,20 @@ impl Backend for GpuBackend {
 
     fn ceilings(&mut self) -> Result<Option<crate::bench::Ceilings>> {
         ceilings::measure(&self.ctx).map(Some)
+    }
+
+    fn set_timing(&mut self, on: bool) -> bool {
+        if !on {
+            self.kernels.timer = None;
+            return kernels::Timer::available(&self.ctx);
+        }
+        if self.kernels.timer.is_none() {
+            self.kernels.timer = kernels::Timer::new(&self.ctx);
+        }
+        self.kernels.timer.is_some()
+    }
+
+    fn take_times(&mut self) -> Option<super::GpuTimes> {
+        self.kernels.timer.as_ref().map(|t| t.take())
     }
 }

@@ -1,0 +1,155 @@
+// The dense pass as a tiled matrix product (DESIGN.md §3, the dominant cost):
+//   partial_g[t, k] = Σ_a M[a, t] · X[sample(a), k],  M[a, t] = gate(tile0 + t, a) · r[a],
+// over the active positions a of sample group g inside the current chunk. The gate bits come
+// from tile_mask (gates.wgsl), so this loop is pure multiply-add.
+//
+// A workgroup owns a BM × BN block of (neurons × features) and walks its group's samples BK
+// at a time: the BK × BM block of M and the BK × BN block of X go through workgroup memory,
+// then each thread accumulates an 8 × 8 register block (neurons ty·4 + {0..3}, 64 + ty·4 +
+// {0..3}; features tx·4 + {0..3}, 64 + tx·4 + {0..3}): four vec4 loads per 64 FMAs. The
+// next block's global loads are issued before the current block's products (register
+// prefetch), hiding their latency without a second copy of the workgroup arrays.
+//
+// Grid: (op.ng sample groups, ⌈d / BN⌉, ⌈tn / BM⌉). Every workgroup writes its whole block of
+// partial rows F[f_gp + (g·tn_cap + t)·d + k] (added to them when op.flags & FLAG_ACC: a later
+// chunk), so reduce_tile (topk.wgsl) may read every group.
+
+const BM: u32 = 128u;  // neurons per block
+const BN: u32 = 128u;  // features per block
+const BK: u32 = 32u;   // samples per step: one gate-mask word
+const FLAG_ACC: u32 = 8u;
+
+var<workgroup> am: array<vec4<f32>, 1024>;  // BK × BM/4: masked residual, by 4 neurons
+// BK × BN/4 features, by 4; rows padded to 33 so that the transposing stores (one sample per
+// lane) fall in different banks.
+const BXS: u32 = 33u;
+var<workgroup> bx: array<vec4<f32>, 1056>;
+
+// The loads of one BK-sample step for this thread: M for 4 samples × 4 neurons (lq, lb);
+// X for one sample (lane lid % 32) × 16 features (lid / 32): X is feature-major, so a warp
+// reads 32 consecutive samples of one feature (one segment) per load.
+struct Stage {
+    m: array<vec4<f32>, 4>,
+    x: array<vec4<f32>, 4>,
+}
+
+fn load_stage(blk: u32, lq: u32, lb: u32, t0: u32, k0: u32) -> Stage {
+    var st: Stage;
+    let a0 = blk * BK;
+    // Gate words of this thread's four neurons (all open without gates).
+    var words = vec4<u32>(0xffffffffu);
+    for (var c = 0u; c < 4u; c = c + 1u) {
+        let t = t0 + lq * 4u + c;
+        if (t >= op.tn) {
+            words[c] = 0u;
+        } else if (cfg.gate != 0u) {
+            words[c] = U[cfg.u_tmask + t * cfg.mwt + blk];
+        }
+    }
+    for (var u = 0u; u < 4u; u = u + 1u) {
+        let b = lb * 4u + u;
+        let a = a0 + b;
+        var r = 0.0;
+        if (a < op.count) {
+            r = F[op.src + op.dst + a];
+        }
+        let bits = (words >> vec4<u32>(b)) & vec4<u32>(1u);
+        st.m[u] = vec4<f32>(bits) * r;
+    }
+    let xa = a0 + lq;
+    for (var q = 0u; q < 4u; q = q + 1u) {
+        var x = vec4<f32>(0.0);
+        if (xa < op.count) {
+            x = feat4(sample_of(op.dst + xa), k0 + lb * 16u + q * 4u);
+        }
+        st.x[q] = x;
+    }
+    return st;
+}
+
+@compute @workgroup_size(256)
+fn dense_mm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let g = wid.x;
+    let k0 = wid.y * BN;
+    let t0 = wid.z * BM;
+    let d = cfg.d;
+    let nb = (op.count + BK - 1u) / BK;
+    // Contiguous runs of sample blocks per group, in a fixed order (deterministic sums).
+    let b_lo = (g * nb) / op.ng;
+    let b_hi = ((g + 1u) * nb) / op.ng;
+    let tx = lid % 16u;
+    let ty = lid / 16u;
+    let lq = lid % 32u;
+    let lb = lid / 32u;
+
+    var c00 = vec4<f32>(0.0); var c01 = vec4<f32>(0.0);
+    var c10 = vec4<f32>(0.0); var c11 = vec4<f32>(0.0);
+    var c20 = vec4<f32>(0.0); var c21 = vec4<f32>(0.0);
+    var c30 = vec4<f32>(0.0); var c31 = vec4<f32>(0.0);
+    var c40 = vec4<f32>(0.0); var c41 = vec4<f32>(0.0);
+    var c50 = vec4<f32>(0.0); var c51 = vec4<f32>(0.0);
+    var c60 = vec4<f32>(0.0); var c61 = vec4<f32>(0.0);
+    var c70 = vec4<f32>(0.0); var c71 = vec4<f32>(0.0);
+
+    var st = Stage();
+    if (b_lo < b_hi) {
+        st = load_stage(b_lo, lq, lb, t0, k0);
+    }
+    for (var blk = b_lo; blk < b_hi; blk = blk + 1u) {
+        for (var u = 0u; u < 4u; u = u + 1u) {
+            am[(lb * 4u + u) * 32u + lq] = st.m[u];
+            bx[lq * BXS + lb * 4u + u] = st.x[u];
+        }
+        workgroupBarrier();
+        if (blk + 1u < b_hi) {
+            st = load_stage(blk + 1u, lq, lb, t0, k0);
+        }
+        for (var kk = 0u; kk < BK; kk = kk + 1u) {
+            let ml = am[kk * 32u + ty];
+            let mh = am[kk * 32u + 16u + ty];
+            let xl = bx[kk * BXS + tx];
+            let xh = bx[kk * BXS + 16u + tx];
+            c00 = fma(vec4<f32>(ml.x), xl, c00); c01 = fma(vec4<f32>(ml.x), xh, c01);
+            c10 = fma(vec4<f32>(ml.y), xl, c10); c11 = fma(vec4<f32>(ml.y), xh, c11);
+            c20 = fma(vec4<f32>(ml.z), xl, c20); c21 = fma(vec4<f32>(ml.z), xh, c21);
+            c30 = fma(vec4<f32>(ml.w), xl, c30); c31 = fma(vec4<f32>(ml.w), xh, c31);
+            c40 = fma(vec4<f32>(mh.x), xl, c40); c41 = fma(vec4<f32>(mh.x), xh, c41);
+            c50 = fma(vec4<f32>(mh.y), xl, c50); c51 = fma(vec4<f32>(mh.y), xh, c51);
+            c60 = fma(vec4<f32>(mh.z), xl, c60); c61 = fma(vec4<f32>(mh.z), xh, c61);
+            c70 = fma(vec4<f32>(mh.w), xl, c70); c71 = fma(vec4<f32>(mh.w), xh, c71);
+        }
+        workgroupBarrier();
+    }
+
+    let out = cfg.f_gp + g * cfg.tn_cap * d;
+    let tl = t0 + ty * 4u;
+    let th = t0 + 64u + ty * 4u;
+    let kl = k0 + tx * 4u;
+    let kh = k0 + 64u + tx * 4u;
+    store4(out, tl, kl, c00); store4(out, tl, kh, c01);
+    store4(out, tl + 1u, kl, c10); store4(out, tl + 1u, kh, c11);
+    store4(out, tl + 2u, kl, c20); store4(out, tl + 2u, kh, c21);
+    store4(out, tl + 3u, kl, c30); store4(out, tl + 3u, kh, c31);
+    store4(out, th, kl, c40); store4(out, th, kh, c41);
+    store4(out, th + 1u, kl, c50); store4(out, th + 1u, kh, c51);
+    store4(out, th + 2u, kl, c60); store4(out, th + 2u, kh, c61);
+    store4(out, th + 3u, kl, c70); store4(out, th + 3u, kh, c71);
+}
+
+// Partial row t, features k..k+3 (those inside the tile and d), set or accumulated.
+fn store4(out: u32, t: u32, k: u32, v: vec4<f32>) {
+    let d = cfg.d;
+    if (t >= op.tn) {
+        return;
+    }
+    let row = out + t * d;
+    for (var c = 0u; c < 4u; c = c + 1u) {
+        if (k + c < d) {
+            if ((op.flags & FLAG_ACC) != 0u) {
+                F[row + k + c] = F[row + k + c] + v[c];
+            } else {
+                F[row + k + c] = v[c];
+            }
+        }
+    }
+}
