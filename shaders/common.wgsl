@@ -264,8 +264,36 @@ fn pre_weights(i: u32, j: u32) -> f32 {
     let q = cfg.gate_slot;
     let jd = j * cfg.d;
     var pre = 0.0;
-    for (var p = lo; p < hi; p = p + 1u) {
+    var p = lo;
+    // Four entries at a time: independent loads in flight hide their latency (the sum
+    // order is unchanged).
+    for (; p + 4u <= hi; p = p + 4u) {
+        let k = vec4<u32>(sidx(q, p), sidx(q, p + 1u), sidx(q, p + 2u), sidx(q, p + 3u)) - jd;
+        let w = vec4<f32>(sval(q, p), sval(q, p + 1u), sval(q, p + 2u), sval(q, p + 3u));
+        let x = vec4<f32>(feat(i, k.x), feat(i, k.y), feat(i, k.z), feat(i, k.w));
+        pre = pre + x.x * w.x;
+        pre = pre + x.y * w.y;
+        pre = pre + x.z * w.z;
+        pre = pre + x.w * w.w;
+    }
+    for (; p < hi; p = p + 1u) {
         pre = pre + feat(i, sidx(q, p) - jd) * sval(q, p);
+    }
+    return pre;
+}
+
+// pre_weights at four samples at once: the entries are read once, the four feature reads
+// are independent (each component sums in the same order as pre_weights).
+fn pre_weights4(i: vec4<u32>, j: u32) -> vec4<f32> {
+    let lo = U[cfg.u_goff + j];
+    let hi = U[cfg.u_goff + cfg.m + j];
+    let q = cfg.gate_slot;
+    let jd = j * cfg.d;
+    var pre = vec4<f32>(0.0);
+    for (var p = lo; p < hi; p = p + 1u) {
+        let k = sidx(q, p) - jd;
+        let x = vec4<f32>(feat(i.x, k), feat(i.y, k), feat(i.z, k), feat(i.w, k));
+        pre = pre + x * sval(q, p);
     }
     return pre;
 }

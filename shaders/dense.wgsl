@@ -25,16 +25,20 @@ var<workgroup> am: array<vec4<f32>, 1024>;  // BK × BM/4: masked residual, by 4
 const BXS: u32 = 33u;
 var<workgroup> bx: array<vec4<f32>, 1056>;
 
-// The loads of one BK-sample step for this thread: M for 4 samples × 4 neurons (lq, lb);
-// X for one sample (lane lid % 32) × 16 features (lid / 32): X is feature-major, so a warp
-// reads 32 consecutive samples of one feature (one segment) per load.
-struct Stage {
-    m: array<vec4<f32>, 4>,
-    x: array<vec4<f32>, 4>,
+// Features k..k+3 of sample i: four coalesced column reads when they lie in the first
+// binding (the usual case), the general path otherwise.
+fn x4(i: u32, k: u32) -> vec4<f32> {
+    if (cfg.feat == 0u && k + 3u < min(cfg.d, cfg.xcols)) {
+        let n = cfg.n;
+        let e = k * n + i;
+        return vec4<f32>(x0[e], x0[e + n], x0[e + 2u * n], x0[e + 3u * n]);
+    }
+    return feat4(i, k);
 }
 
-fn load_stage(blk: u32, lq: u32, lb: u32, t0: u32, k0: u32) -> Stage {
-    var st: Stage;
+// The masked residual of one BK-sample step for this thread: column u = sample lb·4 + u,
+// rows = neurons lq·4 + {0..3}.
+fn load_m(blk: u32, lq: u32, lb: u32, t0: u32) -> mat4x4<f32> {
     let a0 = blk * BK;
     // Gate words of this thread's four neurons (all open without gates).
     var words = vec4<u32>(0xffffffffu);
@@ -46,25 +50,32 @@ fn load_stage(blk: u32, lq: u32, lb: u32, t0: u32, k0: u32) -> Stage {
             words[c] = U[cfg.u_tmask + t * cfg.mwt + blk];
         }
     }
+    var r = vec4<f32>(0.0);
     for (var u = 0u; u < 4u; u = u + 1u) {
-        let b = lb * 4u + u;
-        let a = a0 + b;
-        var r = 0.0;
-        if (a < op.count) {
-            r = F[op.src + op.dst + a];
+        if (a0 + lb * 4u + u < op.count) {
+            r[u] = F[op.src + op.dst + a0 + lb * 4u + u];
         }
-        let bits = (words >> vec4<u32>(b)) & vec4<u32>(1u);
-        st.m[u] = vec4<f32>(bits) * r;
     }
-    let xa = a0 + lq;
-    for (var q = 0u; q < 4u; q = q + 1u) {
-        var x = vec4<f32>(0.0);
-        if (xa < op.count) {
-            x = feat4(sample_of(op.dst + xa), k0 + lb * 16u + q * 4u);
-        }
-        st.x[q] = x;
+    let b = lb * 4u;
+    return mat4x4<f32>(
+        vec4<f32>((words >> vec4<u32>(b)) & vec4<u32>(1u)) * r.x,
+        vec4<f32>((words >> vec4<u32>(b + 1u)) & vec4<u32>(1u)) * r.y,
+        vec4<f32>((words >> vec4<u32>(b + 2u)) & vec4<u32>(1u)) * r.z,
+        vec4<f32>((words >> vec4<u32>(b + 3u)) & vec4<u32>(1u)) * r.w,
+    );
+}
+
+// The features of one BK-sample step for this thread: sample lq (one per lane: X is
+// feature-major, so a warp reads one segment per load), features lb·16 + 4q + {0..3} in
+// column q.
+fn load_x(blk: u32, lq: u32, lb: u32, k0: u32) -> mat4x4<f32> {
+    let a = blk * BK + lq;
+    if (a >= op.count) {
+        return mat4x4<f32>(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
     }
-    return st;
+    let i = sample_of(op.dst + a);
+    let k = k0 + lb * 16u;
+    return mat4x4<f32>(x4(i, k), x4(i, k + 4u), x4(i, k + 8u), x4(i, k + 12u));
 }
 
 @compute @workgroup_size(256)
@@ -91,18 +102,27 @@ fn dense_mm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
     var c60 = vec4<f32>(0.0); var c61 = vec4<f32>(0.0);
     var c70 = vec4<f32>(0.0); var c71 = vec4<f32>(0.0);
 
-    var st = Stage();
+    var sm = mat4x4<f32>();
+    var sx = mat4x4<f32>();
     if (b_lo < b_hi) {
-        st = load_stage(b_lo, lq, lb, t0, k0);
+        sm = load_m(b_lo, lq, lb, t0);
+        sx = load_x(b_lo, lq, lb, k0);
     }
     for (var blk = b_lo; blk < b_hi; blk = blk + 1u) {
-        for (var u = 0u; u < 4u; u = u + 1u) {
-            am[(lb * 4u + u) * 32u + lq] = st.m[u];
-            bx[lq * BXS + lb * 4u + u] = st.x[u];
-        }
+        let mb = lb * 4u * 32u + lq;
+        am[mb] = sm[0];
+        am[mb + 32u] = sm[1];
+        am[mb + 64u] = sm[2];
+        am[mb + 96u] = sm[3];
+        let xb = lq * BXS + lb * 4u;
+        bx[xb] = sx[0];
+        bx[xb + 1u] = sx[1];
+        bx[xb + 2u] = sx[2];
+        bx[xb + 3u] = sx[3];
         workgroupBarrier();
         if (blk + 1u < b_hi) {
-            st = load_stage(blk + 1u, lq, lb, t0, k0);
+            sm = load_m(blk + 1u, lq, lb, t0);
+            sx = load_x(blk + 1u, lq, lb, k0);
         }
         for (var kk = 0u; kk < BK; kk = kk + 1u) {
             let ml = am[kk * 32u + ty];

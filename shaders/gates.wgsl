@@ -135,45 +135,66 @@ fn mask(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 
 // Gate bits of one dense-pass tile for a chunk of active samples: bit b of
 // U[u_tmask + t·mwt + blk] = gate of neuron tile0 + t at active position op.dst + 32·blk + b.
-// The matrix product (dense.wgsl) then needs no gate arithmetic. Grid: (sample block, neuron
-// group of TG, sample block high part).
+// The matrix product (dense.wgsl) then needs no gate arithmetic. A workgroup takes SB
+// sample blocks × TG neurons; with weight gates each thread evaluates its neuron at SB
+// samples at once (the gate entries loaded once, SB independent feature reads in flight).
+// Grid: (groups of SB sample blocks, neuron groups of TG, high part of the first).
+const SB: u32 = 4u;
+var<workgroup> smp4: array<u32, 128>;            // SB × BS sample ids
+var<workgroup> mbits4: array<atomic<u32>, 32>;   // SB × TG mask words
+
 @compute @workgroup_size(256)
 fn tile_mask(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) lid: u32) {
-    let blk = wid.x + wid.z * nwg.x;
+    let blk0 = (wid.x + wid.z * nwg.x) * SB;
     let t0 = wid.y * TG;
-    let base = blk * BS;
-    if (base >= op.count || t0 >= op.tn) {
+    if (blk0 * BS >= op.count || t0 >= op.tn) {
         return;
     }
-    let nvalid = min(BS, op.count - base);
-    if (lid < BS) {
-        smp[lid] = sample_of(op.dst + min(base + lid, op.count - 1u));
+    let nblk = min(SB, (op.count - blk0 * BS + BS - 1u) / BS);
+    if (lid < SB * BS) {
+        smp4[lid] = sample_of(op.dst + min(blk0 * BS + lid, op.count - 1u));
     }
-    if (lid < TG) {
-        atomicStore(&mbits[lid], 0u);
+    if (lid < SB * TG) {
+        atomicStore(&mbits4[lid], 0u);
     }
     workgroupBarrier();
-    let bt = pair_of(lid);
-    let b = bt.x;
-    let t = bt.y;
-    let tvalid = t0 + t < op.tn;
-    var open = false;
-    if (cfg.gate == 1u) {
-        // Every thread takes part in the shared-memory product (barriers inside).
-        open = pre_random(lid, nvalid, true, cfg.f_ht + t0 * cfg.d) > 0.0;
-    } else if (cfg.gate == 2u) {
-        if (tvalid && b < nvalid) {
-            open = pre_weights(smp[b], op.tile0 + t0 + t) > 0.0;
+    if (cfg.gate == 2u) {
+        // A warp: 32 consecutive samples (one segment of each feature column), one neuron.
+        let b = lid % BS;
+        let t = lid / BS;
+        if (t0 + t < op.tn) {
+            let i = vec4<u32>(smp4[b], smp4[BS + b], smp4[2u * BS + b], smp4[3u * BS + b]);
+            let pre = pre_weights4(i, op.tile0 + t0 + t);
+            for (var u = 0u; u < nblk; u = u + 1u) {
+                if (pre[u] > 0.0 && (blk0 + u) * BS + b < op.count) {
+                    atomicOr(&mbits4[u * TG + t], 1u << b);
+                }
+            }
         }
     } else {
-        open = true;
-    }
-    if (open && tvalid && b < nvalid) {
-        atomicOr(&mbits[t], 1u << b);
+        // Random gates: the shared-memory product of pre_random, one block at a time.
+        let b = lid / TG;
+        let t = lid % TG;
+        for (var u = 0u; u < nblk; u = u + 1u) {
+            if (lid < BS) {
+                smp[lid] = smp4[u * BS + lid];
+            }
+            workgroupBarrier();
+            let nvalid = min(BS, op.count - (blk0 + u) * BS);
+            let open = pre_random(lid, nvalid, true, cfg.f_ht + t0 * cfg.d) > 0.0;
+            if (open && t0 + t < op.tn && b < nvalid) {
+                atomicOr(&mbits4[u * TG + t], 1u << b);
+            }
+            workgroupBarrier();
+        }
     }
     workgroupBarrier();
-    if (lid < TG && t0 + lid < op.tn) {
-        U[cfg.u_tmask + (t0 + lid) * cfg.mwt + blk] = atomicLoad(&mbits[lid]);
+    if (lid < SB * TG) {
+        let u = lid / TG;
+        let tt = lid % TG;
+        if (u < nblk && t0 + tt < op.tn) {
+            U[cfg.u_tmask + (t0 + tt) * cfg.mwt + blk0 + u] = atomicLoad(&mbits4[lid]);
+        }
     }
 }

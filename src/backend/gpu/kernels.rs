@@ -21,6 +21,19 @@ pub fn compose_shader(file: &str) -> String {
     format!("{COMMON_WGSL}\n// ---- kernel file ----\n{file}")
 }
 
+/// Runtime checks naga adds to the kernels. Default: bounds checks on, loop bounding off
+/// (a 64-bit counter in every loop iteration; the H100 measurements are in benches/NOTES.md).
+/// `SPINR_SHADER_CHECKS=all` restores wgpu's default, `none` drops the bounds checks too.
+fn shader_checks() -> wgpu::ShaderRuntimeChecks {
+    let mut c = wgpu::ShaderRuntimeChecks::checked();
+    match std::env::var("SPINR_SHADER_CHECKS").as_deref() {
+        Ok("all") => {}
+        Ok("none") => c = wgpu::ShaderRuntimeChecks::unchecked(),
+        _ => c.force_loop_bounding = false,
+    }
+    c
+}
+
 /// Every entry point, with its file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(usize)]
@@ -306,10 +319,16 @@ impl Kernels {
         let modules: Vec<(&str, wgpu::ShaderModule)> = SHADER_FILES
             .iter()
             .map(|&(name, src)| {
-                let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                let desc = wgpu::ShaderModuleDescriptor {
                     label: Some(name),
                     source: wgpu::ShaderSource::Wgsl(compose_shader(src).into()),
-                });
+                };
+                let checks = shader_checks();
+                // SAFETY: the checks kept always include bounds checks unless the user asks
+                // for none (SPINR_SHADER_CHECKS=none, a measurement aid). Dropping loop
+                // bounding only removes a guard against infinite loops, and every loop in
+                // shaders/*.wgsl is counted (its bound is a loop-invariant size).
+                let module = unsafe { device.create_shader_module_trusted(desc, checks) };
                 (name, module)
             })
             .collect();
@@ -327,7 +346,12 @@ impl Kernels {
                     layout: Some(&pipeline_layout),
                     module,
                     entry_point: Some(entry),
-                    compilation_options: Default::default(),
+                    // Every kernel writes its workgroup memory before reading it; the default
+                    // zeroing would add a pass over it to each of millions of workgroups.
+                    compilation_options: wgpu::PipelineCompilationOptions {
+                        zero_initialize_workgroup_memory: false,
+                        ..Default::default()
+                    },
                     cache: None,
                 }),
             );

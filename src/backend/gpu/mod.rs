@@ -54,6 +54,8 @@ const DENSE_BM: usize = 128;
 const DENSE_BN: usize = 128;
 /// Workgroups the dense product aims for (a few per core on a large GPU).
 const DENSE_WORKGROUPS: usize = 512;
+/// Sample blocks per tile_mask workgroup (shaders/gates.wgsl `SB`).
+const TILE_MASK_BLOCKS: usize = 4;
 
 /// Options beyond the trait's (tests use them to force the on-the-fly feature path).
 #[derive(Clone, Copy, Debug)]
@@ -81,7 +83,10 @@ impl Default for GpuOptions {
             feature_cache_bytes: DEFAULT_FEATURE_CACHE,
             tile_neurons: None,
             feature_binding_bytes: None,
-            apply_threads: None,
+            // A tuning knob for new hardware, without a rebuild.
+            apply_threads: std::env::var("SPINR_APPLY_THREADS")
+                .ok()
+                .and_then(|v| v.parse().ok()),
             mask_chunk: None,
         }
     }
@@ -629,7 +634,8 @@ impl Backend for GpuBackend {
                 cop.count = nc as u32;
                 cop.flags = if c0 > 0 { FLAG_ACC } else { 0 };
                 if self.gates != Gates::Open {
-                    let blocks = nc.div_ceil(BS);
+                    // Workgroups of TILE_MASK_BLOCKS sample blocks (gates.wgsl `SB`).
+                    let blocks = nc.div_ceil(BS * TILE_MASK_BLOCKS);
                     let max = self.ctx.limits.max_compute_workgroups_per_dimension as usize;
                     let (x, z) = if blocks <= max {
                         (blocks, 1)
