@@ -46,6 +46,10 @@ const WG: u32 = 256u;
 const FLAG_SUB_Y: u32 = 1u;      // apply: subtract the targets
 const FLAG_STORE: u32 = 2u;      // apply: store the output vector
 const FLAG_SLOT_SQ: u32 = 4u;    // reduce: sum of squares of a slot's values
+const FLAG_GUARD: u32 = 8u;      // refinement chain: the workgroup returns once META_STOP is set
+const FLAG_MU_SC: u32 = 16u;     // axpy: μ from the scalar SC_MU instead of op.mu
+const FLAG_IF_ODD: u32 = 32u;    // copy_slot: only if META_ACC is odd
+const FLAG_ACC: u32 = 64u;       // dense_mm: add to the partial rows (a later sample chunk)
 
 // u_meta entries.
 const META_RUNS: u32 = 0u;
@@ -54,6 +58,18 @@ const META_PREFIX: u32 = 2u;
 const META_DONE: u32 = 3u;
 const META_KSTAR: u32 = 4u;
 const META_NEED: u32 = 5u;
+const META_STOP: u32 = 6u;       // refinement batch: set by the first step not accepted
+const META_ACC: u32 = 7u;        // refinement batch: steps accepted so far
+
+// Scalars of a refinement batch (offsets into the scalar region F[f_sc..]): the current step's
+// ‖g‖², ‖A g‖² and μ, the loss at the current iterate, then REC_LEN floats per step
+// (‖g‖², ‖A g‖², μ, f(trial), accepted) from SC_REC on.
+const SC_GN: u32 = 4u;
+const SC_CURV: u32 = 5u;
+const SC_MU: u32 = 6u;
+const SC_FV: u32 = 7u;
+const SC_REC: u32 = 16u;
+const REC_LEN: u32 = 5u;
 
 // ---- hash RNG: bit-exact port of src/rng.rs ----
 
@@ -227,6 +243,43 @@ fn acc2(s: ptr<function, f32>, c: ptr<function, f32>, a: f32, b: f32) {
     *c = *c + (es + ep);
 }
 
+// ---- the refinement's scalar decisions ----
+
+fn is_finite(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7f800000u) != 0x7f800000u;
+}
+
+// The host's Armijo test `f_t ≤ f_v − 0.9·μ·gn` (in f64 there) and gn ≠ 0. In f32,
+// `f_v − 0.9·μ·gn` rounds to f_v near convergence, which would accept losses that went up by
+// less than an f32 ulp. Instead d = f_v − f_t, exact when the two are close (Sterbenz), which
+// is when the test is close, against c = 0.9·μ·gn (its own ~1e-7 relative rounding decides
+// nothing in practice). An unchanged loss (d = 0) passes on the host iff f_v − c rounds back
+// to f_v in f64: c at most half an f64 ulp below f_v.
+fn armijo(fv: f32, ft: f32, mu: f32, gn: f32) -> bool {
+    if (!(gn > 0.0)) {
+        return false;
+    }
+    let c = 0.9 * mu * gn;
+    if (!is_finite(fv) || !is_finite(ft)) {
+        return ft <= fv - c;
+    }
+    let d = fv - ft;
+    if (d != 0.0) {
+        return d >= c; // d < 0 fails: c ≥ 0
+    }
+    if (fv == 0.0) {
+        return mu == 0.0;
+    }
+    // fv = fract·2^exp, fract ∈ [0.5, 1): half the f64 ulp below fv is 2^(exp − 54), halved
+    // again at a power of two (a tie rounds to fv: its f64 mantissa ends in zeros).
+    let fr = frexp(fv);
+    var e = fr.exp - 54;
+    if (fr.fract == 0.5) {
+        e = e - 1;
+    }
+    return c <= ldexp(1.0, e);
+}
+
 // ---- samples, slots, gates ----
 
 // Sample id of active position a (the minibatch list, or a itself).
@@ -312,6 +365,20 @@ fn wg_linear(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
 
 var<workgroup> red_f: array<f32, 256>;
 var<workgroup> scan_u: array<u32, 256>;
+
+var<workgroup> stop_w: u32;
+
+// Whether the speculative refinement chain this dispatch belongs to (FLAG_GUARD) has stopped:
+// then the whole workgroup returns at once. Call first thing, from uniform control flow.
+fn stopped(lid: u32) -> bool {
+    if ((op.flags & FLAG_GUARD) == 0u) {
+        return false;
+    }
+    if (lid == 0u) {
+        stop_w = U[cfg.u_meta + META_STOP];
+    }
+    return workgroupUniformLoad(&stop_w) != 0u;
+}
 
 // Sum over the workgroup, in a fixed tree order (deterministic).
 fn wg_sum(v: f32, lid: u32) -> f32 {

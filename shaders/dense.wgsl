@@ -17,7 +17,6 @@
 const BM: u32 = 128u;  // neurons per block
 const BN: u32 = 128u;  // features per block
 const BK: u32 = 32u;   // samples per step: one gate-mask word
-const FLAG_ACC: u32 = 8u;
 
 var<workgroup> am: array<vec4<f32>, 1024>;  // BK × BM/4: masked residual, by 4 neurons
 // BK × BN/4 features, by 4; rows padded to 33 so that the transposing stores (one sample per

@@ -1,5 +1,7 @@
 // Support-restricted passes (DESIGN.md §2 steps 1 and 3): runs of a support, A_S v, A_Sᵀ r,
-// the trial point, slot copies, scalar reductions, and the weight-gate index.
+// the trial point, slot copies, scalar reductions, the weight-gate index, and the μ and
+// decision steps of a refinement batch run in one submission. Kernels of such a chain carry
+// FLAG_GUARD and do nothing once a step has been rejected.
 
 var<workgroup> len_w: u32;
 
@@ -49,6 +51,9 @@ fn runs(@builtin(local_invocation_index) lid: u32) {
 @compute @workgroup_size(256)
 fn apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
          @builtin(local_invocation_index) lid: u32) {
+    if (stopped(lid)) {
+        return;
+    }
     let a = (wid.x + wid.z * nwg.x) * WG + lid;
     let chunk = wid.y;
     let nact = op.n_act;
@@ -95,6 +100,9 @@ fn apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
 @compute @workgroup_size(256)
 fn apply_fin(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) lid: u32) {
+    if (stopped(lid)) {
+        return;
+    }
     let g = wg_linear(wid, nwg);
     let a = g * WG + lid;
     let nact = op.n_act;
@@ -130,6 +138,9 @@ fn apply_fin(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
 @compute @workgroup_size(256)
 fn grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
+    if (stopped(lid)) {
+        return;
+    }
     let p = wg_linear(wid, nwg);
     let q = op.a;
     let len = slot_len(q);
@@ -153,25 +164,37 @@ fn grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
 }
 
-// Slot op.c = slot op.a − mu · slot op.b (same support).
+// Slot op.c = slot op.a − μ · slot op.b (same support); μ = op.mu, or (FLAG_MU_SC) the
+// refinement's device-side step size.
 @compute @workgroup_size(256)
 fn axpy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
+    if (stopped(lid)) {
+        return;
+    }
     let p = wg_linear(wid, nwg) * WG + lid;
     let len = slot_len(op.a);
+    var mu = op.mu;
+    if ((op.flags & FLAG_MU_SC) != 0u) {
+        mu = F[cfg.f_sc + SC_MU];
+    }
     if (p < len) {
         U[cfg.u_idx + op.c * cfg.cap + p] = sidx(op.a, p);
-        F[cfg.f_vals + op.c * cfg.cap + p] = sval(op.a, p) - op.mu * sval(op.b, p);
+        F[cfg.f_vals + op.c * cfg.cap + p] = sval(op.a, p) - mu * sval(op.b, p);
     }
     if (p == 0u) {
         U[cfg.u_len + op.c] = len;
     }
 }
 
-// Slot op.c = slot op.a.
+// Slot op.c = slot op.a; with FLAG_IF_ODD only when a refinement batch accepted an odd number
+// of steps (its iterate then sits in the other slot of the pair).
 @compute @workgroup_size(256)
 fn copy_slot(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) lid: u32) {
+    if ((op.flags & FLAG_IF_ODD) != 0u && (U[cfg.u_meta + META_ACC] & 1u) == 0u) {
+        return;
+    }
     let p = wg_linear(wid, nwg) * WG + lid;
     let len = slot_len(op.a);
     if (p < len) {
@@ -183,17 +206,8 @@ fn copy_slot(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     }
 }
 
-// One workgroup: F[f_sc + op.sc] = Σ F[op.src + e] for e < op.count, or (FLAG_SLOT_SQ) the
-// squared norm of slot op.a.
-@compute @workgroup_size(256)
-fn reduce(@builtin(local_invocation_index) lid: u32) {
-    var count = op.count;
-    var base = op.src;
-    let sq = (op.flags & FLAG_SLOT_SQ) != 0u;
-    if (sq) {
-        count = slot_len(op.a);
-        base = cfg.f_vals + op.a * cfg.cap;
-    }
+// Σ F[base + e] (or Σ F[base + e]², `sq`) for e < count over one workgroup, in a fixed order.
+fn wg_total(base: u32, count: u32, sq: bool, lid: u32) -> f32 {
     var acc = 0.0;
     for (var e = lid; e < count; e = e + WG) {
         let v = F[base + e];
@@ -203,9 +217,69 @@ fn reduce(@builtin(local_invocation_index) lid: u32) {
             acc = acc + v;
         }
     }
-    let total = wg_sum(acc, lid);
+    return wg_sum(acc, lid);
+}
+
+// One workgroup: F[f_sc + op.sc] = Σ F[op.src + e] for e < op.count, or (FLAG_SLOT_SQ) the
+// squared norm of slot op.a.
+@compute @workgroup_size(256)
+fn reduce(@builtin(local_invocation_index) lid: u32) {
+    var total = 0.0;
+    if ((op.flags & FLAG_SLOT_SQ) != 0u) {
+        total = wg_total(cfg.f_vals + op.a * cfg.cap, slot_len(op.a), true, lid);
+    } else {
+        total = wg_total(op.src, op.count, false, lid);
+    }
     if (lid == 0u) {
         F[cfg.f_sc + op.sc] = total;
+    }
+}
+
+// Refinement batch, one workgroup: ‖g‖² of slot op.a (the gradient) and ‖A g‖² (the op.count
+// partials of the apply of g) summed as `reduce` sums them, and μ = gn / (curv + 1e-8).
+@compute @workgroup_size(256)
+fn refine_mu(@builtin(local_invocation_index) lid: u32) {
+    if (stopped(lid)) {
+        return;
+    }
+    let gn = wg_total(cfg.f_vals + op.a * cfg.cap, slot_len(op.a), true, lid);
+    let curv = wg_total(cfg.f_part, op.count, false, lid);
+    if (lid == 0u) {
+        F[cfg.f_sc + SC_GN] = gn;
+        F[cfg.f_sc + SC_CURV] = curv;
+        // The host computes it in f64: μ may differ in the last bit, which only matters
+        // bit-for-bit (the host's backtracking halves the μ the device used).
+        F[cfg.f_sc + SC_MU] = gn / (curv + 1e-8);
+    }
+}
+
+// Refinement batch, one workgroup, after the trial's apply: f(trial) from the op.count
+// partials, the Armijo decision against the loss at the current iterate, the record of step
+// op.s. Accepted: the trial's loss becomes the current one and META_ACC counts the step;
+// otherwise META_STOP turns the rest of the submission's chain into no-ops.
+@compute @workgroup_size(256)
+fn refine_decide(@builtin(local_invocation_index) lid: u32) {
+    if (stopped(lid)) {
+        return;
+    }
+    let ft = wg_total(cfg.f_part, op.count, false, lid);
+    if (lid == 0u) {
+        let sc = cfg.f_sc;
+        let gn = F[sc + SC_GN];
+        let mu = F[sc + SC_MU];
+        let ok = armijo(F[sc + SC_FV], ft, mu, gn);
+        let r = sc + SC_REC + REC_LEN * op.s;
+        F[r] = gn;
+        F[r + 1u] = F[sc + SC_CURV];
+        F[r + 2u] = mu;
+        F[r + 3u] = ft;
+        F[r + 4u] = select(0.0, 1.0, ok);
+        if (ok) {
+            F[sc + SC_FV] = ft;
+            U[cfg.u_meta + META_ACC] = op.s + 1u;
+        } else {
+            U[cfg.u_meta + META_STOP] = 1u;
+        }
     }
 }
 

@@ -337,6 +337,20 @@ impl Backend for Counting<'_> {
     fn accept_trial(&mut self) -> Result<()> {
         self.inner.accept_trial()
     }
+    fn refine_exact(
+        &mut self,
+        v: Slot,
+        g: Slot,
+        trial: Slot,
+        f_v: f64,
+        steps: usize,
+    ) -> Result<Vec<crate::backend::RefineStep>> {
+        // Forwarded (the inner backend's own version runs), counted as the work it replaces.
+        let recs = self.inner.refine_exact(v, g, trial, f_v, steps)?;
+        self.counts.step_size += recs.len();
+        self.counts.trial += recs.len();
+        Ok(recs)
+    }
     fn threshold(&mut self, w: Slot, mu: f32, s: usize, dst: Slot) -> Result<()> {
         self.counts.threshold += 1;
         self.inner.threshold(w, mu, s, dst)

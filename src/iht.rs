@@ -1,6 +1,6 @@
 //! The accelerated IHT loop (DESIGN.md §2), written once against [`Backend`].
 
-use crate::backend::{Backend, GateSource, Slot};
+use crate::backend::{armijo_accepts, Backend, GateSource, Slot};
 use crate::error::{Error, Result};
 use crate::problem::GateMode;
 use crate::sparse::SparseVec;
@@ -219,43 +219,107 @@ pub fn step(backend: &mut dyn Backend, cfg: &IhtConfig, w_empty: bool) -> Result
     backend.threshold(Slot::W, mu, cfg.s, Slot::V)?;
     backend.copy(Slot::START, Slot::V)?;
     // 3. Refinement with Armijo backtracking on the new support, gates fixed.
-    let mut f_v = backend.forward(Slot::V)?;
+    let f_v = backend.forward(Slot::V)?;
+    let v = match cfg.refine {
+        Refine::Exact => refine_exact(backend, cfg, f_v)?,
+        Refine::Armijo => refine_armijo(backend, cfg, f_v)?,
+    };
+    backend.copy(Slot::W, v)?;
+    Ok(())
+}
+
+/// What the refinement does after a rejected trial.
+enum Backtrack {
+    /// Stationary on this support: the refinement is over.
+    Stop,
+    /// An accepted trial or a reset to the thresholded vector ended the inner step; the
+    /// gradient at `v` must be recomputed.
+    Done,
+}
+
+/// Armijo backtracking after the trial at `*mu_r` from `*v` failed (`G` holds the gradient at
+/// `*v`): halve `μ` and retry; after `max_backtracks` failures the paper's reset to the
+/// thresholded vector (keeping the reduced step).
+fn backtrack(
+    backend: &mut dyn Backend,
+    cfg: &IhtConfig,
+    v: &mut Slot,
+    trial: &mut Slot,
+    f_v: &mut f64,
+    mu_r: &mut f32,
+) -> Result<Backtrack> {
+    let mut tries = 0;
+    loop {
+        *mu_r *= 0.5;
+        tries += 1;
+        if tries >= cfg.max_backtracks {
+            backend.copy(*v, Slot::START)?;
+            *f_v = backend.forward(*v)?;
+            return Ok(Backtrack::Done);
+        }
+        let (gnorm, f_t) = backend.trial(*v, Slot::G, *trial, *mu_r, false)?;
+        if gnorm == 0.0 {
+            return Ok(Backtrack::Stop);
+        }
+        if armijo_accepts(*f_v, f_t, *mu_r, gnorm) {
+            backend.accept_trial()?;
+            std::mem::swap(v, trial);
+            *f_v = f_t;
+            return Ok(Backtrack::Done);
+        }
+    }
+}
+
+/// `Refine::Exact`: the normalised step at every inner step. Runs of accepted steps go to
+/// [`Backend::refine_exact`] in one call (one submission on the GPU); only a rejected step
+/// comes back to the host for backtracking. Returns the slot holding the result.
+fn refine_exact(backend: &mut dyn Backend, cfg: &IhtConfig, mut f_v: f64) -> Result<Slot> {
+    let (mut v, mut trial) = (Slot::V, Slot::TRIAL);
+    let mut done = 0;
+    while done < cfg.inner {
+        let recs = backend.refine_exact(v, Slot::G, trial, f_v, cfg.inner - done)?;
+        let Some(last) = recs.last() else {
+            break;
+        };
+        done += recs.len();
+        if let Some(r) = recs.iter().rev().find(|r| r.accepted) {
+            f_v = r.f_t;
+        }
+        if last.accepted {
+            continue;
+        }
+        if last.gn == 0.0 {
+            break; // stationary on this support
+        }
+        // The rejected step's inner iteration goes on with the halved step.
+        let mut mu_r = last.mu;
+        if let Backtrack::Stop = backtrack(backend, cfg, &mut v, &mut trial, &mut f_v, &mut mu_r)? {
+            break;
+        }
+    }
+    Ok(v)
+}
+
+/// `Refine::Armijo`, the paper's code: the normalised step once, then only halved.
+fn refine_armijo(backend: &mut dyn Backend, cfg: &IhtConfig, mut f_v: f64) -> Result<Slot> {
     let (gn, curv) = backend.step_size(Slot::V, Slot::G)?;
     let mut mu_r = (gn / (curv + 1e-8)) as f32;
     let (mut v, mut trial) = (Slot::V, Slot::TRIAL);
-    let mut need_grad = false; // G already holds the gradient at v
-    'inner: for _ in 0..cfg.inner {
-        let mut tries = 0;
-        if cfg.refine == Refine::Exact && need_grad {
-            // Exact line search along the new gradient (one more support pass).
-            let (gn, curv) = backend.step_size(v, Slot::G)?;
-            mu_r = (gn / (curv + 1e-8)) as f32;
-            need_grad = false;
+    for it in 0..cfg.inner {
+        // After the first inner step (accepted or reset) the gradient at v is stale.
+        let (gnorm, f_t) = backend.trial(v, Slot::G, trial, mu_r, it > 0)?;
+        if gnorm == 0.0 {
+            break; // stationary on this support
         }
-        loop {
-            let (gnorm, f_t) = backend.trial(v, Slot::G, trial, mu_r, need_grad)?;
-            need_grad = false;
-            if gnorm == 0.0 {
-                break 'inner; // stationary on this support
-            }
-            if f_t <= f_v - 0.9 * mu_r as f64 * gnorm {
-                backend.accept_trial()?;
-                std::mem::swap(&mut v, &mut trial);
-                f_v = f_t;
-                need_grad = true;
-                break;
-            }
-            mu_r *= 0.5;
-            tries += 1;
-            if tries >= cfg.max_backtracks {
-                // The paper's code: back to the thresholded vector, keep the reduced step.
-                backend.copy(v, Slot::START)?;
-                f_v = backend.forward(v)?;
-                need_grad = true;
-                break;
-            }
+        if armijo_accepts(f_v, f_t, mu_r, gnorm) {
+            backend.accept_trial()?;
+            std::mem::swap(&mut v, &mut trial);
+            f_v = f_t;
+            continue;
+        }
+        if let Backtrack::Stop = backtrack(backend, cfg, &mut v, &mut trial, &mut f_v, &mut mu_r)? {
+            break;
         }
     }
-    backend.copy(Slot::W, v)?;
-    Ok(())
+    Ok(v)
 }

@@ -1,6 +1,6 @@
 //! The GPU backend against the CPU backend (the oracle), through the `Backend` trait, on
 //! random problems of awkward sizes: every kernel (forward, step_size, trial, threshold,
-//! predict), every gate kind (random, weight, open), dense and grid features (cached and on
+//! predict, the one-submission refinement batch), every gate kind (random, weight, open), dense and grid features (cached and on
 //! the fly), minibatches, tiny and full `s`, ties, closed gates, and poisoned device state.
 //!
 //! Error bound: scalars (losses, norms) within `REL` relative; vectors within `REL` of their
@@ -11,7 +11,7 @@
 use rand::{Rng, SeedableRng};
 use spinr::backend::cpu::CpuBackend;
 use spinr::backend::gpu::{GpuBackend, GpuContext, GpuOptions};
-use spinr::backend::{Backend, GateSource, Slot};
+use spinr::backend::{armijo_accepts, refine_exact_host, Backend, GateSource, RefineStep, Slot};
 use spinr::problem::{AxisCoords, Features, FourierSpec, GateMode, Problem};
 use spinr::sparse::SparseVec;
 use std::sync::{Arc, OnceLock};
@@ -595,4 +595,395 @@ fn many_tiles_span_several_submissions() {
         assert_topk(&format!("many tiles: s {s}"), &g, &c, &mut swaps);
     }
     assert_eq!(swaps, 0);
+}
+
+/// Relative bound of whole refinement batches: several steps of f32 rounding on the GPU
+/// against f64 sums on the CPU.
+const REFINE_REL: f64 = 1e-3;
+
+/// How two refinement batches from the same point compare.
+#[derive(Debug, PartialEq)]
+enum Batches {
+    /// The same steps accepted, every record within the bound.
+    Same,
+    /// Equal up to a step that changed the loss by rounding only (the f32 floor): from there
+    /// on gradients are rounding noise and decisions coin flips, so nothing more compares.
+    ReachTheFloor,
+}
+
+#[track_caller]
+fn compare_records(what: &str, a: &[RefineStep], b: &[RefineStep], f_v: f64, rel: f64) -> Batches {
+    let near = |x: f64, y: f64| (x - y).abs() <= rel * x.abs().max(y.abs()) + 1e-30;
+    let mut f = f_v;
+    for (k, (x, y)) in a.iter().zip(b).enumerate() {
+        let fields = [
+            ("f(trial)", x.f_t, y.f_t),
+            ("‖g‖²", x.gn, y.gn),
+            ("‖A g‖²", x.curv, y.curv),
+            ("μ", x.mu as f64, y.mu as f64),
+        ];
+        let floor = (f - x.f_t).abs() <= 1e-5 * f && (f - y.f_t).abs() <= 1e-5 * f;
+        for (name, p, q) in if floor { &fields[..1] } else { &fields[..] } {
+            note(
+                &format!("refinement record {name}"),
+                (p - q).abs() / p.abs().max(q.abs()).max(1e-30),
+            );
+            assert!(
+                near(*p, *q),
+                "{what}: step {k} {name}: {p} vs {q}\n{a:?}\n{b:?}"
+            );
+        }
+        if floor {
+            return Batches::ReachTheFloor;
+        }
+        assert_eq!(
+            x.accepted, y.accepted,
+            "{what}: step {k} accepted by one side only, away from the f32 floor\n{a:?}\n{b:?}"
+        );
+        if x.accepted {
+            f = x.f_t;
+        }
+    }
+    assert_eq!(a.len(), b.len(), "{what}: batch lengths\n{a:?}\n{b:?}");
+    Batches::Same
+}
+
+/// The device's records obey the host's formulas: μ from its own ‖g‖² and ‖A g‖² (to the
+/// last bits: the host divides in f64), and each decision is the host's Armijo test on the
+/// device's own losses, so a rejection is exactly where the host loop would have stopped.
+#[track_caller]
+fn assert_records_follow_the_host_rules(what: &str, recs: &[RefineStep], f_v: f64) {
+    let mut f = f_v;
+    for (k, r) in recs.iter().enumerate() {
+        let mu = (r.gn / (r.curv + 1e-8)) as f32;
+        assert!(
+            (r.mu as f64 - mu as f64).abs() <= 4.0 * f32::EPSILON as f64 * mu as f64,
+            "{what}: step {k}: device μ {} vs host μ {mu} ({r:?})",
+            r.mu
+        );
+        assert_eq!(
+            r.accepted,
+            armijo_accepts(f, r.f_t, r.mu, r.gn),
+            "{what}: step {k}: the device's decision from loss {f} ({r:?})"
+        );
+        assert!(
+            r.accepted || k + 1 == recs.len(),
+            "{what}: steps after a rejection"
+        );
+        if r.accepted {
+            f = r.f_t;
+        }
+    }
+}
+
+/// The loss at the iterate after a batch: the last accepted trial's, or the start's.
+fn final_loss(f_v: f64, recs: &[RefineStep]) -> f64 {
+    recs.iter()
+        .rev()
+        .find(|r| r.accepted)
+        .map_or(f_v, |r| r.f_t)
+}
+
+/// The GPU's state after a batch is the one its records describe, to the bit: after a stop,
+/// the residual left current is the iterate's and `g` holds its gradient (step_size without a
+/// forward gives the last record's norms), the rejected trial is reproduced from `v` and `g`;
+/// the iterate's loss is the last accepted one.
+#[track_caller]
+fn assert_gpu_batch_state(
+    what: &str,
+    gpu: &mut GpuBackend,
+    (v, g, t): (Slot, Slot, Slot),
+    f_v: f64,
+    recs: &[RefineStep],
+) {
+    if let Some(last) = recs.last().filter(|r| !r.accepted) {
+        assert_eq!(
+            gpu.step_size(v, g).unwrap(),
+            (last.gn, last.curv),
+            "{what}: step_size at the iterate after the stop"
+        );
+        if last.gn > 0.0 {
+            assert_eq!(
+                gpu.trial(v, g, t, last.mu, false).unwrap(),
+                (last.gn, last.f_t),
+                "{what}: the rejected trial again"
+            );
+        }
+    }
+    assert_eq!(
+        gpu.forward(v).unwrap(),
+        final_loss(f_v, recs),
+        "{what}: forward at the iterate"
+    );
+}
+
+/// Same indices; values within `rel` of the largest magnitude.
+#[track_caller]
+fn assert_vec_rel(what: &str, gpu: &SparseVec, cpu: &SparseVec, rel: f64) {
+    assert_eq!(gpu.indices, cpu.indices, "{what}: supports differ");
+    let scale = cpu.values.iter().fold(0f64, |m, &v| m.max(v.abs() as f64));
+    for (k, (&a, &b)) in gpu.values.iter().zip(&cpu.values).enumerate() {
+        assert!(
+            (a as f64 - b as f64).abs() <= rel * scale + 1e-30,
+            "{what}: entry {k}: gpu {a} vs cpu {b} (scale {scale})"
+        );
+    }
+}
+
+/// The GPU's one-submission `refine_exact` against the CPU's (the trait's host loop), from a
+/// random iterate: every case, both gate kinds, odd and even step counts (the iterate ends in
+/// the other slot of the pair or not), both slot orders, a minibatch, poisoned device state
+/// and stale scalars of an earlier batch.
+#[test]
+fn refine_exact_matches_the_cpu() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(77);
+    let mut variant = 0usize;
+    let (mut same, mut floor, mut stops) = (0, 0, 0);
+    for case in cases(&mut rng) {
+        let p = Arc::new(case.problem.clone());
+        let len = p.m * p.d;
+        for s in [3usize.min(len), (len / 2).max(1)] {
+            let gate_kinds: &[bool] = if p.gates == GateMode::Gaussian {
+                &[false]
+            } else {
+                &[false, true]
+            };
+            for &weight_gates in gate_kinds {
+                variant += 1;
+                let steps = 4 + variant % 2;
+                let (v, t) = if variant % 3 == 0 {
+                    (Slot::TRIAL, Slot::V)
+                } else {
+                    (Slot::V, Slot::TRIAL)
+                };
+                let batched = variant % 4 == 1;
+                let tag = format!(
+                    "{} s {s} {}{}, {steps} steps, v {:?}",
+                    case.name,
+                    if weight_gates {
+                        "weight gates"
+                    } else {
+                        "random gates"
+                    },
+                    if batched { ", batch" } else { "" },
+                    v
+                );
+                let mut pair = Pair::new(&p, s, case.opts);
+                poison(&mut pair, &mut rng, len, s);
+                // Stale records, stop word and loss of an earlier batch on junk.
+                pair.gpu
+                    .refine_exact(Slot::W, Slot::G, Slot::TRIAL, 0.0, 3)
+                    .unwrap();
+                let h = random_sparse(&mut rng, len, s);
+                pair.both(|b| b.load(Slot::BEST, &h));
+                let gates = if weight_gates {
+                    GateSource::Slot(Slot::BEST)
+                } else {
+                    GateSource::Random
+                };
+                pair.both(|b| b.set_gates(gates));
+                if batched {
+                    let nb = (p.n / 3).max(1) + 1;
+                    let batch: Vec<u32> = rand::seq::index::sample(&mut rng, p.n, nb.min(p.n))
+                        .into_iter()
+                        .map(|i| i as u32)
+                        .collect();
+                    pair.both(|b| b.set_batch(Some(&batch)));
+                }
+                let w = random_sparse(&mut rng, len, s);
+                pair.both(|b| b.load(v, &w));
+                let (fg, fc) = pair.both(|b| b.forward(v));
+                assert_scalar(&format!("{tag}: start loss"), fg, fc);
+                let rg = pair.gpu.refine_exact(v, Slot::G, t, fg, steps).unwrap();
+                let rc = pair.cpu.refine_exact(v, Slot::G, t, fc, steps).unwrap();
+                assert_records_follow_the_host_rules(&tag, &rg, fg);
+                if rg.last().is_some_and(|r| !r.accepted) {
+                    stops += 1;
+                }
+                match compare_records(&tag, &rg, &rc, fc, REFINE_REL) {
+                    Batches::Same => {
+                        same += 1;
+                        let (a, b) = pair.both(|b| b.read(v));
+                        assert_vec_rel(&format!("{tag}: iterate"), &a, &b, REFINE_REL);
+                        let (a, b) = pair.both(|b| b.read(Slot::G));
+                        assert_vec_rel(&format!("{tag}: gradient slot"), &a, &b, REFINE_REL);
+                        // The residual left current is the iterate's on both.
+                        let ((gg, cg), (gc, cc)) = pair.both(|b| b.step_size(v, Slot::G));
+                        assert!(
+                            close_rel(gg, gc, REFINE_REL) && close_rel(cg, cc, REFINE_REL),
+                            "{tag}: step_size after the batch: gpu ({gg}, {cg}) vs cpu ({gc}, {cc})"
+                        );
+                        let (lg, lc) = pair.both(|b| b.forward(v));
+                        assert_eq!(lc, final_loss(fc, &rc), "{tag}: cpu loss at the iterate");
+                        assert_eq!(lg, final_loss(fg, &rg), "{tag}: gpu loss at the iterate");
+                    }
+                    Batches::ReachTheFloor => {
+                        eprintln!("{tag}: reaches the f32 floor");
+                        floor += 1;
+                        assert_gpu_batch_state(&tag, &mut pair.gpu, (v, Slot::G, t), fg, &rg);
+                    }
+                }
+            }
+        }
+    }
+    eprintln!("{same} batches as on the CPU, {floor} reaching the f32 floor, {stops} stopped");
+    // Tiny supports (s = 3) converge in a step or two; the larger ones must compare whole.
+    assert!(same >= 16, "too few batches compare whole: {same}");
+    for (k, e) in WORST.lock().unwrap().iter() {
+        eprintln!("  worst relative error  {e:.2e}  {k}");
+    }
+}
+
+fn close_rel(a: f64, b: f64, rel: f64) -> bool {
+    (a - b).abs() <= rel * a.abs().max(b.abs()) + 1e-30
+}
+
+/// A consistent least-squares problem run to the f32 floor, so that a step is rejected after
+/// more steps than one submission holds: the batches agree with the host loop on the same
+/// device until the floor, stop by the host's rule, and leave the state their records describe.
+#[test]
+fn refine_exact_stops_at_the_floor_like_the_host_loop() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+    for (n, d, m, s, gates) in [
+        (60usize, 8usize, 3usize, 6usize, GateMode::Convex),
+        (45, 12, 1, 9, GateMode::Gaussian),
+        (90, 7, 5, 11, GateMode::Convex),
+    ] {
+        // y = A w* on w*'s support, then a refinement from a perturbed w* on that support.
+        let x: Vec<f32> = (0..n * d).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        let seed: u64 = rng.random();
+        let p0 = Arc::new(
+            Problem::new(d, m, Features::Dense(x.clone()), vec![0.0; n], gates, seed).unwrap(),
+        );
+        let w_star = random_sparse(&mut rng, m * d, s);
+        let mut cpu = CpuBackend::new(p0, s, 0).unwrap();
+        cpu.load(Slot::W, &w_star).unwrap();
+        let y = cpu.predict(Slot::W).unwrap();
+        let p = Arc::new(Problem::new(d, m, Features::Dense(x), y, gates, seed).unwrap());
+        let v0 = SparseVec {
+            indices: w_star.indices.clone(),
+            values: w_star
+                .values
+                .iter()
+                .map(|&a| a + rng.random_range(-0.5f32..0.5))
+                .collect(),
+        };
+        for opts in [GpuOptions::default(), chunked(GpuOptions::default())] {
+            let tag = format!(
+                "n {n} d {d} m {m} s {s} {gates:?}, apply threads {:?}",
+                opts.apply_threads
+            );
+            let mut dev = GpuBackend::with_options(ctx(), p.clone(), s, opts).unwrap();
+            let mut host = GpuBackend::with_options(ctx(), p.clone(), s, opts).unwrap();
+            dev.load(Slot::V, &v0).unwrap();
+            host.load(Slot::V, &v0).unwrap();
+            let f_v = dev.forward(Slot::V).unwrap();
+            assert_eq!(f_v, host.forward(Slot::V).unwrap());
+            let steps = 300;
+            let rd = dev
+                .refine_exact(Slot::V, Slot::G, Slot::TRIAL, f_v, steps)
+                .unwrap();
+            let rh =
+                refine_exact_host(&mut host, Slot::V, Slot::G, Slot::TRIAL, f_v, steps).unwrap();
+            let last = rd.last().unwrap();
+            assert!(
+                rd.len() > 32 && rd.len() < steps && !last.accepted && last.gn > 0.0,
+                "{tag}: expected a rejection after more than one submission: {} steps, last {last:?}",
+                rd.len()
+            );
+            assert_records_follow_the_host_rules(&tag, &rd, f_v);
+            let how = compare_records(&tag, &rd, &rh, f_v, 1e-4);
+            eprintln!(
+                "{tag}: {} steps on the device, {} in the host loop: {how:?}",
+                rd.len(),
+                rh.len()
+            );
+            assert_gpu_batch_state(&tag, &mut dev, (Slot::V, Slot::G, Slot::TRIAL), f_v, &rd);
+            let vd = dev.read(Slot::V).unwrap();
+            assert_vec_rel(&format!("{tag}: to w*"), &vd, &w_star, 1e-4);
+            assert_vec_rel(
+                &format!("{tag}: iterate"),
+                &vd,
+                &host.read(Slot::V).unwrap(),
+                1e-4,
+            );
+        }
+    }
+}
+
+/// No steps; a gradient that vanishes (gates closed everywhere); slots that alias.
+#[test]
+fn refine_exact_edge_cases() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+    let (n, d, m) = (50, 7, 6);
+    let x: Vec<f32> = (0..n * d).map(|_| rng.random_range(0.0f32..1.0)).collect();
+    let y: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    let p = Arc::new(Problem::new(d, m, Features::Dense(x), y, GateMode::Sequential, 3).unwrap());
+    let len = m * d;
+    let s = 9;
+    let mut pair = Pair::new(&p, s, GpuOptions::default());
+    poison(&mut pair, &mut rng, len, s);
+    let w = random_sparse(&mut rng, len, s);
+    pair.both(|b| b.load(Slot::V, &w));
+    let (fg, fc) = pair.both(|b| b.forward(Slot::V));
+
+    let (rg, rc) = pair.both(|b| b.refine_exact(Slot::V, Slot::G, Slot::TRIAL, fg, 0));
+    assert!(rg.is_empty() && rc.is_empty());
+    let (a, b) = pair.both(|b| b.read(Slot::V));
+    assert_eq!((&a, &b), (&w, &w), "no steps: the iterate is untouched");
+    let (lg, lc) = pair.both(|b| b.forward(Slot::V));
+    assert_eq!((lg, lc), (fg, fc));
+
+    for bad in [
+        (Slot::V, Slot::V, Slot::TRIAL),
+        (Slot::V, Slot::G, Slot::V),
+        (Slot::V, Slot::G, Slot::G),
+    ] {
+        assert!(pair.gpu.refine_exact(bad.0, bad.1, bad.2, fg, 2).is_err());
+        assert!(pair.cpu.refine_exact(bad.0, bad.1, bad.2, fc, 2).is_err());
+    }
+
+    // Negative gate weights on non-negative features: every gate closed, g = 0 exactly.
+    let h = SparseVec::from_pairs(
+        rand::seq::index::sample(&mut rng, len, s)
+            .into_iter()
+            .map(|i| (i as u32, -rng.random_range(0.1f32..1.0)))
+            .collect(),
+    );
+    pair.both(|b| b.load(Slot::BEST, &h));
+    pair.both(|b| b.set_gates(GateSource::Slot(Slot::BEST)));
+    let (fg, fc) = pair.both(|b| b.forward(Slot::V));
+    let rg = pair
+        .gpu
+        .refine_exact(Slot::V, Slot::G, Slot::TRIAL, fg, 5)
+        .unwrap();
+    let rc = pair
+        .cpu
+        .refine_exact(Slot::V, Slot::G, Slot::TRIAL, fc, 5)
+        .unwrap();
+    assert_eq!(rg.len(), 1, "{rg:?}");
+    assert_eq!(rc.len(), 1, "{rc:?}");
+    for r in [&rg[0], &rc[0]] {
+        assert_eq!(
+            (r.gn, r.curv, r.mu, r.accepted),
+            (0.0, 0.0, 0.0, false),
+            "{r:?}"
+        );
+    }
+    assert_scalar("closed gates: f(trial) = f(v)", rg[0].f_t, rc[0].f_t);
+    assert_gpu_batch_state(
+        "closed gates",
+        &mut pair.gpu,
+        (Slot::V, Slot::G, Slot::TRIAL),
+        fg,
+        &rg,
+    );
+    let (a, b) = pair.both(|b| b.read(Slot::V));
+    assert_eq!(
+        (&a, &b),
+        (&w, &w),
+        "a vanishing gradient leaves the iterate"
+    );
+    let (lg, lc) = pair.both(|b| b.forward(Slot::V));
+    assert_eq!((lg, lc), (fg, fc));
 }

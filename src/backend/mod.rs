@@ -85,6 +85,73 @@ impl MemoryMeter {
     }
 }
 
+/// One exact refinement step as [`Backend::refine_exact`] ran it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RefineStep {
+    /// `‖g‖²` of the gradient at the step's start point.
+    pub gn: f64,
+    /// `‖A_S g‖²`.
+    pub curv: f64,
+    /// The step size `(gn / (curv + 1e-8)) as f32`.
+    pub mu: f32,
+    /// `f(v − μ g)`.
+    pub f_t: f64,
+    /// Whether the trial point became the iterate.
+    pub accepted: bool,
+}
+
+/// The Armijo test of the refinement: `f(t) ≤ f(v) − 0.9·μ·‖g‖²` (and a nonzero gradient).
+pub fn armijo_accepts(f_v: f64, f_t: f64, mu: f32, gn: f64) -> bool {
+    gn != 0.0 && f_t <= f_v - 0.9 * mu as f64 * gn
+}
+
+/// [`Backend::refine_exact`] in terms of the other trait methods (one `step_size` and one
+/// `trial` per step, each read back): the default, and the reference the GPU's single-submission
+/// version is tested against.
+pub fn refine_exact_host<B: Backend + ?Sized>(
+    b: &mut B,
+    v: Slot,
+    g: Slot,
+    trial: Slot,
+    mut f_v: f64,
+    steps: usize,
+) -> Result<Vec<RefineStep>> {
+    check_refine_slots(v, g, trial)?;
+    let mut out = Vec::with_capacity(steps);
+    for _ in 0..steps {
+        let (gn, curv) = b.step_size(v, g)?;
+        let mu = (gn / (curv + 1e-8)) as f32;
+        let (_, f_t) = b.trial(v, g, trial, mu, false)?;
+        let accepted = armijo_accepts(f_v, f_t, mu, gn);
+        out.push(RefineStep {
+            gn,
+            curv,
+            mu,
+            f_t,
+            accepted,
+        });
+        if !accepted {
+            break;
+        }
+        // The trial residual becomes current; the copy keeps the iterate in `v`.
+        b.accept_trial()?;
+        b.copy(v, trial)?;
+        f_v = f_t;
+    }
+    Ok(out)
+}
+
+/// `refine_exact` overwrites `g` and `trial` while it reads `v`: three distinct slots.
+pub(crate) fn check_refine_slots(v: Slot, g: Slot, trial: Slot) -> Result<()> {
+    if v == g || v == trial || g == trial {
+        return Err(crate::error::Error::arg(
+            "slot",
+            "refine_exact needs three distinct slots",
+        ));
+    }
+    Ok(())
+}
+
 /// The operations of one accelerated IHT step (DESIGN.md §2). All products use the gates set by
 /// [`Backend::set_gates`] and the samples set by [`Backend::set_batch`].
 pub trait Backend {
@@ -118,6 +185,24 @@ pub trait Backend {
     ) -> Result<(f64, f64)>;
     /// Makes the last trial residual the current one.
     fn accept_trial(&mut self) -> Result<()>;
+    /// Up to `steps` exact refinement steps from `v` (gates and support fixed), each:
+    /// `g = A_Sᵀ r` at `v` into `g`, `μ = (‖g‖² / (‖A_S g‖² + 1e-8)) as f32`,
+    /// `trial = v − μ g` and `f(trial)`; accepted (`v ← trial`, its residual current) iff
+    /// [`armijo_accepts`]`(f_v, f(trial), μ, ‖g‖²)`, `f_v` being the loss at `v` (updated on
+    /// acceptance). Stops after the first step that is not accepted, leaving `v` and its residual
+    /// unchanged and `g` holding the gradient at `v`. Returns one record per step run.
+    ///
+    /// Backends override it to run the steps speculatively without reading back in between.
+    fn refine_exact(
+        &mut self,
+        v: Slot,
+        g: Slot,
+        trial: Slot,
+        f_v: f64,
+        steps: usize,
+    ) -> Result<Vec<RefineStep>> {
+        refine_exact_host(self, v, g, trial, f_v, steps)
+    }
     /// The dense pass: `c = w − μ Aᵀ r` over all `m·d` entries (current residual, in tiles of
     /// neurons) and the `s` largest `|c|` (ties to the lower index) into `dst`.
     fn threshold(&mut self, w: Slot, mu: f32, s: usize, dst: Slot) -> Result<()>;

@@ -36,6 +36,18 @@ pub(crate) const APPLY_THREADS: usize = 1 << 16;
 pub(crate) const MAX_APPLY_CHUNKS: usize = 64;
 /// Scalars read back by the support passes.
 pub(crate) const SCALARS: usize = 16;
+/// Scalars of a refinement batch (shaders/common.wgsl `SC_*`, after the support passes'):
+/// the current step's ‖g‖², ‖A g‖², μ, the loss at the current iterate, then `REC_LEN`
+/// floats per step from `SC_REC` on.
+pub(crate) const SC_FV: usize = 7;
+pub(crate) const SC_REC: usize = SCALARS;
+pub(crate) const REC_LEN: usize = 5;
+/// Steps of one refinement submission (more are split into several).
+pub(crate) const REFINE_MAX: usize = 32;
+/// Floats of the scalar region.
+const SCALAR_REGION: usize = SC_REC + REC_LEN * REFINE_MAX;
+/// `u_meta` words of a refinement batch (shaders/common.wgsl): stopped, steps accepted.
+pub(crate) const META_STOP: usize = 6;
 /// Dynamic op blocks per submission before a call is split into several submissions.
 pub(crate) const OPS_PER_SUBMIT: usize = 2048;
 
@@ -223,7 +235,7 @@ impl Layout {
         let f_part = f.take(n.div_ceil(256).max(1));
         // Partial predictions (hi, lo) of the apply chunks: chunks · n_act < APPLY_THREADS + n.
         let f_pp = f.take(2 * (APPLY_THREADS + n));
-        let f_sc = f.take(SCALARS);
+        let f_sc = f.take(SCALAR_REGION);
         let f_len = f.0;
 
         let mut u = Arena(0);
@@ -407,7 +419,7 @@ impl Buffers {
         let f = create(ctx, meter, "spinr F", lay.f_len as u64 * 4, storage);
         let u = create(ctx, meter, "spinr U", lay.u_len as u64 * 4, storage);
         let h = create(ctx, meter, "spinr histogram", 2048 * 4, storage);
-        let staging_bytes = (4 * lay.n).max(8 * lay.cap + 16).max(4 * SCALARS) as u64;
+        let staging_bytes = (4 * lay.n).max(8 * lay.cap + 16).max(4 * SCALAR_REGION + 8) as u64;
         let staging = create(
             ctx,
             meter,
@@ -510,7 +522,7 @@ mod tests {
             c.f_sc,
         ];
         assert!(f.windows(2).all(|w| w[0] < w[1]), "{f:?}");
-        assert!((c.f_sc as usize + SCALARS) <= lay.f_len);
+        assert!((c.f_sc as usize + SCALAR_REGION) <= lay.f_len);
         let u = [
             c.u_batch, c.u_idx, c.u_len, c.u_meta, c.u_runn, c.u_runs, c.u_emap, c.u_mask,
         ];

@@ -12,6 +12,19 @@
 //!   (support, gates, minibatch) so a refinement evaluates the gates once per step; `apply`
 //!   and `apply_fin` give `A_S v − y` with compensated sums; `grad` gives `A_Sᵀ r` (a workgroup
 //!   per entry); `axpy`, `copy_slot`, `reduce` (fixed-order tree sums, no float atomics).
+//! - refinement batch (`support.wgsl`, [`Backend::refine_exact`]): up to `REFINE_MAX` exact
+//!   refinement steps in one submission, read back once. Per step 8 dispatches: `grad`,
+//!   `apply` + `apply_fin` of g, `refine_mu` (‖g‖², ‖A g‖² and μ on the device), `axpy` (μ from
+//!   the scalar region), `apply` + `apply_fin` of the trial (residual into the other region),
+//!   `refine_decide` (f(trial), the host's Armijo test, the step's record). Recorded as if every
+//!   step were accepted: the iterate alternates between the two slots and the residual between
+//!   the two regions, so acceptance copies nothing; the first rejection sets a stop word that
+//!   every later kernel of the chain (`FLAG_GUARD`) reads with `workgroupUniformLoad` and
+//!   returns on; one conditional `copy_slot` at the end brings the iterate back to its slot.
+//!   A stop word rather than indirect dispatch: wgpu validates every indirect dispatch by
+//!   default (`InstanceFlags::VALIDATION_INDIRECT_CALL`, release builds too) with an extra
+//!   dispatch and barriers, which would double the chain's dispatches in the common case where
+//!   every step is accepted.
 //! - dense pass (`gates.wgsl`): per tile of neurons, `gen_h` writes the tile's random gate
 //!   vectors, `dense` fuses gates, mask and `G = Xᵀ(D ∘ r)` per block of 32 samples × 8
 //!   neurons into per-group partial rows; `reduce_tile` (`topk.wgsl`) sums them into
@@ -28,13 +41,13 @@ mod kernels;
 pub use context::{list_adapters, AdapterReport, GpuContext, NO_ADAPTER_HELP};
 pub use kernels::{compose_shader, COMMON_WGSL, SHADER_FILES};
 
-use super::{Backend, BackendInfo, GateSource, MemoryMeter, MemoryStats, Slot};
+use super::{Backend, BackendInfo, GateSource, MemoryMeter, MemoryStats, RefineStep, Slot};
 use crate::error::{Error, Result};
 use crate::problem::{Features, GateMode, Problem};
 use crate::sparse::SparseVec;
 use buffers::{
-    Buffers, Layout, Op, APPLY_THREADS, BS, MAX_APPLY_CHUNKS, NSLOT, SCALARS, SCAN_BLOCK,
-    SLOT_GATE, SLOT_TOP_A, SLOT_TOP_B, TG,
+    Buffers, Layout, Op, APPLY_THREADS, BS, MAX_APPLY_CHUNKS, META_STOP, NSLOT, REC_LEN,
+    REFINE_MAX, SCALARS, SCAN_BLOCK, SC_FV, SC_REC, SLOT_GATE, SLOT_TOP_A, SLOT_TOP_B, TG,
 };
 use kernels::{Kernels, Read, Rec, K};
 use std::sync::Arc;
@@ -47,8 +60,11 @@ pub const DEFAULT_FEATURE_CACHE: u64 = 1 << 30;
 const FLAG_SUB_Y: u32 = 1;
 const FLAG_STORE: u32 = 2;
 const FLAG_SLOT_SQ: u32 = 4;
+const FLAG_GUARD: u32 = 8;
+const FLAG_MU_SC: u32 = 16;
+const FLAG_IF_ODD: u32 = 32;
 /// dense_mm: add to the partial rows (a later chunk of samples).
-const FLAG_ACC: u32 = 8;
+const FLAG_ACC: u32 = 64;
 /// dense_mm's block of neurons × features (shaders/dense.wgsl `BM`, `BN`).
 const DENSE_BM: usize = 128;
 const DENSE_BN: usize = 128;
@@ -268,6 +284,17 @@ impl GpuBackend {
     /// `out = A_S v [− y]` over the active samples into F[dst] (if `store`), Σ out² into
     /// scalar `sc`.
     fn rec_apply(&self, rec: &mut Rec, v: u32, flags: u32, dst: u32, sc: u32, all: bool) {
+        let groups = self.rec_apply_parts(rec, v, flags, dst, all);
+        let mut red = self.op();
+        red.src = self.lay.cfg.f_part;
+        red.count = groups as u32;
+        red.sc = sc;
+        rec.push(K::Reduce, red, [1, 1, 1]);
+    }
+
+    /// [`Self::rec_apply`] up to the per-workgroup partial sums of out² in `f_part`; returns
+    /// their number.
+    fn rec_apply_parts(&self, rec: &mut Rec, v: u32, flags: u32, dst: u32, all: bool) -> usize {
         let mut op = self.op();
         if all {
             op.n_act = self.lay.n as u32;
@@ -290,11 +317,7 @@ impl GpuBackend {
         };
         rec.push(K::Apply, op, [x as u32, op.count, z as u32]);
         rec.push(K::ApplyFin, op, self.kernels.grid1(groups));
-        let mut red = self.op();
-        red.src = self.lay.cfg.f_part;
-        red.count = groups as u32;
-        red.sc = sc;
-        rec.push(K::Reduce, red, [1, 1, 1]);
+        groups
     }
 
     /// `g = A_Sᵀ r` on the support of `v`, ‖g‖² into scalar `sc`.
@@ -333,6 +356,125 @@ impl GpuBackend {
                 .map(|(i, &(n, t))| (kernels::kernel_name(i), n, t))
                 .collect(),
         )
+    }
+
+    /// Up to `REFINE_MAX` exact refinement steps in one submission (see
+    /// [`Backend::refine_exact`]). The steps are recorded speculatively, as if every one were
+    /// accepted: the iterate alternates between slots `v` and `t` and its residual between
+    /// the two residual regions, so an accepted step costs no copies. `refine_decide` stops
+    /// the chain at the first rejection; a final copy brings the iterate back to `v` when it
+    /// sits in `t`.
+    fn refine_batch(
+        &mut self,
+        (qv, qg, qt): (u32, u32, u32),
+        f_v: f64,
+        steps: usize,
+    ) -> Result<Vec<RefineStep>> {
+        let c = self.lay.cfg;
+        let queue = &self.ctx.queue;
+        queue.write_buffer(
+            &self.bufs.u,
+            (c.u_meta as usize + META_STOP) as u64 * 4,
+            bytemuck::cast_slice(&[0u32, 0u32]),
+        );
+        queue.write_buffer(
+            &self.bufs.f,
+            (c.f_sc as usize + SC_FV) as u64 * 4,
+            bytemuck::bytes_of(&(f_v as f32)),
+        );
+        let mut rec = Rec::default();
+        self.ensure_mask(&mut rec, qv, false);
+        let slot_grid = self.kernels.grid1(self.lay.cap.div_ceil(256));
+        for k in 0..steps {
+            let (a, b) = if k % 2 == 0 { (qv, qt) } else { (qt, qv) };
+            let mut op = self.op();
+            op.flags = FLAG_GUARD;
+            // g = A_Sᵀ r at the iterate.
+            let mut grad = op;
+            grad.a = a;
+            grad.b = qg;
+            grad.src = self.res((self.cur + k) % 2);
+            rec.push(K::Grad, grad, self.kernels.grid1(self.lay.cap));
+            // ‖A g‖² partials, then ‖g‖², ‖A g‖² and μ on the device.
+            let parts = self.rec_apply_parts(&mut rec, qg, FLAG_GUARD, 0, false);
+            let mut mu = op;
+            mu.a = qg;
+            mu.count = parts as u32;
+            rec.push(K::RefineMu, mu, [1, 1, 1]);
+            // trial = v − μ g and its residual (in the other region).
+            let mut axpy = op;
+            axpy.a = a;
+            axpy.b = qg;
+            axpy.c = b;
+            axpy.flags |= FLAG_MU_SC;
+            rec.push(K::Axpy, axpy, slot_grid);
+            let next = self.res((self.cur + k + 1) % 2);
+            let parts = self.rec_apply_parts(
+                &mut rec,
+                b,
+                FLAG_GUARD | FLAG_SUB_Y | FLAG_STORE,
+                next,
+                false,
+            );
+            let mut decide = op;
+            decide.count = parts as u32;
+            decide.s = k as u32;
+            rec.push(K::RefineDecide, decide, [1, 1, 1]);
+        }
+        let mut fix = self.op();
+        fix.a = qt;
+        fix.c = qv;
+        fix.flags = FLAG_IF_ODD;
+        rec.push(K::CopySlot, fix, slot_grid);
+        let reads = [
+            Read {
+                buffer: &self.bufs.u,
+                offset: (c.u_meta as usize + META_STOP) as u64 * 4,
+                bytes: 8,
+            },
+            Read {
+                buffer: &self.bufs.f,
+                offset: (c.f_sc as usize + SC_REC) as u64 * 4,
+                bytes: (REC_LEN * steps * 4) as u64,
+            },
+        ];
+        let bytes = self.run(rec, &reads)?;
+        let (stop, acc) = (
+            u32::from_le_bytes(bytes[0..4].try_into().expect("4 bytes")) as usize,
+            u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes")) as usize,
+        );
+        let ran = acc + stop;
+        if stop > 1 || ran > steps || (stop == 0 && acc != steps) {
+            return Err(Error::Gpu(format!(
+                "refinement batch of {steps} steps reports {acc} accepted, stop word {stop}"
+            )));
+        }
+        let vals: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes[8..]);
+        let out: Vec<RefineStep> = vals
+            .chunks(REC_LEN)
+            .take(ran)
+            .map(|r| RefineStep {
+                gn: r[0] as f64,
+                curv: r[1] as f64,
+                mu: r[2],
+                f_t: r[3] as f64,
+                accepted: r[4] != 0.0,
+            })
+            .collect();
+        if out.iter().enumerate().any(|(i, r)| r.accepted != (i < acc)) {
+            return Err(Error::Gpu(
+                "refinement records disagree with the step count".into(),
+            ));
+        }
+        // The device moved the iterate's residual `acc` times; g and t now share v's support.
+        self.cur = (self.cur + acc) % 2;
+        let sv = self.sup[qv as usize];
+        self.sup[qg as usize] = sv;
+        self.sup[qt as usize] = sv;
+        if let Some(r) = out.last() {
+            self.last_gnorm = r.gn;
+        }
+        Ok(out)
     }
 
     fn run(&self, rec: Rec, reads: &[Read<'_>]) -> Result<Vec<u8>> {
@@ -574,6 +716,31 @@ impl Backend for GpuBackend {
     fn accept_trial(&mut self) -> Result<()> {
         self.cur = 1 - self.cur;
         Ok(())
+    }
+
+    fn refine_exact(
+        &mut self,
+        v: Slot,
+        g: Slot,
+        trial: Slot,
+        mut f_v: f64,
+        steps: usize,
+    ) -> Result<Vec<RefineStep>> {
+        super::check_refine_slots(v, g, trial)?;
+        let q = (self.slot(v)?, self.slot(g)?, self.slot(trial)?);
+        let mut out: Vec<RefineStep> = Vec::with_capacity(steps);
+        while out.len() < steps {
+            let batch = self.refine_batch(q, f_v, (steps - out.len()).min(REFINE_MAX))?;
+            let all = batch.last().is_some_and(|r| r.accepted);
+            if let Some(r) = batch.last().filter(|r| r.accepted) {
+                f_v = r.f_t;
+            }
+            out.extend(batch);
+            if !all {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     fn threshold(&mut self, w: Slot, mu: f32, s: usize, dst: Slot) -> Result<()> {
