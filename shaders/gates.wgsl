@@ -136,18 +136,22 @@ fn mask(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 // Gate bits of one dense-pass tile for a chunk of active samples: bit b of
 // U[u_tmask + t·mwt + blk] = gate of neuron tile0 + t at active position op.dst + 32·blk + b.
 // The matrix product (dense.wgsl) then needs no gate arithmetic. A workgroup takes SB
-// sample blocks × TG neurons; with weight gates each thread evaluates its neuron at SB
-// samples at once (the gate entries loaded once, SB independent feature reads in flight).
-// Grid: (groups of SB sample blocks, neuron groups of TG, high part of the first).
+// sample blocks × NW neurons (weight gates; TG for random gates). With weight gates each
+// thread evaluates NW / 8 neurons in turn, each at SB samples at once (the gate entries
+// loaded once, SB independent feature reads in flight); the many neurons per workgroup let
+// the samples' feature segments be read from L2 once per NW neurons rather than per TG.
+// Grid: (groups of SB sample blocks, neuron groups, high part of the first).
 const SB: u32 = 4u;
-var<workgroup> smp4: array<u32, 128>;            // SB × BS sample ids
-var<workgroup> mbits4: array<atomic<u32>, 32>;   // SB × TG mask words
+const NW: u32 = 64u;
+var<workgroup> smp4: array<u32, 128>;  // SB × BS sample ids
+// mbits4 (SB × NW mask words) and set_bit come from bits_atomic.wgsl / bits_subgroup.wgsl.
 
 @compute @workgroup_size(256)
 fn tile_mask(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) lid: u32) {
     let blk0 = (wid.x + wid.z * nwg.x) * SB;
-    let t0 = wid.y * TG;
+    let nw = select(TG, NW, cfg.gate == 2u);
+    let t0 = wid.y * nw;
     if (blk0 * BS >= op.count || t0 >= op.tn) {
         return;
     }
@@ -155,21 +159,26 @@ fn tile_mask(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     if (lid < SB * BS) {
         smp4[lid] = sample_of(op.dst + min(blk0 * BS + lid, op.count - 1u));
     }
-    if (lid < SB * TG) {
+    if (lid < SB * nw) {
         atomicStore(&mbits4[lid], 0u);
     }
     workgroupBarrier();
     if (cfg.gate == 2u) {
-        // A warp: 32 consecutive samples (one segment of each feature column), one neuron.
+        // A warp: 32 consecutive samples (one segment of each feature column), one neuron
+        // at a time.
         let b = lid % BS;
-        let t = lid / BS;
-        if (t0 + t < op.tn) {
-            let i = vec4<u32>(smp4[b], smp4[BS + b], smp4[2u * BS + b], smp4[3u * BS + b]);
-            let pre = pre_weights4(i, op.tile0 + t0 + t);
-            for (var u = 0u; u < nblk; u = u + 1u) {
-                if (pre[u] > 0.0 && (blk0 + u) * BS + b < op.count) {
-                    atomicOr(&mbits4[u * TG + t], 1u << b);
-                }
+        let i = vec4<u32>(smp4[b], smp4[BS + b], smp4[2u * BS + b], smp4[3u * BS + b]);
+        for (var tt = 0u; tt < NW / 8u; tt = tt + 1u) {
+            let t = (lid / BS) * (NW / 8u) + tt;
+            var pre = vec4<f32>(0.0);
+            let tvalid = t0 + t < op.tn;
+            if (tvalid) {
+                pre = pre_weights4(i, op.tile0 + t0 + t);
+            }
+            // Outside the branch: set_bit may be a subgroup operation.
+            for (var u = 0u; u < SB; u = u + 1u) {
+                let open = tvalid && u < nblk && pre[u] > 0.0 && (blk0 + u) * BS + b < op.count;
+                set_bit(u * NW + t, open, b);
             }
         }
     } else {
@@ -190,9 +199,9 @@ fn tile_mask(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
         }
     }
     workgroupBarrier();
-    if (lid < SB * TG) {
-        let u = lid / TG;
-        let tt = lid % TG;
+    if (lid < SB * nw) {
+        let u = lid / nw;
+        let tt = lid % nw;
         if (u < nblk && t0 + tt < op.tn) {
             U[cfg.u_tmask + (t0 + tt) * cfg.mwt + blk0 + u] = atomicLoad(&mbits4[lid]);
         }

@@ -253,6 +253,22 @@ fn cases(rng: &mut impl Rng) -> Vec<Case> {
             opts: sample_chunks(chunked(tiles(8)), 96),
         },
         Case {
+            // Two tile_mask neuron groups; the subgroup case below runs the other word path
+            // on adapters with 32-wide subgroups.
+            name: "sequential dense 97×33, m 70, portable mask words".into(),
+            problem: dense_problem(rng, GateMode::Sequential, 97, 33, 70),
+            opts: GpuOptions {
+                subgroups: false,
+                ..Default::default()
+            },
+        },
+        Case {
+            name: "sequential dense 97×33, m 70, subgroup mask words where the adapter has them"
+                .into(),
+            problem: dense_problem(rng, GateMode::Sequential, 97, 33, 70),
+            opts: def,
+        },
+        Case {
             // Several 128 × 128 product blocks per tile, both partial at the edges.
             name: "convex dense 75×150, m 140".into(),
             problem: dense_problem(rng, GateMode::Convex, 75, 150, 140),
@@ -808,9 +824,13 @@ fn refine_exact_matches_the_cpu() {
                         let (a, b) = pair.both(|b| b.read(Slot::G));
                         assert_vec_rel(&format!("{tag}: gradient slot"), &a, &b, REFINE_REL);
                         // The residual left current is the iterate's on both.
+                        // The gradient has shrunk over the batch and carries the f32 rounding
+                        // of the larger terms it cancelled: compare on the batch's first scale.
                         let ((gg, cg), (gc, cc)) = pair.both(|b| b.step_size(v, Slot::G));
+                        let (g0, c0) = rc.first().map_or((0.0, 0.0), |r| (r.gn, r.curv));
                         assert!(
-                            close_rel(gg, gc, REFINE_REL) && close_rel(cg, cc, REFINE_REL),
+                            (gg - gc).abs() <= REFINE_REL * gg.max(gc).max(g0)
+                                && (cg - cc).abs() <= REFINE_REL * cg.max(cc).max(c0),
                             "{tag}: step_size after the batch: gpu ({gg}, {cg}) vs cpu ({gc}, {cc})"
                         );
                         let (lg, lc) = pair.both(|b| b.forward(v));
@@ -832,10 +852,6 @@ fn refine_exact_matches_the_cpu() {
     for (k, e) in WORST.lock().unwrap().iter() {
         eprintln!("  worst relative error  {e:.2e}  {k}");
     }
-}
-
-fn close_rel(a: f64, b: f64, rel: f64) -> bool {
-    (a - b).abs() <= rel * a.abs().max(b.abs()) + 1e-30
 }
 
 /// A consistent least-squares problem run to the f32 floor, so that a step is rejected after

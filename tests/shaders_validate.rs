@@ -2,10 +2,17 @@
 //! composes it, must parse and validate with naga (all validation flags and capabilities), as
 //! wgpu's own `tests/tests/example_wgsl.rs` does. Needs no adapter.
 
-use spinr::backend::gpu::{compose_shader, COMMON_WGSL, SHADER_FILES};
+use spinr::backend::gpu::{
+    compose_shader, BITS_ATOMIC_WGSL, BITS_SUBGROUP_WGSL, COMMON_WGSL, SHADER_FILES,
+};
 
 /// Files compiled on their own (own bindings, no common prelude).
 const STANDALONE: &[&str] = &["ceiling"];
+/// Helper files appended by `compose_shader` (checked through every kernel file).
+const HELPERS: &[(&str, &str)] = &[
+    ("bits_atomic", BITS_ATOMIC_WGSL),
+    ("bits_subgroup", BITS_SUBGROUP_WGSL),
+];
 use std::path::Path;
 
 fn validate(name: &str, source: &str) {
@@ -35,6 +42,13 @@ fn every_shader_file_validates() {
             validate(&format!("{stem}.wgsl"), &text);
             continue;
         }
+        if let Some((_, compiled)) = HELPERS.iter().find(|(n, _)| *n == stem) {
+            assert_eq!(
+                &text, compiled,
+                "{stem}.wgsl differs from the compiled-in copy"
+            );
+            continue;
+        }
         if stem == "common" {
             assert_eq!(
                 text, COMMON_WGSL,
@@ -52,7 +66,12 @@ fn every_shader_file_validates() {
             compiled.1, text,
             "{stem}.wgsl differs from the compiled-in copy"
         );
-        validate(&format!("{stem}.wgsl"), &compose_shader(&text));
+        // Both variants: the portable one and the one with subgroup operations.
+        validate(&format!("{stem}.wgsl"), &compose_shader(&text, false));
+        validate(
+            &format!("{stem}.wgsl (subgroups)"),
+            &compose_shader(&text, true),
+        );
         seen += 1;
     }
     assert_eq!(

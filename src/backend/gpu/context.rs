@@ -117,7 +117,15 @@ impl GpuContext {
         let limits = adapter.limits();
         // The kernels need no optional feature. Timestamp queries, where the adapter has
         // them, let `spinr bench` time each dispatch on the GPU itself.
-        let features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
+        let mut features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
+        // Subgroup operations speed up the gate-mask kernels where warps are 32 wide (the
+        // kernels assume it; other widths use the workgroup-memory fallback).
+        if adapter.features().contains(wgpu::Features::SUBGROUP)
+            && info.subgroup_min_size == 32
+            && info.subgroup_max_size == 32
+        {
+            features |= wgpu::Features::SUBGROUP;
+        }
         let desc = wgpu::DeviceDescriptor {
             label: Some("spinr"),
             required_features: features,
@@ -154,6 +162,11 @@ impl GpuContext {
 
     pub fn limits(&self) -> &wgpu::Limits {
         &self.limits
+    }
+
+    /// Whether the kernels may use 32-wide subgroup operations.
+    pub fn subgroups(&self) -> bool {
+        self.features.contains(wgpu::Features::SUBGROUP)
     }
 
     /// Features enabled on the device (only portable ones are required).

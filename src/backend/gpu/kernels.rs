@@ -16,9 +16,21 @@ pub const SHADER_FILES: &[(&str, &str)] = &[
     ("topk", include_str!("../../../shaders/topk.wgsl")),
 ];
 
-/// The source the device compiles for one kernel file: `common.wgsl` + the file.
-pub fn compose_shader(file: &str) -> String {
-    format!("{COMMON_WGSL}\n// ---- kernel file ----\n{file}")
+/// Gate-mask word assembly, portable (workgroup atomics) and with subgroup operations.
+pub const BITS_ATOMIC_WGSL: &str = include_str!("../../../shaders/bits_atomic.wgsl");
+pub const BITS_SUBGROUP_WGSL: &str = include_str!("../../../shaders/bits_subgroup.wgsl");
+
+/// The source the device compiles for one kernel file: `common.wgsl`, the mask-word helpers
+/// (with subgroup operations where `subgroups`), the file.
+pub fn compose_shader(file: &str, subgroups: bool) -> String {
+    // naga 30 takes subgroup built-ins without an `enable` directive (it rejects the
+    // directive); the device's SUBGROUP feature is what allows them.
+    let bits = if subgroups {
+        BITS_SUBGROUP_WGSL
+    } else {
+        BITS_ATOMIC_WGSL
+    };
+    format!("{COMMON_WGSL}\n{bits}\n// ---- kernel file ----\n{file}")
 }
 
 /// Runtime checks naga adds to the kernels. Default: bounds checks on, loop bounding off
@@ -268,7 +280,8 @@ fn uniform_entry(binding: u32, dynamic: bool, size: u64) -> wgpu::BindGroupLayou
 }
 
 impl Kernels {
-    pub fn new(ctx: &GpuContext, bufs: &Buffers) -> Result<Kernels> {
+    /// `subgroups`: compile the subgroup variant (the device must have enabled them).
+    pub fn new(ctx: &GpuContext, bufs: &Buffers, subgroups: bool) -> Result<Kernels> {
         let device = &ctx.device;
         let cfg_size = std::mem::size_of::<super::buffers::Cfg>() as u64;
         let op_size = std::mem::size_of::<Op>() as u64;
@@ -325,7 +338,7 @@ impl Kernels {
             .map(|&(name, src)| {
                 let desc = wgpu::ShaderModuleDescriptor {
                     label: Some(name),
-                    source: wgpu::ShaderSource::Wgsl(compose_shader(src).into()),
+                    source: wgpu::ShaderSource::Wgsl(compose_shader(src, subgroups).into()),
                 };
                 let checks = shader_checks();
                 // SAFETY: the checks kept always include bounds checks unless the user asks

@@ -3,7 +3,8 @@
 //!
 //! - `context`: adapter selection, device creation with the adapter's real limits.
 //! - `buffers`: the region layout inside a few large buffers, byte accounting.
-//! - `kernels`: pipelines, the bind group, command recording and readback.
+//! - `kernels`: pipelines, the bind group, command recording and readback, and the
+//!   timestamp timer behind `spinr bench` (one pass per dispatch, begin/end timestamps).
 //! - `ceilings`: measured bandwidth / FMA throughput for `spinr bench`.
 //!
 //! Kernels (one entry point each):
@@ -25,10 +26,17 @@
 //!   default (`InstanceFlags::VALIDATION_INDIRECT_CALL`, release builds too) with an extra
 //!   dispatch and barriers, which would double the chain's dispatches in the common case where
 //!   every step is accepted.
-//! - dense pass (`gates.wgsl`): per tile of neurons, `gen_h` writes the tile's random gate
-//!   vectors, `dense` fuses gates, mask and `G = Xᵀ(D ∘ r)` per block of 32 samples × 8
-//!   neurons into per-group partial rows; `reduce_tile` (`topk.wgsl`) sums them into
+//! - dense pass, per tile of neurons and chunk of active samples: `gen_h` (`gates.wgsl`)
+//!   writes the tile's random gate vectors; `tile_mask` evaluates the tile's gates into bits
+//!   (`tile × chunk` bits: a tile buffer, independent of `m` and of `n` beyond the chunk),
+//!   assembling each 32-sample word with a subgroup OR where the adapter has 32-wide
+//!   subgroups (`bits_subgroup.wgsl`) and workgroup atomics otherwise (`bits_atomic.wgsl`);
+//!   `dense_mm` (`dense.wgsl`) computes `G = Xᵀ(D ∘ r)` as a tiled matrix product (128
+//!   neurons × 128 features per workgroup, 8 × 8 register block per thread, split over sample
+//!   groups into partial rows); `reduce_tile` (`topk.wgsl`) sums the groups in order into
 //!   `c = w − μ G` (`add_w` adds `w`).
+//! - X (dense or materialised grid features) is stored feature-major, so a warp of
+//!   consecutive samples reads one segment per feature in every kernel.
 //! - top-s (`topk.wgsl`): 3-digit radix select (`hist` with workgroup atomics, `select_digit`)
 //!   of the tile merged with the running buffer, then an ordered compaction (`count`, `scan`,
 //!   `scatter`) that keeps the result sorted and sends ties to the lower index.
@@ -39,7 +47,9 @@ mod context;
 mod kernels;
 
 pub use context::{list_adapters, AdapterReport, GpuContext, NO_ADAPTER_HELP};
-pub use kernels::{compose_shader, COMMON_WGSL, SHADER_FILES};
+pub use kernels::{
+    compose_shader, BITS_ATOMIC_WGSL, BITS_SUBGROUP_WGSL, COMMON_WGSL, SHADER_FILES,
+};
 
 use super::{Backend, BackendInfo, GateSource, MemoryMeter, MemoryStats, RefineStep, Slot};
 use crate::error::{Error, Result};
@@ -72,6 +82,8 @@ const DENSE_BN: usize = 128;
 const DENSE_WORKGROUPS: usize = 512;
 /// Sample blocks per tile_mask workgroup (shaders/gates.wgsl `SB`).
 const TILE_MASK_BLOCKS: usize = 4;
+/// Neurons per tile_mask workgroup with weight gates (shaders/gates.wgsl `NW`).
+const TILE_MASK_NEURONS: usize = 64;
 
 /// Options beyond the trait's (tests use them to force the on-the-fly feature path).
 #[derive(Clone, Copy, Debug)]
@@ -88,6 +100,9 @@ pub struct GpuOptions {
     /// into chunks (up to 64) whose partial predictions are then merged. `None`: 65536 on a
     /// GPU, one thread per sample on a CPU adapter (whose few cores gain nothing from it).
     pub apply_threads: Option<usize>,
+    /// Use subgroup operations where the device has 32-wide subgroups (false: the portable
+    /// workgroup-memory path everywhere; tests compare the two).
+    pub subgroups: bool,
     /// Active samples per dense-pass chunk (rounded up to a multiple of 32); `None`: 2^18.
     /// Small chunks exercise the accumulation across chunks.
     pub mask_chunk: Option<usize>,
@@ -104,6 +119,7 @@ impl Default for GpuOptions {
                 .ok()
                 .and_then(|v| v.parse().ok()),
             mask_chunk: None,
+            subgroups: true,
         }
     }
 }
@@ -187,7 +203,7 @@ impl GpuBackend {
         let bufs = Buffers::new(&ctx, &problem, &lay, dense, &mut meter)?;
         meter.set_tile(lay.tile_bytes);
         drop(cached);
-        let kernels = Kernels::new(&ctx, &bufs)?;
+        let kernels = Kernels::new(&ctx, &bufs, opts.subgroups && ctx.subgroups())?;
         let ctx_software = ctx.is_software();
         let gates = match problem.gates {
             GateMode::Gaussian => Gates::Open,
@@ -493,6 +509,20 @@ impl GpuBackend {
             .into_iter()
             .map(|v| v as f64)
             .collect())
+    }
+}
+
+/// With `SPINR_GPU_PROFILE` set, the per-kernel wall-clock profile goes to stderr at the end
+/// (the fallback where the adapter has no timestamp queries; `spinr bench` uses those).
+impl Drop for GpuBackend {
+    fn drop(&mut self) {
+        if let Some(mut p) = self.kernel_profile() {
+            p.sort_by(|a, b| b.2.total_cmp(&a.2));
+            eprintln!("spinr: GPU profile (each dispatch alone, wall clock):");
+            for (name, n, t) in p {
+                eprintln!("  {name:<16} {n:>8} dispatches {:>12.3} ms", t * 1e3);
+            }
+        }
     }
 }
 
@@ -809,10 +839,16 @@ impl Backend for GpuBackend {
                     } else {
                         (max, blocks.div_ceil(max))
                     };
+                    // Neurons per workgroup: gates.wgsl `NW` (weight gates) or `TG`.
+                    let nw = if self.gates == Gates::Weights {
+                        TILE_MASK_NEURONS
+                    } else {
+                        TG
+                    };
                     rec.push(
                         K::TileMask,
                         cop,
-                        [x as u32, tn.div_ceil(TG) as u32, z as u32],
+                        [x as u32, tn.div_ceil(nw) as u32, z as u32],
                     );
                 }
                 rec.push(
