@@ -10,13 +10,16 @@
 // next block's global loads are issued before the current block's products (register
 // prefetch), hiding their latency without a second copy of the workgroup arrays.
 //
-// Grid: (op.ng sample groups, ⌈d / BN⌉, ⌈tn / BM⌉). Every workgroup writes its whole block of
+// Grid: (⌈tn / BM⌉, ⌈d / BN⌉, op.ng sample groups). Every workgroup writes its whole block of
 // partial rows F[f_gp + (g·tn_cap + t)·d + k] (added to them when op.flags & FLAG_ACC: a later
 // chunk), so reduce_tile (topk.wgsl) may read every group.
 
 const BM: u32 = 128u;  // neurons per block
 const BN: u32 = 128u;  // features per block
 const BK: u32 = 32u;   // samples per step: one gate-mask word
+// Load the next step's block into registers before the current block's products (more
+// registers, fewer stalls) or after them. Set per pipeline (SPINR_DENSE_PREFETCH=0).
+override PREFETCH: bool = true;
 
 var<workgroup> am: array<vec4<f32>, 1024>;  // BK × BM/4: masked residual, by 4 neurons
 // BK × BN/4 features, by 4; rows padded to 33 so that the transposing stores (one sample per
@@ -79,9 +82,10 @@ fn load_x(blk: u32, lq: u32, lb: u32, k0: u32) -> mat4x4<f32> {
 
 @compute @workgroup_size(256)
 fn dense_mm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let g = wid.x;
+    // Neuron blocks vary fastest: the workgroups sharing one block of X run together.
+    let t0 = wid.x * BM;
     let k0 = wid.y * BN;
-    let t0 = wid.z * BM;
+    let g = wid.z;
     let d = cfg.d;
     let nb = (op.count + BK - 1u) / BK;
     // Contiguous runs of sample blocks per group, in a fixed order (deterministic sums).
@@ -119,7 +123,7 @@ fn dense_mm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
         bx[xb + 2u] = sx[2];
         bx[xb + 3u] = sx[3];
         workgroupBarrier();
-        if (blk + 1u < b_hi) {
+        if (PREFETCH && blk + 1u < b_hi) {
             sm = load_m(blk + 1u, lq, lb, t0);
             sx = load_x(blk + 1u, lq, lb, k0);
         }
@@ -136,6 +140,10 @@ fn dense_mm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
             c50 = fma(vec4<f32>(mh.y), xl, c50); c51 = fma(vec4<f32>(mh.y), xh, c51);
             c60 = fma(vec4<f32>(mh.z), xl, c60); c61 = fma(vec4<f32>(mh.z), xh, c61);
             c70 = fma(vec4<f32>(mh.w), xl, c70); c71 = fma(vec4<f32>(mh.w), xh, c71);
+        }
+        if (!PREFETCH && blk + 1u < b_hi) {
+            sm = load_m(blk + 1u, lq, lb, t0);
+            sx = load_x(blk + 1u, lq, lb, k0);
         }
         workgroupBarrier();
     }

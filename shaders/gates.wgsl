@@ -86,12 +86,13 @@ fn gen_h(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
 }
 
 // Gate bits of the current support's runs: mask[r][a / 32] bit a % 32 = gate of run r at
-// active position a. Grid: (sample block, run group, sample block high part).
+// active position a. Grid: (run group, sample block, sample block high part): run groups vary
+// fastest, so the workgroups reading one sample block's features run together (L2 hits).
 @compute @workgroup_size(256)
 fn mask(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let blk = wid.x + wid.z * nwg.x;
-    let rg = wid.y;
+    let blk = wid.y + wid.z * nwg.y;
+    let rg = wid.x;
     if (lid == 0u) {
         flag_w = U[cfg.u_meta + META_RUNS];
     }
@@ -140,7 +141,7 @@ fn mask(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 // thread evaluates NW / 8 neurons in turn, each at SB samples at once (the gate entries
 // loaded once, SB independent feature reads in flight); the many neurons per workgroup let
 // the samples' feature segments be read from L2 once per NW neurons rather than per TG.
-// Grid: (groups of SB sample blocks, neuron groups, high part of the first).
+// Grid: (neuron groups, groups of SB sample blocks, high part of the second).
 const SB: u32 = 4u;
 const NW: u32 = 64u;
 var<workgroup> smp4: array<u32, 128>;  // SB × BS sample ids
@@ -149,9 +150,11 @@ var<workgroup> smp4: array<u32, 128>;  // SB × BS sample ids
 @compute @workgroup_size(256)
 fn tile_mask(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) lid: u32) {
-    let blk0 = (wid.x + wid.z * nwg.x) * SB;
+    // Neuron groups vary fastest, so the workgroups that read one sample group's feature
+    // segments run together and find them in L2.
+    let blk0 = (wid.y + wid.z * nwg.y) * SB;
     let nw = select(TG, NW, cfg.gate == 2u);
-    let t0 = wid.y * nw;
+    let t0 = wid.x * nw;
     if (blk0 * BS >= op.count || t0 >= op.tn) {
         return;
     }

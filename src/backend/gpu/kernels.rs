@@ -350,6 +350,11 @@ impl Kernels {
             })
             .collect();
         let mut pipelines = Vec::with_capacity(ENTRIES.len());
+        // Pipeline-overridable constants, per kernel file (only names its module declares).
+        let dense_constants: Vec<(&str, f64)> = match std::env::var("SPINR_DENSE_PREFETCH") {
+            Ok(v) if v == "0" => vec![("PREFETCH", 0.0)],
+            _ => Vec::new(),
+        };
         for (i, &(k, file, entry)) in ENTRIES.iter().enumerate() {
             debug_assert_eq!(k as usize, i);
             let module = &modules
@@ -367,7 +372,7 @@ impl Kernels {
                     // zeroing would add a pass over it to each of millions of workgroups.
                     compilation_options: wgpu::PipelineCompilationOptions {
                         zero_initialize_workgroup_memory: false,
-                        ..Default::default()
+                        constants: if file == "dense" { &dense_constants } else { &[] },
                     },
                     cache: None,
                 }),

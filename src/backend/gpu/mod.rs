@@ -292,7 +292,7 @@ impl GpuBackend {
                 (max, blocks.div_ceil(max))
             };
             let groups = self.lay.cfg.maxruns.div_ceil(TG as u32);
-            rec.push(K::Mask, op, [x as u32, groups, z as u32]);
+            rec.push(K::Mask, op, [groups, x as u32, z as u32]);
         }
         self.mask_key = Some(key);
     }
@@ -834,7 +834,7 @@ impl Backend for GpuBackend {
                     // Workgroups of TILE_MASK_BLOCKS sample blocks (gates.wgsl `SB`).
                     let blocks = nc.div_ceil(BS * TILE_MASK_BLOCKS);
                     let max = self.ctx.limits.max_compute_workgroups_per_dimension as usize;
-                    let (x, z) = if blocks <= max {
+                    let (y, z) = if blocks <= max {
                         (blocks, 1)
                     } else {
                         (max, blocks.div_ceil(max))
@@ -848,16 +848,16 @@ impl Backend for GpuBackend {
                     rec.push(
                         K::TileMask,
                         cop,
-                        [x as u32, tn.div_ceil(nw) as u32, z as u32],
+                        [tn.div_ceil(nw) as u32, y as u32, z as u32],
                     );
                 }
                 rec.push(
                     K::DenseMm,
                     cop,
                     [
-                        cop.ng,
-                        d.div_ceil(DENSE_BN) as u32,
                         tn.div_ceil(DENSE_BM) as u32,
+                        d.div_ceil(DENSE_BN) as u32,
+                        cop.ng,
                     ],
                 );
                 c0 += nc;
