@@ -14,7 +14,7 @@ struct Cfg {
     u_runn: u32, u_runs: u32, u_emap: u32, u_mask: u32,
     u_goff: u32, u_cand: u32, u_keys: u32, u_blk: u32,
     tn_cap: u32, gate_slot: u32, zero: f32, f_pp: u32,
-    u_tmask: u32, mwt: u32, pad0: u32, pad1: u32,
+    u_tmask: u32, mwt: u32, u_nrun: u32, pad1: u32,
 }
 
 // Per dispatch (dynamic offset): which slots, regions and scalars this job works on.
@@ -50,6 +50,7 @@ const FLAG_GUARD: u32 = 8u;      // refinement chain: the workgroup returns once
 const FLAG_MU_SC: u32 = 16u;     // axpy: μ from the scalar SC_MU instead of op.mu
 const FLAG_IF_ODD: u32 = 32u;    // copy_slot: only if META_ACC is odd
 const FLAG_ACC: u32 = 64u;       // dense_mm: add to the partial rows (a later sample chunk)
+const FLAG_RUNMASK: u32 = 128u;  // dense_mm: gate words from the cached support-run mask
 
 // u_meta entries.
 const META_RUNS: u32 = 0u;

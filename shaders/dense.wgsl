@@ -48,6 +48,14 @@ fn load_m(blk: u32, lq: u32, lb: u32, t0: u32) -> mat4x4<f32> {
         let t = t0 + lq * 4u + c;
         if (t >= op.tn) {
             words[c] = 0u;
+        } else if ((op.flags & FLAG_RUNMASK) != 0u) {
+            // The support mask of the gate snapshot's own support: its runs are exactly the
+            // neurons with gates; the others are not candidates (their rows are ignored).
+            let run = U[cfg.u_nrun + op.tile0 + t];
+            words[c] = 0u;
+            if (run != 0u) {
+                words[c] = U[cfg.u_mask + (run - 1u) * cfg.mw + op.dst / 32u + blk];
+            }
         } else if (cfg.gate != 0u) {
             words[c] = U[cfg.u_tmask + t * cfg.mwt + blk];
         }

@@ -16,6 +16,10 @@ fn runs(@builtin(local_invocation_index) lid: u32) {
         len_w = slot_len(q);
     }
     let len = workgroupUniformLoad(&len_w);
+    for (var j = lid; j < cfg.m; j = j + WG) {
+        U[cfg.u_nrun + j] = 0u;
+    }
+    storageBarrier();
     var carry = 0u;
     for (var c = 0u; c < len; c = c + WG) {
         let p = c + lid;
@@ -33,6 +37,7 @@ fn runs(@builtin(local_invocation_index) lid: u32) {
             if (start == 1u) {
                 U[cfg.u_runn + run] = nj;
                 U[cfg.u_runs + run] = p;
+                U[cfg.u_nrun + nj] = run + 1u;
             }
             U[cfg.u_emap + p] = run;
         }

@@ -418,20 +418,18 @@ fn every_kernel_matches_the_cpu() {
         let mut sizes = vec![1usize, 3, len / 2, len];
         sizes.dedup();
         for &s in &sizes {
-            let gate_kinds: &[bool] = if p.gates == GateMode::Gaussian {
-                &[false]
+            // 0: random gates; 1: weight gates from another slot; 2: weight gates from W
+            // itself (the sequential step: the dense pass reuses W's cached gate mask).
+            let gate_kinds: &[u8] = if p.gates == GateMode::Gaussian {
+                &[0]
             } else {
-                &[false, true]
+                &[0, 1, 2]
             };
-            for &weight_gates in gate_kinds {
+            for &gate_kind in gate_kinds {
                 let tag = format!(
                     "{} s {s} {}",
                     case.name,
-                    if weight_gates {
-                        "weight gates"
-                    } else {
-                        "random gates"
-                    }
+                    ["random gates", "weight gates", "weight gates from W"][gate_kind as usize]
                 );
                 let mut pair = Pair::new(&p, s, case.opts);
                 poison(&mut pair, &mut rng, len, s);
@@ -439,10 +437,10 @@ fn every_kernel_matches_the_cpu() {
                 let h = random_sparse(&mut rng, len, s);
                 pair.both(|b| b.load(Slot::W, &w));
                 pair.both(|b| b.load(Slot::BEST, &h));
-                let gates = if weight_gates {
-                    GateSource::Slot(Slot::BEST)
-                } else {
-                    GateSource::Random
+                let gates = match gate_kind {
+                    0 => GateSource::Random,
+                    1 => GateSource::Slot(Slot::BEST),
+                    _ => GateSource::Slot(Slot::W),
                 };
                 pair.both(|b| b.set_gates(gates));
                 exercise(&mut pair, &p, s, &mut rng, &mut swaps, &tag);

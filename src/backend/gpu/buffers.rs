@@ -96,7 +96,8 @@ pub(crate) struct Cfg {
     pub f_pp: u32,
     pub u_tmask: u32,
     pub mwt: u32,
-    pub pad: [u32; 2],
+    pub u_nrun: u32,
+    pub pad: u32,
 }
 
 /// Per-dispatch parameters (shaders/common.wgsl `Op`).
@@ -249,6 +250,8 @@ impl Layout {
         let u_mask = u.take(maxruns * mw);
         let u_goff = u.take(2 * m);
         let u_cand = u.take(m);
+        // Neuron → 1 + its run in the cached support mask (0: not a run).
+        let u_nrun = u.take(m);
         let tile_u0 = u.0;
         let u_keys = u.take(tile);
         let chunk = n.min(
@@ -317,7 +320,8 @@ impl Layout {
             f_pp: f_pp as u32,
             u_tmask: u_tmask as u32,
             mwt: mwt as u32,
-            pad: [0; 2],
+            u_nrun: u_nrun as u32,
+            pad: 0,
         };
         Ok(Layout {
             n,

@@ -372,7 +372,11 @@ impl Kernels {
                     // zeroing would add a pass over it to each of millions of workgroups.
                     compilation_options: wgpu::PipelineCompilationOptions {
                         zero_initialize_workgroup_memory: false,
-                        constants: if file == "dense" { &dense_constants } else { &[] },
+                        constants: if file == "dense" {
+                            &dense_constants
+                        } else {
+                            &[]
+                        },
                     },
                     cache: None,
                 }),

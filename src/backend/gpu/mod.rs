@@ -75,6 +75,8 @@ const FLAG_MU_SC: u32 = 16;
 const FLAG_IF_ODD: u32 = 32;
 /// dense_mm: add to the partial rows (a later chunk of samples).
 const FLAG_ACC: u32 = 64;
+/// dense_mm: gate words from the cached support-run mask.
+const FLAG_RUNMASK: u32 = 128;
 /// dense_mm's block of neurons × features (shaders/dense.wgsl `BM`, `BN`).
 const DENSE_BM: usize = 128;
 const DENSE_BN: usize = 128;
@@ -148,6 +150,8 @@ pub struct GpuBackend {
     epochs: u64,
     gates: Gates,
     gate_epoch: u64,
+    /// Support id of the weight-gate snapshot (None: random or open gates).
+    gate_sup: Option<u64>,
     /// Support identity per slot: equal ids mean equal index lists.
     sup: [u64; NSLOT],
     next_sup: u64,
@@ -220,6 +224,7 @@ impl GpuBackend {
             epochs: 0,
             gates,
             gate_epoch: 0,
+            gate_sup: None,
             sup: [0; NSLOT],
             next_sup: 1,
             mask_key: None,
@@ -643,6 +648,7 @@ impl Backend for GpuBackend {
                 let q = self.slot(s)?;
                 // Snapshot: later changes of the slot do not move the gates.
                 self.rec_copy(&mut rec, SLOT_GATE, q);
+                self.gate_sup = Some(self.sup[q as usize]);
                 let op = self.op();
                 rec.push(
                     K::GatesPrep,
@@ -652,6 +658,9 @@ impl Backend for GpuBackend {
                 Gates::Weights
             }
         };
+        if self.gates != Gates::Weights {
+            self.gate_sup = None;
+        }
         self.write_cfg();
         self.run(rec, &[])?;
         self.gate_epoch += 1;
@@ -801,6 +810,13 @@ impl Backend for GpuBackend {
             1,
             lay.chunk.min(self.n_act).div_ceil(BS).min(lay.max_groups),
         ) as u32;
+        // Weight gates whose snapshot has the support of the cached run mask (the usual
+        // sequential step: gates from W, then step_size(W)): the product reads that mask
+        // instead of evaluating the tile's gates again.
+        let reuse_mask = self.gates == Gates::Weights
+            && self
+                .gate_sup
+                .is_some_and(|g| self.mask_key == Some((g, self.gate_epoch, self.batch_epoch)));
         let mut rec = Rec::default();
         let (mut cur, mut nxt) = (SLOT_TOP_A, SLOT_TOP_B);
         let mut tile0 = 0;
@@ -830,7 +846,9 @@ impl Backend for GpuBackend {
                 cop.dst = c0 as u32;
                 cop.count = nc as u32;
                 cop.flags = if c0 > 0 { FLAG_ACC } else { 0 };
-                if self.gates != Gates::Open {
+                if reuse_mask {
+                    cop.flags |= FLAG_RUNMASK;
+                } else if self.gates != Gates::Open {
                     // Workgroups of TILE_MASK_BLOCKS sample blocks (gates.wgsl `SB`).
                     let blocks = nc.div_ceil(BS * TILE_MASK_BLOCKS);
                     let max = self.ctx.limits.max_compute_workgroups_per_dimension as usize;
