@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs spinr's GPU checks and benchmarks on a lent GPU machine (the `device` tool of this
 # workplace), from prebuilt x86-64 binaries in .dev/ (see benches/NOTES.md, "Real GPU").
-#   benches/device.sh [setup|tests|bench|fit|profile|all]...
+#   benches/device.sh [setup|tests|bench|profile|tune|seqfit|fit|final|all]...
 # Writes logs and JSON under $OUT (or ./device-out).
 set -u
 OUT=${OUT:-$PWD/device-out}; mkdir -p "$OUT"
@@ -35,6 +35,12 @@ profile() {
     SPINR_GPU_PROFILE=1 timeout 120 "$B" bench --backend gpu --size "$size" --runs 3 --budget 0 2>&1 | tee "$OUT/profile-$size.txt" | tail -n 40
   done
 }
+final() {
+  echo "== spinr bench --json (large)"
+  timeout 200 "$B" bench --backend gpu --size large --json > "$OUT/bench-large-final.json" && python3 -c "import json,sys; r=json.load(open('$OUT/bench-large-final.json')); print(r['adapter'], r['backend'], 'step_seconds', r['step_seconds']); [print(k['name'], k['timer'], round(k['seconds']['median']*1e3,3), 'ms', round(100*k['fraction_of_flops_ceiling'],1), '%') for k in r['kernels']]"
+  echo "== spinr bench --size small --compare cpu"
+  timeout 200 "$B" bench --backend gpu --size small --compare cpu 2>&1 | tail -n 3
+}
 seqfit() {
   echo "== sequential planted fits, gpu vs cpu"
   timeout 120 .dev/gpu_fit --nocapture sequential 2>&1 | tail -n 20
@@ -46,7 +52,7 @@ seqfit() {
 }
 fit() {
   echo "== fit camera 512x512"
-  timeout 150 /usr/bin/time -v "$B" fit assets/camera.png --backend gpu --out "$OUT/camera" --force 2>&1 | tail -n 40 | tee "$OUT/fit.txt"
+  timeout 150 /usr/bin/time -v "$B" fit assets/camera.png --backend gpu --out "$OUT/camera" --force 2>&1 | tail -n 40 | tee "$OUT/fit.txt" | head -n 8
 }
 tune() {
   for env in SPINR_DENSE_PREFETCH=0 SPINR_DENSE_PREFETCH=1; do

@@ -14,7 +14,7 @@ struct Cfg {
     u_runn: u32, u_runs: u32, u_emap: u32, u_mask: u32,
     u_goff: u32, u_cand: u32, u_keys: u32, u_blk: u32,
     tn_cap: u32, gate_slot: u32, zero: f32, f_pp: u32,
-    u_tmask: u32, mwt: u32, u_nrun: u32, pad1: u32,
+    u_tmask: u32, mwt: u32, u_nrun: u32, xfm: u32,
 }
 
 // Per dispatch (dynamic offset): which slots, regions and scalars this job works on.
@@ -27,8 +27,9 @@ struct Op {
 
 @group(0) @binding(0) var<uniform> cfg: Cfg;
 @group(0) @binding(1) var<uniform> op: Op;
-// Dense features, feature-major (X[i, k] at k·n + i: a warp of consecutive samples reads one
-// segment), split by columns across up to four bindings (binding-size limits).
+// Dense features, feature-major (cfg.xfm = 1: X[i, k] at k·n + i, a warp of consecutive
+// samples reads one segment) or sample-major (X[i, k] at i·d + k, for minibatches), split by
+// columns or rows across up to four bindings (binding-size limits).
 @group(0) @binding(2) var<storage, read> x0: array<f32>;
 @group(0) @binding(3) var<storage, read> x1: array<f32>;
 @group(0) @binding(4) var<storage, read> x2: array<f32>;
@@ -139,6 +140,9 @@ fn gate_normal(key: u32, k: u32) -> f32 {
 // ---- features ----
 
 fn xdense(i: u32, k: u32) -> f32 {
+    if (cfg.xfm == 0u) {
+        return xrow(i, k);
+    }
     let c = cfg.xcols;
     let n = cfg.n;
     if (k < c) {
@@ -151,6 +155,22 @@ fn xdense(i: u32, k: u32) -> f32 {
         return x2[(k - 2u * c) * n + i];
     }
     return x3[(k - 3u * c) * n + i];
+}
+
+// X[i, k] from the sample-major layout (xcols = rows per binding).
+fn xrow(i: u32, k: u32) -> f32 {
+    let r = cfg.xcols;
+    let d = cfg.d;
+    if (i < r) {
+        return x0[i * d + k];
+    }
+    if (i < 2u * r) {
+        return x1[(i - r) * d + k];
+    }
+    if (i < 3u * r) {
+        return x2[(i - 2u * r) * d + k];
+    }
+    return x3[(i - 3u * r) * d + k];
 }
 
 // Where sample i's entries sit in each axis table (frequency 0), and the axis lengths.

@@ -30,7 +30,11 @@ var<workgroup> bx: array<vec4<f32>, 1056>;
 // Features k..k+3 of sample i: four coalesced column reads when they lie in the first
 // binding (the usual case), the general path otherwise.
 fn x4(i: u32, k: u32) -> vec4<f32> {
-    if (cfg.feat == 0u && k + 3u < min(cfg.d, cfg.xcols)) {
+    if (cfg.feat == 0u && cfg.xfm == 0u && k + 3u < cfg.d && i < cfg.xcols) {
+        let e = i * cfg.d + k;
+        return vec4<f32>(x0[e], x0[e + 1u], x0[e + 2u], x0[e + 3u]);
+    }
+    if (cfg.feat == 0u && cfg.xfm != 0u && k + 3u < min(cfg.d, cfg.xcols)) {
         let n = cfg.n;
         let e = k * n + i;
         return vec4<f32>(x0[e], x0[e + n], x0[e + 2u * n], x0[e + 3u * n]);

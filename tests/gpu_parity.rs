@@ -284,6 +284,24 @@ fn cases(rng: &mut impl Rng) -> Vec<Case> {
             ..Default::default()
         },
     });
+    out.push(Case {
+        // Sample-major X (what minibatch fits use): 36-byte rows, 34 a binding.
+        name: "sequential dense 101×9, m 7, X sample-major in three bindings".into(),
+        problem: dense_problem(rng, GateMode::Sequential, 101, 9, 7),
+        opts: GpuOptions {
+            feature_binding_bytes: Some(34 * 36),
+            feature_major: false,
+            ..Default::default()
+        },
+    });
+    out.push(Case {
+        name: "convex dense 75×150, m 140, X sample-major".into(),
+        problem: dense_problem(rng, GateMode::Convex, 75, 150, 140),
+        opts: GpuOptions {
+            feature_major: false,
+            ..Default::default()
+        },
+    });
     let g3 = grid_problem(
         rng,
         GateMode::Sequential,

@@ -274,6 +274,23 @@ pub fn create(
     problem: std::sync::Arc<crate::problem::Problem>,
     s: usize,
 ) -> Result<Box<dyn Backend>> {
+    create_for(choice, adapter, problem, s, false)
+}
+
+/// [`create`] for a fit that runs on minibatches (`minibatch`): the GPU then keeps its
+/// features sample-major, which suits scattered samples (full-batch passes prefer
+/// feature-major).
+pub fn create_for(
+    choice: BackendChoice,
+    adapter: Option<&str>,
+    problem: std::sync::Arc<crate::problem::Problem>,
+    s: usize,
+    minibatch: bool,
+) -> Result<Box<dyn Backend>> {
+    let opts = gpu::GpuOptions {
+        feature_major: !minibatch,
+        ..Default::default()
+    };
     match choice {
         BackendChoice::Cpu => Ok(Box::new(cpu::CpuBackend::new(
             problem,
@@ -283,12 +300,16 @@ pub fn create(
         BackendChoice::Gpu => {
             let ctx = gpu::GpuContext::new(adapter, false)?;
             eprintln!("spinr: using GPU {}", ctx.adapter_name());
-            Ok(Box::new(gpu::GpuBackend::new(ctx, problem, s)?))
+            Ok(Box::new(gpu::GpuBackend::with_options(
+                ctx, problem, s, opts,
+            )?))
         }
         BackendChoice::Auto => match gpu::GpuContext::new(adapter, true) {
             Ok(ctx) => {
                 eprintln!("spinr: using GPU {}", ctx.adapter_name());
-                Ok(Box::new(gpu::GpuBackend::new(ctx, problem, s)?))
+                Ok(Box::new(gpu::GpuBackend::with_options(
+                    ctx, problem, s, opts,
+                )?))
             }
             Err(_) => {
                 eprintln!("spinr: no GPU found, using the CPU backend");

@@ -372,11 +372,12 @@ pub fn run(a: FitArgs) -> anyhow::Result<()> {
 
     let problem = Arc::new(spec.problem(&axes, &axes, image.data.clone())?);
     problem.check_nonzeros(a.nonzeros)?;
-    let mut be = backend::create(
+    let mut be = backend::create_for(
         a.device.backend,
         a.device.adapter.as_deref(),
         problem.clone(),
         a.nonzeros,
+        batch_size.is_some(),
     )?;
     let info = be.info();
     let mut cfg = IhtConfig::new(a.nonzeros, a.iters, a.gates);

@@ -68,11 +68,12 @@ pub fn run(a: PlantArgs) -> anyhow::Result<()> {
     cfg.seed = a.seed;
     cfg.first_step = a.first_step;
     cfg.refine = a.refine;
-    let mut be = backend::create(
+    let mut be = backend::create_for(
         a.device.backend,
         a.device.adapter.as_deref(),
         planted.train.clone(),
         a.nonzeros,
+        a.batch_size.is_some(),
     )?;
     let info = be.info();
     let start = Instant::now();

@@ -97,7 +97,7 @@ pub(crate) struct Cfg {
     pub u_tmask: u32,
     pub mwt: u32,
     pub u_nrun: u32,
-    pub pad: u32,
+    pub xfm: u32,
 }
 
 /// Per-dispatch parameters (shaders/common.wgsl `Op`).
@@ -143,6 +143,7 @@ pub(crate) struct Layout {
     /// Bytes of the per-tile regions (gate table, candidates, partial G, keys, scan blocks).
     pub tile_bytes: u64,
     /// Rows of X per binding (dense features) and the number of bindings used.
+    /// Features (feature-major) or samples (sample-major) of X per binding.
     pub xcols: usize,
     pub xchunks: usize,
     pub cfg: Cfg,
@@ -183,23 +184,29 @@ impl Layout {
             .max_storage_buffer_binding_size
             .min(limits.max_buffer_size);
         let x_max = bind_max.min(opts.feature_binding_bytes.unwrap_or(u64::MAX));
-        // X is stored feature-major (one column of n samples after another), so that threads
-        // of consecutive samples read consecutive addresses; whole columns per binding, at
-        // most four bindings.
-        let col_bytes = (n * 4) as u64;
-        let (xcols, xchunks) = if grid.is_some() {
-            (d, 1)
+        // X feature-major (one column of n samples after another: threads of consecutive
+        // samples read consecutive addresses, for full-batch passes) or sample-major (a
+        // thread's features in one row: locality for the scattered samples of minibatches).
+        // Whole columns or rows per binding, at most four bindings.
+        let fm = opts.feature_major;
+        let (line_bytes, lines) = if fm {
+            ((n * 4) as u64, d)
         } else {
-            let cols = (x_max / col_bytes).min(d as u64) as usize;
-            if cols == 0 || d.div_ceil(cols) > 4 {
+            ((d * 4) as u64, n)
+        };
+        let (xcols, xchunks) = if grid.is_some() {
+            (lines, 1)
+        } else {
+            let cols = (x_max / line_bytes).min(lines as u64) as usize;
+            if cols == 0 || lines.div_ceil(cols) > 4 {
                 return Err(Error::DeviceLimit {
                     what: "the feature matrix X",
-                    needed: d as u64 * col_bytes,
+                    needed: lines as u64 * line_bytes,
                     limit: 4 * x_max,
                     fix: "use fewer samples or features (or a minibatch-sized subset), or --backend cpu",
                 });
             }
-            (cols, d.div_ceil(cols))
+            (cols, lines.div_ceil(cols))
         };
         let maxruns = m.min(cap);
         let mw = n.div_ceil(32);
@@ -290,7 +297,7 @@ impl Layout {
             naxes: grid.map_or(0, |g| g.axes.len() as u32),
             seed_lo: seed as u32,
             seed_hi: (seed >> 32) as u32,
-            xcols: u32_of("features", xcols)?,
+            xcols: u32_of("feature lines", xcols)?,
             mw: mw as u32,
             ax: ax.map(|v| v as u32),
             to: to.map(|v| v as u32),
@@ -321,7 +328,7 @@ impl Layout {
             u_tmask: u_tmask as u32,
             mwt: mwt as u32,
             u_nrun: u_nrun as u32,
-            pad: 0,
+            xfm: fm as u32,
         };
         Ok(Layout {
             n,
@@ -403,6 +410,16 @@ impl Buffers {
             use rayon::prelude::*;
             let (n, d) = (lay.n, lay.d);
             for c in 0..lay.xchunks {
+                if lay.cfg.xfm == 0 {
+                    // Sample-major: rows lo..hi as given.
+                    let lo = c * lay.xcols;
+                    let hi = ((c + 1) * lay.xcols).min(n);
+                    let rows = &data[lo * d..hi * d];
+                    let buf = create(ctx, meter, "spinr X", (rows.len() * 4) as u64, storage);
+                    ctx.queue.write_buffer(&buf, 0, bytemuck::cast_slice(rows));
+                    x.push(buf);
+                    continue;
+                }
                 let lo = c * lay.xcols;
                 let hi = ((c + 1) * lay.xcols).min(d);
                 // Columns lo..hi of the row-major input, transposed.
@@ -497,6 +514,13 @@ mod tests {
         };
         let lay = Layout::new(&p, 5, None, &opts, &limits(1 << 30)).unwrap();
         assert_eq!((lay.xcols, lay.xchunks), (3, 4));
+        // Sample-major: 40-byte rows, 300 a binding.
+        let rows = GpuOptions {
+            feature_major: false,
+            ..opts
+        };
+        let lay = Layout::new(&p, 5, None, &rows, &limits(1 << 30)).unwrap();
+        assert_eq!((lay.xcols, lay.xchunks), (300, 4));
         let lay = Layout::new(&p, 5, None, &GpuOptions::default(), &limits(1 << 30)).unwrap();
         assert_eq!((lay.xcols, lay.xchunks), (10, 1));
     }

@@ -105,6 +105,9 @@ pub struct GpuOptions {
     /// Use subgroup operations where the device has 32-wide subgroups (false: the portable
     /// workgroup-memory path everywhere; tests compare the two).
     pub subgroups: bool,
+    /// Store dense features feature-major (full-batch fits: coalesced reads) rather than
+    /// sample-major (minibatch fits: a thread's features of one scattered sample in one row).
+    pub feature_major: bool,
     /// Active samples per dense-pass chunk (rounded up to a multiple of 32); `None`: 2^18.
     /// Small chunks exercise the accumulation across chunks.
     pub mask_chunk: Option<usize>,
@@ -122,6 +125,7 @@ impl Default for GpuOptions {
                 .and_then(|v| v.parse().ok()),
             mask_chunk: None,
             subgroups: true,
+            feature_major: true,
         }
     }
 }
