@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs spinr's GPU checks and benchmarks on a lent GPU machine (the `device` tool of this
-# workplace), from prebuilt x86-64 binaries in .dev/ (see benches/NOTES.md, "Real GPU").
+# workplace), from prebuilt x86-64 binaries in .dev/ (made by benches/stage-device.sh).
 #   benches/device.sh [setup|tests|bench|profile|tune|seqfit|fit|final|all]...
 # Writes logs and JSON under $OUT (or ./device-out).
 set -u
