@@ -1,7 +1,8 @@
 // The dense pass as a tiled matrix product (DESIGN.md §3, the dominant cost):
 //   partial_g[t, k] = Σ_a M[a, t] · X[sample(a), k],  M[a, t] = gate(tile0 + t, a) · r[a],
 // over the active positions a of sample group g inside the current chunk. The gate bits come
-// from tile_mask (gates.wgsl), so this loop is pure multiply-add.
+// from tile_mask (gates.wgsl) or, with FLAG_RUNMASK, from the support passes' cached mask of
+// the gate snapshot's runs, so this loop is pure multiply-add.
 //
 // A workgroup owns a BM × BN block of (neurons × features) and walks its group's samples BK
 // at a time: the BK × BM block of M and the BK × BN block of X go through workgroup memory,
