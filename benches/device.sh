@@ -55,7 +55,7 @@ fit() {
   timeout 150 /usr/bin/time -v "$B" fit assets/camera.png --backend gpu --out "$OUT/camera" --force 2>&1 | tail -n 40 | tee "$OUT/fit.txt" | head -n 8
 }
 tune() {
-  for env in SPINR_DENSE_PREFETCH=0 SPINR_DENSE_PREFETCH=1; do
+  for env in SPINR_SHADER_CHECKS=all SPINR_SHADER_CHECKS=bounds SPINR_SHADER_CHECKS=none; do
     echo "== bench $env"
     for size in small large; do
       env $env timeout 100 "$B" bench --backend gpu --size $size --runs 3 --budget 0.2 2>&1 | grep -E "^(dense_pass_topk|iht_step|forward) "

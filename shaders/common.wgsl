@@ -5,7 +5,7 @@
 struct Cfg {
     n: u32, d: u32, m: u32, cap: u32,
     feat: u32, gate: u32, half: u32, naxes: u32,
-    seed_lo: u32, seed_hi: u32, xcols: u32, mw: u32,
+    seed_lo: u32, seed_hi: u32, xlines: u32, mw: u32,
     ax0: u32, ax1: u32, ax2: u32, ax3: u32,
     to0: u32, to1: u32, to2: u32, to3: u32,
     f_y: u32, f_vals: u32, f_ct: u32, f_gp: u32,
@@ -143,7 +143,7 @@ fn xdense(i: u32, k: u32) -> f32 {
     if (cfg.xfm == 0u) {
         return xrow(i, k);
     }
-    let c = cfg.xcols;
+    let c = cfg.xlines;
     let n = cfg.n;
     if (k < c) {
         return x0[k * n + i];
@@ -157,9 +157,9 @@ fn xdense(i: u32, k: u32) -> f32 {
     return x3[(k - 3u * c) * n + i];
 }
 
-// X[i, k] from the sample-major layout (xcols = rows per binding).
+// X[i, k] from the sample-major layout (xlines = rows per binding).
 fn xrow(i: u32, k: u32) -> f32 {
-    let r = cfg.xcols;
+    let r = cfg.xlines;
     let d = cfg.d;
     if (i < r) {
         return x0[i * d + k];

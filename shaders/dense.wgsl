@@ -18,9 +18,6 @@
 const BM: u32 = 128u;  // neurons per block
 const BN: u32 = 128u;  // features per block
 const BK: u32 = 32u;   // samples per step: one gate-mask word
-// Load the next step's block into registers before the current block's products (more
-// registers, fewer stalls) or after them. Set per pipeline (SPINR_DENSE_PREFETCH=0).
-override PREFETCH: bool = true;
 
 var<workgroup> am: array<vec4<f32>, 1024>;  // BK × BM/4: masked residual, by 4 neurons
 // BK × BN/4 features, by 4; rows padded to 33 so that the transposing stores (one sample per
@@ -31,11 +28,11 @@ var<workgroup> bx: array<vec4<f32>, 1056>;
 // Features k..k+3 of sample i: four coalesced column reads when they lie in the first
 // binding (the usual case), the general path otherwise.
 fn x4(i: u32, k: u32) -> vec4<f32> {
-    if (cfg.feat == 0u && cfg.xfm == 0u && k + 3u < cfg.d && i < cfg.xcols) {
+    if (cfg.feat == 0u && cfg.xfm == 0u && k + 3u < cfg.d && i < cfg.xlines) {
         let e = i * cfg.d + k;
         return vec4<f32>(x0[e], x0[e + 1u], x0[e + 2u], x0[e + 3u]);
     }
-    if (cfg.feat == 0u && cfg.xfm != 0u && k + 3u < min(cfg.d, cfg.xcols)) {
+    if (cfg.feat == 0u && cfg.xfm != 0u && k + 3u < min(cfg.d, cfg.xlines)) {
         let n = cfg.n;
         let e = k * n + i;
         return vec4<f32>(x0[e], x0[e + n], x0[e + 2u * n], x0[e + 3u * n]);
@@ -136,7 +133,7 @@ fn dense_mm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
         bx[xb + 2u] = sx[2];
         bx[xb + 3u] = sx[3];
         workgroupBarrier();
-        if (PREFETCH && blk + 1u < b_hi) {
+        if (blk + 1u < b_hi) {
             sm = load_m(blk + 1u, lq, lb, t0);
             sx = load_x(blk + 1u, lq, lb, k0);
         }
@@ -153,10 +150,6 @@ fn dense_mm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
             c50 = fma(vec4<f32>(mh.y), xl, c50); c51 = fma(vec4<f32>(mh.y), xh, c51);
             c60 = fma(vec4<f32>(mh.z), xl, c60); c61 = fma(vec4<f32>(mh.z), xh, c61);
             c70 = fma(vec4<f32>(mh.w), xl, c70); c71 = fma(vec4<f32>(mh.w), xh, c71);
-        }
-        if (!PREFETCH && blk + 1u < b_hi) {
-            sm = load_m(blk + 1u, lq, lb, t0);
-            sx = load_x(blk + 1u, lq, lb, k0);
         }
         workgroupBarrier();
     }

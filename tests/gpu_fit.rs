@@ -8,20 +8,13 @@ use spinr::iht::IhtConfig;
 use spinr::plant::{self, PlantReport, PlantSpec, Planted};
 use spinr::problem::GateMode;
 use spinr::sparse::SparseVec;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+
+mod common;
 use std::time::Instant;
 
 fn ctx() -> Arc<GpuContext> {
-    static CTX: OnceLock<Arc<GpuContext>> = OnceLock::new();
-    CTX.get_or_init(|| {
-        GpuContext::new(None, false).unwrap_or_else(|e| {
-            panic!(
-                "the GPU tests need a GPU adapter and found none ({e}). Install one: \
-                 `apt-get install mesa-vulkan-drivers` gives the lavapipe software adapter"
-            )
-        })
-    })
-    .clone()
+    common::gpu_ctx()
 }
 
 fn spec(gates: GateMode, d: usize, m: usize, s: usize, n: usize, seed: u64) -> PlantSpec {

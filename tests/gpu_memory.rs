@@ -2,12 +2,14 @@
 //! image with the same `s` at m = 64 and m = 4096 may differ only by the dense pass's tile
 //! buffers (issue: "memory that does not grow with m").
 
-use spinr::backend::gpu::{GpuBackend, GpuContext};
+use spinr::backend::gpu::GpuBackend;
 use spinr::backend::{cpu::CpuBackend, Backend};
 use spinr::iht::{self, IhtConfig};
 use spinr::inr::{Coords, InrSpec};
 use spinr::problem::GateMode;
 use std::sync::Arc;
+
+mod common;
 
 fn spec(m: usize) -> InrSpec {
     InrSpec {
@@ -44,12 +46,7 @@ fn fit(b: &mut dyn Backend, n: usize, s: usize) -> (u64, u64) {
 
 #[test]
 fn peak_device_bytes_do_not_grow_with_neurons() {
-    let ctx = GpuContext::new(None, false).unwrap_or_else(|e| {
-        panic!(
-            "the GPU tests need a GPU adapter and found none ({e}). Install one: \
-             `apt-get install mesa-vulkan-drivers` gives the lavapipe software adapter"
-        )
-    });
+    let ctx = common::gpu_ctx();
     let (axes, y) = image();
     let s = 150;
     let mut peaks = Vec::new();

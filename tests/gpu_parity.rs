@@ -14,22 +14,15 @@ use spinr::backend::gpu::{GpuBackend, GpuContext, GpuOptions};
 use spinr::backend::{armijo_accepts, refine_exact_host, Backend, GateSource, RefineStep, Slot};
 use spinr::problem::{AxisCoords, Features, FourierSpec, GateMode, Problem};
 use spinr::sparse::SparseVec;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+
+mod common;
 
 /// Relative error bound of every comparison.
 const REL: f64 = 1e-4;
 
 fn ctx() -> Arc<GpuContext> {
-    static CTX: OnceLock<Arc<GpuContext>> = OnceLock::new();
-    CTX.get_or_init(|| {
-        GpuContext::new(None, false).unwrap_or_else(|e| {
-            panic!(
-                "the GPU tests need a GPU adapter and found none ({e}). Install one: \
-                 `apt-get install mesa-vulkan-drivers` gives the lavapipe software adapter"
-            )
-        })
-    })
-    .clone()
+    common::gpu_ctx()
 }
 
 /// Largest relative error seen per kind of comparison (printed by the main test).

@@ -65,7 +65,7 @@ pub(crate) struct Cfg {
     pub naxes: u32,
     pub seed_lo: u32,
     pub seed_hi: u32,
-    pub xcols: u32,
+    pub xlines: u32,
     pub mw: u32,
     pub ax: [u32; 4],
     pub to: [u32; 4],
@@ -142,9 +142,9 @@ pub(crate) struct Layout {
     pub chunk: usize,
     /// Bytes of the per-tile regions (gate table, candidates, partial G, keys, scan blocks).
     pub tile_bytes: u64,
-    /// Rows of X per binding (dense features) and the number of bindings used.
-    /// Features (feature-major) or samples (sample-major) of X per binding.
-    pub xcols: usize,
+    /// Lines of X per binding — features (feature-major) or samples (sample-major) — and
+    /// the number of bindings used.
+    pub xlines: usize,
     pub xchunks: usize,
     pub cfg: Cfg,
 }
@@ -194,7 +194,7 @@ impl Layout {
         } else {
             ((d * 4) as u64, n)
         };
-        let (xcols, xchunks) = if grid.is_some() {
+        let (xlines, xchunks) = if grid.is_some() {
             (lines, 1)
         } else {
             let cols = (x_max / line_bytes).min(lines as u64) as usize;
@@ -297,7 +297,7 @@ impl Layout {
             naxes: grid.map_or(0, |g| g.axes.len() as u32),
             seed_lo: seed as u32,
             seed_hi: (seed >> 32) as u32,
-            xcols: u32_of("feature lines", xcols)?,
+            xlines: u32_of("feature lines", xlines)?,
             mw: mw as u32,
             ax: ax.map(|v| v as u32),
             to: to.map(|v| v as u32),
@@ -342,7 +342,7 @@ impl Layout {
             max_groups,
             chunk,
             tile_bytes: 4 * (tile_f + tile_u) as u64,
-            xcols,
+            xlines,
             xchunks,
             cfg,
         })
@@ -412,16 +412,16 @@ impl Buffers {
             for c in 0..lay.xchunks {
                 if lay.cfg.xfm == 0 {
                     // Sample-major: rows lo..hi as given.
-                    let lo = c * lay.xcols;
-                    let hi = ((c + 1) * lay.xcols).min(n);
+                    let lo = c * lay.xlines;
+                    let hi = ((c + 1) * lay.xlines).min(n);
                     let rows = &data[lo * d..hi * d];
                     let buf = create(ctx, meter, "spinr X", (rows.len() * 4) as u64, storage);
                     ctx.queue.write_buffer(&buf, 0, bytemuck::cast_slice(rows));
                     x.push(buf);
                     continue;
                 }
-                let lo = c * lay.xcols;
-                let hi = ((c + 1) * lay.xcols).min(d);
+                let lo = c * lay.xlines;
+                let hi = ((c + 1) * lay.xlines).min(d);
                 // Columns lo..hi of the row-major input, transposed.
                 let mut cols = vec![0f32; (hi - lo) * n];
                 cols.par_chunks_mut(n).enumerate().for_each(|(k, col)| {
@@ -513,16 +513,16 @@ mod tests {
             ..Default::default()
         };
         let lay = Layout::new(&p, 5, None, &opts, &limits(1 << 30)).unwrap();
-        assert_eq!((lay.xcols, lay.xchunks), (3, 4));
+        assert_eq!((lay.xlines, lay.xchunks), (3, 4));
         // Sample-major: 40-byte rows, 300 a binding.
         let rows = GpuOptions {
             feature_major: false,
             ..opts
         };
         let lay = Layout::new(&p, 5, None, &rows, &limits(1 << 30)).unwrap();
-        assert_eq!((lay.xcols, lay.xchunks), (300, 4));
+        assert_eq!((lay.xlines, lay.xchunks), (300, 4));
         let lay = Layout::new(&p, 5, None, &GpuOptions::default(), &limits(1 << 30)).unwrap();
-        assert_eq!((lay.xcols, lay.xchunks), (10, 1));
+        assert_eq!((lay.xlines, lay.xchunks), (10, 1));
     }
 
     #[test]

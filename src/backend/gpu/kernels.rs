@@ -134,6 +134,15 @@ struct TimerAcc {
     last_end: Option<u64>,
 }
 
+impl TimerAcc {
+    fn new() -> Self {
+        TimerAcc {
+            per_kernel: vec![(0, 0.0); ENTRIES.len()],
+            ..Default::default()
+        }
+    }
+}
+
 impl Timer {
     pub fn available(ctx: &GpuContext) -> bool {
         ctx.features().contains(wgpu::Features::TIMESTAMP_QUERY)
@@ -168,32 +177,14 @@ impl Timer {
             resolve,
             readback,
             period_ns: ctx.queue.get_timestamp_period() as f64,
-            acc: std::sync::Mutex::new(TimerAcc {
-                per_kernel: vec![(0, 0.0); ENTRIES.len()],
-                ..Default::default()
-            }),
+            acc: std::sync::Mutex::new(TimerAcc::new()),
         })
     }
 
     /// Reads the timestamps of the last submission (`jobs` in order) and accumulates them.
     fn collect(&self, ctx: &GpuContext, jobs: &[(K, Op, [u32; 3])]) -> Result<()> {
-        let bytes = jobs.len() as u64 * 16;
-        let slice = self.readback.slice(0..bytes);
-        let (tx, rx) = std::sync::mpsc::channel();
-        slice.map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
-        ctx.wait()?;
-        rx.recv()
-            .map_err(|_| Error::Gpu("timestamp readback was never completed".into()))?
-            .map_err(|e| Error::Gpu(format!("timestamp readback failed: {e}")))?;
-        let ticks: Vec<u64> = {
-            let view = slice
-                .get_mapped_range()
-                .map_err(|e| Error::Gpu(format!("timestamp mapping failed: {e}")))?;
-            bytemuck::pod_collect_to_vec(&view)
-        };
-        self.readback.unmap();
+        let bytes = map_read(ctx, &self.readback, jobs.len() as u64 * 16)?;
+        let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&bytes);
         let sec = |t: u64| t as f64 * self.period_ns * 1e-9;
         let mut acc = self
             .acc
@@ -245,10 +236,7 @@ impl Timer {
             submissions: acc.submissions,
             kernels,
         };
-        *acc = TimerAcc {
-            per_kernel: vec![(0, 0.0); ENTRIES.len()],
-            ..Default::default()
-        };
+        *acc = TimerAcc::new();
         out
     }
 }
@@ -350,11 +338,6 @@ impl Kernels {
             })
             .collect();
         let mut pipelines = Vec::with_capacity(ENTRIES.len());
-        // Pipeline-overridable constants, per kernel file (only names its module declares).
-        let dense_constants: Vec<(&str, f64)> = match std::env::var("SPINR_DENSE_PREFETCH") {
-            Ok(v) if v == "0" => vec![("PREFETCH", 0.0)],
-            _ => Vec::new(),
-        };
         for (i, &(k, file, entry)) in ENTRIES.iter().enumerate() {
             debug_assert_eq!(k as usize, i);
             let module = &modules
@@ -372,11 +355,7 @@ impl Kernels {
                     // zeroing would add a pass over it to each of millions of workgroups.
                     compilation_options: wgpu::PipelineCompilationOptions {
                         zero_initialize_workgroup_memory: false,
-                        constants: if file == "dense" {
-                            &dense_constants
-                        } else {
-                            &[]
-                        },
+                        ..Default::default()
                     },
                     cache: None,
                 }),
@@ -476,7 +455,13 @@ fn finish(
     if reads.is_empty() {
         return Ok(Vec::new());
     }
-    let slice = bufs.staging.slice(0..total);
+    map_read(ctx, &bufs.staging, total)
+}
+
+/// Waits for the submitted work, then maps the first `bytes` of the `MAP_READ` buffer and
+/// copies them out.
+fn map_read(ctx: &GpuContext, buffer: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+    let slice = buffer.slice(0..bytes);
     let (tx, rx) = std::sync::mpsc::channel();
     slice.map_async(wgpu::MapMode::Read, move |r| {
         let _ = tx.send(r);
@@ -491,7 +476,7 @@ fn finish(
             .map_err(|e| Error::Gpu(format!("readback mapping failed: {e}")))?;
         view.to_vec()
     };
-    bufs.staging.unmap();
+    buffer.unmap();
     Ok(out)
 }
 
