@@ -1,9 +1,89 @@
 //! The one error type of the library. Every variant says what is wrong and how to fix it.
+//!
+//! Library code names the *quantity* that is wrong ([`Param`]); only the command line knows
+//! which flag sets that quantity for the command at hand (`--inputs` for `spinr plant`,
+//! `--features` for `spinr fit`), so `crate::cli` turns [`Error::Invalid`] into
+//! [`Error::InvalidArgument`] naming the flag.
 
 use std::path::PathBuf;
 
+/// A quantity a caller chooses. Library errors name one; the CLI maps it to its flag.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Param {
+    /// `n`, the number of samples.
+    Samples,
+    /// `d`, the input dimension (features per sample).
+    Inputs,
+    /// `m`, hidden neurons.
+    Neurons,
+    /// `s`, nonzero weights.
+    Nonzeros,
+    /// Outputs `C` per sample.
+    Outputs,
+    /// Samples per update.
+    BatchSize,
+    /// Epochs (or IMP epochs per round).
+    Iters,
+    /// Refinement steps per IHT step.
+    Inner,
+    /// Frequency standard deviations.
+    Sigma,
+    /// The gate rule.
+    Gates,
+    /// A size asked of a rendered image or benchmark.
+    Size,
+    /// Model weights handed to a backend or read from a file.
+    Model,
+    /// Which image of a multi-image file.
+    Index,
+    /// The learning rate.
+    LearningRate,
+    /// The training method.
+    Method,
+    /// Layers of a deep network.
+    Layers,
+    /// A backend register (a programming error, not user input).
+    Slot,
+}
+
+impl Param {
+    /// What the quantity is, for messages that have no flag to name.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Param::Samples => "number of samples",
+            Param::Inputs => "input dimension",
+            Param::Neurons => "number of neurons",
+            Param::Nonzeros => "number of nonzeros",
+            Param::Outputs => "number of outputs",
+            Param::BatchSize => "batch size",
+            Param::Iters => "number of epochs",
+            Param::Inner => "number of refinement steps",
+            Param::Sigma => "frequency scale",
+            Param::Gates => "gate rule",
+            Param::Size => "size",
+            Param::Model => "model",
+            Param::Index => "image index",
+            Param::LearningRate => "learning rate",
+            Param::Method => "method",
+            Param::Layers => "number of layers",
+            Param::Slot => "backend slot",
+        }
+    }
+}
+
+impl std::fmt::Display for Param {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.describe())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A library-level bad value: names the quantity, the CLI names the flag.
+    #[error("invalid {param}: {msg}")]
+    Invalid { param: Param, msg: String },
+
+    /// A bad command-line value, naming the flag that fixes it.
     #[error("invalid argument {flag}: {msg}")]
     InvalidArgument { flag: &'static str, msg: String },
 
@@ -16,8 +96,15 @@ pub enum Error {
     #[error("cannot read model {path}: {msg}")]
     Model { path: PathBuf, msg: String },
 
+    #[error("cannot read data {path}: {msg}")]
+    Data { path: PathBuf, msg: String },
+
     #[error("{path}: {msg}")]
     Io { path: PathBuf, msg: String },
+
+    /// The optimisation produced a non-finite loss (a runtime failure, not a bad flag).
+    #[error("the fit diverged: {0}")]
+    Diverged(String),
 
     #[error("no GPU adapter available: {0}")]
     NoAdapter(String),
@@ -42,11 +129,33 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// A bad command-line value (CLI code, which knows the flag).
     pub fn arg(flag: &'static str, msg: impl Into<String>) -> Self {
         Error::InvalidArgument {
             flag,
             msg: msg.into(),
         }
+    }
+
+    /// A bad value of a quantity (library code).
+    pub fn invalid(param: Param, msg: impl Into<String>) -> Self {
+        Error::Invalid {
+            param,
+            msg: msg.into(),
+        }
+    }
+
+    /// Whether the error is the caller's input (exit code 2) rather than a runtime failure.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            Error::Invalid { .. }
+                | Error::InvalidArgument { .. }
+                | Error::NonFinite { .. }
+                | Error::Image { .. }
+                | Error::Model { .. }
+                | Error::Data { .. }
+        )
     }
 }
 

@@ -17,5 +17,6 @@ pub mod plant;
 pub mod problem;
 pub mod rng;
 pub mod sparse;
+pub mod train;
 
 pub use error::{Error, Result};

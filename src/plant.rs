@@ -62,8 +62,8 @@ impl PlantSpec {
             gate_seed,
         )?;
         if self.samples == 0 {
-            return Err(crate::error::Error::arg(
-                "--samples",
+            return Err(crate::error::Error::invalid(
+                crate::error::Param::Samples,
                 "need at least one sample",
             ));
         }
@@ -189,15 +189,17 @@ pub fn score(
 }
 
 /// Runs IHT on a planted instance with a given backend, stopping early once the fit is exact
-/// to f32 precision or has stopped improving.
-pub fn run(backend: &mut dyn Backend, planted: &Planted, cfg: &IhtConfig) -> Result<FitResult> {
+/// to f32 precision or has stopped improving. `on_epoch` sees every epoch (progress output).
+pub fn run(
+    backend: &mut dyn Backend,
+    planted: &Planted,
+    cfg: &IhtConfig,
+    mut on_epoch: impl FnMut(&EpochReport),
+) -> Result<FitResult> {
     let y2: f64 = planted.train.y.iter().map(|&v| (v as f64).powi(2)).sum();
     let mut recent: Vec<f64> = Vec::new();
-    let verbose = std::env::var_os("SPINR_VERBOSE").is_some();
     crate::iht::fit(backend, planted.train.n, cfg, |r: &EpochReport| {
-        if verbose {
-            eprintln!("epoch {:4}  loss {:.6e}", r.epoch, r.loss);
-        }
+        on_epoch(r);
         recent.push(r.loss);
         let exact = r.loss <= 1e-14 * y2;
         let stalled = recent.len() > 20 && r.loss >= 0.999 * recent[recent.len() - 21];

@@ -4,7 +4,7 @@
 //! classification) or random Fourier features of a pixel grid, generated on the fly from small
 //! per-axis phase tables so that `n×d` features are never stored.
 
-use crate::error::{check_finite, Error, Result};
+use crate::error::{check_finite, Error, Param, Result};
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 
@@ -88,18 +88,28 @@ impl FourierSpec {
         b
     }
 
+    /// The feature count must be even (sin and cos pairs) and at least 2.
+    pub fn check_features(&self) -> Result<()> {
+        if self.d < 2 || self.d % 2 != 0 {
+            return Err(Error::invalid(
+                Param::Inputs,
+                format!(
+                    "{} Fourier features: the count must be even and at least 2 (sin and cos \
+                     pairs)",
+                    self.d
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Builds the features for a grid with the given axis lengths; `coord_len[a]` is the length
     /// that unit coordinates are normalised by (the render size may differ from the fit size).
     pub fn grid(&self, axes: &[usize]) -> Result<GridFourier> {
-        if self.d < 2 || self.d % 2 != 0 {
-            return Err(Error::arg(
-                "--features",
-                format!("{} must be even and at least 2 (sin and cos pairs)", self.d),
-            ));
-        }
+        self.check_features()?;
         if axes.len() != self.sigma.len() || axes.len() != self.coords.len() {
-            return Err(Error::arg(
-                "--sigma",
+            return Err(Error::invalid(
+                Param::Sigma,
                 "one sigma and coordinate kind per axis",
             ));
         }
@@ -224,52 +234,26 @@ impl Problem {
     }
 
     pub fn validate(&self) -> Result<()> {
-        if self.n == 0 {
-            return Err(Error::arg(
-                "--samples",
-                "the problem has no samples (n = 0)",
-            ));
-        }
-        if self.d == 0 {
-            return Err(Error::arg(
-                "--inputs",
-                "the problem has no features (d = 0)",
-            ));
-        }
-        if self.m == 0 {
-            return Err(Error::arg(
-                "--neurons",
-                "the network needs at least one neuron",
-            ));
-        }
-        if (self.m as u64) * (self.d as u64) > u32::MAX as u64 {
-            return Err(Error::arg(
-                "--neurons",
-                format!(
-                    "m·d = {} exceeds the 32-bit index space; use fewer neurons or features",
-                    self.m as u64 * self.d as u64
-                ),
-            ));
-        }
+        check_sizes(self.n, self.d, self.m)?;
         match &self.features {
             Features::Dense(x) => {
                 if x.len() != self.n * self.d {
-                    return Err(Error::arg("--inputs", "feature matrix is not n×d"));
+                    return Err(Error::invalid(Param::Inputs, "feature matrix is not n×d"));
                 }
                 check_finite("features", x)?;
             }
             Features::Grid(g) => {
                 if g.n() != self.n || 2 * g.half() != self.d {
-                    return Err(Error::arg(
-                        "--features",
+                    return Err(Error::invalid(
+                        Param::Inputs,
                         "grid features do not match n and d",
                     ));
                 }
             }
         }
         if self.gates == GateMode::Gaussian && self.m != 1 {
-            return Err(Error::arg(
-                "--gates",
+            return Err(Error::invalid(
+                Param::Gates,
                 "gaussian sensing uses a single neuron block",
             ));
         }
@@ -284,8 +268,8 @@ impl Problem {
     /// Checks a sparsity level against the problem.
     pub fn check_nonzeros(&self, s: usize) -> Result<()> {
         if s == 0 || s > self.signal_len() {
-            return Err(Error::arg(
-                "--nonzeros",
+            return Err(Error::invalid(
+                Param::Nonzeros,
                 format!(
                     "s = {s} is out of range: it must be between 1 and m·d = {}",
                     self.signal_len()
@@ -312,4 +296,37 @@ impl Problem {
                 Features::Grid(g) => g.bytes(),
             }
     }
+}
+
+/// Checks the shape of a problem before anything of that size is built: at least one sample,
+/// feature and neuron, and `m·d` within the 32-bit index space of the sparse weights.
+pub fn check_sizes(n: usize, d: usize, m: usize) -> Result<()> {
+    if n == 0 {
+        return Err(Error::invalid(
+            Param::Samples,
+            "the problem has no samples (n = 0)",
+        ));
+    }
+    if d == 0 {
+        return Err(Error::invalid(
+            Param::Inputs,
+            "the problem has no features (d = 0)",
+        ));
+    }
+    if m == 0 {
+        return Err(Error::invalid(
+            Param::Neurons,
+            "the network needs at least one neuron",
+        ));
+    }
+    if (m as u64) * (d as u64) > u32::MAX as u64 {
+        return Err(Error::invalid(
+            Param::Neurons,
+            format!(
+                "m·d = {} exceeds the 32-bit index space; use fewer neurons or features",
+                m as u64 * d as u64
+            ),
+        ));
+    }
+    Ok(())
 }

@@ -26,6 +26,8 @@ struct Report {
     height: usize,
     width: usize,
     channels: usize,
+    method: String,
+    variant: String,
     neurons: usize,
     features: usize,
     nonzeros: usize,

@@ -36,7 +36,7 @@ fn fit_with(
     name: &str,
 ) -> (PlantReport, SparseVec) {
     let t = Instant::now();
-    let fit = plant::run(backend, planted, cfg).unwrap();
+    let fit = plant::run(backend, planted, cfg, |_| {}).unwrap();
     let secs = t.elapsed().as_secs_f64();
     let r = plant::score(spec, planted, &fit, name, "test", secs).unwrap();
     eprintln!(

@@ -20,7 +20,7 @@ fn fit(spec: &PlantSpec, iters: usize) -> (plant::PlantReport, spinr::sparse::Sp
     let planted = spec.build().unwrap();
     let mut be = CpuBackend::new(planted.train.clone(), spec.nonzeros, 0).unwrap();
     let cfg = IhtConfig::new(spec.nonzeros, iters, spec.gates);
-    let fit = plant::run(&mut be, &planted, &cfg).unwrap();
+    let fit = plant::run(&mut be, &planted, &cfg, |_| {}).unwrap();
     (
         plant::score(spec, &planted, &fit, "cpu", "test", 0.0).unwrap(),
         fit.w,

@@ -144,8 +144,8 @@ pub fn refine_exact_host<B: Backend + ?Sized>(
 /// `refine_exact` overwrites `g` and `trial` while it reads `v`: three distinct slots.
 pub(crate) fn check_refine_slots(v: Slot, g: Slot, trial: Slot) -> Result<()> {
     if v == g || v == trial || g == trial {
-        return Err(crate::error::Error::arg(
-            "slot",
+        return Err(crate::error::Error::invalid(
+            crate::error::Param::Slot,
             "refine_exact needs three distinct slots",
         ));
     }
@@ -267,7 +267,7 @@ pub enum BackendChoice {
 }
 
 /// Creates the backend the user asked for. `auto` takes a real GPU if there is one and the CPU
-/// otherwise, and says which on stderr.
+/// otherwise; [`Backend::info`] tells which (the CLI says so on stderr).
 pub fn create(
     choice: BackendChoice,
     adapter: Option<&str>,
@@ -291,30 +291,26 @@ pub fn create_for(
         feature_major: !minibatch,
         ..Default::default()
     };
-    match choice {
-        BackendChoice::Cpu => Ok(Box::new(cpu::CpuBackend::new(
+    let cpu = |problem| -> Result<Box<dyn Backend>> {
+        Ok(Box::new(cpu::CpuBackend::new(
             problem,
             s,
             cpu::DEFAULT_FEATURE_CACHE,
-        )?)),
+        )?))
+    };
+    match choice {
+        BackendChoice::Cpu => cpu(problem),
         BackendChoice::Gpu => {
             let ctx = gpu::GpuContext::new(adapter, false)?;
-            eprintln!("spinr: using GPU {}", ctx.adapter_name());
             Ok(Box::new(gpu::GpuBackend::with_options(
                 ctx, problem, s, opts,
             )?))
         }
         BackendChoice::Auto => match gpu::GpuContext::new(adapter, true) {
-            Ok(ctx) => {
-                eprintln!("spinr: using GPU {}", ctx.adapter_name());
-                Ok(Box::new(gpu::GpuBackend::with_options(
-                    ctx, problem, s, opts,
-                )?))
-            }
-            Err(_) => {
-                eprintln!("spinr: no GPU found, using the CPU backend");
-                create(BackendChoice::Cpu, adapter, problem, s)
-            }
+            Ok(ctx) => Ok(Box::new(gpu::GpuBackend::with_options(
+                ctx, problem, s, opts,
+            )?)),
+            Err(_) => cpu(problem),
         },
     }
 }

@@ -195,6 +195,17 @@ fn print_row(k: &KernelReport) {
     }
 }
 
+/// The flag of `spinr bench` that sets each quantity.
+pub fn flag(p: crate::error::Param) -> Option<&'static str> {
+    use crate::error::Param;
+    match p {
+        Param::Samples | Param::Inputs | Param::Neurons | Param::Nonzeros | Param::Size => {
+            Some("--size")
+        }
+        _ => None,
+    }
+}
+
 pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     let size = BenchSize::parse(&a.size)?;
     if a.runs == 0 {

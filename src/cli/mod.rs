@@ -1,13 +1,16 @@
-//! The command line: argument definitions here, one module per subcommand.
+//! The command line: argument definitions, one module per subcommand, and the only place that
+//! reads the environment or prints. Library errors name a quantity ([`Param`]); this module
+//! names the flag of the running command that sets it.
 
 pub mod bench;
 pub mod devices;
 pub mod fit;
 pub mod plant;
+pub mod progress;
 pub mod render;
 
-use crate::backend::BackendChoice;
-use crate::problem::GateMode;
+use crate::backend::{BackendChoice, BackendInfo};
+use crate::error::{Error, Param};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
@@ -47,34 +50,59 @@ pub struct DeviceArgs {
     pub adapter: Option<String>,
 }
 
-/// The IHT options shared by every fitting command.
-#[derive(Args, Debug, Clone)]
-pub struct GateArgs {
-    /// convex (fixed random gates), sequential (the paper's ReLU rule) or gaussian (plain
-    /// compressed sensing).
-    #[arg(long, value_enum)]
-    pub gates: GateMode,
+impl DeviceArgs {
+    /// Says on stderr which backend `auto` chose.
+    pub fn announce(&self, info: &BackendInfo) {
+        match (self.backend, info.kind) {
+            (BackendChoice::Cpu, _) => {}
+            (BackendChoice::Auto, "cpu") => {
+                eprintln!("spinr: no GPU found, using the CPU backend")
+            }
+            _ => eprintln!("spinr: using GPU {}", info.adapter),
+        }
+    }
+}
+
+/// `SPINR_VERBOSE` set: one line per epoch on stderr.
+pub fn verbose() -> bool {
+    std::env::var_os("SPINR_VERBOSE").is_some()
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
+    let flags: fn(Param) -> Option<&'static str> = match &cli.command {
+        Command::Plant(_) => plant::flag,
+        Command::Fit(_) => fit::flag,
+        Command::Render(_) => render::flag,
+        Command::Bench(_) => bench::flag,
+        Command::Devices(_) => |_| None,
+    };
+    let result = match cli.command {
         Command::Plant(a) => plant::run(a),
         Command::Fit(a) => fit::run(a),
         Command::Render(a) => render::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Devices(a) => devices::run(a),
+    };
+    result.map_err(|e| name_flag(e, flags))
+}
+
+/// Rewrites a library error about a quantity into one naming the command's flag for it.
+fn name_flag(e: anyhow::Error, flags: fn(Param) -> Option<&'static str>) -> anyhow::Error {
+    match e.downcast::<Error>() {
+        Ok(Error::Invalid { param, msg }) => match flags(param) {
+            Some(flag) => Error::InvalidArgument { flag, msg }.into(),
+            None => Error::Invalid { param, msg }.into(),
+        },
+        Ok(other) => other.into(),
+        Err(e) => e,
     }
 }
 
 /// Exit code for an error: 2 for bad arguments or input, 130 for an interrupt, 1 otherwise.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
-    use crate::error::Error;
     match e.downcast_ref::<Error>() {
-        Some(Error::InvalidArgument { .. })
-        | Some(Error::NonFinite { .. })
-        | Some(Error::Image { .. })
-        | Some(Error::Model { .. }) => 2,
         Some(Error::Interrupted) => 130,
+        Some(err) if err.is_bad_input() => 2,
         _ => 1,
     }
 }

@@ -2,11 +2,28 @@
 
 use super::DeviceArgs;
 use crate::backend;
-use crate::iht::{FirstStep, IhtConfig, Refine};
+use crate::error::Param;
+use crate::iht::{FirstStep, IhtChoices, Refine, Task, Variant};
 use crate::plant::{self, PlantSpec};
 use crate::problem::GateMode;
 use clap::Args;
 use std::time::Instant;
+
+/// The flag of `spinr plant` that sets each quantity.
+pub fn flag(p: Param) -> Option<&'static str> {
+    Some(match p {
+        Param::Samples => "--samples",
+        Param::Inputs => "--inputs",
+        Param::Neurons => "--neurons",
+        Param::Nonzeros => "--nonzeros",
+        Param::BatchSize => "--batch-size",
+        Param::Iters => "--iters",
+        Param::Inner => "--inner",
+        Param::Gates => "--gates",
+        Param::Method => "--method",
+        _ => return None,
+    })
+}
 
 #[derive(Args, Debug)]
 pub struct PlantArgs {
@@ -32,15 +49,20 @@ pub struct PlantArgs {
     /// Refinement steps K per IHT step (default: 10, or 3 for gaussian).
     #[arg(long)]
     pub inner: Option<usize>,
+    /// spinr (defaults chosen by sweeps) or paper (the paper's code's choices: Armijo
+    /// refinement, its first step).
+    #[arg(long, value_enum, default_value = "spinr")]
+    pub variant: Variant,
     /// Samples per IHT update (minibatch); default full batch.
     #[arg(long)]
     pub batch_size: Option<usize>,
-    /// Step size of the first step: paper (μ = 1e-14) or normalized.
-    #[arg(long, value_enum, default_value = "paper")]
-    pub first_step: FirstStep,
-    /// Refinement step size: exact (line search at every inner step) or armijo (the paper's).
-    #[arg(long, value_enum, default_value = "exact")]
-    pub refine: Refine,
+    /// Step size of the first step: paper (μ = 1e-14, the default) or normalized.
+    #[arg(long, value_enum)]
+    pub first_step: Option<FirstStep>,
+    /// Refinement step size: exact (line search at every inner step, the default) or armijo
+    /// (the paper's).
+    #[arg(long, value_enum)]
+    pub refine: Option<Refine>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     #[command(flatten)]
@@ -59,15 +81,15 @@ pub fn run(a: PlantArgs) -> anyhow::Result<()> {
         samples: a.samples,
         seed: a.seed,
     };
-    let planted = spec.build()?;
-    let mut cfg = IhtConfig::new(a.nonzeros, a.iters, a.gates);
-    if let Some(k) = a.inner {
-        cfg.inner = k;
-    }
+    let choices = IhtChoices {
+        inner: a.inner,
+        refine: a.refine,
+        first_step: a.first_step,
+    };
+    let mut cfg = choices.resolve(a.variant, Task::Planted, a.nonzeros, a.iters, a.gates)?;
     cfg.batch_size = a.batch_size;
     cfg.seed = a.seed;
-    cfg.first_step = a.first_step;
-    cfg.refine = a.refine;
+    let planted = spec.build()?;
     let mut be = backend::create_for(
         a.device.backend,
         a.device.adapter.as_deref(),
@@ -76,8 +98,14 @@ pub fn run(a: PlantArgs) -> anyhow::Result<()> {
         a.batch_size.is_some(),
     )?;
     let info = be.info();
+    a.device.announce(&info);
+    let verbose = super::verbose();
     let start = Instant::now();
-    let fit = plant::run(be.as_mut(), &planted, &cfg)?;
+    let fit = plant::run(be.as_mut(), &planted, &cfg, |r| {
+        if verbose {
+            eprintln!("epoch {:4}  loss {:.6e}", r.epoch, r.loss);
+        }
+    })?;
     let seconds = start.elapsed().as_secs_f64();
     let report = plant::score(&spec, &planted, &fit, info.kind, &info.adapter, seconds)?;
     if a.json {

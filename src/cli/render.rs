@@ -1,7 +1,7 @@
 //! `spinr render`: render a saved model at any size.
 
 use super::DeviceArgs;
-use crate::error::Error;
+use crate::error::{Error, Param};
 use crate::model;
 use clap::Args;
 use std::path::PathBuf;
@@ -22,6 +22,14 @@ pub struct RenderArgs {
     pub out: PathBuf,
     #[command(flatten)]
     pub device: DeviceArgs,
+}
+
+/// The flag of `spinr render` that sets each quantity.
+pub fn flag(p: Param) -> Option<&'static str> {
+    match p {
+        Param::Size => Some("--width"),
+        _ => None,
+    }
 }
 
 pub fn run(a: RenderArgs) -> anyhow::Result<()> {

@@ -1,7 +1,7 @@
 //! MNIST IDX image files (`*-idx3-ubyte`, optionally gzipped): one 8-bit digit as an image.
 
 use super::image::Image;
-use crate::error::{Error, Result};
+use crate::error::{Error, Param, Result};
 use std::io::Read;
 use std::path::Path;
 
@@ -64,8 +64,8 @@ pub fn load_digit(path: &Path, index: usize) -> Result<Image> {
         )));
     }
     if index >= count {
-        return Err(Error::arg(
-            "--index",
+        return Err(Error::invalid(
+            Param::Index,
             format!(
                 "{index} is out of range: {} holds {count} images (0 to {})",
                 path.display(),
@@ -112,7 +112,7 @@ mod tests {
             assert_eq!(im.data[0], 8.0 / 255.0);
         }
         let e = load_digit(&plain, 3).unwrap_err().to_string();
-        assert!(e.contains("--index") && e.contains("3 images"), "{e}");
+        assert!(e.contains("image index") && e.contains("3 images"), "{e}");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Loading images as targets in [0, 1] and writing 8-bit PNGs.
 
 use super::idx;
-use crate::error::{Error, Result};
+use crate::error::{Error, Param, Result};
 use std::path::Path;
 
 /// An image as the fit sees it: row-major `height × width × channels`, values in [0, 1].
@@ -75,8 +75,8 @@ impl Image {
             1 => image::ExtendedColorType::L8,
             3 => image::ExtendedColorType::Rgb8,
             c => {
-                return Err(Error::arg(
-                    "--out",
+                return Err(Error::invalid(
+                    Param::Outputs,
                     format!("cannot write a PNG with {c} channels (1 or 3 supported)"),
                 ))
             }
@@ -120,8 +120,8 @@ pub fn load(path: &Path, index: Option<usize>) -> Result<Image> {
         return idx::load_digit(path, index.unwrap_or(0));
     }
     if index.is_some() {
-        return Err(Error::arg(
-            "--index",
+        return Err(Error::invalid(
+            Param::Index,
             "picks one image of an MNIST IDX file (*.idx3-ubyte or *.idx3-ubyte.gz); remove it for other images",
         ));
     }

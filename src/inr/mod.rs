@@ -5,11 +5,12 @@
 //! random Fourier features of the grid coordinates, generated inside the backends from the
 //! [`InrSpec`]; a fitted model is that spec plus the `s` (index, value) pairs.
 
+pub mod fit;
 pub mod idx;
 pub mod image;
 
 use crate::backend::{self, cpu, cpu::CpuBackend, BackendChoice, GateSource, Slot};
-use crate::error::{Error, Result};
+use crate::error::{Error, Param, Result};
 use crate::iht::Gating;
 use crate::problem::{AxisCoords, Features, FourierSpec, GateMode, Problem};
 use crate::sparse::SparseVec;
@@ -92,8 +93,8 @@ pub fn sigma_per_axis(
         ([s], Coords::Pixel) => vec![*s, *s],
         ([r, c], _) => vec![*r, *c],
         _ => {
-            return Err(Error::arg(
-                "--sigma",
+            return Err(Error::invalid(
+                Param::Sigma,
                 "give one value (both axes) or two separated by a comma (rows,columns)",
             ))
         }
@@ -102,8 +103,8 @@ pub fn sigma_per_axis(
         sigma.push(channel);
     }
     if let Some(bad) = sigma.iter().find(|s| !s.is_finite() || **s < 0.0) {
-        return Err(Error::arg(
-            "--sigma",
+        return Err(Error::invalid(
+            Param::Sigma,
             format!("{bad} is not a valid standard deviation (finite, at least 0)"),
         ));
     }
@@ -150,7 +151,7 @@ impl InrSpec {
     /// The sensing problem on a grid of `axes` (a model fitted on `fit_axes`) with targets `y`.
     pub fn problem(&self, fit_axes: &[usize], axes: &[usize], y: Vec<f32>) -> Result<Problem> {
         if axes.len() != fit_axes.len() || axes.len() != self.sigma.len() {
-            return Err(Error::arg("--sigma", "one sigma per grid axis"));
+            return Err(Error::invalid(Param::Sigma, "one sigma per grid axis"));
         }
         let grid = self.fourier(self.axis_coords(fit_axes, axes)).grid(axes)?;
         Problem::new(
@@ -189,8 +190,8 @@ impl ImageModel {
         width: usize,
     ) -> Result<Image> {
         if height == 0 || width == 0 {
-            return Err(Error::arg(
-                "--width",
+            return Err(Error::invalid(
+                Param::Size,
                 "the rendered image needs at least 1×1 pixels",
             ));
         }
@@ -198,7 +199,7 @@ impl ImageModel {
         let n = axes.iter().try_fold(1usize, |a, &b| a.checked_mul(b));
         let n = n
             .filter(|&n| n <= u32::MAX as usize)
-            .ok_or_else(|| Error::arg("--width", "the rendered image is too large"))?;
+            .ok_or_else(|| Error::invalid(Param::Size, "the rendered image is too large"))?;
         let problem = self.spec.problem(&self.fit_axes(), &axes, vec![0.0; n])?;
         let s = self.w.len().clamp(1, problem.signal_len());
         let feature_bytes = n as u64 * self.spec.features as u64 * 4;

@@ -1,0 +1,409 @@
+//! Image fits as a library: [`FitOptions`] (what a user may choose, with spinr's or the
+//! paper's defaults for what they leave open) → a validated [`FitPlan`] for one image → a fit
+//! on a backend ([`fit_iht`]) → a [`FitReport`]. `spinr fit` and `spinr sweep` are thin
+//! layers over this module.
+
+use super::{grid_axes, sigma_per_axis, Coords, Image, ImageModel, InrSpec};
+use crate::backend::{Backend, BackendInfo};
+use crate::error::{Error, Param, Result};
+use crate::iht::{self, EpochReport, FitResult, Gating, IhtChoices, IhtConfig, Task, Variant};
+use crate::metrics;
+use crate::problem::{GateMode, Problem};
+use serde::{Deserialize, Serialize};
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Defaults, chosen by measurement on assets/camera.png and the MNIST digits (README, "Image
+/// fits"): quality per second on a 2-core CPU, where the cost of an epoch is about `n·s`.
+pub const DEFAULT_NEURONS: usize = 50;
+pub const DEFAULT_NONZEROS: usize = 3000;
+pub const DEFAULT_FEATURES: usize = 512;
+pub const DEFAULT_ITERS: usize = 30;
+/// σ in cycles per image (longer side) for unit coordinates, at most a third of the longer
+/// side in pixels (best measured: 20 on camera.png at 128² (10: −1 dB, 40: −5 dB); 10 on the
+/// 28² digits).
+pub const DEFAULT_SIGMA_UNIT: f64 = 20.0;
+/// σ in cycles per pixel for pixel coordinates (the paper's MNIST value).
+pub const DEFAULT_SIGMA_PIXEL: f64 = 2.0;
+/// σ of the channel axis (integer coordinates 0, 1, 2; the paper's CIFAR value).
+pub const DEFAULT_SIGMA_CHANNEL: f64 = 0.05;
+/// Up to this many samples (pixel-channels) a fit is full batch, as the paper's digits.
+pub const FULL_BATCH_MAX: usize = 8192;
+/// Above it, minibatches of n/64 samples, clamped to this range: many small IHT updates per
+/// epoch beat few large ones (camera.png at 256²: 2048 → 24.1 dB, 8192 → 23.2 dB, 32768 →
+/// 20.1 dB after 8 epochs), and the upper end bounds per-update buffers on huge images.
+pub const AUTO_BATCH_MIN: usize = 2048;
+pub const AUTO_BATCH_MAX: usize = 65536;
+
+/// The default spatial σ of an image whose longer side is `long` pixels.
+pub fn default_sigma(coords: Coords, long: usize) -> f64 {
+    match coords {
+        Coords::Unit => DEFAULT_SIGMA_UNIT.min(long as f64 / 3.0),
+        Coords::Pixel => DEFAULT_SIGMA_PIXEL,
+    }
+}
+
+/// The minibatch size a fit of `n` samples uses when none is given.
+pub fn auto_batch(n: usize) -> Option<usize> {
+    (n > FULL_BATCH_MAX).then(|| (n / 64).clamp(AUTO_BATCH_MIN, AUTO_BATCH_MAX))
+}
+
+/// Samples per update.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BatchChoice {
+    /// Full batch up to [`FULL_BATCH_MAX`] samples, else [`auto_batch`].
+    #[default]
+    Auto,
+    Full,
+    Samples(usize),
+}
+
+/// How the sparse network is trained.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// Iterative hard thresholding: memory linear in `s`.
+    #[default]
+    Iht,
+    /// Iterative magnitude pruning of the dense network (the paper's baseline).
+    Imp,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Iht => "iht",
+            Method::Imp => "imp",
+        }
+    }
+}
+
+/// What a user chooses for an image fit. `None` and empty fields take the variant's defaults.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FitOptions {
+    pub method: Method,
+    pub variant: Variant,
+    pub neurons: usize,
+    pub nonzeros: usize,
+    pub features: usize,
+    /// Spatial σ: empty (the default for the coordinates), one value (the longer side;
+    /// isotropic in pixels) or rows,columns.
+    pub sigma: Vec<f64>,
+    pub sigma_channel: f64,
+    pub coords: Coords,
+    /// Keep a constant feature (`None`: yes for spinr, no for the paper's variant).
+    pub constant_feature: Option<bool>,
+    /// Epochs.
+    pub iters: usize,
+    pub batch: BatchChoice,
+    pub gates: GateMode,
+    pub iht: IhtChoices,
+    /// Seed of the features (the gate seed derives from it) and of the minibatch order.
+    pub seed: u64,
+}
+
+impl Default for FitOptions {
+    fn default() -> Self {
+        Self {
+            method: Method::Iht,
+            variant: Variant::Spinr,
+            neurons: DEFAULT_NEURONS,
+            nonzeros: DEFAULT_NONZEROS,
+            features: DEFAULT_FEATURES,
+            sigma: Vec::new(),
+            sigma_channel: DEFAULT_SIGMA_CHANNEL,
+            coords: Coords::Unit,
+            constant_feature: None,
+            iters: DEFAULT_ITERS,
+            batch: BatchChoice::Auto,
+            gates: GateMode::Sequential,
+            iht: IhtChoices::default(),
+            seed: 0,
+        }
+    }
+}
+
+/// A validated fit of one image: every default resolved.
+#[derive(Clone, Debug)]
+pub struct FitPlan {
+    pub method: Method,
+    pub variant: Variant,
+    pub spec: InrSpec,
+    pub cfg: IhtConfig,
+    /// Samples per update; `None` = full batch.
+    pub batch_size: Option<usize>,
+    pub height: usize,
+    pub width: usize,
+    pub channels: usize,
+}
+
+impl FitOptions {
+    /// Resolves the defaults for `image` and checks every choice before anything is allocated.
+    pub fn plan(&self, image: &Image) -> Result<FitPlan> {
+        if self.gates == GateMode::Gaussian {
+            return Err(Error::invalid(
+                Param::Gates,
+                "gaussian sensing is for planted networks; fit images with sequential or convex \
+                 gates",
+            ));
+        }
+        let (h, w, c) = (image.height, image.width, image.channels);
+        let n = image.data.len();
+        let spatial = if self.sigma.is_empty() {
+            vec![default_sigma(self.coords, h.max(w))]
+        } else {
+            self.sigma.clone()
+        };
+        let sigma = sigma_per_axis(&spatial, self.sigma_channel, self.coords, h, w, c)?;
+        let constant_feature = self
+            .constant_feature
+            .unwrap_or(self.variant == Variant::Spinr);
+        let spec = InrSpec {
+            neurons: self.neurons,
+            features: self.features,
+            sigma,
+            coords: self.coords,
+            feature_seed: self.seed,
+            gate_seed: super::gate_seed(self.seed),
+            gates: self.gates,
+            constant_feature,
+        };
+        let batch_size = match self.batch {
+            BatchChoice::Full => None,
+            BatchChoice::Samples(0) => {
+                return Err(Error::invalid(Param::BatchSize, "must be at least 1"))
+            }
+            BatchChoice::Samples(b) if b >= n => None,
+            BatchChoice::Samples(b) => Some(b),
+            // The paper fits its small images full batch.
+            BatchChoice::Auto if self.variant == Variant::Paper => None,
+            BatchChoice::Auto => auto_batch(n),
+        };
+        let mut cfg = self.iht.resolve(
+            self.variant,
+            Task::Image,
+            self.nonzeros,
+            self.iters,
+            self.gates,
+        )?;
+        cfg.batch_size = batch_size;
+        cfg.seed = self.seed;
+        let plan = FitPlan {
+            method: self.method,
+            variant: self.variant,
+            spec,
+            cfg,
+            batch_size,
+            height: h,
+            width: w,
+            channels: c,
+        };
+        // Sizes (d even, m·d in range, 1 ≤ s ≤ m·d) are checked on the grid's shape alone.
+        plan.spec.fourier(Vec::new()).check_features()?;
+        crate::problem::check_sizes(n, plan.spec.features, plan.spec.neurons)?;
+        if self.nonzeros == 0 || self.nonzeros > self.neurons * self.features {
+            return Err(Error::invalid(
+                Param::Nonzeros,
+                format!(
+                    "s = {} is out of range: it must be between 1 and m·d = {}",
+                    self.nonzeros,
+                    self.neurons * self.features
+                ),
+            ));
+        }
+        Ok(plan)
+    }
+}
+
+impl FitPlan {
+    pub fn axes(&self) -> Vec<usize> {
+        grid_axes(self.height, self.width, self.channels)
+    }
+
+    /// The sensing problem of the image: its Fourier features and its pixel values as targets.
+    pub fn problem(&self, image: &Image) -> Result<Arc<Problem>> {
+        let axes = self.axes();
+        Ok(Arc::new(self.spec.problem(
+            &axes,
+            &axes,
+            image.data.clone(),
+        )?))
+    }
+
+    /// Whether updates run on minibatches (the GPU then keeps features sample-major).
+    pub fn minibatch(&self) -> bool {
+        self.batch_size.is_some()
+    }
+}
+
+/// A finished fit: the best model, its reconstruction, and what ran it.
+#[derive(Clone, Debug)]
+pub struct ImageFit {
+    pub model: ImageModel,
+    /// The model's prediction clamped to [0, 1], at the fitted size.
+    pub recon: Image,
+    pub iterations: usize,
+    pub stopped: bool,
+    /// Wall time of the training itself.
+    pub seconds: f64,
+    pub backend: BackendInfo,
+    pub peak_device_bytes: u64,
+}
+
+/// Fits `image` by IHT on `backend` (built for [`FitPlan::problem`]). `observe` sees every
+/// epoch; `Break` stops after it, keeping the best model so far.
+pub fn fit_iht(
+    image: &Image,
+    plan: &FitPlan,
+    backend: &mut dyn Backend,
+    observe: impl FnMut(&EpochReport) -> ControlFlow<()>,
+) -> Result<ImageFit> {
+    let start = Instant::now();
+    let fit: FitResult = iht::fit(backend, image.data.len(), &plan.cfg, observe)?;
+    let seconds = start.elapsed().as_secs_f64();
+    // Evaluate the best model exactly as `spinr render` will: clamped predictions.
+    let data = super::predict(backend, &fit.w, fit.gating)?;
+    let recon = Image {
+        data,
+        ..image.clone()
+    };
+    let model = ImageModel {
+        spec: plan.spec.clone(),
+        height: plan.height,
+        width: plan.width,
+        channels: plan.channels,
+        gating: fit.gating,
+        w: fit.w,
+    };
+    Ok(ImageFit {
+        model,
+        recon,
+        iterations: fit.iterations,
+        stopped: fit.stopped,
+        seconds,
+        backend: backend.info(),
+        peak_device_bytes: backend.memory().peak_bytes,
+    })
+}
+
+/// PSNR with peak 1, capped so that JSON always holds a number (an exact fit is 200 dB).
+pub fn psnr(mse: f64) -> f64 {
+    metrics::psnr_from_mse(mse, 1.0).min(200.0)
+}
+
+/// `report.json` of a fit. Rewritten while the fit runs (`status` "running"), then with the
+/// results. Its keys are a contract (README, `--json`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FitReport {
+    /// "running", "done" or "stopped" (interrupted: the best model so far was saved).
+    pub status: String,
+    pub image: String,
+    pub height: usize,
+    pub width: usize,
+    pub channels: usize,
+    pub method: Method,
+    pub variant: Variant,
+    pub neurons: usize,
+    pub features: usize,
+    /// Nonzeros of the model.
+    pub nonzeros: usize,
+    /// Per grid axis: rows, columns[, channels].
+    pub sigma: Vec<f64>,
+    pub coords: Coords,
+    pub constant_feature: bool,
+    pub gates: GateMode,
+    /// How the saved model gates (null while running).
+    pub gating: Option<Gating>,
+    pub seed: u64,
+    pub gate_seed: u64,
+    /// Epochs asked for.
+    pub iters: usize,
+    /// Epochs run.
+    pub iterations: usize,
+    /// Samples per update; null = full batch.
+    pub batch_size: Option<usize>,
+    pub inner: usize,
+    pub first_step: iht::FirstStep,
+    pub refine: iht::Refine,
+    /// PSNR (dB, peak 1) of the model's predictions clamped to [0, 1]; while running, of the
+    /// best epoch so far. Capped at 200 dB (an exact fit).
+    pub psnr: f64,
+    /// PSNR of the 8-bit reconstruction.png.
+    pub psnr_8bit: Option<f64>,
+    pub ssim: Option<f64>,
+    /// Wall time of the fit itself.
+    pub seconds: f64,
+    pub backend: String,
+    pub adapter: String,
+    pub peak_device_bytes: u64,
+    pub model_bytes: Option<u64>,
+    /// model_bytes · 8 / pixels.
+    pub bits_per_pixel: Option<f64>,
+    pub stopped: bool,
+    pub out_dir: String,
+    pub spinr_version: String,
+}
+
+impl FitReport {
+    /// The report of a fit about to start.
+    pub fn start(image_name: &str, plan: &FitPlan, backend: &BackendInfo, out_dir: &str) -> Self {
+        let spec = &plan.spec;
+        FitReport {
+            status: "running".into(),
+            image: image_name.to_string(),
+            height: plan.height,
+            width: plan.width,
+            channels: plan.channels,
+            method: plan.method,
+            variant: plan.variant,
+            neurons: spec.neurons,
+            features: spec.features,
+            nonzeros: plan.cfg.s,
+            sigma: spec.sigma.clone(),
+            coords: spec.coords,
+            constant_feature: spec.constant_feature,
+            gates: spec.gates,
+            gating: None,
+            seed: spec.feature_seed,
+            gate_seed: spec.gate_seed,
+            iters: plan.cfg.iters,
+            iterations: 0,
+            batch_size: plan.batch_size,
+            inner: plan.cfg.inner,
+            first_step: plan.cfg.first_step,
+            refine: plan.cfg.refine,
+            psnr: 0.0,
+            psnr_8bit: None,
+            ssim: None,
+            seconds: 0.0,
+            backend: backend.kind.to_string(),
+            adapter: backend.adapter.clone(),
+            peak_device_bytes: 0,
+            model_bytes: None,
+            bits_per_pixel: None,
+            stopped: false,
+            out_dir: out_dir.to_string(),
+            spinr_version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+
+    /// Fills in the results of a finished (or stopped) fit of `image`. `model_bytes`: the size
+    /// of the saved model file, if one was written.
+    pub fn finish(&mut self, image: &Image, fit: &ImageFit, model_bytes: Option<u64>) {
+        let (h, w, c) = (image.height, image.width, image.channels);
+        self.status = if fit.stopped { "stopped" } else { "done" }.into();
+        self.stopped = fit.stopped;
+        self.gating = Some(fit.model.gating);
+        self.nonzeros = fit.model.w.len();
+        self.iterations = fit.iterations;
+        self.psnr = psnr(metrics::mse(&fit.recon.data, &image.data));
+        self.psnr_8bit = Some(psnr(metrics::mse(&fit.recon.quantized().data, &image.data)));
+        self.ssim = Some(metrics::ssim(&fit.recon.data, &image.data, h, w, c));
+        self.seconds = fit.seconds;
+        self.peak_device_bytes = fit.peak_device_bytes;
+        self.model_bytes = model_bytes;
+        self.bits_per_pixel = model_bytes.map(|b| b as f64 * 8.0 / image.pixels() as f64);
+    }
+}
