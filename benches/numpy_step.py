@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A straightforward numpy implementation of one accelerated IHT step (DESIGN.md §2) on the
+"""A straightforward numpy implementation of one accelerated IHT step (ARCHITECTURE.md, "The IHT step") on the
 paper-sized INR problem (n=784, d=1500, m=200, s=1000, sequential gates in the steady state),
 timed in the same run as `spinr bench --backend cpu --size small --json`.
 

@@ -339,6 +339,19 @@ impl Backend for Counting<'_> {
     fn accept_trial(&mut self) -> Result<()> {
         self.inner.accept_trial()
     }
+    // A gradient is about the work of a step size (which adds one apply), a curvature that of
+    // a forward pass.
+    fn gradient(&mut self, v: Slot, g: Slot) -> Result<f64> {
+        self.counts.step_size += 1;
+        self.inner.gradient(v, g)
+    }
+    fn curvature(&mut self, p: Slot) -> Result<f64> {
+        self.counts.forward += 1;
+        self.inner.curvature(p)
+    }
+    fn combine(&mut self, dst: Slot, a: Slot, b: Slot, beta: f32) -> Result<()> {
+        self.inner.combine(dst, a, b, beta)
+    }
     fn refine_exact(
         &mut self,
         v: Slot,

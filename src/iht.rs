@@ -3,7 +3,7 @@
 
 use crate::backend::{armijo_accepts, Backend, GateSource, Slot};
 use crate::error::{Error, Param, Result};
-use crate::problem::GateMode;
+use crate::problem::{GateMode, Problem};
 use crate::sparse::SparseVec;
 use crate::train::{self, Learner, Schedule};
 use std::ops::ControlFlow;
@@ -31,6 +31,9 @@ pub enum Refine {
     Exact,
     /// The paper's code: the normalised step once, then only halved by Armijo backtracking.
     Armijo,
+    /// Conjugate gradients on the support (gates fixed): the exact step along a direction
+    /// that keeps what earlier steps gained; restarts from the gradient when a step fails.
+    Cg,
 }
 
 /// Whose defaults fill the choices a user leaves open.
@@ -79,6 +82,7 @@ pub struct IhtChoices {
     pub inner: Option<usize>,
     pub refine: Option<Refine>,
     pub first_step: Option<FirstStep>,
+    pub rescue: Option<bool>,
 }
 
 impl IhtChoices {
@@ -100,6 +104,7 @@ impl IhtChoices {
         cfg.inner = self.inner.unwrap_or(inner);
         cfg.refine = self.refine.unwrap_or(refine);
         cfg.first_step = self.first_step.unwrap_or(FirstStep::Paper);
+        cfg.rescue = self.rescue.unwrap_or(false) && variant == Variant::Spinr;
         if cfg.inner == 0 {
             return Err(Error::invalid(
                 Param::Inner,
@@ -134,6 +139,9 @@ pub struct IhtConfig {
     pub refine: Refine,
     /// Armijo: halvings before the refinement resets to the thresholded vector.
     pub max_backtracks: usize,
+    /// Sequential mode: when the loss stalls while some sample with a positive residual has
+    /// every neuron switched off, re-seed the weakest neuron around that sample.
+    pub rescue: bool,
 }
 
 impl IhtConfig {
@@ -148,6 +156,7 @@ impl IhtConfig {
             first_step: FirstStep::Paper,
             refine: Refine::Exact,
             max_backtracks: 11,
+            rescue: false,
         }
     }
 }
@@ -197,6 +206,10 @@ pub struct IhtLearner<'a> {
     /// The current residual is `W`'s over all samples with the current gates (full batch:
     /// the evaluation's forward pass serves the next step).
     full_residual_current: bool,
+    /// The problem, for rescues (they need a sample's features).
+    problem: Option<&'a Problem>,
+    /// Rescues done.
+    pub rescues: usize,
 }
 
 impl<'a> IhtLearner<'a> {
@@ -217,6 +230,8 @@ impl<'a> IhtLearner<'a> {
             best_gating: Gating::Random,
             batched: false,
             full_residual_current: false,
+            problem: None,
+            rescues: 0,
         })
     }
 
@@ -228,7 +243,82 @@ impl<'a> IhtLearner<'a> {
     pub fn updates(&self) -> usize {
         self.updates
     }
+
+    /// Gives the learner the problem so that it can rescue uncovered samples.
+    pub fn with_problem(mut self, problem: &'a Problem) -> Self {
+        self.problem = Some(problem);
+        self
+    }
+
+    /// Samples the ReLU network cannot reach: every neuron switched off there (prediction 0)
+    /// while the target is positive. No gradient flows to such a sample, so IHT stalls on it
+    /// for good (on the digit grid, one pixel 2/255 off caps a fit at 71 dB). For each such
+    /// sample that carries at least 1% of the loss (the worst first, at most
+    /// [`RESCUES_PER_CHECK`]), nudges the neuron closest to switching on there, on its own
+    /// support (no new nonzeros): `w_j += c·x_i` restricted to the support, `c` chosen so that
+    /// `x_i·w_j` becomes slightly positive. The next steps then see the sample's residual.
+    fn rescue(&mut self, problem: &Problem, loss: f64) -> Result<usize> {
+        let be = &mut *self.backend;
+        let pred = be.predict(Slot::W)?;
+        let mut stuck: Vec<(usize, f64)> = pred
+            .iter()
+            .zip(&problem.y)
+            .enumerate()
+            .filter(|(_, (&p, &y))| p <= 0.0 && y > p)
+            .map(|(i, (&p, &y))| (i, (y as f64 - p as f64).powi(2)))
+            .filter(|&(_, e)| e >= 0.01 * loss)
+            .collect();
+        if stuck.is_empty() {
+            return Ok(0);
+        }
+        stuck.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let mut w = be.read(Slot::W)?;
+        let d = problem.d;
+        let runs = w.neuron_runs(d);
+        let mut x = vec![0f32; d];
+        let mut nudged = 0;
+        for &(i, _) in stuck.iter().take(RESCUES_PER_CHECK) {
+            problem.fill_row(i, &mut x);
+            // The neuron whose pre-activation at sample i is closest to zero.
+            let best = runs
+                .iter()
+                .map(|(_, r)| {
+                    let (mut pre, mut norm) = (0f64, 0f64);
+                    for p in r.clone() {
+                        let xk = x[w.indices[p] as usize % d] as f64;
+                        pre += xk * w.values[p] as f64;
+                        norm += xk * xk;
+                    }
+                    (r, pre, norm)
+                })
+                .filter(|&(_, pre, norm)| norm > 0.0 && pre <= 0.0)
+                .max_by(|a, b| a.1.total_cmp(&b.1));
+            let Some((run, pre, norm)) = best else {
+                continue;
+            };
+            // Just past zero: a tenth of the distance beyond it.
+            let target = 0.1 * pre.abs().max(1e-12);
+            let c = (target - pre) / norm;
+            for p in run.clone() {
+                let xk = x[w.indices[p] as usize % d] as f64;
+                w.values[p] = (w.values[p] as f64 + c * xk) as f32;
+            }
+            nudged += 1;
+        }
+        if nudged > 0 {
+            be.load(Slot::W, &w)?;
+            be.set_gates(GateSource::Slot(Slot::W))?;
+            self.full_residual_current = false;
+            self.rescues += nudged;
+        }
+        Ok(nudged)
+    }
 }
+
+/// Samples rescued at most per check (see `IhtLearner::rescue`).
+pub const RESCUES_PER_CHECK: usize = 8;
+/// Epochs between rescue checks.
+pub const RESCUE_EVERY: usize = 5;
 
 impl Learner for IhtLearner<'_> {
     fn update(&mut self, batch: Option<&[u32]>) -> Result<()> {
@@ -276,12 +366,33 @@ impl Learner for IhtLearner<'_> {
         self.best_gating = self.gating;
         Ok(())
     }
+
+    fn end_epoch(&mut self, epoch: usize, loss: f64) -> Result<()> {
+        let Some(problem) = self.problem else {
+            return Ok(());
+        };
+        if self.cfg.rescue && self.gating == Gating::SelfGated && epoch % RESCUE_EVERY == 4 {
+            self.rescue(problem, loss)?;
+        }
+        Ok(())
+    }
 }
 
 /// Runs the fit on all `n` samples of the backend's problem. `observe` is called after every
 /// epoch; `Break` stops early, keeping the best.
 pub fn fit(
     backend: &mut dyn Backend,
+    n: usize,
+    cfg: &IhtConfig,
+    observe: impl FnMut(&EpochReport) -> ControlFlow<()>,
+) -> Result<FitResult> {
+    fit_with(backend, None, n, cfg, observe)
+}
+
+/// [`fit`] with the problem at hand, which rescues need (`IhtConfig::rescue`).
+pub fn fit_with(
+    backend: &mut dyn Backend,
+    problem: Option<&Problem>,
     n: usize,
     cfg: &IhtConfig,
     observe: impl FnMut(&EpochReport) -> ControlFlow<()>,
@@ -293,6 +404,9 @@ pub fn fit(
         seed: cfg.seed,
     };
     let mut learner = IhtLearner::new(backend, cfg)?;
+    if let Some(p) = problem {
+        learner = learner.with_problem(p);
+    }
     let out = train::run(&mut learner, &schedule, observe)?;
     let gating = learner.best_gating();
     Ok(FitResult {
@@ -331,6 +445,7 @@ pub fn step(backend: &mut dyn Backend, cfg: &IhtConfig, w_empty: bool) -> Result
     let v = match cfg.refine {
         Refine::Exact => refine_exact(backend, cfg, f_v)?,
         Refine::Armijo => refine_armijo(backend, cfg, f_v)?,
+        Refine::Cg => refine_cg(backend, cfg, f_v)?,
     };
     backend.copy(Slot::W, v)?;
     Ok(())
@@ -404,6 +519,44 @@ fn refine_exact(backend: &mut dyn Backend, cfg: &IhtConfig, mut f_v: f64) -> Res
         if let Backtrack::Stop = backtrack(backend, cfg, &mut v, &mut trial, &mut f_v, &mut mu_r)? {
             break;
         }
+    }
+    Ok(v)
+}
+
+/// `Refine::Cg`: conjugate gradients for `min ‖A_S v − y‖²` on the new support with the
+/// step's gates, `K` steps from the thresholded vector. Slot `START` holds the direction.
+fn refine_cg(backend: &mut dyn Backend, cfg: &IhtConfig, mut f_v: f64) -> Result<Slot> {
+    let (mut v, mut trial) = (Slot::V, Slot::TRIAL);
+    let dir = Slot::START;
+    let mut gn_prev = 0.0;
+    let mut conjugate = false;
+    let mut it = 0;
+    while it < cfg.inner {
+        let gn = backend.gradient(v, Slot::G)?;
+        if gn == 0.0 {
+            break;
+        }
+        if conjugate {
+            backend.combine(dir, Slot::G, dir, (gn / gn_prev) as f32)?;
+        } else {
+            backend.copy(dir, Slot::G)?;
+        }
+        let curv = backend.curvature(dir)?;
+        let alpha = (gn / (curv + 1e-30)) as f32;
+        let (_, f_t) = backend.trial(v, dir, trial, alpha, false)?;
+        if f_t < f_v {
+            backend.accept_trial()?;
+            std::mem::swap(&mut v, &mut trial);
+            f_v = f_t;
+            gn_prev = gn;
+            conjugate = true;
+        } else if conjugate {
+            // Rounding broke conjugacy: restart from the gradient at the same point.
+            conjugate = false;
+        } else {
+            break; // not even the gradient step helps: done on this support
+        }
+        it += 1;
     }
     Ok(v)
 }

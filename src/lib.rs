@@ -1,6 +1,6 @@
 //! spinr: sparse ReLU networks trained by iterative hard thresholding, on any GPU or the CPU.
 //!
-//! The model, the IHT step and the memory rule are described in `DESIGN.md` terms throughout:
+//! The model, the IHT step and the memory rule are described in `ARCHITECTURE.md`:
 //! a signal `w ∈ R^{m·d}` with `s` nonzeros is the only thing stored; the sensing matrix
 //! `A = [D_1 X | … | D_m X]` is applied on the fly by a [`backend::Backend`].
 

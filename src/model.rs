@@ -1,6 +1,6 @@
 //! Model files: safetensors with two tensors, `indices` (u32 [s]) and `values` (f32 [s]), and
 //! string metadata holding everything needed to regenerate the features and gates
-//! (DESIGN.md §4: the whole model is the spec plus the `s` pairs).
+//! (ARCHITECTURE.md, "Images": the whole model is the spec plus the `s` pairs).
 //!
 //! Loading is strict: a truncated or corrupt file, a missing or unknown metadata key, an index
 //! out of range or a non-finite value is an error that names the file and the problem.

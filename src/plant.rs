@@ -1,4 +1,4 @@
-//! The paper's planted experiments (DESIGN.md §5): plant a sparse `w*`, sense it, recover it.
+//! The paper's planted experiments (ARCHITECTURE.md, "Planted networks"): plant a sparse `w*`, sense it, recover it.
 
 use crate::backend::{cpu::CpuBackend, Backend, GateSource, Slot};
 use crate::error::Result;

@@ -1,4 +1,4 @@
-//! The sensing problem: samples, features, targets and gates (DESIGN.md §1, §4).
+//! The sensing problem: samples, features, targets and gates (ARCHITECTURE.md, "The model", "Images").
 //!
 //! Features are either a dense `n×d` matrix given in memory (planted networks, MNIST
 //! classification) or random Fourier features of a pixel grid, generated on the fly from small
@@ -65,7 +65,7 @@ pub struct FourierSpec {
     /// Standard deviation of B per axis.
     pub sigma: Vec<f64>,
     pub coords: Vec<AxisCoords>,
-    /// Set one frequency to zero so that a constant feature `cos 0 = 1` exists (DESIGN.md §4).
+    /// Set one frequency to zero so that a constant feature `cos 0 = 1` exists (ARCHITECTURE.md, "Images").
     pub constant_feature: bool,
 }
 

@@ -1,6 +1,6 @@
 //! Counter-based random numbers that the CPU and the WGSL kernels compute identically.
 //!
-//! Random gates `g_j` are never stored (DESIGN.md §1): every backend regenerates entry `k` of
+//! Random gates `g_j` are never stored (ARCHITECTURE.md, "The model"): every backend regenerates entry `k` of
 //! neuron `j` from `(seed, j, k)`. The hash uses only 32-bit integer operations so that
 //! `shaders/common.wgsl` reproduces it bit for bit; the normal transform uses `ln`/`cos`, whose
 //! last-ulp differences between CPU and GPU are harmless (a gate flips only when `x·g ≈ 0`).

@@ -130,7 +130,7 @@ impl SparseVec {
     }
 }
 
-/// The selection order: larger magnitude first, ties to the lower flat index (DESIGN.md §2).
+/// The selection order: larger magnitude first, ties to the lower flat index (ARCHITECTURE.md, "The IHT step").
 #[inline]
 pub fn rank(a: &(u32, f32), b: &(u32, f32)) -> Ordering {
     b.1.abs()

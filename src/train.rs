@@ -19,6 +19,11 @@ pub trait Learner {
     fn evaluate(&mut self) -> Result<f64>;
     /// Remembers the current model as the best so far (lowest evaluated loss).
     fn keep_best(&mut self) -> Result<()>;
+    /// After the epoch's evaluation and keep-best: a chance to change course (e.g. leave a
+    /// stall) before the next epoch.
+    fn end_epoch(&mut self, _epoch: usize, _loss: f64) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// How the samples are visited.
@@ -119,6 +124,7 @@ pub fn run(
             learner.keep_best()?;
             out.best_loss = Some(loss);
         }
+        learner.end_epoch(epoch, loss)?;
         if observe(&EpochReport { epoch, loss, n }).is_break() {
             out.stopped = true;
             break;

@@ -637,6 +637,39 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
+    fn gradient(&mut self, v: Slot, g: Slot) -> Result<f64> {
+        Ok(CpuBackend::gradient(self, v, g))
+    }
+
+    fn curvature(&mut self, p: Slot) -> Result<f64> {
+        // The trial residual is scratch until the next trial.
+        let mut tmp = std::mem::take(&mut self.trial_residual);
+        let curv = self.apply(&self.slots[p.index()], false, &mut tmp);
+        self.trial_residual = tmp;
+        Ok(curv)
+    }
+
+    fn combine(&mut self, dst: Slot, a: Slot, b: Slot, beta: f32) -> Result<()> {
+        let (av, bv) = (&self.slots[a.index()], &self.slots[b.index()]);
+        if av.indices != bv.indices {
+            return Err(Error::invalid(
+                crate::error::Param::Slot,
+                "combine needs two vectors with the same support",
+            ));
+        }
+        let out = SparseVec {
+            indices: av.indices.clone(),
+            values: av
+                .values
+                .iter()
+                .zip(&bv.values)
+                .map(|(&x, &y)| x + beta * y)
+                .collect(),
+        };
+        self.slots[dst.index()] = out;
+        Ok(())
+    }
+
     fn threshold(&mut self, w: Slot, mu: f32, s: usize, dst: Slot) -> Result<()> {
         let d = self.problem.d;
         let neurons = self.candidate_neurons();

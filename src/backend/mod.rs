@@ -152,7 +152,7 @@ pub(crate) fn check_refine_slots(v: Slot, g: Slot, trial: Slot) -> Result<()> {
     Ok(())
 }
 
-/// The operations of one accelerated IHT step (DESIGN.md §2). All products use the gates set by
+/// The operations of one accelerated IHT step (ARCHITECTURE.md, "The IHT step"). All products use the gates set by
 /// [`Backend::set_gates`] and the samples set by [`Backend::set_batch`].
 pub trait Backend {
     fn info(&self) -> BackendInfo;
@@ -185,6 +185,12 @@ pub trait Backend {
     ) -> Result<(f64, f64)>;
     /// Makes the last trial residual the current one.
     fn accept_trial(&mut self) -> Result<()>;
+    /// `g = A_Sᵀ r` on the support of `v` (current residual) into `g`; returns `‖g‖²`.
+    fn gradient(&mut self, v: Slot, g: Slot) -> Result<f64>;
+    /// `‖A_S p‖²` over the active samples (gates in force); nothing is stored.
+    fn curvature(&mut self, p: Slot) -> Result<f64>;
+    /// `dst = a + β·b` entry by entry; `a` and `b` must have the same support.
+    fn combine(&mut self, dst: Slot, a: Slot, b: Slot, beta: f32) -> Result<()>;
     /// Up to `steps` exact refinement steps from `v` (gates and support fixed), each:
     /// `g = A_Sᵀ r` at `v` into `g`, `μ = (‖g‖² / (‖A_S g‖² + 1e-8)) as f32`,
     /// `trial = v − μ g` and `f(trial)`; accepted (`v ← trial`, its residual current) iff

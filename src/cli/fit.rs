@@ -83,6 +83,9 @@ pub struct FitTuning {
     /// (the paper's).
     #[arg(long, value_enum)]
     pub refine: Option<Refine>,
+    /// Re-seed a neuron around a sample no neuron reaches when the loss stalls.
+    #[arg(long, hide = true)]
+    pub rescue: bool,
 }
 
 impl FitTuning {
@@ -116,6 +119,7 @@ impl FitTuning {
                 inner: self.inner,
                 refine: self.refine,
                 first_step: self.first_step,
+                rescue: self.rescue.then_some(true),
             },
             seed,
         }
@@ -418,7 +422,7 @@ fn fit_iht(a: &FitArgs, image: &Image, plan: &FitPlan, out_dir: &Path) -> anyhow
     let mut be = backend::create_for(
         a.device.backend,
         a.device.adapter.as_deref(),
-        problem,
+        problem.clone(),
         plan.cfg.s,
         plan.minibatch(),
     )?;
@@ -431,7 +435,7 @@ fn fit_iht(a: &FitArgs, image: &Image, plan: &FitPlan, out_dir: &Path) -> anyhow
         &out_dir.display().to_string(),
     );
     let mut progress = Progress::new(plan.cfg.iters);
-    let fit = inr_fit::fit_iht(image, plan, be.as_mut(), |r| {
+    let fit = inr_fit::fit_iht(image, plan, &problem, be.as_mut(), |r| {
         progress.epoch(r, &mut report, out_dir)
     })?;
     progress.bar.finish_and_clear();

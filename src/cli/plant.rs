@@ -85,6 +85,7 @@ pub fn run(a: PlantArgs) -> anyhow::Result<()> {
         inner: a.inner,
         refine: a.refine,
         first_step: a.first_step,
+        rescue: None,
     };
     let mut cfg = choices.resolve(a.variant, Task::Planted, a.nonzeros, a.iters, a.gates)?;
     cfg.batch_size = a.batch_size;

@@ -256,11 +256,13 @@ pub struct ImageFit {
 pub fn fit_iht(
     image: &Image,
     plan: &FitPlan,
+    problem: &Problem,
     backend: &mut dyn Backend,
     observe: impl FnMut(&EpochReport) -> ControlFlow<()>,
 ) -> Result<ImageFit> {
     let start = Instant::now();
-    let fit: FitResult = iht::fit(backend, image.data.len(), &plan.cfg, observe)?;
+    let fit: FitResult =
+        iht::fit_with(backend, Some(problem), image.data.len(), &plan.cfg, observe)?;
     let seconds = start.elapsed().as_secs_f64();
     // Evaluate the best model exactly as `spinr render` will: clamped predictions.
     let data = super::predict(backend, &fit.w, fit.gating)?;

@@ -1,4 +1,4 @@
-//! Images as sparse implicit neural representations (DESIGN.md §4).
+//! Images as sparse implicit neural representations (ARCHITECTURE.md, "Images").
 //!
 //! A sample is one pixel (gray) or one pixel-channel (colour): the grid axes are
 //! (rows, columns[, channels]), row-major, so sample `i = (r·W + c)·C + ch`. Its features are

@@ -761,6 +761,46 @@ impl Backend for GpuBackend {
         Ok(())
     }
 
+    fn gradient(&mut self, v: Slot, g: Slot) -> Result<f64> {
+        let (qv, qg) = (self.slot(v)?, self.slot(g)?);
+        let mut rec = Rec::default();
+        self.ensure_mask(&mut rec, qv, false);
+        self.rec_grad(&mut rec, qv, qg, 0);
+        let s = self.run_scalars(rec, 1)?;
+        self.sup[qg as usize] = self.sup[qv as usize];
+        self.last_gnorm = s[0];
+        Ok(s[0])
+    }
+
+    fn curvature(&mut self, p: Slot) -> Result<f64> {
+        let q = self.slot(p)?;
+        let mut rec = Rec::default();
+        self.ensure_mask(&mut rec, q, false);
+        self.rec_apply(&mut rec, q, 0, 0, 1, false);
+        Ok(self.run_scalars(rec, 2)?[1])
+    }
+
+    fn combine(&mut self, dst: Slot, a: Slot, b: Slot, beta: f32) -> Result<()> {
+        let (qd, qa, qb) = (self.slot(dst)?, self.slot(a)?, self.slot(b)?);
+        if self.sup[qa as usize] != self.sup[qb as usize] {
+            return Err(Error::invalid(
+                crate::error::Param::Slot,
+                "combine needs two vectors with the same support",
+            ));
+        }
+        let mut op = self.op();
+        op.a = qa;
+        op.b = qb;
+        op.c = qd;
+        // The axpy kernel computes a − μ·b.
+        op.mu = -beta;
+        let mut rec = Rec::default();
+        rec.push(K::Axpy, op, self.kernels.grid1(self.lay.cap.div_ceil(256)));
+        self.run(rec, &[])?;
+        self.sup[qd as usize] = self.sup[qa as usize];
+        Ok(())
+    }
+
     fn refine_exact(
         &mut self,
         v: Slot,
