@@ -63,6 +63,9 @@ pub struct PlantArgs {
     /// (the paper's).
     #[arg(long, value_enum)]
     pub refine: Option<Refine>,
+    /// Re-seed a neuron around a sample no neuron reaches (sequential gates).
+    #[arg(long, hide = true)]
+    pub rescue: bool,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     #[command(flatten)]
@@ -85,7 +88,7 @@ pub fn run(a: PlantArgs) -> anyhow::Result<()> {
         inner: a.inner,
         refine: a.refine,
         first_step: a.first_step,
-        rescue: None,
+        rescue: a.rescue.then_some(true),
     };
     let mut cfg = choices.resolve(a.variant, Task::Planted, a.nonzeros, a.iters, a.gates)?;
     cfg.batch_size = a.batch_size;
