@@ -2,6 +2,8 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Before anything can start a thread or probe a GPU adapter.
+    ensure_runtime_dir();
     let cli = spinr::cli::Cli::parse();
     match spinr::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -11,3 +13,31 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// On a headless machine (no login session) `XDG_RUNTIME_DIR` is unset, and the Wayland client
+/// library that the Vulkan and GL drivers load prints `error: XDG_RUNTIME_DIR is invalid or not
+/// set in the environment.` while spinr probes adapters. Point it at a private per-user folder
+/// (mode 0700, as the XDG spec asks) so every run starts quietly. Failing that, leave it: the
+/// message is harmless.
+#[cfg(unix)]
+fn ensure_runtime_dir() {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    if std::env::var_os("XDG_RUNTIME_DIR").is_some_and(|d| std::path::Path::new(&d).is_dir()) {
+        return;
+    }
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    let dir = std::env::temp_dir().join(format!("spinr-runtime-{uid}"));
+    let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+    // The temp dir is shared: use the folder only if it is ours, private and not a symlink
+    // someone else planted.
+    let ok = std::fs::symlink_metadata(&dir)
+        .is_ok_and(|m| m.is_dir() && m.uid() == uid && m.permissions().mode() & 0o077 == 0);
+    if ok {
+        // Single-threaded here, so changing the environment is sound.
+        std::env::set_var("XDG_RUNTIME_DIR", &dir);
+    }
+}
+
+#[cfg(not(unix))]
+fn ensure_runtime_dir() {}

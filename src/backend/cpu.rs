@@ -542,7 +542,7 @@ impl Backend for CpuBackend {
     fn load(&mut self, slot: Slot, w: &SparseVec) -> Result<()> {
         if let Some(&last) = w.indices.last() {
             if last as usize >= self.problem.signal_len() {
-                return Err(Error::arg("model", "index beyond m·d"));
+                return Err(Error::invalid(crate::error::Param::Model, "index beyond m·d"));
             }
         }
         crate::error::check_finite("weights", &w.values)?;
@@ -574,8 +574,8 @@ impl Backend for CpuBackend {
     fn set_batch(&mut self, batch: Option<&[u32]>) -> Result<()> {
         if let Some(b) = batch {
             if b.is_empty() || b.iter().any(|&i| i as usize >= self.problem.n) {
-                return Err(Error::arg(
-                    "--batch-size",
+                return Err(Error::invalid(
+                    crate::error::Param::BatchSize,
                     "empty batch or sample out of range",
                 ));
             }

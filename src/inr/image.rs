@@ -101,6 +101,37 @@ fn quantize(v: f32) -> u8 {
     (v.clamp(0.0, 1.0) * 255.0).round() as u8
 }
 
+/// Caps on what one image file may make spinr allocate, checked against the header before any
+/// pixel is decoded: a few corrupt bytes claiming 100000×100000 pixels are refused at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DecodeLimits {
+    /// Longest side in pixels.
+    pub max_side: u32,
+    /// Width × height.
+    pub max_pixels: u64,
+}
+
+impl Default for DecodeLimits {
+    /// 64 Mi pixels (8192×8192): decoding one costs up to 1 GiB for the decoder's buffer and
+    /// 1 GiB for the float conversion, and a fit of it is far beyond the CPU backend anyway.
+    fn default() -> Self {
+        DecodeLimits {
+            max_side: 65535,
+            max_pixels: 1 << 26,
+        }
+    }
+}
+
+impl DecodeLimits {
+    /// The decoders' own limit: allocations of at most 16 bytes (RGBA f32, the widest pixel)
+    /// per allowed pixel. The dimensions are checked by `decode` itself, which names them.
+    fn for_decoder(&self) -> image::Limits {
+        let mut l = image::Limits::default();
+        l.max_alloc = Some(self.max_pixels.saturating_mul(16));
+        l
+    }
+}
+
 /// Loads an image file (any format the `image` crate reads) or, with `index`, one digit of an
 /// MNIST IDX file. 16-bit samples are scaled by 1/65535. Transparent pixels are composited
 /// onto white (the usual page background), so the fit and the reconstruction have no alpha.
@@ -125,15 +156,110 @@ pub fn load(path: &Path, index: Option<usize>) -> Result<Image> {
             "picks one image of an MNIST IDX file (*.idx3-ubyte or *.idx3-ubyte.gz); remove it for other images",
         ));
     }
-    let reader = image::ImageReader::open(path)
-        .and_then(|r| r.with_guessed_format())
-        .map_err(|e| err(e.to_string()))?;
-    let img = reader.decode().map_err(|e| {
-        err(format!(
-            "{e} (is it a complete PNG, JPEG, TIFF, BMP, GIF or WebP file?)"
-        ))
-    })?;
-    from_dynamic(&img).map_err(err)
+    // Whole in memory (the compressed file is small beside its pixels), so that a file and a
+    // buffer go through exactly the same checks.
+    let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    decode(&bytes, &DecodeLimits::default()).map_err(err)
+}
+
+/// Decodes an image file held in memory (PNG, JPEG, TIFF, BMP, GIF or WebP, recognised by its
+/// content) with the same checks and conversions as [`load`].
+pub fn load_from_bytes(bytes: &[u8], limits: &DecodeLimits) -> Result<Image> {
+    let err = |msg: String| Error::Image {
+        path: "(image bytes in memory)".into(),
+        msg,
+    };
+    if bytes.is_empty() {
+        return Err(err("the file is empty (0 bytes)".into()));
+    }
+    decode(bytes, limits).map_err(err)
+}
+
+fn decode(bytes: &[u8], limits: &DecodeLimits) -> std::result::Result<Image, String> {
+    check_tiff_tags(bytes)?;
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| e.to_string())?;
+    reader.limits(limits.for_decoder());
+    let too_large = |what: String| {
+        format!(
+            "{what}, more than spinr decodes (at most {} pixels, {} per side): the file is \
+             corrupt, or resize the image first",
+            limits.max_pixels, limits.max_side
+        )
+    };
+    let fail = |e: image::ImageError| match e {
+        image::ImageError::Limits(e) => too_large(format!("decoding needs too much ({e})")),
+        e => format!("{e} (is it a complete PNG, JPEG, TIFF, BMP, GIF or WebP file?)"),
+    };
+    let decoder = reader.into_decoder().map_err(fail)?;
+    let (w, h) = image::ImageDecoder::dimensions(&decoder);
+    if w.max(h) > limits.max_side || w as u64 * h as u64 > limits.max_pixels {
+        return Err(too_large(format!("the header says {w}×{h} pixels")));
+    }
+    let img = image::DynamicImage::from_decoder(decoder).map_err(fail)?;
+    from_dynamic(&img)
+}
+
+/// The TIFF decoder reserves room for a tag's values from the count in its header, before
+/// any limit can be set (up to 256 MiB from a 1 KB file). A tag's values are stored in the
+/// file, so a count whose values would not fit in it is corrupt: refuse it here. Only the
+/// first directory is read when the decoder is created; later reads honour the limits.
+fn check_tiff_tags(b: &[u8]) -> std::result::Result<(), String> {
+    let le = match b.get(..2) {
+        Some(b"II") => true,
+        Some(b"MM") => false,
+        _ => return Ok(()),
+    };
+    let int = |at: u64, n: usize| -> Option<u64> {
+        let at = usize::try_from(at).ok()?;
+        let bytes = b.get(at..at.checked_add(n)?)?;
+        Some(if le {
+            bytes.iter().rev().fold(0, |v, &x| v << 8 | x as u64)
+        } else {
+            bytes.iter().fold(0, |v, &x| v << 8 | x as u64)
+        })
+    };
+    // Classic TIFF: 16-bit entry counts, 12-byte entries, 32-bit value counts; BigTIFF: 64-bit
+    // counts, 20-byte entries. Anything malformed is left to the decoder to report.
+    let (big, ifd) = match int(2, 2) {
+        Some(42) => (false, int(4, 4)),
+        Some(43) => (true, int(8, 8)),
+        _ => return Ok(()),
+    };
+    let Some(ifd) = ifd else { return Ok(()) };
+    let (entries, first, size) = if big {
+        (int(ifd, 8), ifd.saturating_add(8), 20)
+    } else {
+        (int(ifd, 2), ifd.saturating_add(2), 12)
+    };
+    let Some(entries) = entries else {
+        return Ok(());
+    };
+    let len = b.len() as u64;
+    for e in 0..entries {
+        let at = first.saturating_add(e.saturating_mul(size));
+        let (Some(kind), Some(count)) = (
+            int(at.saturating_add(2), 2),
+            int(at.saturating_add(4), if big { 8 } else { 4 }),
+        ) else {
+            break; // past the end: the decoder reports the truncation
+        };
+        let width = match kind {
+            1 | 2 | 6 | 7 => 1,
+            3 | 8 => 2,
+            4 | 9 | 11 | 13 => 4,
+            5 | 10 | 12 | 16..=18 => 8,
+            _ => continue,
+        };
+        if count.saturating_mul(width) > len {
+            return Err(format!(
+                "corrupt TIFF: tag {} claims {count} values, more than the {len}-byte file holds",
+                int(at, 2).unwrap_or(0)
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Converts a decoded image: gray stays one channel, colour becomes RGB, alpha is composited
@@ -201,6 +327,55 @@ mod tests {
         let gray = ImageBuffer::from_fn(1, 1, |_, _| LumaA([0u8, 128]));
         let g = from_dynamic(&DynamicImage::ImageLumaA8(gray)).unwrap();
         assert!((g.data[0] - (1.0 - 128.0 / 255.0)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn huge_headers_are_refused_before_decoding() {
+        let im = Image {
+            height: 3,
+            width: 4,
+            channels: 3,
+            data: (0..36).map(|i| i as f32 / 35.0).collect(),
+        };
+        // A PNG whose IHDR claims 100000×100000, with its CRC fixed.
+        let mut png = im.to_png().unwrap();
+        png[16..24].copy_from_slice(&[0, 1, 0x86, 0xa0, 0, 1, 0x86, 0xa0]);
+        let mut crc = flate2::Crc::new();
+        crc.update(&png[12..29]);
+        png[29..33].copy_from_slice(&crc.sum().to_be_bytes());
+        let e = load_from_bytes(&png, &DecodeLimits::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("100000×100000") && e.contains("resize"), "{e}");
+
+        // A TIFF whose first tag claims 8 million values: the decoder would reserve room for
+        // them before any limit applies (found by tests/fuzz_readers.rs).
+        let mut tiff = std::io::Cursor::new(Vec::new());
+        image::DynamicImage::ImageRgb8(image::RgbImage::from_raw(4, 3, im.to_u8()).unwrap())
+            .write_to(&mut tiff, image::ImageFormat::Tiff)
+            .unwrap();
+        let mut tiff = tiff.into_inner();
+        assert_eq!(&tiff[..4], b"II*\0");
+        let dir = dir_with(&tiff);
+        let back = load(&dir.1, None).unwrap();
+        assert_eq!(back, im.quantized());
+        let ifd = u32::from_le_bytes(tiff[4..8].try_into().unwrap()) as usize;
+        tiff[ifd + 6..ifd + 10].copy_from_slice(&8_000_000u32.to_le_bytes());
+        let e = load_from_bytes(&tiff, &DecodeLimits::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("corrupt TIFF") && e.contains("8000000 values"),
+            "{e}"
+        );
+    }
+
+    /// Writes bytes to a temporary file (kept alive by the returned guard).
+    fn dir_with(bytes: &[u8]) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("image.tif");
+        std::fs::write(&p, bytes).unwrap();
+        (dir, p)
     }
 
     #[test]

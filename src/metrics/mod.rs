@@ -1,4 +1,7 @@
-//! Quality measures: PSNR, SSIM, and the matching of fitted neurons to planted ones.
+//! Quality measures: PSNR, SSIM, the DCT yardstick, and the matching of fitted neurons to
+//! planted ones.
+
+pub mod dct;
 
 use crate::sparse::SparseVec;
 use std::collections::HashMap;
