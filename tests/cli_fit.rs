@@ -46,6 +46,7 @@ struct Report {
     refine: String,
     psnr: f64,
     psnr_8bit: Option<f64>,
+    dct_psnr: Option<f64>,
     ssim: Option<f64>,
     seconds: f64,
     backend: String,

@@ -468,7 +468,7 @@ fn save_and_print(
         &fit.backend,
         &out_dir.display().to_string(),
     );
-    report.finish(image, &fit, Some(model_bytes));
+    report.finish(image, &fit, Some(model_bytes))?;
     write_report(out_dir, &report)?;
 
     if a.json {
@@ -495,6 +495,11 @@ fn save_and_print(
             report.ssim.unwrap_or(0.0),
             model_bytes,
             report.bits_per_pixel.unwrap_or(0.0)
+        );
+        println!(
+            "  yardstick: the best {}-term DCT of the image gives {:.2} dB",
+            report.nonzeros,
+            report.dct_psnr.unwrap_or(0.0)
         );
         for f in [MODEL_FILE, RECONSTRUCTION_FILE, REPORT_FILE] {
             println!("  wrote {}", out_dir.join(f).display());

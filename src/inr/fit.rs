@@ -334,6 +334,9 @@ pub struct FitReport {
     pub psnr: f64,
     /// PSNR of the 8-bit reconstruction.png.
     pub psnr_8bit: Option<f64>,
+    /// PSNR of the best approximation of the image by as many DCT coefficients as the model
+    /// has nonzeros: the classical yardstick at equal size.
+    pub dct_psnr: Option<f64>,
     pub ssim: Option<f64>,
     /// Wall time of the fit itself.
     pub seconds: f64,
@@ -378,6 +381,7 @@ impl FitReport {
             refine: plan.cfg.refine,
             psnr: 0.0,
             psnr_8bit: None,
+            dct_psnr: None,
             ssim: None,
             seconds: 0.0,
             backend: backend.kind.to_string(),
@@ -393,7 +397,12 @@ impl FitReport {
 
     /// Fills in the results of a finished (or stopped) fit of `image`. `model_bytes`: the size
     /// of the saved model file, if one was written.
-    pub fn finish(&mut self, image: &Image, fit: &ImageFit, model_bytes: Option<u64>) {
+    pub fn finish(
+        &mut self,
+        image: &Image,
+        fit: &ImageFit,
+        model_bytes: Option<u64>,
+    ) -> Result<()> {
         let (h, w, c) = (image.height, image.width, image.channels);
         self.status = if fit.stopped { "stopped" } else { "done" }.into();
         self.stopped = fit.stopped;
@@ -407,5 +416,7 @@ impl FitReport {
         self.peak_device_bytes = fit.peak_device_bytes;
         self.model_bytes = model_bytes;
         self.bits_per_pixel = model_bytes.map(|b| b as f64 * 8.0 / image.pixels() as f64);
+        self.dct_psnr = Some(metrics::dct::dct_psnr(image, self.nonzeros.max(1))?);
+        Ok(())
     }
 }
