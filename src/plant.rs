@@ -198,15 +198,21 @@ pub fn run(
 ) -> Result<FitResult> {
     let y2: f64 = planted.train.y.iter().map(|&v| (v as f64).powi(2)).sum();
     let mut recent: Vec<f64> = Vec::new();
-    crate::iht::fit_with(backend, Some(&planted.train), planted.train.n, cfg, |r: &EpochReport| {
-        on_epoch(r);
-        recent.push(r.loss);
-        let exact = r.loss <= 1e-14 * y2;
-        let stalled = recent.len() > 20 && r.loss >= 0.999 * recent[recent.len() - 21];
-        if exact || stalled {
-            ControlFlow::Break(())
-        } else {
-            ControlFlow::Continue(())
-        }
-    })
+    crate::iht::fit_with(
+        backend,
+        Some(&planted.train),
+        planted.train.n,
+        cfg,
+        |r: &EpochReport| {
+            on_epoch(r);
+            recent.push(r.loss);
+            let exact = r.loss <= 1e-14 * y2;
+            let stalled = recent.len() > 20 && r.loss >= 0.999 * recent[recent.len() - 21];
+            if exact || stalled {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        },
+    )
 }

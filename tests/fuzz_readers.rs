@@ -1,6 +1,6 @@
 //! Fuzzes every reader of untrusted bytes in-process: model files (`model::from_bytes`),
 //! images (`inr::image::load_from_bytes`, PNG and JPEG mostly, the other formats too) and MNIST
-//! IDX files (`inr::idx::digit_from_bytes`, plain and gzip). Each mutated input must give `Ok`
+//! IDX files (`inr::image::digit_from_bytes`, plain and gzip). Each mutated input must give `Ok`
 //! or `Err`: never a panic, never an abort, and never a single allocation larger than a bound
 //! derived from the input's size (or, for images, from the decode limits). A counting global
 //! allocator records the largest allocation of each case.
@@ -11,7 +11,7 @@
 
 use spinr::iht::Gating;
 use spinr::inr::image::{load_from_bytes, DecodeLimits};
-use spinr::inr::{idx, Coords, ImageModel, InrSpec};
+use spinr::inr::{image as idx, Coords, ImageModel, InrSpec};
 use spinr::problem::GateMode;
 use spinr::sparse::SparseVec;
 use std::alloc::{GlobalAlloc, Layout, System};

@@ -542,7 +542,10 @@ impl Backend for CpuBackend {
     fn load(&mut self, slot: Slot, w: &SparseVec) -> Result<()> {
         if let Some(&last) = w.indices.last() {
             if last as usize >= self.problem.signal_len() {
-                return Err(Error::invalid(crate::error::Param::Model, "index beyond m·d"));
+                return Err(Error::invalid(
+                    crate::error::Param::Model,
+                    "index beyond m·d",
+                ));
             }
         }
         crate::error::check_finite("weights", &w.values)?;

@@ -12,7 +12,7 @@ use crate::iht::{EpochReport, FirstStep, IhtChoices, Refine, Variant};
 use crate::inr::fit::{
     self as inr_fit, BatchChoice, FitOptions, FitPlan, FitReport, ImageFit, Method,
 };
-use crate::inr::{self, image as img, Coords, Image};
+use crate::inr::{image as img, Coords, Image};
 use crate::model;
 use crate::problem::GateMode;
 use clap::Args;
@@ -260,7 +260,7 @@ pub fn default_out_dir(image: &Path, index: Option<usize>) -> PathBuf {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "image".into());
-    let stem = if inr::idx::is_idx(image) {
+    let stem = if crate::data::idx::is_idx(image, 3) {
         let base = name.strip_suffix(".gz").unwrap_or(&name);
         format!("{base}-{}", index.unwrap_or(0))
     } else {

@@ -1,6 +1,5 @@
 //! Loading images as targets in [0, 1] and writing 8-bit PNGs.
 
-use super::idx;
 use crate::error::{Error, Param, Result};
 use std::path::Path;
 
@@ -147,8 +146,9 @@ pub fn load(path: &Path, index: Option<usize>) -> Result<Image> {
     if meta.len() == 0 {
         return Err(err("the file is empty (0 bytes)".into()));
     }
-    if idx::is_idx(path) {
-        return idx::load_digit(path, index.unwrap_or(0));
+    if crate::data::idx::is_idx(path, 3) {
+        let raw = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+        return digit_from_bytes(&raw, index.unwrap_or(0), path);
     }
     if index.is_some() {
         return Err(Error::invalid(
@@ -160,6 +160,32 @@ pub fn load(path: &Path, index: Option<usize>) -> Result<Image> {
     // buffer go through exactly the same checks.
     let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
     decode(&bytes, &DecodeLimits::default()).map_err(err)
+}
+
+/// Digit `index` of IDX3 file bytes (plain or gzipped), scaled to [0, 1]; `path` only names
+/// the file in messages.
+pub fn digit_from_bytes(raw: &[u8], index: usize, path: &Path) -> Result<Image> {
+    let idx = crate::data::idx::parse(raw, 3).map_err(|msg| Error::Image {
+        path: path.to_path_buf(),
+        msg,
+    })?;
+    if index >= idx.count() {
+        return Err(Error::invalid(
+            Param::Index,
+            format!(
+                "{index} is out of range: {} holds {} images (0 to {})",
+                path.display(),
+                idx.count(),
+                idx.count().saturating_sub(1)
+            ),
+        ));
+    }
+    Ok(Image {
+        height: idx.dims[1],
+        width: idx.dims[2],
+        channels: 1,
+        data: idx.item(index).iter().map(|&b| b as f32 / 255.0).collect(),
+    })
 }
 
 /// Decodes an image file held in memory (PNG, JPEG, TIFF, BMP, GIF or WebP, recognised by its

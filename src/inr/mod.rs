@@ -6,7 +6,6 @@
 //! [`InrSpec`]; a fitted model is that spec plus the `s` (index, value) pairs.
 
 pub mod fit;
-pub mod idx;
 pub mod image;
 
 use crate::backend::{self, cpu, cpu::CpuBackend, BackendChoice, GateSource, Slot};
