@@ -74,6 +74,8 @@ pub enum Task {
     Image,
     /// A planted network.
     Planted,
+    /// A classifier with one output (binary labels, least squares).
+    Classify,
 }
 
 /// The IHT choices a caller may leave to the variant (`None` = the variant's default).
@@ -100,6 +102,7 @@ impl IhtChoices {
             (Variant::Paper, _) => (cfg.inner, Refine::Armijo),
             (Variant::Spinr, Task::Image) => (DEFAULT_IMAGE_INNER, Refine::Exact),
             (Variant::Spinr, Task::Planted) => (cfg.inner, Refine::Exact),
+            (Variant::Spinr, Task::Classify) => (cfg.inner, Refine::Armijo),
         };
         cfg.inner = self.inner.unwrap_or(inner);
         cfg.refine = self.refine.unwrap_or(refine);

@@ -6,6 +6,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod classify;
 pub mod cli;
 pub mod data;
 pub mod error;

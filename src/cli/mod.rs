@@ -3,6 +3,7 @@
 //! names the flag of the running command that sets it.
 
 pub mod bench;
+pub mod classify;
 pub mod devices;
 pub mod fit;
 pub mod plant;
@@ -31,6 +32,8 @@ pub enum Command {
     Plant(plant::PlantArgs),
     /// Fit an image as a sparse ReLU network (implicit neural representation).
     Fit(fit::FitArgs),
+    /// Train a sparse classifier (MNIST-style IDX data, CIFAR-10), or predict with one.
+    Classify(classify::ClassifyArgs),
     /// Render a saved model to an image at any size.
     Render(render::RenderArgs),
     /// Measure the device's ceilings, every kernel and a whole IHT step.
@@ -72,6 +75,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let flags: fn(Param) -> Option<&'static str> = match &cli.command {
         Command::Plant(_) => plant::flag,
         Command::Fit(_) => fit::flag,
+        Command::Classify(_) => classify::flag,
         Command::Render(_) => render::flag,
         Command::Bench(_) => bench::flag,
         Command::Devices(_) => |_| None,
@@ -79,6 +83,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let result = match cli.command {
         Command::Plant(a) => plant::run(a),
         Command::Fit(a) => fit::run(a),
+        Command::Classify(a) => classify::run(a),
         Command::Render(a) => render::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Devices(a) => devices::run(a),
