@@ -6,6 +6,7 @@
 
 pub mod cpu;
 pub mod gpu;
+pub mod vector;
 
 use crate::error::Result;
 use crate::sparse::SparseVec;

@@ -13,6 +13,7 @@
 
 pub mod binary;
 pub mod model;
+pub mod multiclass;
 pub mod net;
 pub mod report;
 

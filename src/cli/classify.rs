@@ -238,6 +238,29 @@ fn train(a: &ClassifyArgs, plan: &ClassifyPlan, split: &Split) -> anyhow::Result
             a.device.announce(&t.backend);
             Ok(t)
         }
+        (ClassTask::Multiclass, Method::Iht) => {
+            let bar = progress::bar((plan.epochs * plan.layers) as u64, "epochs");
+            let verbose = super::verbose();
+            let t = crate::classify::multiclass::train(plan, split, &device, |e| {
+                bar.inc(1);
+                bar.set_message(format!("layer {} loss {:.4}", e.layer, e.report.loss));
+                if verbose {
+                    bar.suspend(|| {
+                        eprintln!(
+                            "layer {} epoch {:4}  cross-entropy {:.6}",
+                            e.layer, e.report.epoch, e.report.loss
+                        )
+                    });
+                }
+                if progress::stop_requested() {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })?;
+            bar.finish_and_clear();
+            Ok(t)
+        }
         _ => Err(Error::arg(
             "--task",
             format!(
