@@ -1,0 +1,528 @@
+//! The files of a sweep folder: `sweep.json` (the manifest) and `results.csv` (one row per
+//! finished cell), their reading for a restart, and the union of shards.
+//!
+//! `results.csv` always holds its rows in canonical cell order, so its bytes depend only on
+//! which cells are done and what they reported: not on the order they ran in, interruptions,
+//! or how the grid was split between shards. A row keeps the exact text it was first written
+//! with, so rewriting and merging never change a value.
+
+use super::grid::{Cell, Grid, Method, Task};
+use super::Row;
+use crate::error::{Error, Param, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub const MANIFEST_FILE: &str = "sweep.json";
+pub const RESULTS_FILE: &str = "results.csv";
+/// The columns naming a cell, first in every row.
+pub const CELL_COLUMNS: [&str; 4] = ["method", "neurons", "nonzeros", "seed"];
+/// The `format` of `sweep.json`.
+pub const MANIFEST_FORMAT: &str = "spinr-sweep/1";
+
+fn data_err(path: &Path, msg: impl Into<String>) -> Error {
+    Error::Data {
+        path: path.to_path_buf(),
+        msg: msg.into(),
+    }
+}
+
+fn io_err(path: &Path, e: std::io::Error) -> Error {
+    Error::Io {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    }
+}
+
+/// Reads a file, `None` if it does not exist.
+pub(crate) fn read_optional(path: &Path) -> Result<Option<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err(path, e)),
+    }
+}
+
+/// The grid and the options of a sweep: what `sweep.json` holds. Two runs with different
+/// manifests never write into one folder, and shards merge only if their manifests are equal.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Manifest {
+    pub grid: Grid,
+    /// What the runner's flags were (opaque here; compared as a whole).
+    pub options: Value,
+    pub spinr_version: String,
+}
+
+/// `sweep.json` as written; the key order is the file's.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ManifestFile {
+    format: String,
+    task: Task,
+    methods: Vec<Method>,
+    neurons: Vec<usize>,
+    nonzeros: Vec<usize>,
+    seeds: Vec<u64>,
+    options: Value,
+    spinr_version: String,
+}
+
+impl Manifest {
+    /// The manifest of a sweep run by this build of spinr.
+    pub fn new(grid: Grid, options: Value) -> Manifest {
+        Manifest {
+            grid,
+            options,
+            spinr_version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        let g = &self.grid;
+        let file = ManifestFile {
+            format: MANIFEST_FORMAT.into(),
+            task: g.task(),
+            methods: g.methods().to_vec(),
+            neurons: g.neurons().to_vec(),
+            nonzeros: g.nonzeros().to_vec(),
+            seeds: g.seeds().to_vec(),
+            options: self.options.clone(),
+            spinr_version: self.spinr_version.clone(),
+        };
+        let mut s = serde_json::to_string_pretty(&file).expect("manifest serialises");
+        s.push('\n');
+        s
+    }
+
+    pub fn from_json(text: &str) -> std::result::Result<Manifest, String> {
+        let f: ManifestFile = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        if f.format != MANIFEST_FORMAT {
+            return Err(format!(
+                "format {:?} is not {MANIFEST_FORMAT:?} (written by another spinr)",
+                f.format
+            ));
+        }
+        let grid = Grid::new(f.task, f.methods, f.neurons, f.nonzeros, f.seeds)
+            .map_err(|e| e.to_string())?;
+        Ok(Manifest {
+            grid,
+            options: f.options,
+            spinr_version: f.spinr_version,
+        })
+    }
+
+    /// Reads `dir/sweep.json`: `None` if there is none.
+    pub fn read(dir: &Path) -> Result<Option<Manifest>> {
+        let path = dir.join(MANIFEST_FILE);
+        match read_optional(&path)? {
+            None => Ok(None),
+            Some(text) => Manifest::from_json(&text)
+                .map(Some)
+                .map_err(|e| data_err(&path, e)),
+        }
+    }
+
+    /// What differs from `other` ("neurons: [10, 50] vs [10, 50, 200]"), for messages. The
+    /// files are compared byte for byte; this only explains a difference.
+    pub fn difference(&self, other: &Manifest) -> String {
+        let a: Value = serde_json::from_str(&self.to_json()).expect("valid json");
+        let b: Value = serde_json::from_str(&other.to_json()).expect("valid json");
+        first_difference("", &a, &b).unwrap_or_else(|| "the files differ".into())
+    }
+}
+
+/// The first key path where two JSON values differ.
+fn first_difference(at: &str, a: &Value, b: &Value) -> Option<String> {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            keys.into_iter().find_map(|k| {
+                let path = if at.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{at}.{k}")
+                };
+                match (x.get(k), y.get(k)) {
+                    (Some(u), Some(v)) => first_difference(&path, u, v),
+                    (u, v) => Some(format!("{path}: {} vs {}", show(u), show(v))),
+                }
+            })
+        }
+        _ if a == b => None,
+        _ => Some(format!("{at}: {a} vs {b}")),
+    }
+}
+
+fn show(v: Option<&Value>) -> String {
+    v.map_or_else(|| "(absent)".into(), |v| v.to_string())
+}
+
+/// Writes `dir/sweep.json`, or checks that the one there describes the same sweep. A folder
+/// with results but no manifest is refused: nothing says which grid they belong to.
+pub fn claim_dir(dir: &Path, manifest: &Manifest) -> Result<()> {
+    let path = dir.join(MANIFEST_FILE);
+    let text = manifest.to_json();
+    match read_optional(&path)? {
+        Some(old) if old == text => Ok(()),
+        Some(old) => {
+            let why = match Manifest::from_json(&old) {
+                Ok(m) => format!(
+                    "{} there, this command asks for the other",
+                    m.difference(manifest)
+                ),
+                Err(e) => format!("it cannot be read ({e})"),
+            };
+            Err(Error::invalid(
+                Param::Output,
+                format!(
+                    "{} describes a different sweep ({why}); rerun with the same grid and \
+                     options to resume it, or give a new output folder",
+                    path.display()
+                ),
+            ))
+        }
+        None if dir.join(RESULTS_FILE).exists() => Err(Error::invalid(
+            Param::Output,
+            format!(
+                "{} holds a {RESULTS_FILE} but no {MANIFEST_FILE}, so nothing says which sweep it \
+                 belongs to; give a new output folder",
+                dir.display()
+            ),
+        )),
+        None => crate::output::write_bytes(&path, text.as_bytes()),
+    }
+}
+
+/// The CSV text of a string: quoted (quotes doubled) when it holds a comma, quote or line
+/// break, has edge spaces or is empty (an empty string must differ from null's empty field).
+pub fn quote(s: &str) -> String {
+    if s.is_empty() || s.contains([',', '"', '\n', '\r']) || s.starts_with(' ') || s.ends_with(' ')
+    {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// The CSV text of a report value. Numbers are written as JSON writes them: integers exactly,
+/// floats as the shortest text that reads back to the same `f64`. Null is an empty field;
+/// arrays and objects are their JSON text.
+pub fn encode(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => quote(s),
+        other => quote(&other.to_string()),
+    }
+}
+
+/// A field's text without its CSV quoting.
+pub fn unquote(raw: &str) -> String {
+    match raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
+        Some(inner) => inner.replace("\"\"", "\""),
+        None => raw.to_string(),
+    }
+}
+
+/// Splits CSV text into records of raw fields (quotes kept, so a row can be written back
+/// byte for byte). Accepts `\n` and `\r\n` line ends and a missing final line end.
+pub fn split_csv(text: &str) -> std::result::Result<Vec<Vec<&str>>, String> {
+    let b = text.as_bytes();
+    let (mut records, mut fields) = (Vec::new(), Vec::new());
+    let (mut start, mut line, mut i) = (0, 1, 0);
+    let mut quoted = false;
+    while i < b.len() {
+        match b[i] {
+            b'"' if quoted => {
+                if b.get(i + 1) == Some(&b'"') {
+                    i += 1;
+                } else {
+                    quoted = false;
+                    if !matches!(b.get(i + 1), None | Some(b',' | b'\n' | b'\r')) {
+                        return Err(format!("line {line}: text after a closing quote"));
+                    }
+                }
+            }
+            b'"' if i == start => quoted = true,
+            b'"' => return Err(format!("line {line}: a quote inside an unquoted field")),
+            b',' if !quoted => {
+                fields.push(&text[start..i]);
+                start = i + 1;
+            }
+            b'\n' if !quoted => {
+                let end = if i > start && b[i - 1] == b'\r' {
+                    i - 1
+                } else {
+                    i
+                };
+                fields.push(&text[start..end]);
+                records.push(std::mem::take(&mut fields));
+                start = i + 1;
+                line += 1;
+            }
+            b'\n' => line += 1,
+            _ => {}
+        }
+        i += 1;
+    }
+    if quoted {
+        return Err(format!("line {line}: a quoted field is not closed"));
+    }
+    if start < b.len() {
+        fields.push(&text[start..]);
+        records.push(fields);
+    }
+    Ok(records)
+}
+
+/// The finished cells of one sweep folder (or of several, merged).
+#[derive(Clone, Debug)]
+pub struct Results {
+    grid: Grid,
+    /// The report fields after the cell columns: the first row's, then every row's.
+    fields: Vec<String>,
+    /// By canonical position: the cell and its report fields as CSV text.
+    rows: BTreeMap<usize, (Cell, Vec<String>)>,
+}
+
+impl Results {
+    pub fn new(grid: Grid) -> Results {
+        Results {
+            grid,
+            fields: Vec::new(),
+            rows: BTreeMap::new(),
+        }
+    }
+
+    /// Reads `path` (none yet: no cells done), checking every row against the grid.
+    pub fn load(path: &Path, grid: &Grid) -> Result<Results> {
+        let mut r = Results::new(grid.clone());
+        let Some(text) = read_optional(path)? else {
+            return Ok(r);
+        };
+        let records = split_csv(&text).map_err(|e| data_err(path, e))?;
+        let Some((header, rows)) = records.split_first() else {
+            return Ok(r);
+        };
+        let names: Vec<String> = header.iter().map(|h| unquote(h)).collect();
+        if names.len() < 4 || names[..4] != CELL_COLUMNS {
+            return Err(data_err(
+                path,
+                format!("the header must start with {}", CELL_COLUMNS.join(",")),
+            ));
+        }
+        r.fields = names[4..].to_vec();
+        for (k, row) in rows.iter().enumerate() {
+            let line = k + 2;
+            let bad = |msg: String| data_err(path, format!("row {line}: {msg}"));
+            if row.len() != names.len() {
+                return Err(bad(format!(
+                    "{} fields where the header has {}",
+                    row.len(),
+                    names.len()
+                )));
+            }
+            let cell = parse_cell(&row[..4]).map_err(bad)?;
+            let pos = grid
+                .position(&cell)
+                .ok_or_else(|| bad(format!("{cell} is not a cell of the sweep in sweep.json")))?;
+            let values = row[4..].iter().map(|f| f.to_string()).collect();
+            if r.rows.insert(pos, (cell, values)).is_some() {
+                return Err(bad(format!("{cell} appears twice")));
+            }
+        }
+        Ok(r)
+    }
+
+    pub fn grid(&self) -> &Grid {
+        &self.grid
+    }
+
+    /// The report fields (after the cell columns); empty before the first row.
+    pub fn fields(&self) -> &[String] {
+        &self.fields
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    pub fn contains(&self, cell: &Cell) -> bool {
+        self.grid
+            .position(cell)
+            .is_some_and(|p| self.rows.contains_key(&p))
+    }
+
+    /// Adds the row of a finished cell. The first row fixes the fields; a later row with other
+    /// fields, a cell outside the grid or one already done is a runner error.
+    pub fn insert(&mut self, cell: &Cell, row: Row) -> Result<()> {
+        let pos = self
+            .grid
+            .position(cell)
+            .ok_or_else(|| Error::Runner(format!("{cell} is not a cell of this sweep")))?;
+        if self.rows.contains_key(&pos) {
+            return Err(Error::Runner(format!("{cell} was reported twice")));
+        }
+        let names: Vec<String> = row.iter().map(|(n, _)| n.clone()).collect();
+        if let Some(n) = names.iter().find(|n| CELL_COLUMNS.contains(&n.as_str())) {
+            return Err(Error::Runner(format!(
+                "{cell}: the report field {n:?} has the name of a cell column; the runner must \
+                 drop or rename it"
+            )));
+        }
+        if self.rows.is_empty() && self.fields.is_empty() {
+            let mut seen = std::collections::HashSet::new();
+            if let Some(n) = names.iter().find(|n| !seen.insert(n.as_str())) {
+                return Err(Error::Runner(format!(
+                    "{cell}: the field {n:?} appears twice"
+                )));
+            }
+            self.fields = names;
+        } else if names != self.fields {
+            return Err(Error::Runner(format!(
+                "{cell} reports the fields [{}] but the earlier rows have [{}]",
+                names.join(", "),
+                self.fields.join(", ")
+            )));
+        }
+        let values = row.iter().map(|(_, v)| encode(v)).collect();
+        self.rows.insert(pos, (*cell, values));
+        Ok(())
+    }
+
+    /// The value of `column` in the cell's row as a number: `None` if the cell is not done or
+    /// the value is empty (null) or not a finite number.
+    pub fn number(&self, cell: &Cell, column: &str) -> Option<f64> {
+        let k = self.fields.iter().position(|f| f == column)?;
+        let (_, values) = self.rows.get(&self.grid.position(cell)?)?;
+        unquote(&values[k])
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite())
+    }
+
+    /// The whole `results.csv`.
+    pub fn to_csv(&self) -> String {
+        let mut out = String::new();
+        let header = CELL_COLUMNS.iter().map(|c| c.to_string());
+        let header: Vec<String> = header.chain(self.fields.iter().map(|f| quote(f))).collect();
+        out.push_str(&header.join(","));
+        out.push('\n');
+        for (cell, values) in self.rows.values() {
+            out.push_str(&format!(
+                "{},{},{},{}",
+                cell.method.as_str(),
+                cell.neurons,
+                cell.nonzeros,
+                cell.seed
+            ));
+            for v in values {
+                out.push(',');
+                out.push_str(v);
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Adds the rows of another folder's results (`from` names it in messages). A cell in
+    /// both must have the same values; the fields must agree.
+    pub fn merge(&mut self, other: &Results, from: &Path) -> Result<()> {
+        let path = from.join(RESULTS_FILE);
+        if other.rows.is_empty() {
+            return Ok(());
+        }
+        if self.rows.is_empty() && self.fields.is_empty() {
+            self.fields = other.fields.clone();
+        } else if self.fields != other.fields {
+            return Err(data_err(
+                &path,
+                format!(
+                    "its fields [{}] differ from the other folders' [{}]",
+                    other.fields.join(", "),
+                    self.fields.join(", ")
+                ),
+            ));
+        }
+        for (pos, (cell, values)) in &other.rows {
+            match self.rows.get(pos) {
+                Some((_, mine)) if mine != values => {
+                    let k = mine
+                        .iter()
+                        .zip(values)
+                        .position(|(a, b)| a != b)
+                        .unwrap_or(0);
+                    return Err(data_err(
+                        &path,
+                        format!(
+                            "{cell} is also in another folder with a different {} ({} vs {}): \
+                             the shards overlap; merge only one of them",
+                            self.fields[k], values[k], mine[k]
+                        ),
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    self.rows.insert(*pos, (*cell, values.clone()));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn parse_cell(f: &[&str]) -> std::result::Result<Cell, String> {
+    let text: Vec<String> = f.iter().map(|x| unquote(x)).collect();
+    let num = |i: usize| -> std::result::Result<u64, String> {
+        text[i]
+            .parse()
+            .map_err(|_| format!("{} {:?} is not a number", CELL_COLUMNS[i], text[i]))
+    };
+    Ok(Cell {
+        method: Method::parse(&text[0]).ok_or_else(|| format!("unknown method {:?}", text[0]))?,
+        neurons: num(1)? as usize,
+        nonzeros: num(2)? as usize,
+        seed: num(3)?,
+    })
+}
+
+/// Rewrites `results.csv` atomically, refusing to overwrite rows another process added: two
+/// jobs writing one folder would each drop the other's rows.
+pub struct ResultsFile {
+    path: PathBuf,
+    /// What the file held when this process last read or wrote it.
+    last: Option<String>,
+}
+
+impl ResultsFile {
+    /// Opens `dir/results.csv` and reads what is done.
+    pub fn open(dir: &Path, grid: &Grid) -> Result<(ResultsFile, Results)> {
+        let path = dir.join(RESULTS_FILE);
+        let last = read_optional(&path)?;
+        let results = Results::load(&path, grid)?;
+        Ok((ResultsFile { path, last }, results))
+    }
+
+    pub fn write(&mut self, results: &Results) -> Result<()> {
+        let now = read_optional(&self.path)?;
+        if now != self.last {
+            return Err(Error::invalid(
+                Param::Output,
+                format!(
+                    "{} was changed by another process: give each shard its own output folder",
+                    self.path.display()
+                ),
+            ));
+        }
+        let text = results.to_csv();
+        crate::output::write_bytes(&self.path, text.as_bytes())?;
+        self.last = Some(text);
+        Ok(())
+    }
+}
