@@ -8,6 +8,7 @@ pub mod fit;
 pub mod plant;
 pub mod progress;
 pub mod render;
+pub mod sweep;
 
 use crate::backend::{BackendChoice, BackendInfo};
 use crate::error::{Error, Param};
@@ -33,6 +34,9 @@ pub enum Command {
     Fit(fit::FitArgs),
     /// Render a saved model to an image at any size.
     Render(render::RenderArgs),
+    /// Run a grid of fits or planted recoveries (method × m × s × seed) into one resumable
+    /// results.csv and the paper's heatmaps; `spinr sweep merge` joins shards.
+    Sweep(sweep::SweepArgs),
     /// Measure the device's ceilings, every kernel and a whole IHT step.
     Bench(bench::BenchArgs),
     /// List the GPU adapters wgpu sees and their limits.
@@ -73,6 +77,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plant(_) => plant::flag,
         Command::Fit(_) => fit::flag,
         Command::Render(_) => render::flag,
+        Command::Sweep(_) => sweep::flag,
         Command::Bench(_) => bench::flag,
         Command::Devices(_) => |_| None,
     };
@@ -80,6 +85,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plant(a) => plant::run(a),
         Command::Fit(a) => fit::run(a),
         Command::Render(a) => render::run(a),
+        Command::Sweep(a) => sweep::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Devices(a) => devices::run(a),
     };

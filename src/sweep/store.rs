@@ -526,3 +526,162 @@ impl ResultsFile {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const AWKWARD: [&str; 12] = [
+        "",
+        "plain",
+        "a,b",
+        "say \"hi\"",
+        "line\nbreak",
+        "cr\r\nlf",
+        " lead",
+        "trail ",
+        "ünï ∆",
+        "\"",
+        ",",
+        "\"\"",
+    ];
+
+    #[test]
+    fn csv_quoting_round_trips() {
+        let line: Vec<String> = AWKWARD.iter().map(|s| quote(s)).collect();
+        let text = format!("{}\n{}\n", line.join(","), line.join(","));
+        let records = split_csv(&text).unwrap();
+        assert_eq!(records.len(), 2);
+        for r in records {
+            let back: Vec<String> = r.iter().map(|f| unquote(f)).collect();
+            assert_eq!(back, AWKWARD);
+        }
+        // Only what needs quotes gets them; an empty string differs from null.
+        assert_eq!(quote("plain"), "plain");
+        assert_eq!(quote(""), "\"\"");
+        assert_eq!(encode(&Value::Null), "");
+        assert_eq!(encode(&json!([20.0, 0.05])), "\"[20.0,0.05]\"");
+        // CRLF line ends and a missing last line end read the same.
+        assert_eq!(
+            split_csv("a,b\r\n1,\"x\"").unwrap(),
+            [["a", "b"], ["1", "\"x\""]]
+        );
+    }
+
+    #[test]
+    fn malformed_csv_is_refused() {
+        for bad in ["a,\"b\nc", "a,b\"c\n", "\"a\"b,c\n"] {
+            assert!(split_csv(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    fn grid() -> Grid {
+        Grid::new(Task::Inr, vec![Method::Iht], vec![10], vec![5, 7], vec![0]).unwrap()
+    }
+
+    #[test]
+    fn rows_read_back_exactly() {
+        let g = grid();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(RESULTS_FILE);
+        let floats = [
+            0.1 + 0.2,
+            1e-300,
+            f64::MAX,
+            5e-324,
+            -0.0,
+            123456.789,
+            1.0 / 3.0,
+        ];
+        let mut r = Results::new(g.clone());
+        for (k, cell) in g.cells().iter().enumerate() {
+            let mut row: Row = floats
+                .iter()
+                .enumerate()
+                .map(|(i, &x)| (format!("f{i}"), json!(if k == 0 { x } else { -x })))
+                .collect();
+            row.push(("big".into(), json!(u64::MAX - k as u64)));
+            row.push(("neg".into(), json!(i64::MIN)));
+            row.push(("text".into(), json!(AWKWARD[k + 4])));
+            row.push(("none".into(), Value::Null));
+            r.insert(cell, row).unwrap();
+        }
+        let csv = r.to_csv();
+        std::fs::write(&path, &csv).unwrap();
+        let back = Results::load(&path, &g).unwrap();
+        assert_eq!(back.to_csv(), csv);
+        for (k, cell) in g.cells().iter().enumerate() {
+            for (i, &x) in floats.iter().enumerate() {
+                let want = if k == 0 { x } else { -x };
+                let got = back.number(cell, &format!("f{i}")).unwrap();
+                assert_eq!(got.to_bits(), want.to_bits(), "f{i} of {cell}");
+            }
+            assert_eq!(back.number(cell, "none"), None);
+            let big = format!(",{},", u64::MAX - k as u64);
+            assert!(csv.contains(&big), "{csv}");
+        }
+    }
+
+    #[test]
+    fn rows_must_keep_their_shape() {
+        let g = grid();
+        let cells = g.cells();
+        let mut r = Results::new(g);
+        r.insert(&cells[0], vec![("psnr".into(), json!(1.0))])
+            .unwrap();
+        let e = r
+            .insert(&cells[1], vec![("psnr_8bit".into(), json!(1.0))])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("psnr_8bit") && e.contains("[psnr]"), "{e}");
+        let e = r
+            .insert(&cells[0], vec![("psnr".into(), json!(1.0))])
+            .unwrap_err();
+        assert!(e.to_string().contains("twice"), "{e}");
+        let mut r = Results::new(grid());
+        let e = r
+            .insert(&cells[0], vec![("neurons".into(), json!(10))])
+            .unwrap_err();
+        assert!(e.to_string().contains("cell column"), "{e}");
+    }
+
+    #[test]
+    fn a_file_with_foreign_cells_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(RESULTS_FILE);
+        let g = grid();
+        std::fs::write(&path, "method,neurons,nonzeros,seed,psnr\niht,10,6,0,1.5\n").unwrap();
+        let e = Results::load(&path, &g).unwrap_err().to_string();
+        assert!(
+            e.contains("iht m=10 s=6 seed=0") && e.contains("row 2"),
+            "{e}"
+        );
+        std::fs::write(
+            &path,
+            "method,neurons,nonzeros,seed,psnr\niht,10,5,0,1\niht,10,5,0,1\n",
+        )
+        .unwrap();
+        let e = Results::load(&path, &g).unwrap_err().to_string();
+        assert!(e.contains("twice"), "{e}");
+        std::fs::write(&path, "m,n,s,seed\n").unwrap();
+        assert!(Results::load(&path, &g).is_err());
+    }
+
+    #[test]
+    fn another_writer_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = grid();
+        let (mut file, mut r) = ResultsFile::open(dir.path(), &g).unwrap();
+        r.insert(&g.cells()[0], vec![("psnr".into(), json!(1.0))])
+            .unwrap();
+        file.write(&r).unwrap();
+        std::fs::write(
+            dir.path().join(RESULTS_FILE),
+            "method,neurons,nonzeros,seed\n",
+        )
+        .unwrap();
+        let e = file.write(&r).unwrap_err().to_string();
+        assert!(e.contains("another process"), "{e}");
+    }
+}
