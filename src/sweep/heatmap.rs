@@ -43,14 +43,19 @@ const COOLWARM: [(u8, u8, u8); 5] = [
     (244, 154, 123),
     (180, 4, 38),
 ];
-/// Cells with no value.
-pub const MISSING: (u8, u8, u8) = (236, 236, 236);
+/// Cells with no value: blank (the grey of a zero difference would read as a value).
+pub const MISSING: (u8, u8, u8) = (255, 255, 255);
+
+/// The least space for the cells, so that a small grid still has room for its title and
+/// colour bar.
+const MIN_W: u32 = 4 * CELL_W;
+const MIN_H: u32 = 3 * CELL_H;
 
 /// The image size for `rows` × `cols` cells.
 pub fn size(rows: usize, cols: usize) -> (u32, u32) {
     (
-        2 * MARGIN + LEFT + cols as u32 * CELL_W + BAR,
-        TITLE + 2 * MARGIN + rows as u32 * CELL_H + BOTTOM,
+        2 * MARGIN + LEFT + (cols as u32 * CELL_W).max(MIN_W) + BAR,
+        TITLE + 2 * MARGIN + (rows as u32 * CELL_H).max(MIN_H) + BOTTOM,
     )
 }
 
@@ -150,16 +155,18 @@ pub fn render(map: &Map) -> std::result::Result<Picture, String> {
                 let fill = stat
                     .median
                     .map_or(MISSING, |v| colour(v, lo, hi, diverging));
+                // Filled, then outlined in white so that equal neighbours stay apart.
+                let corners = [(x, y), (x + 2, y + 2)];
                 chart
-                    .draw_series([Rectangle::new([(x, y), (x + 2, y + 2)], rgb(fill).filled())])
+                    .draw_series([
+                        Rectangle::new(corners, rgb(fill).filled()),
+                        Rectangle::new(corners, WHITE.stroke_width(1)),
+                    ])
                     .map_err(|x| e(&x))?;
                 // Dark text on light cells, white on dark ones.
                 let luma = 0.299 * fill.0 as f64 + 0.587 * fill.1 as f64 + 0.114 * fill.2 as f64;
                 let ink = if luma > 140.0 { BLACK } else { WHITE };
-                let text = match stat.median {
-                    Some(v) => format!("{v:.d$}"),
-                    None => "–".into(),
-                };
+                let text = super::summary::number(stat.median, d);
                 let style = label
                     .clone()
                     .color(&ink)

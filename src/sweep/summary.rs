@@ -192,9 +192,16 @@ pub fn maps(results: &Results) -> Vec<Map> {
     out
 }
 
-fn fmt(v: Option<f64>, decimals: usize) -> String {
+/// A value as printed in a heatmap cell or summary.md: "–" when missing, and no "-0.0".
+pub fn number(v: Option<f64>, decimals: usize) -> String {
     match v {
-        Some(x) => format!("{x:.decimals$}"),
+        Some(x) => {
+            let s = format!("{x:.decimals$}");
+            match s.strip_prefix('-') {
+                Some(t) if t.parse::<f64>() == Ok(0.0) => t.to_string(),
+                _ => s,
+            }
+        }
         None => "–".into(),
     }
 }
@@ -210,7 +217,7 @@ pub fn markdown(manifest: &Manifest, maps: &[Map], files: &[String]) -> String {
     let _ = writeln!(out, "# Sweep: {}\n", grid.task().as_str());
     let _ = writeln!(
         out,
-        "Metric `{}` ({}). Rows: m (neurons); columns: s (nonzeros). Each cell: the median \
+        "Metric: `{}`, {}. Rows: m (neurons); columns: s (nonzeros). Each cell: the median \
          over seeds, then the value of each seed ({}) in brackets, – where missing. \
          Differences are taken seed by seed.\n",
         metric.column,
@@ -230,8 +237,8 @@ pub fn markdown(manifest: &Manifest, maps: &[Map], files: &[String]) -> String {
             let cells: Vec<String> = row
                 .iter()
                 .map(|st| {
-                    let each: Vec<String> = st.values.iter().map(|v| fmt(*v, d)).collect();
-                    format!("{} ({})", fmt(st.median, d), each.join(" "))
+                    let each: Vec<String> = st.values.iter().map(|v| number(*v, d)).collect();
+                    format!("{} ({})", number(st.median, d), each.join(" "))
                 })
                 .collect();
             let _ = writeln!(out, "| {m} | {} |", cells.join(" | "));
@@ -252,5 +259,14 @@ mod tests {
         assert_eq!(median(&[5.0, 1.0, 3.0]), Some(3.0));
         assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
         assert_eq!(median(&[f64::NAN, 1.0, 2.0]), Some(1.5));
+    }
+
+    #[test]
+    fn numbers_print_without_negative_zero() {
+        assert_eq!(number(Some(-0.01), 1), "0.0");
+        assert_eq!(number(Some(-0.0), 2), "0.00");
+        assert_eq!(number(Some(-0.06), 1), "-0.1");
+        assert_eq!(number(Some(42.25), 1), "42.2");
+        assert_eq!(number(None, 1), "–");
     }
 }
