@@ -241,7 +241,8 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Merged> {
                 return Err(data_err(
                     path,
                     format!(
-                        "a different sweep from {} ({}): only shards of one sweep merge",
+                        "a different sweep from {0} ({0} vs this one: {1}): only shards of one \
+                         sweep merge",
                         first.display(),
                         m0.difference(&m)
                     ),

@@ -167,10 +167,7 @@ pub fn claim_dir(dir: &Path, manifest: &Manifest) -> Result<()> {
         Some(old) if old == text => Ok(()),
         Some(old) => {
             let why = match Manifest::from_json(&old) {
-                Ok(m) => format!(
-                    "{} there, this command asks for the other",
-                    m.difference(manifest)
-                ),
+                Ok(m) => format!("there vs this command: {}", m.difference(manifest)),
                 Err(e) => format!("it cannot be read ({e})"),
             };
             Err(Error::invalid(
