@@ -130,7 +130,7 @@ fn an_interrupted_sweep_resumes_to_the_same_files() {
     let mut fake = Fake::new();
     let mut seen = 0;
     let r = sweep::run(dir.path(), &m, Shard::ALL, &mut fake, &mut |e| match e {
-        Event::Cell { done, .. } if done == 7 => ControlFlow::Break(()),
+        Event::Cell { done: 7, .. } => ControlFlow::Break(()),
         Event::Cell { .. } => {
             seen += 1;
             ControlFlow::Continue(())
