@@ -17,11 +17,13 @@
 
 pub mod grid;
 pub mod heatmap;
+pub mod manifest;
 pub mod store;
 pub mod summary;
 
 pub use grid::{Cell, Grid, Method, Shard, Task};
-pub use store::{Manifest, Results, MANIFEST_FILE, RESULTS_FILE};
+pub use manifest::{Manifest, MANIFEST_FILE};
+pub use store::{Results, RESULTS_FILE};
 pub use summary::{Metric, SUMMARY_FILE};
 
 use crate::error::{Error, Result};
@@ -142,7 +144,7 @@ pub fn run(
     progress: &mut dyn FnMut(Event) -> ControlFlow<()>,
 ) -> Result<Outcome> {
     create_dir(dir)?;
-    store::claim_dir(dir, manifest)?;
+    manifest::claim_dir(dir, manifest)?;
     let grid = &manifest.grid;
     let (mut file, mut results) = store::ResultsFile::open(dir, grid)?;
     let groups = grid.shard_groups(shard);
@@ -260,7 +262,7 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Merged> {
     let results = all.expect("at least one folder");
     create_dir(out)?;
     // The merged folder is a sweep folder like any other: it could be resumed.
-    store::claim_dir(out, &manifest)?;
+    manifest::claim_dir(out, &manifest)?;
     let path = out.join(RESULTS_FILE);
     let old = store::read_optional(&path)?;
     if old.is_some() {

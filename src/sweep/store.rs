@@ -1,27 +1,23 @@
-//! The files of a sweep folder: `sweep.json` (the manifest) and `results.csv` (one row per
-//! finished cell), their reading for a restart, and the union of shards.
+//! `results.csv`, one row per finished cell: CSV writing and reading, a restart's view of
+//! what is done, and the union of shards.
 //!
 //! `results.csv` always holds its rows in canonical cell order, so its bytes depend only on
 //! which cells are done and what they reported: not on the order they ran in, interruptions,
 //! or how the grid was split between shards. A row keeps the exact text it was first written
 //! with, so rewriting and merging never change a value.
 
-use super::grid::{Cell, Grid, Method, Task};
+use super::grid::{Cell, Grid, Method};
 use super::Row;
 use crate::error::{Error, Param, Result};
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-pub const MANIFEST_FILE: &str = "sweep.json";
 pub const RESULTS_FILE: &str = "results.csv";
 /// The columns naming a cell, first in every row.
 pub const CELL_COLUMNS: [&str; 4] = ["method", "neurons", "nonzeros", "seed"];
-/// The `format` of `sweep.json`.
-pub const MANIFEST_FORMAT: &str = "spinr-sweep/1";
 
-fn data_err(path: &Path, msg: impl Into<String>) -> Error {
+pub(crate) fn data_err(path: &Path, msg: impl Into<String>) -> Error {
     Error::Data {
         path: path.to_path_buf(),
         msg: msg.into(),
@@ -41,153 +37,6 @@ pub(crate) fn read_optional(path: &Path) -> Result<Option<String>> {
         Ok(t) => Ok(Some(t)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io_err(path, e)),
-    }
-}
-
-/// The grid and the options of a sweep: what `sweep.json` holds. Two runs with different
-/// manifests never write into one folder, and shards merge only if their manifests are equal.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Manifest {
-    pub grid: Grid,
-    /// What the runner's flags were (opaque here; compared as a whole).
-    pub options: Value,
-    pub spinr_version: String,
-}
-
-/// `sweep.json` as written; the key order is the file's.
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ManifestFile {
-    format: String,
-    task: Task,
-    methods: Vec<Method>,
-    neurons: Vec<usize>,
-    nonzeros: Vec<usize>,
-    seeds: Vec<u64>,
-    options: Value,
-    spinr_version: String,
-}
-
-impl Manifest {
-    /// The manifest of a sweep run by this build of spinr.
-    pub fn new(grid: Grid, options: Value) -> Manifest {
-        Manifest {
-            grid,
-            options,
-            spinr_version: env!("CARGO_PKG_VERSION").to_string(),
-        }
-    }
-
-    pub fn to_json(&self) -> String {
-        let g = &self.grid;
-        let file = ManifestFile {
-            format: MANIFEST_FORMAT.into(),
-            task: g.task(),
-            methods: g.methods().to_vec(),
-            neurons: g.neurons().to_vec(),
-            nonzeros: g.nonzeros().to_vec(),
-            seeds: g.seeds().to_vec(),
-            options: self.options.clone(),
-            spinr_version: self.spinr_version.clone(),
-        };
-        let mut s = serde_json::to_string_pretty(&file).expect("manifest serialises");
-        s.push('\n');
-        s
-    }
-
-    pub fn from_json(text: &str) -> std::result::Result<Manifest, String> {
-        let f: ManifestFile = serde_json::from_str(text).map_err(|e| e.to_string())?;
-        if f.format != MANIFEST_FORMAT {
-            return Err(format!(
-                "format {:?} is not {MANIFEST_FORMAT:?} (written by another spinr)",
-                f.format
-            ));
-        }
-        let grid = Grid::new(f.task, f.methods, f.neurons, f.nonzeros, f.seeds)
-            .map_err(|e| e.to_string())?;
-        Ok(Manifest {
-            grid,
-            options: f.options,
-            spinr_version: f.spinr_version,
-        })
-    }
-
-    /// Reads `dir/sweep.json`: `None` if there is none.
-    pub fn read(dir: &Path) -> Result<Option<Manifest>> {
-        let path = dir.join(MANIFEST_FILE);
-        match read_optional(&path)? {
-            None => Ok(None),
-            Some(text) => Manifest::from_json(&text)
-                .map(Some)
-                .map_err(|e| data_err(&path, e)),
-        }
-    }
-
-    /// What differs from `other` ("neurons: [10, 50] vs [10, 50, 200]"), for messages. The
-    /// files are compared byte for byte; this only explains a difference.
-    pub fn difference(&self, other: &Manifest) -> String {
-        let a: Value = serde_json::from_str(&self.to_json()).expect("valid json");
-        let b: Value = serde_json::from_str(&other.to_json()).expect("valid json");
-        first_difference("", &a, &b).unwrap_or_else(|| "the files differ".into())
-    }
-}
-
-/// The first key path where two JSON values differ.
-fn first_difference(at: &str, a: &Value, b: &Value) -> Option<String> {
-    match (a, b) {
-        (Value::Object(x), Value::Object(y)) => {
-            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
-            keys.into_iter().find_map(|k| {
-                let path = if at.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{at}.{k}")
-                };
-                match (x.get(k), y.get(k)) {
-                    (Some(u), Some(v)) => first_difference(&path, u, v),
-                    (u, v) => Some(format!("{path}: {} vs {}", show(u), show(v))),
-                }
-            })
-        }
-        _ if a == b => None,
-        _ => Some(format!("{at}: {a} vs {b}")),
-    }
-}
-
-fn show(v: Option<&Value>) -> String {
-    v.map_or_else(|| "(absent)".into(), |v| v.to_string())
-}
-
-/// Writes `dir/sweep.json`, or checks that the one there describes the same sweep. A folder
-/// with results but no manifest is refused: nothing says which grid they belong to.
-pub fn claim_dir(dir: &Path, manifest: &Manifest) -> Result<()> {
-    let path = dir.join(MANIFEST_FILE);
-    let text = manifest.to_json();
-    match read_optional(&path)? {
-        Some(old) if old == text => Ok(()),
-        Some(old) => {
-            let why = match Manifest::from_json(&old) {
-                Ok(m) => format!("there vs this command: {}", m.difference(manifest)),
-                Err(e) => format!("it cannot be read ({e})"),
-            };
-            Err(Error::invalid(
-                Param::Output,
-                format!(
-                    "{} describes a different sweep ({why}); rerun with the same grid and \
-                     options to resume it, or give a new output folder",
-                    path.display()
-                ),
-            ))
-        }
-        None if dir.join(RESULTS_FILE).exists() => Err(Error::invalid(
-            Param::Output,
-            format!(
-                "{} holds a {RESULTS_FILE} but no {MANIFEST_FILE}, so nothing says which sweep it \
-                 belongs to; give a new output folder",
-                dir.display()
-            ),
-        )),
-        None => crate::output::write_bytes(&path, text.as_bytes()),
     }
 }
 
@@ -527,6 +376,7 @@ impl ResultsFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sweep::grid::Task;
     use serde_json::json;
 
     const AWKWARD: [&str; 12] = [

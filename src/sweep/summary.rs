@@ -2,7 +2,8 @@
 //! (m, s) cell, plus difference maps; and `summary.md`, the same numbers as markdown tables.
 
 use super::grid::{Cell, Method, Task};
-use super::store::{Manifest, Results};
+use super::manifest::Manifest;
+use super::store::Results;
 use std::fmt::Write;
 
 pub const SUMMARY_FILE: &str = "summary.md";
