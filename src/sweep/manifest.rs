@@ -130,8 +130,13 @@ fn show(v: Option<&Value>) -> String {
 /// Writes `dir/sweep.json`, or checks that the one there describes the same sweep. A folder
 /// with results but no manifest is refused: nothing says which grid they belong to.
 pub fn claim_dir(dir: &Path, manifest: &Manifest) -> Result<()> {
+    claim_dir_as(dir, manifest, &manifest.to_json())
+}
+
+/// [`claim_dir`] with the manifest's text as read from another folder (a merge keeps the
+/// shards' bytes rather than writing them anew).
+pub(crate) fn claim_dir_as(dir: &Path, manifest: &Manifest, text: &str) -> Result<()> {
     let path = dir.join(MANIFEST_FILE);
-    let text = manifest.to_json();
     match read_optional(&path)? {
         Some(old) if old == text => Ok(()),
         Some(old) => {

@@ -258,11 +258,11 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Merged> {
         }
         manifest.get_or_insert((m, text));
     }
-    let (manifest, _) = manifest.expect("at least one folder");
+    let (manifest, text) = manifest.expect("at least one folder");
     let results = all.expect("at least one folder");
     create_dir(out)?;
     // The merged folder is a sweep folder like any other: it could be resumed.
-    manifest::claim_dir(out, &manifest)?;
+    manifest::claim_dir_as(out, &manifest, &text)?;
     let path = out.join(RESULTS_FILE);
     let old = store::read_optional(&path)?;
     if old.is_some() {
