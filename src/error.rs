@@ -44,6 +44,12 @@ pub enum Param {
     Layers,
     /// A backend register (a programming error, not user input).
     Slot,
+    /// Seeds of a sweep.
+    Seed,
+    /// Which part of a sweep's grid one job runs.
+    Shard,
+    /// The output folder.
+    Output,
 }
 
 impl Param {
@@ -67,6 +73,9 @@ impl Param {
             Param::Method => "method",
             Param::Layers => "number of layers",
             Param::Slot => "backend slot",
+            Param::Seed => "seed",
+            Param::Shard => "shard",
+            Param::Output => "output folder",
         }
     }
 }
@@ -124,6 +133,11 @@ pub enum Error {
 
     #[error("interrupted")]
     Interrupted,
+
+    /// A sweep runner broke its contract (rows of different shapes, a cell it was not asked
+    /// for): a programming error in the runner, not the user's input.
+    #[error("sweep runner: {0}")]
+    Runner(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -19,6 +19,7 @@ pub mod plant;
 pub mod problem;
 pub mod rng;
 pub mod sparse;
+pub mod sweep;
 pub mod train;
 
 pub use error::{Error, Result};

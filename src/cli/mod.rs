@@ -9,6 +9,7 @@ pub mod fit;
 pub mod plant;
 pub mod progress;
 pub mod render;
+pub mod sweep;
 
 use crate::backend::{BackendChoice, BackendInfo};
 use crate::error::{Error, Param};
@@ -36,6 +37,9 @@ pub enum Command {
     Classify(classify::ClassifyArgs),
     /// Render a saved model to an image at any size.
     Render(render::RenderArgs),
+    /// Run a grid of fits or planted recoveries (method × m × s × seed) into one resumable
+    /// results.csv and the paper's heatmaps; `spinr sweep merge` joins shards.
+    Sweep(sweep::SweepArgs),
     /// Measure the device's ceilings, every kernel and a whole IHT step.
     Bench(bench::BenchArgs),
     /// List the GPU adapters wgpu sees and their limits.
@@ -77,6 +81,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Fit(_) => fit::flag,
         Command::Classify(_) => classify::flag,
         Command::Render(_) => render::flag,
+        Command::Sweep(_) => sweep::flag,
         Command::Bench(_) => bench::flag,
         Command::Devices(_) => |_| None,
     };
@@ -85,6 +90,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Fit(a) => fit::run(a),
         Command::Classify(a) => classify::run(a),
         Command::Render(a) => render::run(a),
+        Command::Sweep(a) => sweep::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Devices(a) => devices::run(a),
     };
