@@ -9,6 +9,7 @@ pub mod bench;
 pub mod cli;
 pub mod error;
 pub mod iht;
+pub mod imp;
 pub mod inr;
 pub mod metrics;
 pub mod model;
