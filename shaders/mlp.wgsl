@@ -23,7 +23,7 @@ struct P {
     v_off: u32,     // V's offset (m·d)
     loss_off: u32,  // per-sample losses' offset in RL
     count: u32,     // reduce: losses to sum
-    pad0: u32,
+    slot: u32,      // reduce: the SCAL entry written
     inv_norm: f32,  // 1/(N·C) (MSE) or 1/N (CE) for a batch of N samples
     step: f32,      // Adam: lr / (1 − β1ᵗ)
     bc2s: f32,      // √(1 − β2ᵗ)
@@ -352,7 +352,7 @@ fn adam(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     W[i] = W[i] - p.step * a / denom;
 }
 
-// SCAL[0] = Σ of the p.count per-sample losses: one workgroup, threads strided, then a tree.
+// SCAL[p.slot] = Σ of the p.count per-sample losses: one workgroup, threads strided, then a tree.
 @compute @workgroup_size(256)
 fn reduce(@builtin(local_invocation_index) lid: u32) {
     var s = 0.0;
@@ -362,6 +362,6 @@ fn reduce(@builtin(local_invocation_index) lid: u32) {
     red[lid] = s;
     tree(lid);
     if (lid == 0u) {
-        SCAL[0] = red[0];
+        SCAL[p.slot] = red[0];
     }
 }

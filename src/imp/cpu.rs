@@ -151,6 +151,11 @@ impl<'a> CpuMlp<'a> {
         })
     }
 
+    /// Test aid: smaller blocks (at most the allocated one), to run the multi-block path.
+    pub fn set_block(&mut self, rows: usize) {
+        self.block = rows.clamp(1, self.block);
+    }
+
     /// Runs every block of `rows`: forward, then per `mode` the loss and gradients, the loss
     /// only, or the outputs. Returns the summed per-sample loss (0 when predicting).
     fn pass(&mut self, rows: Rows<'_>, mode: Mode<'_>) -> Result<f64> {

@@ -132,6 +132,59 @@ pub struct GpuMlp<'a> {
     meter: MemoryMeter,
 }
 
+/// Where the features live and how many samples a block holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Plan {
+    pub resident: bool,
+    pub block: usize,
+}
+
+/// Checks a network against the device's limits and sizes its buffers: the weights, one
+/// block's `H` (and streamed `X` rows) and the per-sample losses must each fit one storage
+/// binding; the features stay on the device when they fit one binding and `feature_budget`.
+pub fn plan(shape: &MlpShape, lim: &wgpu::Limits, feature_budget: usize) -> Result<Plan> {
+    let MlpShape { n, d, m, c } = *shape;
+    let bind_max = lim.max_storage_buffer_binding_size.min(lim.max_buffer_size);
+    let fix = "use fewer neurons or features, or the CPU (ImpDevice::Cpu)";
+    let nw = shape.weights() as u64;
+    if 4 * nw > bind_max || nw > u32::MAX as u64 {
+        return Err(limit(
+            "the dense weights U and V (m·d + m·C floats; limits.max_storage_buffer_binding_size)",
+            4 * nw,
+            bind_max,
+            fix,
+        ));
+    }
+    let x_bytes = 4 * n as u64 * d as u64;
+    let resident = x_bytes <= bind_max.min(feature_budget as u64);
+    let row_bytes = 4 * (m + c) as u64 + if resident { 0 } else { 4 * d as u64 };
+    let mut block = (BLOCK_BYTES / row_bytes)
+        .min(bind_max / (4 * m as u64))
+        .min(65535 * TILE as u64);
+    if !resident {
+        block = block.min(bind_max / (4 * d as u64));
+    }
+    let block = (block as usize).min(n);
+    if block == 0 {
+        return Err(limit(
+            "one sample's features or hidden layer (limits.max_storage_buffer_binding_size)",
+            4 * d.max(m) as u64,
+            bind_max,
+            fix,
+        ));
+    }
+    let rl = 4 * (block * c + n) as u64;
+    if rl > bind_max {
+        return Err(limit(
+            "the per-sample losses (limits.max_storage_buffer_binding_size)",
+            rl,
+            bind_max,
+            "use fewer samples, or the CPU (ImpDevice::Cpu)",
+        ));
+    }
+    Ok(Plan { resident, block })
+}
+
 fn limit(what: &'static str, needed: u64, limit: u64, fix: &'static str) -> Error {
     Error::DeviceLimit {
         what,
@@ -155,43 +208,9 @@ impl<'a> GpuMlp<'a> {
         let (n, d) = (data.n, data.d);
         let shape = MlpShape { n, d, m, c };
         let lim = ctx.limits();
-        let bind_max = lim.max_storage_buffer_binding_size.min(lim.max_buffer_size);
+        let Plan { resident, block } = plan(&shape, lim, feature_budget)?;
         let nw = shape.weights() as u64;
-        if 4 * nw > bind_max || nw > u32::MAX as u64 {
-            return Err(limit(
-                "the dense weights (m·d + m·C floats, limits.max_storage_buffer_binding_size)",
-                4 * nw,
-                bind_max,
-                "use fewer neurons or features, or the CPU (ImpDevice::Cpu)",
-            ));
-        }
-        let x_bytes = 4 * n as u64 * d as u64;
-        let resident = x_bytes <= bind_max.min(feature_budget as u64);
-        let row_bytes = 4 * (m + c) as u64 + if resident { 0 } else { 4 * d as u64 };
-        let mut block = (BLOCK_BYTES / row_bytes)
-            .min(bind_max / (4 * m as u64))
-            .min(65535 * TILE as u64) as usize;
-        if !resident {
-            block = block.min((bind_max / (4 * d as u64)) as usize);
-        }
-        let block = block.min(n);
-        if block == 0 {
-            return Err(limit(
-                "one sample's features or hidden layer (limits.max_storage_buffer_binding_size)",
-                4 * d.max(m) as u64,
-                bind_max,
-                "use fewer neurons or features, or the CPU (ImpDevice::Cpu)",
-            ));
-        }
         let rl_len = (block * c + n) as u64;
-        if 4 * rl_len > bind_max {
-            return Err(limit(
-                "the per-sample losses (limits.max_storage_buffer_binding_size)",
-                4 * rl_len,
-                bind_max,
-                "use fewer samples, or the CPU (ImpDevice::Cpu)",
-            ));
-        }
         let align = lim.min_uniform_buffer_offset_alignment.max(1) as u64;
         let stride = (std::mem::size_of::<Params>() as u64).div_ceil(align) * align;
         let mut meter = MemoryMeter::default();
@@ -337,6 +356,11 @@ impl<'a> GpuMlp<'a> {
     /// Samples per block.
     pub fn block(&self) -> usize {
         self.block
+    }
+
+    /// Test aid: smaller blocks (at most the allocated one), to run the multi-block path.
+    pub fn set_block(&mut self, rows: usize) {
+        self.block = rows.clamp(1, self.block);
     }
 
     fn grid1(&self, count: usize) -> [u32; 3] {
@@ -790,5 +814,31 @@ impl DenseMlp for GpuMlp<'_> {
 
     fn memory(&self) -> MemoryStats {
         self.meter.stats()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plans_respect_the_binding_limit() {
+        let mut lim = wgpu::Limits::downlevel_defaults();
+        lim.max_storage_buffer_binding_size = 1 << 20;
+        lim.max_buffer_size = 1 << 30;
+        let s = |n, d, m| MlpShape { n, d, m, c: 1 };
+        // 1000×100 features (400 KB) stay on the device; 10000×100 (4 MB) are streamed.
+        assert!(plan(&s(1000, 100, 10), &lim, usize::MAX).unwrap().resident);
+        let p = plan(&s(10000, 100, 10), &lim, usize::MAX).unwrap();
+        assert!(!p.resident && p.block * 100 * 4 <= 1 << 20);
+        assert!(!plan(&s(1000, 100, 10), &lim, 1000).unwrap().resident);
+        // 300·1000 weights (1.2 MB) exceed the binding: an error that names the limit.
+        let e = plan(&s(10, 1000, 300), &lim, usize::MAX).unwrap_err();
+        assert!(
+            matches!(e, Error::DeviceLimit { .. })
+                && e.to_string().contains("max_storage_buffer_binding_size"),
+            "{e}"
+        );
+        assert!(plan(&s(300_000, 2, 1), &lim, usize::MAX).is_err());
     }
 }
