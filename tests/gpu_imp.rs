@@ -301,3 +301,33 @@ fn imp_rounds_agree_across_backends() {
     }
     assert!(rc.nonzeros <= 40 && rg.nonzeros <= 40);
 }
+
+/// An image model with an output layer renders the same on the GPU as on the CPU, also when
+/// the rendered grid is larger than the fitted one.
+#[test]
+fn imp_image_models_render_alike_on_both_backends() {
+    use spinr::backend::BackendChoice;
+    use spinr::inr::{self, Coords, InrSpec};
+    let spec = InrSpec {
+        neurons: 70,
+        features: 36,
+        sigma: vec![3.0, 2.0],
+        coords: Coords::Unit,
+        feature_seed: 9,
+        gate_seed: inr::gate_seed(9),
+        gates: GateMode::Sequential,
+        constant_feature: true,
+    };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+    let u = random(&mut rng, 70 * 36, 0.3);
+    let v = random(&mut rng, 70, 0.5);
+    let model = imp::ImpModel::from_dense(36, 70, 1, &u, &v)
+        .image_model(&spec, 9, 11, 1)
+        .unwrap();
+    for (h, w) in [(9, 11), (40, 33)] {
+        let cpu = model.render(BackendChoice::Cpu, None, h, w).unwrap();
+        let gpu = model.render(BackendChoice::Gpu, None, h, w).unwrap();
+        assert!(cpu.data.iter().any(|&x| x > 0.0 && x < 1.0));
+        assert_dense(&format!("render {h}×{w}"), &gpu.data, &cpu.data);
+    }
+}
