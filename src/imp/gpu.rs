@@ -102,6 +102,9 @@ const KERNELS: [(K, &str, &[u32]); 7] = [
     (K::Reduce, "reduce", &[10, 11]),
 ];
 
+/// Receives each block's outputs (bytes of `rows × C` floats).
+type BlockSink<'s> = dyn FnMut(&[u8]) + 's;
+
 /// One dispatch: its kernel, parameters, grid, and (when poisoning) the byte ranges of its
 /// outputs to fill with NaN first.
 struct Job {
@@ -452,7 +455,7 @@ impl<'a> GpuMlp<'a> {
         batch: Option<&[u32]>,
         train: bool,
         mut tail: Vec<Job>,
-        mut per_block: Option<&mut dyn FnMut(&[u8])>,
+        mut per_block: Option<&mut BlockSink<'_>>,
     ) -> Result<()> {
         let len = check_batch(batch, self.shape.n)?;
         let d = self.shape.d;
