@@ -18,6 +18,9 @@
 //! The result for `s` is the first round with at most `s` weights, trained like every other.
 //! Since every round is reported, one run serves a whole grid of `s` at the same `(m, seed)`.
 //!
+//! A full-batch epoch costs one forward-backward pass: the loss the epoch loop evaluates
+//! after an update comes from the pass that also gives the next update's gradient.
+//!
 //! Memory is honestly `O(m·d + batch·m)`: weights, gradients, two Adam moments, the mask and
 //! (on the host) the initial values, plus per-block scratch — what IHT, linear in `s`, avoids.
 //! The compute runs behind [`mlp::DenseMlp`] on the CPU ([`cpu`]) or the GPU ([`gpu`],
@@ -103,7 +106,8 @@ pub struct ImpOptions {
     pub batch_size: Option<usize>,
     /// Adam's learning rate.
     pub lr: f32,
-    /// Seed of the initial weights and the minibatch order.
+    /// Seed of the initial weights and the minibatch order (round `r` shuffles from
+    /// `seed + r`).
     pub seed: u64,
     /// Share of the alive weights pruned per round (rounded up).
     pub prune_fraction: f64,

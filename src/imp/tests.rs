@@ -332,3 +332,35 @@ fn bad_options_are_errors_not_panics() {
     }
     assert!(fit(&p, &ok, &ImpDevice::Cpu, |_| ControlFlow::Continue(())).is_ok());
 }
+
+#[test]
+fn an_epoch_break_ends_the_round_and_the_run() {
+    let p = planted(32, 4, 4);
+    let opts = ImpOptions {
+        neurons: 4,
+        nonzeros: 5,
+        epochs: 3,
+        ..Default::default()
+    };
+    let mut seen = Vec::new();
+    let res = fit_observed(
+        &p,
+        &opts,
+        &ImpDevice::Cpu,
+        |e| {
+            if e.round == 1 && e.epoch == 0 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        },
+        |r| {
+            seen.push((r.round, r.epochs));
+            ControlFlow::Continue(())
+        },
+    )
+    .unwrap();
+    assert_eq!(seen, vec![(0, 3), (1, 1)]);
+    assert!(res.stopped);
+    assert_eq!(res.epochs, 4);
+}

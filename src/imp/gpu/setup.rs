@@ -97,7 +97,11 @@ pub struct Plan {
 /// binding; the features stay on the device when they fit one binding and `feature_budget`.
 pub fn plan(shape: &MlpShape, lim: &wgpu::Limits, feature_budget: usize) -> Result<Plan> {
     let MlpShape { n, d, m, c } = *shape;
-    let bind_max = lim.max_storage_buffer_binding_size.min(lim.max_buffer_size);
+    // The kernels index elements with u32: no binding beyond 2³² floats.
+    let bind_max = lim
+        .max_storage_buffer_binding_size
+        .min(lim.max_buffer_size)
+        .min(4 * u32::MAX as u64);
     let fix = "use fewer neurons or features, or the CPU (ImpDevice::Cpu)";
     let nw = shape.weights() as u64;
     if 4 * nw > bind_max || nw > u32::MAX as u64 {
