@@ -11,6 +11,7 @@ pub mod cli;
 pub mod data;
 pub mod error;
 pub mod iht;
+pub mod imp;
 pub mod inr;
 pub mod metrics;
 pub mod model;

@@ -2,6 +2,11 @@
 //! string metadata holding everything needed to regenerate the features and gates
 //! (ARCHITECTURE.md, "Images": the whole model is the spec plus the `s` pairs).
 //!
+//! A model with an output layer (IMP's pruned network `Σ_j V_j relu(u_j·φ(x))`, where `V` may
+//! be negative) has a third tensor `output` (f32 [m], or [m, C]) holding `V`; its first layer
+//! is stored in `indices`/`values` exactly as IHT's weights, and it gates by ReLU. Files
+//! without `output` are IHT's plain sums of ReLUs, unchanged.
+//!
 //! Loading is strict: a truncated or corrupt file, a missing or unknown metadata key, an index
 //! out of range or a non-finite value is an error that names the file and the problem.
 
@@ -92,7 +97,7 @@ pub fn to_bytes(model: &ImageModel) -> Result<Vec<u8>> {
         path: "model".into(),
         msg: format!("cannot serialise the model: {e}"),
     };
-    let tensors = vec![
+    let mut tensors = vec![
         (
             "indices",
             TensorView::new(Dtype::U32, vec![s], &idx).map_err(ser)?,
@@ -102,6 +107,29 @@ pub fn to_bytes(model: &ImageModel) -> Result<Vec<u8>> {
             TensorView::new(Dtype::F32, vec![s], &val).map_err(ser)?,
         ),
     ];
+    let out: Vec<u8>;
+    if let Some(v) = &model.output {
+        let m = spec.neurons;
+        if v.is_empty() || v.len() % m != 0 {
+            return Err(Error::invalid(
+                crate::error::Param::Model,
+                format!(
+                    "the output layer has {} weights, not a multiple of m = {m}",
+                    v.len()
+                ),
+            ));
+        }
+        out = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let shape = if v.len() == m {
+            vec![m]
+        } else {
+            vec![m, v.len() / m]
+        };
+        tensors.push((
+            "output",
+            TensorView::new(Dtype::F32, shape, &out).map_err(ser)?,
+        ));
+    }
     safetensors::serialize(tensors, Some(meta)).map_err(ser)
 }
 
@@ -241,9 +269,10 @@ pub fn from_bytes(bytes: &[u8]) -> std::result::Result<ImageModel, String> {
 
     let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
     names.sort();
-    if names != ["indices", "values"] {
+    let has_output = names == ["indices", "output", "values"];
+    if names != ["indices", "values"] && !has_output {
         return Err(format!(
-            "tensors are {names:?}, expected exactly [\"indices\", \"values\"]"
+            "tensors are {names:?}, expected [\"indices\", \"values\"] and optionally \"output\""
         ));
     }
     let tensor = |name: &str, dtype: Dtype| -> std::result::Result<TensorView, String> {
@@ -298,6 +327,11 @@ pub fn from_bytes(bytes: &[u8]) -> std::result::Result<ImageModel, String> {
     if let Some(p) = values.iter().position(|v| !v.is_finite()) {
         return Err(format!("value {} at position {p} is not finite", values[p]));
     }
+    let output = if has_output {
+        Some(read_output(&st, m, gating)?)
+    } else {
+        None
+    };
     Ok(ImageModel {
         spec: InrSpec {
             neurons: m,
@@ -314,7 +348,49 @@ pub fn from_bytes(bytes: &[u8]) -> std::result::Result<ImageModel, String> {
         channels,
         gating,
         w: SparseVec { indices, values },
+        output,
     })
+}
+
+/// The `output` tensor: f32, shape [m] or [m, C], finite; only with ReLU gating.
+fn read_output(
+    st: &safetensors::SafeTensors,
+    m: usize,
+    gating: Gating,
+) -> std::result::Result<Vec<f32>, String> {
+    if gating != Gating::SelfGated {
+        return Err("an output layer needs gating = relu".into());
+    }
+    let t = st.tensor("output").map_err(|e| e.to_string())?;
+    if t.dtype() != Dtype::F32 {
+        return Err(format!(
+            "tensor output has dtype {:?}, expected F32",
+            t.dtype()
+        ));
+    }
+    let shape = t.shape();
+    let ok = match shape {
+        [len] => *len == m,
+        [rows, c] => *rows == m && *c >= 1,
+        _ => false,
+    };
+    if !ok {
+        return Err(format!(
+            "tensor output has shape {shape:?}, expected [m] = [{m}] or [m, C]"
+        ));
+    }
+    let v: Vec<f32> = t
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    if let Some(p) = v.iter().position(|x| !x.is_finite()) {
+        return Err(format!(
+            "output weight {} at position {p} is not finite",
+            v[p]
+        ));
+    }
+    Ok(v)
 }
 
 #[cfg(test)]
@@ -338,6 +414,14 @@ mod tests {
             channels: 3,
             gating: Gating::SelfGated,
             w: SparseVec::from_pairs(vec![(0, 1.5), (9, -2.25), (23, 1e-30)]),
+            output: None,
+        }
+    }
+
+    fn with_output() -> ImageModel {
+        ImageModel {
+            output: Some(vec![0.5, -1.25, 3.0]),
+            ..model()
         }
     }
 
@@ -363,6 +447,60 @@ mod tests {
     fn round_trip_is_exact() {
         let m = model();
         assert_eq!(from_bytes(&to_bytes(&m).unwrap()).unwrap(), m);
+    }
+
+    #[test]
+    fn round_trip_with_an_output_layer_is_exact() {
+        let m = with_output();
+        assert_eq!(from_bytes(&to_bytes(&m).unwrap()).unwrap(), m);
+        // [m, C] with C > 1 reads back too.
+        let wide = ImageModel {
+            output: Some((0..6).map(|i| i as f32 - 2.5).collect()),
+            ..model()
+        };
+        assert_eq!(from_bytes(&to_bytes(&wide).unwrap()).unwrap(), wide);
+        // Files without the tensor stay IHT models.
+        assert_eq!(
+            from_bytes(&to_bytes(&model()).unwrap()).unwrap().output,
+            None
+        );
+    }
+
+    #[test]
+    fn output_layers_are_checked() {
+        let bad = ImageModel {
+            output: Some(vec![1.0, 2.0]),
+            ..model()
+        };
+        assert!(to_bytes(&bad).is_err());
+        let nan = ImageModel {
+            output: Some(vec![1.0, f32::INFINITY, 2.0]),
+            ..model()
+        };
+        assert!(err(&to_bytes(&nan).unwrap()).contains("not finite"));
+        let mut random = with_output();
+        random.gating = Gating::Random;
+        random.spec.gates = GateMode::Convex;
+        assert!(err(&to_bytes(&random).unwrap()).contains("gating = relu"));
+        // A shape that does not match m (rewritten by hand: the writer refuses it).
+        let bytes = to_bytes(&model()).unwrap();
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        let meta = header.metadata().clone().unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let out: Vec<u8> = [1f32, 2.0, 3.0, 4.0]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
+        let tensors = vec![
+            ("indices", st.tensor("indices").unwrap()),
+            ("values", st.tensor("values").unwrap()),
+            (
+                "output",
+                TensorView::new(Dtype::F32, vec![4], &out).unwrap(),
+            ),
+        ];
+        let e = err(&safetensors::serialize(tensors, Some(meta)).unwrap());
+        assert!(e.contains("shape [4]"), "{e}");
     }
 
     #[test]

@@ -56,6 +56,7 @@ fn fit(
         channels: image.channels,
         gating: res.gating,
         w: res.w,
+        output: None,
     };
     (model, pred, res.iterations)
 }

@@ -277,6 +277,7 @@ pub fn fit_iht(
         channels: plan.channels,
         gating: fit.gating,
         w: fit.w,
+        output: None,
     };
     Ok(ImageFit {
         model,

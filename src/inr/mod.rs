@@ -11,6 +11,7 @@ pub mod image;
 use crate::backend::{self, cpu, cpu::CpuBackend, BackendChoice, GateSource, Slot};
 use crate::error::{Error, Param, Result};
 use crate::iht::Gating;
+use crate::imp::{ImpDevice, ImpModel};
 use crate::problem::{AxisCoords, Features, FourierSpec, GateMode, Problem};
 use crate::sparse::SparseVec;
 use std::sync::Arc;
@@ -172,7 +173,11 @@ pub struct ImageModel {
     pub width: usize,
     pub channels: usize,
     pub gating: Gating,
+    /// The hidden layer `u_j` (flat `j·d + k`).
     pub w: SparseVec,
+    /// An output layer `V` (one weight per neuron): the model is `Σ_j V_j relu(u_j·φ(x))`
+    /// (IMP's pruned network, `V` of any sign). `None`: IHT's plain sum of the gated neurons.
+    pub output: Option<Vec<f32>>,
 }
 
 impl ImageModel {
@@ -200,6 +205,15 @@ impl ImageModel {
             .filter(|&n| n <= u32::MAX as usize)
             .ok_or_else(|| Error::invalid(Param::Size, "the rendered image is too large"))?;
         let problem = self.spec.problem(&self.fit_axes(), &axes, vec![0.0; n])?;
+        if let Some(v) = &self.output {
+            let data = self.render_mlp(v, &problem, choice, adapter)?;
+            return Ok(Image {
+                height,
+                width,
+                channels: self.channels,
+                data,
+            });
+        }
         let s = self.w.len().clamp(1, problem.signal_len());
         let feature_bytes = n as u64 * self.spec.features as u64 * 4;
         let mut be = backend::create(choice, adapter, Arc::new(problem), s)?;
@@ -218,6 +232,42 @@ impl ImageModel {
             channels: self.channels,
             data,
         })
+    }
+}
+
+impl ImageModel {
+    /// `Σ_j V_j relu(u_j·φ(x))` on every sample of `problem`, clamped to [0, 1], through
+    /// IMP's network on the chosen backend.
+    fn render_mlp(
+        &self,
+        v: &[f32],
+        problem: &Problem,
+        choice: BackendChoice,
+        adapter: Option<&str>,
+    ) -> Result<Vec<f32>> {
+        if v.len() != self.spec.neurons {
+            return Err(Error::invalid(
+                Param::Model,
+                format!(
+                    "an image model has one output weight per neuron: {} for m = {}",
+                    v.len(),
+                    self.spec.neurons
+                ),
+            ));
+        }
+        let model = ImpModel {
+            d: self.spec.features,
+            m: self.spec.neurons,
+            c: 1,
+            u: self.w.clone(),
+            v: v.to_vec(),
+        };
+        let device = ImpDevice::from_choice(choice, adapter)?;
+        let mut out = model.predict(&problem.features, problem.n, &device)?;
+        for x in &mut out {
+            *x = x.clamp(0.0, 1.0);
+        }
+        Ok(out)
     }
 }
 
@@ -352,6 +402,7 @@ mod tests {
                         .map(|i| (i, 0.1 + i as f32 / 50.0))
                         .collect(),
                 ),
+                output: None,
             };
             let whole = model.render(BackendChoice::Cpu, None, 11, 6).unwrap().data;
             // Bands of 2 rows: 2 rows · 6 columns · 3 channels · 16 features · 4 bytes.
@@ -365,6 +416,44 @@ mod tests {
                 .fold(0f32, f32::max);
             assert!(err < 1e-5, "{coords:?}: bands differ by {err}");
         }
+    }
+
+    /// An IMP model (output weights of both signs) renders as the network's predictions.
+    #[test]
+    fn a_model_with_an_output_layer_renders_the_networks_predictions() {
+        let spec = InrSpec {
+            neurons: 4,
+            features: 10,
+            sigma: vec![2.0, 3.0],
+            coords: Coords::Unit,
+            feature_seed: 3,
+            gate_seed: gate_seed(3),
+            gates: GateMode::Sequential,
+            constant_feature: true,
+        };
+        let u: Vec<f32> = (0..40).map(|i| ((i * 7 % 11) as f32 - 5.0) / 8.0).collect();
+        let net = ImpModel::from_dense(10, 4, 1, &u, &[0.9, -0.4, 0.7, 0.0]);
+        let model = net.image_model(&spec, 6, 5, 1).unwrap();
+        let img = model.render(BackendChoice::Cpu, None, 6, 5).unwrap();
+        let problem = spec.problem(&[6, 5], &[6, 5], vec![0.0; 30]).unwrap();
+        let want = net.predict(&problem.features, 30, &ImpDevice::Cpu).unwrap();
+        assert!(want.iter().any(|&v| v < 0.0) && want.iter().any(|&v| v > 0.0 && v < 1.0));
+        for (a, b) in img.data.iter().zip(&want) {
+            assert_eq!(*a, b.clamp(0.0, 1.0));
+        }
+        // Also by hand: Σ_j V_j relu(u_j·φ) at one pixel.
+        let mut phi = vec![0f32; 10];
+        problem.fill_row(13, &mut phi);
+        let by_hand: f32 = (0..4)
+            .map(|j| {
+                let z: f32 = (0..10).map(|k| u[j * 10 + k] * phi[k]).sum();
+                [0.9, -0.4, 0.7, 0.0][j] * z.max(0.0)
+            })
+            .sum();
+        assert!((by_hand - want[13]).abs() < 1e-5);
+        let mut wrong = model.clone();
+        wrong.output = Some(vec![1.0; 3]);
+        assert!(wrong.render(BackendChoice::Cpu, None, 6, 5).is_err());
     }
 
     #[test]

@@ -1,0 +1,600 @@
+//! The dense network on the GPU: `shaders/mlp.wgsl`, one entry point per job, on buffers
+//! allocated once per network.
+//!
+//! Per block of samples: `mm_h` (`H = relu(X Uᵀ)`, a 64×64-tiled product), `head` (outputs,
+//! per-sample loss and `dL/dO`), `grad_v` (`∇V = Hᵀ R`, a workgroup tree per weight),
+//! `grad_h` (`G = (R Vᵀ) ∘ 1[H > 0]` in place of `H`), `mm_gu` (`∇U = Gᵀ X`, tiled); later
+//! blocks add to the gradient. Then `reduce` sums the per-sample losses in one workgroup
+//! (fixed order, no float atomics) and `adam` updates every weight.
+//!
+//! The features live on the device when they fit the caller's byte budget and a storage
+//! binding (`X` resident, minibatches gathered by index in the kernels); otherwise each
+//! block's rows are generated or gathered on the host and uploaded before its kernels.
+//! Each kernel binds only the buffers it uses (at most five storage buffers) through its own
+//! layout, and its parameters through a dynamic offset into one uniform buffer.
+
+mod setup;
+
+pub use setup::{plan, Plan, MLP_WGSL};
+
+use super::adam::AdamStep;
+use super::mlp::{check_batch, DenseMlp, MlpData, MlpShape, Targets};
+use crate::backend::gpu::GpuContext;
+use crate::backend::{BackendInfo, MemoryMeter, MemoryStats};
+use crate::error::{Error, Param, Result};
+use crate::problem::Features;
+use rayon::prelude::*;
+use setup::*;
+use std::sync::Arc;
+
+/// Receives each block's outputs (bytes of `rows × C` floats).
+type BlockSink<'s> = dyn FnMut(&[u8]) + 's;
+
+/// One dispatch: its kernel, parameters, grid, and (when poisoning) the byte ranges of its
+/// outputs to fill with NaN first.
+struct Job {
+    k: K,
+    p: Params,
+    grid: [u32; 3],
+    outputs: Vec<(u32, u64, u64)>,
+}
+
+pub struct GpuMlp<'a> {
+    ctx: Arc<GpuContext>,
+    data: MlpData<'a>,
+    shape: MlpShape,
+    /// Every sample's features are on the device.
+    resident: bool,
+    /// Samples per block.
+    block: usize,
+    /// Buffers by binding (index 0: the parameter block).
+    bufs: Vec<wgpu::Buffer>,
+    staging: wgpu::Buffer,
+    pipes: Vec<(wgpu::ComputePipeline, wgpu::BindGroup)>,
+    stride: u64,
+    max_wg: u32,
+    /// NaN source for poisoning outputs (tests).
+    nan: Option<wgpu::Buffer>,
+    xhost: Vec<f32>,
+    trained: bool,
+    meter: MemoryMeter,
+}
+
+impl<'a> GpuMlp<'a> {
+    /// A network of `m` neurons and `c` outputs on `data`; the features stay on the device
+    /// when they take at most `feature_budget` bytes (and fit one storage binding).
+    pub fn new(
+        ctx: Arc<GpuContext>,
+        data: MlpData<'a>,
+        m: usize,
+        c: usize,
+        feature_budget: usize,
+    ) -> Result<Self> {
+        data.check(m, c)?;
+        let (n, d) = (data.n, data.d);
+        let shape = MlpShape { n, d, m, c };
+        let lim = ctx.limits();
+        let Plan { resident, block } = plan(&shape, lim, feature_budget)?;
+        let nw = shape.weights() as u64;
+        let rl_len = (block * c + n) as u64;
+        let align = lim.min_uniform_buffer_offset_alignment.max(1) as u64;
+        let stride = (std::mem::size_of::<Params>() as u64).div_ceil(align) * align;
+        let mut meter = MemoryMeter::default();
+        use wgpu::BufferUsages as U;
+        let storage = U::STORAGE | U::COPY_DST | U::COPY_SRC;
+        let mut make = |label: &str, floats: u64, usage: wgpu::BufferUsages| {
+            let size = (4 * floats).max(16);
+            meter.alloc(size);
+            ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size,
+                usage,
+                mapped_at_creation: false,
+            })
+        };
+        let y_len = match data.targets {
+            Targets::Values(y) => y.len(),
+            _ => n,
+        } as u64;
+        let bufs = vec![
+            make(
+                "imp params",
+                JOBS_PER_SUBMIT as u64 * stride / 4,
+                U::UNIFORM | U::COPY_DST,
+            ),
+            make(
+                "imp X",
+                if resident { n * d } else { block * d } as u64,
+                storage,
+            ),
+            make("imp idx", n as u64, storage),
+            make("imp y", y_len, storage),
+            make("imp W", nw, storage),
+            make("imp G", nw, storage),
+            make("imp M1", nw, storage),
+            make("imp M2", nw, storage),
+            make("imp mask", nw, storage),
+            make("imp H", (block * m) as u64, storage),
+            make("imp RL", rl_len, storage),
+            make("imp scalars", 4, storage),
+        ];
+        let staging = make(
+            "imp staging",
+            nw.max((block * c) as u64),
+            U::MAP_READ | U::COPY_DST,
+        );
+        let pipes = pipelines(&ctx, &bufs)?;
+        let mut mlp = GpuMlp {
+            max_wg: lim.max_compute_workgroups_per_dimension,
+            ctx,
+            data,
+            shape,
+            resident,
+            block,
+            bufs,
+            staging,
+            pipes,
+            stride,
+            nan: None,
+            xhost: Vec::new(),
+            trained: false,
+            meter,
+        };
+        mlp.upload_static()?;
+        Ok(mlp)
+    }
+
+    /// Targets, the mask (all alive), and the resident features.
+    fn upload_static(&mut self) -> Result<()> {
+        let q = &self.ctx.queue;
+        match self.data.targets {
+            Targets::Values(y) => q.write_buffer(&self.bufs[B_Y], 0, bytemuck::cast_slice(y)),
+            Targets::Labels(l) => {
+                let y: Vec<f32> = l.iter().map(|&v| v as f32).collect();
+                q.write_buffer(&self.bufs[B_Y], 0, bytemuck::cast_slice(&y));
+            }
+            Targets::None => {}
+        }
+        let ones = vec![1f32; self.shape.weights()];
+        q.write_buffer(&self.bufs[B_MASK], 0, bytemuck::cast_slice(&ones));
+        if self.resident {
+            let d = self.data.d;
+            match self.data.features {
+                Features::Dense(x) => q.write_buffer(&self.bufs[B_X], 0, bytemuck::cast_slice(x)),
+                Features::Grid(g) => {
+                    // Generated in chunks of rows: no n×d copy on the host.
+                    let rows = ((16usize << 20) / (4 * d)).max(1);
+                    let mut buf = vec![0f32; rows.min(self.data.n) * d];
+                    for r0 in (0..self.data.n).step_by(rows) {
+                        let r = rows.min(self.data.n - r0);
+                        buf[..r * d]
+                            .par_chunks_mut(d)
+                            .enumerate()
+                            .for_each(|(t, row)| g.fill_row(r0 + t, row));
+                        q.write_buffer(
+                            &self.bufs[B_X],
+                            (4 * r0 * d) as u64,
+                            bytemuck::cast_slice(&buf[..r * d]),
+                        );
+                        // Each write is staged until the next submission: flush so that the
+                        // staging memory does not grow to the whole matrix.
+                        q.submit([]);
+                    }
+                }
+            }
+        }
+        q.submit([]);
+        self.ctx.take_error()
+    }
+
+    /// Test aid: with `on`, every kernel's outputs are filled with NaN just before it runs, so
+    /// an output a kernel fails to write shows up as NaN.
+    pub fn set_poison(&mut self, on: bool) {
+        if !on {
+            self.nan = None;
+            return;
+        }
+        let len = self
+            .bufs
+            .iter()
+            .skip(1)
+            .map(|b| b.size())
+            .max()
+            .unwrap_or(16);
+        let buf = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("imp NaN"),
+            size: len,
+            usage: wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let nan = vec![f32::NAN; (len / 4) as usize];
+        self.ctx
+            .queue
+            .write_buffer(&buf, 0, bytemuck::cast_slice(&nan));
+        self.nan = Some(buf);
+    }
+
+    /// Whether every sample's features are on the device.
+    pub fn resident(&self) -> bool {
+        self.resident
+    }
+
+    /// Samples per block.
+    pub fn block(&self) -> usize {
+        self.block
+    }
+
+    /// Test aid: smaller blocks (at most the allocated one), to run the multi-block path.
+    pub fn set_block(&mut self, rows: usize) {
+        self.block = rows.clamp(1, self.block);
+    }
+
+    fn grid1(&self, count: usize) -> [u32; 3] {
+        let count = count.max(1);
+        let max = self.max_wg as usize;
+        if count <= max {
+            [count as u32, 1, 1]
+        } else {
+            [max as u32, count.div_ceil(max) as u32, 1]
+        }
+    }
+
+    fn base(&self) -> Params {
+        let MlpShape { d, m, c, .. } = self.shape;
+        Params {
+            d: d as u32,
+            m: m as u32,
+            c: c as u32,
+            nw: self.shape.weights() as u32,
+            v_off: (m * d) as u32,
+            loss_off: (self.block * c) as u32,
+            mode: match self.data.targets {
+                Targets::Values(_) => 1,
+                Targets::Labels(_) => 2,
+                Targets::None => 0,
+            },
+            ..Default::default()
+        }
+    }
+
+    /// The forward jobs of one block (`mm_h`, `head`), and with `train` the backward ones.
+    fn block_jobs(&self, p: Params, train: bool) -> Vec<Job> {
+        let MlpShape { d, m, c, .. } = self.shape;
+        let rows = p.rows as usize;
+        let f = |b: u32, floats: usize, at: usize| (b, 4 * at as u64, 4 * floats as u64);
+        let mut jobs = vec![
+            Job {
+                k: K::MmH,
+                p,
+                grid: [m.div_ceil(TILE) as u32, rows.div_ceil(TILE) as u32, 1],
+                outputs: vec![f(B_H, rows * m, 0)],
+            },
+            Job {
+                k: K::Head,
+                p,
+                grid: self.grid1(rows.div_ceil(64)),
+                outputs: vec![
+                    f(B_RL, rows * c, 0),
+                    f(B_RL, rows, p.loss_off as usize + p.a0 as usize),
+                ],
+            },
+        ];
+        if train {
+            let first = p.flags & F_ACC == 0;
+            let out = |b, floats, at| {
+                if first {
+                    vec![f(b, floats, at)]
+                } else {
+                    vec![]
+                }
+            };
+            jobs.push(Job {
+                k: K::GradV,
+                p,
+                grid: self.grid1(m * c),
+                outputs: out(B_G, m * c, m * d),
+            });
+            jobs.push(Job {
+                k: K::GradH,
+                p,
+                grid: self.grid1((rows * m).div_ceil(256)),
+                outputs: vec![],
+            });
+            jobs.push(Job {
+                k: K::MmGu,
+                p,
+                grid: [d.div_ceil(TILE) as u32, m.div_ceil(TILE) as u32, 1],
+                outputs: out(B_G, m * d, 0),
+            });
+        }
+        jobs
+    }
+
+    /// Runs the blocks of a batch (`None`: every sample): per block the jobs `make` gives for
+    /// its parameters, then `tail`; reads `read` (binding, byte offset, bytes) at the end.
+    /// `per_block` gets each block's readback (and submits each block on its own).
+    fn run_blocks(
+        &mut self,
+        batch: Option<&[u32]>,
+        train: bool,
+        mut tail: Vec<Job>,
+        mut per_block: Option<&mut BlockSink<'_>>,
+    ) -> Result<()> {
+        let len = check_batch(batch, self.shape.n)?;
+        let d = self.shape.d;
+        if let Some(b) = batch {
+            self.ctx
+                .queue
+                .write_buffer(&self.bufs[B_IDX], 0, bytemuck::cast_slice(b));
+        }
+        let mut base = self.base();
+        base.inv_norm = self.data.targets.inv_norm(len, self.shape.c);
+        base.flags =
+            if batch.is_some() { F_GATHER } else { 0 } | if self.resident { F_RESIDENT } else { 0 };
+        let mut pending = Vec::new();
+        let starts: Vec<usize> = (0..len).step_by(self.block).collect();
+        for (bi, &a0) in starts.iter().enumerate() {
+            let rows = self.block.min(len - a0);
+            let mut p = base;
+            p.rows = rows as u32;
+            p.a0 = a0 as u32;
+            if a0 > 0 {
+                p.flags |= F_ACC;
+            }
+            pending.extend(self.block_jobs(p, train));
+            let last = bi + 1 == starts.len();
+            if last {
+                pending.append(&mut tail);
+            }
+            if !self.resident {
+                let data = self.data;
+                self.xhost.resize(rows * d, 0.0);
+                self.xhost
+                    .par_chunks_mut(d)
+                    .enumerate()
+                    .for_each(|(t, row)| {
+                        let i = batch.map_or(a0 + t, |b| b[a0 + t] as usize);
+                        data.fill_row(i, row);
+                    });
+                self.ctx
+                    .queue
+                    .write_buffer(&self.bufs[B_X], 0, bytemuck::cast_slice(&self.xhost));
+            }
+            if let Some(cb) = per_block.as_deref_mut() {
+                let bytes =
+                    self.submit(&pending, Some((B_RL, 0, 4 * (rows * self.shape.c) as u64)))?;
+                cb(&bytes);
+                pending.clear();
+            } else if !self.resident || last {
+                self.submit(&pending, None)?;
+                pending.clear();
+            }
+        }
+        Ok(())
+    }
+
+    /// Records and submits `jobs` (several submissions past `JOBS_PER_SUBMIT`), then copies
+    /// `read` (binding, byte offset, bytes) to the staging buffer and returns it.
+    fn submit(&self, jobs: &[Job], read: Option<(u32, u64, u64)>) -> Result<Vec<u8>> {
+        let ctx = &self.ctx;
+        let chunks: Vec<&[Job]> = if jobs.is_empty() {
+            vec![&[]]
+        } else {
+            jobs.chunks(JOBS_PER_SUBMIT).collect()
+        };
+        let last = chunks.len() - 1;
+        for (ci, chunk) in chunks.into_iter().enumerate() {
+            let stride = self.stride as usize;
+            let mut blob = vec![0u8; chunk.len() * stride];
+            for (i, j) in chunk.iter().enumerate() {
+                blob[i * stride..i * stride + std::mem::size_of::<Params>()]
+                    .copy_from_slice(bytemuck::bytes_of(&j.p));
+            }
+            if !blob.is_empty() {
+                ctx.queue.write_buffer(&self.bufs[0], 0, &blob);
+            }
+            let mut enc = ctx
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("imp") });
+            for (i, j) in chunk.iter().enumerate() {
+                if let Some(nan) = &self.nan {
+                    for &(b, at, bytes) in &j.outputs {
+                        if bytes > 0 {
+                            enc.copy_buffer_to_buffer(nan, 0, &self.bufs[b as usize], at, bytes);
+                        }
+                    }
+                }
+                let (pipe, bg) = &self.pipes[j.k as usize];
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("imp"),
+                    timestamp_writes: None,
+                });
+                pass.set_pipeline(pipe);
+                pass.set_bind_group(0, bg, &[(i * stride) as u32]);
+                pass.dispatch_workgroups(j.grid[0], j.grid[1], j.grid[2]);
+            }
+            if ci == last {
+                if let Some((b, at, bytes)) = read {
+                    enc.copy_buffer_to_buffer(&self.bufs[b as usize], at, &self.staging, 0, bytes);
+                }
+            }
+            ctx.queue.submit([enc.finish()]);
+            ctx.take_error()?;
+        }
+        match read {
+            Some((_, _, bytes)) => self.map_staging(bytes),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn map_staging(&self, bytes: u64) -> Result<Vec<u8>> {
+        let slice = self.staging.slice(0..bytes);
+        let (tx, rx) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.ctx.wait()?;
+        rx.recv()
+            .map_err(|_| Error::Gpu("readback was never completed".into()))?
+            .map_err(|e| Error::Gpu(format!("readback failed: {e}")))?;
+        let out = slice
+            .get_mapped_range()
+            .map_err(|e| Error::Gpu(format!("readback mapping failed: {e}")))?
+            .to_vec();
+        self.staging.unmap();
+        Ok(out)
+    }
+
+    fn read_floats(&self, binding: u32, at: usize, len: usize) -> Result<Vec<f32>> {
+        let bytes = self.submit(&[], Some((binding, 4 * at as u64, 4 * len as u64)))?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
+    fn reduce_job(&self, count: usize, slot: u32) -> Job {
+        let mut p = self.base();
+        p.count = count as u32;
+        p.slot = slot;
+        Job {
+            k: K::Reduce,
+            p,
+            grid: [1, 1, 1],
+            outputs: vec![(B_SCAL, 4 * slot as u64, 4)],
+        }
+    }
+
+    fn need_targets(&self) -> Result<()> {
+        if matches!(self.data.targets, Targets::None) {
+            return Err(Error::invalid(
+                Param::Outputs,
+                "this network was built for prediction only (no targets)",
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_weights(&self, u: usize, v: usize) -> Result<()> {
+        if u != self.shape.u_len() || v != self.shape.v_len() {
+            return Err(Error::invalid(Param::Model, "U must be m×d and V m×C"));
+        }
+        Ok(())
+    }
+}
+
+impl DenseMlp for GpuMlp<'_> {
+    fn shape(&self) -> MlpShape {
+        self.shape
+    }
+
+    fn info(&self) -> BackendInfo {
+        BackendInfo {
+            kind: "gpu",
+            adapter: self.ctx.adapter_name(),
+        }
+    }
+
+    fn set_weights(&mut self, u: &[f32], v: &[f32]) -> Result<()> {
+        self.check_weights(u.len(), v.len())?;
+        crate::error::check_finite("weights", u)?;
+        crate::error::check_finite("weights", v)?;
+        let q = &self.ctx.queue;
+        q.write_buffer(&self.bufs[B_W as usize], 0, bytemuck::cast_slice(u));
+        q.write_buffer(
+            &self.bufs[B_W as usize],
+            4 * u.len() as u64,
+            bytemuck::cast_slice(v),
+        );
+        Ok(())
+    }
+
+    fn set_mask(&mut self, u: &[bool], v: &[bool]) -> Result<()> {
+        self.check_weights(u.len(), v.len())?;
+        let mask: Vec<f32> = u.iter().chain(v).map(|&b| b as u8 as f32).collect();
+        self.ctx
+            .queue
+            .write_buffer(&self.bufs[B_MASK], 0, bytemuck::cast_slice(&mask));
+        Ok(())
+    }
+
+    fn weights(&mut self) -> Result<(Vec<f32>, Vec<f32>)> {
+        let mut w = self.read_floats(B_W, 0, self.shape.weights())?;
+        let v = w.split_off(self.shape.u_len());
+        Ok((w, v))
+    }
+
+    fn gradients(&mut self) -> Result<(Vec<f32>, Vec<f32>)> {
+        let mut g = self.read_floats(B_G, 0, self.shape.weights())?;
+        let v = g.split_off(self.shape.u_len());
+        Ok((g, v))
+    }
+
+    fn forward_backward(&mut self, batch: Option<&[u32]>) -> Result<()> {
+        self.need_targets()?;
+        let len = check_batch(batch, self.shape.n)?;
+        let tail = vec![self.reduce_job(len, SLOT_TRAIN)];
+        self.run_blocks(batch, true, tail, None)?;
+        self.trained = true;
+        Ok(())
+    }
+
+    fn last_loss(&mut self) -> Result<f64> {
+        if !self.trained {
+            return Err(Error::invalid(Param::Model, "no forward pass has run yet"));
+        }
+        Ok(self.read_floats(B_SCAL, SLOT_TRAIN as usize, 1)?[0] as f64)
+    }
+
+    fn loss(&mut self, batch: Option<&[u32]>) -> Result<f64> {
+        self.need_targets()?;
+        let len = check_batch(batch, self.shape.n)?;
+        let tail = vec![self.reduce_job(len, SLOT_EVAL)];
+        self.run_blocks(batch, false, tail, None)?;
+        Ok(self.read_floats(B_SCAL, SLOT_EVAL as usize, 1)?[0] as f64)
+    }
+
+    fn reset_adam(&mut self) -> Result<()> {
+        let mut enc = self
+            .ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("imp") });
+        enc.clear_buffer(&self.bufs[B_M1], 0, None);
+        enc.clear_buffer(&self.bufs[B_M2], 0, None);
+        self.ctx.queue.submit([enc.finish()]);
+        self.ctx.take_error()
+    }
+
+    fn adam_step(&mut self, step: &AdamStep) -> Result<()> {
+        let s = step.scalars();
+        let mut p = self.base();
+        p.step = s.step_size;
+        p.bc2s = s.bc2_sqrt;
+        p.beta2 = step.beta2;
+        p.omb1 = s.one_minus_b1;
+        p.omb2 = s.one_minus_b2;
+        p.eps = step.eps;
+        let job = Job {
+            k: K::Adam,
+            p,
+            grid: self.grid1(self.shape.weights().div_ceil(256)),
+            outputs: vec![],
+        };
+        self.submit(&[job], None)?;
+        Ok(())
+    }
+
+    fn predict(&mut self, batch: Option<&[u32]>) -> Result<Vec<f32>> {
+        let len = check_batch(batch, self.shape.n)?;
+        let mut out = Vec::with_capacity(len * self.shape.c);
+        let mut keep = |bytes: &[u8]| out.extend(bytemuck::pod_collect_to_vec::<u8, f32>(bytes));
+        // Outputs only: the head runs without targets.
+        let targets = self.data.targets;
+        self.data.targets = &Targets::None;
+        let r = self.run_blocks(batch, false, Vec::new(), Some(&mut keep));
+        self.data.targets = targets;
+        r?;
+        Ok(out)
+    }
+
+    fn memory(&self) -> MemoryStats {
+        self.meter.stats()
+    }
+}
