@@ -156,6 +156,7 @@ fn model_seeds() -> Vec<Vec<u8>> {
         channels: 3,
         gating: Gating::SelfGated,
         w: SparseVec::from_pairs(vec![(0, 1.5), (9, -2.25), (23, 0.125)]),
+        output: None,
     };
     let mut gray = base.clone();
     gray.channels = 1;
@@ -166,7 +167,10 @@ fn model_seeds() -> Vec<Vec<u8>> {
     gray.w = SparseVec::from_pairs((0..24).map(|i| (i, i as f32 - 3.0)).collect());
     let mut empty = base.clone();
     empty.w = SparseVec::from_pairs(vec![]);
-    [base, gray, empty]
+    // An IMP model: output weights as a second tensor.
+    let mut imp = base.clone();
+    imp.output = Some(vec![0.5, -1.25, 2.0]);
+    [base, gray, empty, imp]
         .iter()
         .map(|m| spinr::model::to_bytes(m).unwrap())
         .collect()
