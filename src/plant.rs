@@ -12,6 +12,9 @@ use rand_distr::{Distribution, StandardNormal};
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
+/// Epochs of `spinr plant` (it stops earlier once the fit is exact or stalls).
+pub const DEFAULT_ITERS: usize = 100;
+
 /// Fresh samples drawn for the test PSNR.
 pub const TEST_SAMPLES: usize = 1000;
 
@@ -120,6 +123,8 @@ pub fn evaluate(problem: Arc<Problem>, w: &SparseVec, gating: Gating) -> Result<
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlantReport {
+    pub method: crate::inr::fit::Method,
+    pub variant: crate::iht::Variant,
     pub gates: GateMode,
     pub backend: String,
     pub adapter: String,
@@ -137,20 +142,25 @@ pub struct PlantReport {
     pub seconds: f64,
 }
 
-/// Scores a fit against the planted truth.
+/// Scores a fit against the planted truth: `w_fused` are the fitted fused weights (IHT's `w`,
+/// or IMP's `|v_j|·u_j`), `train_pred` and `test_pred` the fitted network's predictions.
+#[allow(clippy::too_many_arguments)]
 pub fn score(
     spec: &PlantSpec,
     planted: &Planted,
-    fit: &FitResult,
+    w_fused: &SparseVec,
+    train_pred: &[f32],
+    test_pred: &[f32],
+    iterations: usize,
     backend: &str,
     adapter: &str,
     seconds: f64,
 ) -> Result<PlantReport> {
     let (d, m) = spec.layout();
     let w_hat = if spec.gates == GateMode::Sequential {
-        metrics::match_neurons(&fit.w, &planted.w_star, m, d)
+        metrics::match_neurons(w_fused, &planted.w_star, m, d)
     } else {
-        fit.w.clone()
+        w_fused.clone()
     };
     // Entries that are exactly zero are not part of a support.
     let nz = |v: &SparseVec| {
@@ -165,11 +175,11 @@ pub fn score(
     };
     let relative_error = (w_hat.dist2(&planted.w_star) / planted.w_star.norm2()).sqrt();
     let support_errors = nz(&w_hat).support_difference(&planted.w_star);
-    let train_pred = evaluate(planted.train.clone(), &fit.w, fit.gating)?;
-    let test_pred = evaluate(planted.test.clone(), &fit.w, fit.gating)?;
     let psnr =
         |pred: &[f32], y: &[f32]| metrics::psnr_from_mse(metrics::mse(pred, y), metrics::range(y));
     Ok(PlantReport {
+        method: crate::inr::fit::Method::Iht,
+        variant: crate::iht::Variant::Spinr,
         gates: spec.gates,
         backend: backend.to_string(),
         adapter: adapter.to_string(),
@@ -181,11 +191,84 @@ pub fn score(
         recovered: relative_error < 1e-4 && support_errors == 0,
         relative_error,
         support_errors,
-        train_psnr: psnr(&train_pred, &planted.train.y),
-        test_psnr: psnr(&test_pred, &planted.test.y),
-        iterations: fit.iterations,
+        train_psnr: psnr(train_pred, &planted.train.y),
+        test_psnr: psnr(test_pred, &planted.test.y),
+        iterations,
         seconds,
     })
+}
+
+/// Scores an IHT fit (its predictions on the CPU).
+pub fn score_iht(
+    spec: &PlantSpec,
+    planted: &Planted,
+    fit: &FitResult,
+    backend: &str,
+    adapter: &str,
+    seconds: f64,
+) -> Result<PlantReport> {
+    let train_pred = evaluate(planted.train.clone(), &fit.w, fit.gating)?;
+    let test_pred = evaluate(planted.test.clone(), &fit.w, fit.gating)?;
+    score(
+        spec,
+        planted,
+        &fit.w,
+        &train_pred,
+        &test_pred,
+        fit.iterations,
+        backend,
+        adapter,
+        seconds,
+    )
+}
+
+/// Scores one IMP network: its fused weights `|v_j|·u_j` against `w*`, its predictions.
+pub fn score_imp(
+    spec: &PlantSpec,
+    planted: &Planted,
+    model: &crate::imp::ImpModel,
+    iterations: usize,
+    backend: &str,
+    adapter: &str,
+    seconds: f64,
+) -> Result<PlantReport> {
+    let cpu = crate::imp::ImpDevice::Cpu;
+    let train_pred = model.predict(&planted.train.features, planted.train.n, &cpu)?;
+    let test_pred = model.predict(&planted.test.features, planted.test.n, &cpu)?;
+    let d = model.d;
+    let fused = SparseVec {
+        indices: model.u.indices.clone(),
+        values: model
+            .u
+            .indices
+            .iter()
+            .zip(&model.u.values)
+            .map(|(&i, &u)| model.v[i as usize / d].abs() * u)
+            .collect(),
+    };
+    score(
+        spec,
+        planted,
+        &fused,
+        &train_pred,
+        &test_pred,
+        iterations,
+        backend,
+        adapter,
+        seconds,
+    )
+}
+
+/// IMP on a planted instance (sequential gates: the ReLU network it plants), `epochs` per round.
+pub fn imp_options(spec: &PlantSpec, epochs: usize, batch_size: Option<usize>) -> crate::imp::ImpOptions {
+    crate::imp::ImpOptions {
+        neurons: spec.neurons,
+        nonzeros: spec.nonzeros,
+        epochs,
+        batch_size,
+        seed: spec.seed,
+        ..Default::default()
+    }
 }
 
 /// Runs IHT on a planted instance with a given backend, stopping early once the fit is exact

@@ -6,6 +6,8 @@ use std::process::Command;
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 struct Report {
+    method: String,
+    variant: String,
     gates: String,
     backend: String,
     adapter: String,

@@ -38,7 +38,7 @@ fn fit_with(
     let t = Instant::now();
     let fit = plant::run(backend, planted, cfg, |_| {}).unwrap();
     let secs = t.elapsed().as_secs_f64();
-    let r = plant::score(spec, planted, &fit, name, "test", secs).unwrap();
+    let r = plant::score_iht(spec, planted, &fit, name, "test", secs).unwrap();
     eprintln!(
         "{name}: recovered {} rel err {:.3e} support errors {} train {:.1} dB test {:.1} dB, {} epochs, {:.2} s",
         r.recovered, r.relative_error, r.support_errors, r.train_psnr, r.test_psnr, r.iterations, secs

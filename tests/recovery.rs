@@ -22,7 +22,7 @@ fn fit(spec: &PlantSpec, iters: usize) -> (plant::PlantReport, spinr::sparse::Sp
     let cfg = IhtConfig::new(spec.nonzeros, iters, spec.gates);
     let fit = plant::run(&mut be, &planted, &cfg, |_| {}).unwrap();
     (
-        plant::score(spec, &planted, &fit, "cpu", "test", 0.0).unwrap(),
+        plant::score_iht(spec, &planted, &fit, "cpu", "test", 0.0).unwrap(),
         fit.w,
     )
 }

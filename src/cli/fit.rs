@@ -63,9 +63,10 @@ pub struct FitTuning {
     /// Draw all frequencies at random as the paper does (no constant feature).
     #[arg(long)]
     pub plain_features: bool,
-    /// Epochs (full passes over the pixels).
-    #[arg(long, value_name = "T", default_value_t = inr_fit::DEFAULT_ITERS)]
-    pub iters: usize,
+    /// Epochs (full passes over the samples): default 30 for images, 100 for planted
+    /// networks (`spinr sweep --task plant`).
+    #[arg(long, value_name = "T")]
+    pub iters: Option<usize>,
     /// Samples (pixel-channels) per IHT update, or "full". Default: full batch up to 8192
     /// samples, above that n/64 clamped to 2048..65536 (the paper's variant: full batch).
     #[arg(long, value_name = "B|full")]
@@ -73,19 +74,20 @@ pub struct FitTuning {
     /// sequential (the paper's ReLU network) or convex (fixed random gates).
     #[arg(long, value_enum, default_value = "sequential")]
     pub gates: GateMode,
-    /// Refinement steps K per IHT step (default 3; the paper's variant: 10).
+    /// Refinement steps K per IHT step (default 10, 3 with minibatches; the paper's variant: 10).
     #[arg(long, value_name = "K")]
     pub inner: Option<usize>,
     /// Step size of the first step: paper (μ = 1e-14, the default) or normalized.
     #[arg(long, value_enum)]
     pub first_step: Option<FirstStep>,
-    /// Refinement step size: exact (line search at every inner step, the default) or armijo
-    /// (the paper's).
+    /// Refinement step size: armijo (the normalised step once, then halved: the default and the
+    /// paper's) or exact (the normalised step recomputed at every inner step).
     #[arg(long, value_enum)]
     pub refine: Option<Refine>,
-    /// Re-seed a neuron around a sample no neuron reaches when the loss stalls.
-    #[arg(long, hide = true)]
-    pub rescue: bool,
+    /// Every 5 epochs re-seed a neuron around samples no neuron reaches (true, the default for
+    /// full-batch fits; false for minibatches and the paper's variant).
+    #[arg(long, value_name = "true|false")]
+    pub rescue: Option<bool>,
 }
 
 impl FitTuning {
@@ -108,7 +110,7 @@ impl FitTuning {
             sigma_channel: self.sigma_channel,
             coords: self.coords,
             constant_feature: self.plain_features.then_some(false),
-            iters: self.iters,
+            iters: self.iters.unwrap_or(inr_fit::DEFAULT_ITERS),
             batch: match self.batch_size {
                 None => BatchChoice::Auto,
                 Some(BatchSize::Full) => BatchChoice::Full,
@@ -119,7 +121,7 @@ impl FitTuning {
                 inner: self.inner,
                 refine: self.refine,
                 first_step: self.first_step,
-                rescue: self.rescue.then_some(true),
+                rescue: self.rescue,
             },
             seed,
         }
@@ -317,9 +319,7 @@ pub fn run(a: FitArgs) -> anyhow::Result<()> {
     let out_dir = prepare_out_dir(&a)?;
     let fit = match plan.method {
         Method::Iht => fit_iht(&a, &image, &plan, &out_dir)?,
-        Method::Imp => {
-            return Err(Error::arg("--method", "imp is not available in this build").into())
-        }
+        Method::Imp => fit_imp(&a, &image, &plan)?,
     };
     save_and_print(&a, &image, &plan, &out_dir, fit)
 }
@@ -442,6 +442,56 @@ fn fit_iht(a: &FitArgs, image: &Image, plan: &FitPlan, out_dir: &Path) -> anyhow
     if let Some(e) = progress.write_error {
         return Err(e.into());
     }
+    Ok(fit)
+}
+
+fn fit_imp(a: &FitArgs, image: &Image, plan: &FitPlan) -> anyhow::Result<ImageFit> {
+    let problem = plan.problem(image)?;
+    let device = crate::imp::ImpDevice::from_choice(a.device.backend, a.device.adapter.as_deref())?;
+    let info = match &device {
+        crate::imp::ImpDevice::Cpu => backend::BackendInfo {
+            kind: "cpu",
+            adapter: format!("CPU ({} threads)", rayon::current_num_threads()),
+        },
+        crate::imp::ImpDevice::Gpu(ctx) => backend::BackendInfo {
+            kind: "gpu",
+            adapter: ctx.adapter_name(),
+        },
+    };
+    announce(a, image, plan, &info);
+    // Rounds until at most s weights remain: 10% of the survivors go each round.
+    let total = (plan.spec.neurons * (plan.spec.features + 1)) as f64;
+    let rounds = ((plan.cfg.s as f64 / total).ln() / 0.9f64.ln()).ceil().max(0.0) as u64 + 1;
+    let bar = progress::bar(rounds, "rounds");
+    let verbose = super::verbose();
+    let stop = || {
+        if progress::stop_requested() {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    };
+    let fit = inr_fit::fit_imp(
+        image,
+        plan,
+        &problem,
+        &device,
+        |_| stop(),
+        |r| {
+            bar.set_position(r.round as u64 + 1);
+            bar.set_message(format!("{} weights, loss {:.4e}", r.nonzeros, r.loss));
+            if verbose {
+                bar.suspend(|| {
+                    eprintln!(
+                        "round {:3}  {:8} weights  loss {:.6e}",
+                        r.round, r.nonzeros, r.loss
+                    )
+                });
+            }
+            stop()
+        },
+    )?;
+    bar.finish_and_clear();
     Ok(fit)
 }
 

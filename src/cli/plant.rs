@@ -4,6 +4,7 @@ use super::DeviceArgs;
 use crate::backend;
 use crate::error::Param;
 use crate::iht::{FirstStep, IhtChoices, Refine, Task, Variant};
+use crate::inr::fit::Method;
 use crate::plant::{self, PlantSpec};
 use crate::problem::GateMode;
 use clap::Args;
@@ -44,7 +45,7 @@ pub struct PlantArgs {
     #[arg(long, default_value_t = 2000)]
     pub samples: usize,
     /// Maximum IHT iterations (epochs); stops earlier once the fit is exact or stalls.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = plant::DEFAULT_ITERS)]
     pub iters: usize,
     /// Refinement steps K per IHT step (default: 10, or 3 for gaussian).
     #[arg(long)]
@@ -53,19 +54,24 @@ pub struct PlantArgs {
     /// refinement, its first step).
     #[arg(long, value_enum, default_value = "spinr")]
     pub variant: Variant,
+    /// iht, or imp (iterative magnitude pruning of the dense network, the paper's baseline;
+    /// sequential gates only, --iters epochs per round).
+    #[arg(long, value_enum, default_value = "iht")]
+    pub method: Method,
     /// Samples per IHT update (minibatch); default full batch.
     #[arg(long)]
     pub batch_size: Option<usize>,
     /// Step size of the first step: paper (μ = 1e-14, the default) or normalized.
     #[arg(long, value_enum)]
     pub first_step: Option<FirstStep>,
-    /// Refinement step size: exact (line search at every inner step, the default) or armijo
-    /// (the paper's).
+    /// Refinement step size: armijo (the normalised step once, then halved: the default and the
+    /// paper's) or exact (the normalised step recomputed at every inner step).
     #[arg(long, value_enum)]
     pub refine: Option<Refine>,
-    /// Re-seed a neuron around a sample no neuron reaches (sequential gates).
-    #[arg(long, hide = true)]
-    pub rescue: bool,
+    /// Every 5 epochs re-seed a neuron around samples no neuron reaches (sequential gates;
+    /// default false: on planted networks it only costs time).
+    #[arg(long, value_name = "true|false")]
+    pub rescue: Option<bool>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     #[command(flatten)]
@@ -88,30 +94,64 @@ pub fn run(a: PlantArgs) -> anyhow::Result<()> {
         inner: a.inner,
         refine: a.refine,
         first_step: a.first_step,
-        rescue: a.rescue.then_some(true),
+        rescue: a.rescue,
     };
     let mut cfg = choices.resolve(a.variant, Task::Planted, a.nonzeros, a.iters, a.gates)?;
     cfg.batch_size = a.batch_size;
     cfg.seed = a.seed;
     let planted = spec.build()?;
-    let mut be = backend::create_for(
-        a.device.backend,
-        a.device.adapter.as_deref(),
-        planted.train.clone(),
-        a.nonzeros,
-        a.batch_size.is_some(),
-    )?;
-    let info = be.info();
-    a.device.announce(&info);
     let verbose = super::verbose();
-    let start = Instant::now();
-    let fit = plant::run(be.as_mut(), &planted, &cfg, |r| {
-        if verbose {
-            eprintln!("epoch {:4}  loss {:.6e}", r.epoch, r.loss);
+    let mut report = match a.method {
+        Method::Iht => {
+            let mut be = backend::create_for(
+                a.device.backend,
+                a.device.adapter.as_deref(),
+                planted.train.clone(),
+                a.nonzeros,
+                a.batch_size.is_some(),
+            )?;
+            let info = be.info();
+            a.device.announce(&info);
+            let start = Instant::now();
+            let fit = plant::run(be.as_mut(), &planted, &cfg, |r| {
+                if verbose {
+                    eprintln!("epoch {:4}  loss {:.6e}", r.epoch, r.loss);
+                }
+            })?;
+            let seconds = start.elapsed().as_secs_f64();
+            plant::score_iht(&spec, &planted, &fit, info.kind, &info.adapter, seconds)?
         }
-    })?;
-    let seconds = start.elapsed().as_secs_f64();
-    let report = plant::score(&spec, &planted, &fit, info.kind, &info.adapter, seconds)?;
+        Method::Imp => {
+            if a.gates != GateMode::Sequential {
+                return Err(crate::Error::arg(
+                    "--gates",
+                    "IMP trains the ReLU network itself: use --gates sequential",
+                )
+                .into());
+            }
+            let device =
+                crate::imp::ImpDevice::from_choice(a.device.backend, a.device.adapter.as_deref())?;
+            let opts = plant::imp_options(&spec, a.iters, a.batch_size);
+            let r = crate::imp::fit(&planted.train, &opts, &device, |r| {
+                if verbose {
+                    eprintln!("round {:3}  {:8} weights  loss {:.6e}", r.round, r.nonzeros, r.loss);
+                }
+                std::ops::ControlFlow::Continue(())
+            })?;
+            a.device.announce(&r.backend);
+            plant::score_imp(
+                &spec,
+                &planted,
+                &r.model,
+                r.epochs,
+                r.backend.kind,
+                &r.backend.adapter,
+                r.seconds,
+            )?
+        }
+    };
+    report.method = a.method;
+    report.variant = a.variant;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

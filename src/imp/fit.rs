@@ -195,6 +195,9 @@ pub fn fit_observed(
             loss,
             epochs: out.epochs,
             seconds,
+            run_epochs: epochs,
+            run_seconds: start.elapsed().as_secs_f64(),
+            peak_device_bytes: peak_bytes(mlp.as_ref(), host_bytes),
             shape,
             u: &u,
             v: &v,
@@ -212,11 +215,8 @@ pub fn fit_observed(
         round += 1;
     };
     let last = rounds.last().expect("at least one round ran");
-    let mut peak = mlp.memory().peak_bytes;
+    let peak = peak_bytes(mlp.as_ref(), host_bytes);
     let backend = mlp.info();
-    if backend.kind == "cpu" {
-        peak += host_bytes;
-    }
     Ok(ImpResult {
         model: ImpModel::from_dense(shape.d, shape.m, shape.c, &last_u, &last_v),
         nonzeros: last.nonzeros,
@@ -228,4 +228,14 @@ pub fn fit_observed(
         backend,
         rounds,
     })
+}
+
+/// The network's peak bytes on its device; on the CPU the host's copies count too.
+fn peak_bytes(mlp: &dyn DenseMlp, host_bytes: u64) -> u64 {
+    let peak = mlp.memory().peak_bytes;
+    if mlp.info().kind == "cpu" {
+        peak + host_bytes
+    } else {
+        peak
+    }
 }

@@ -181,6 +181,12 @@ pub struct RoundReport<'r> {
     pub epochs: usize,
     /// Wall time of the round.
     pub seconds: f64,
+    /// Epochs and wall time of the run so far, this round included: what reaching this
+    /// round's size cost.
+    pub run_epochs: usize,
+    pub run_seconds: f64,
+    /// Peak bytes so far (as [`ImpResult::peak_device_bytes`]).
+    pub peak_device_bytes: u64,
     pub shape: MlpShape,
     /// The trained `U` (`m×d`), pruned entries zero.
     pub u: &'r [f32],

@@ -189,6 +189,11 @@ impl FitOptions {
         )?;
         cfg.batch_size = batch_size;
         cfg.seed = self.seed;
+        if batch_size.is_some() && self.variant == Variant::Spinr {
+            cfg.inner = self.iht.inner.unwrap_or(iht::DEFAULT_MINIBATCH_INNER);
+            // A rescue check predicts every sample: on large images that is an extra epoch.
+            cfg.rescue = self.iht.rescue.unwrap_or(false);
+        }
         let plan = FitPlan {
             method: self.method,
             variant: self.variant,
@@ -408,7 +413,13 @@ impl FitReport {
         self.status = if fit.stopped { "stopped" } else { "done" }.into();
         self.stopped = fit.stopped;
         self.gating = Some(fit.model.gating);
-        self.nonzeros = fit.model.w.len();
+        // IMP's pruned output weights are part of its size too.
+        self.nonzeros = fit.model.w.len()
+            + fit
+                .model
+                .output
+                .as_ref()
+                .map_or(0, |o| o.iter().filter(|&&x| x != 0.0).count());
         self.iterations = fit.iterations;
         self.psnr = psnr(metrics::mse(&fit.recon.data, &image.data));
         self.psnr_8bit = Some(psnr(metrics::mse(&fit.recon.quantized().data, &image.data)));
@@ -420,4 +431,72 @@ impl FitReport {
         self.dct_psnr = Some(metrics::dct::dct_psnr(image, self.nonzeros.max(1))?);
         Ok(())
     }
+}
+
+/// IMP's settings for an image fit: `plan.cfg.iters` epochs per round, the plan's batches.
+pub fn imp_options(plan: &FitPlan) -> crate::imp::ImpOptions {
+    crate::imp::ImpOptions {
+        neurons: plan.spec.neurons,
+        nonzeros: plan.cfg.s,
+        epochs: plan.cfg.iters,
+        batch_size: plan.batch_size,
+        seed: plan.spec.feature_seed,
+        ..Default::default()
+    }
+}
+
+/// The [`ImageFit`] of one IMP round's network (`seconds`, `epochs`: the run up to it).
+pub fn imp_image_fit(
+    image: &Image,
+    plan: &FitPlan,
+    problem: &Problem,
+    model: &crate::imp::ImpModel,
+    device: &crate::imp::ImpDevice,
+    seconds: f64,
+    epochs: usize,
+    stopped: bool,
+    peak_device_bytes: u64,
+    backend: BackendInfo,
+) -> Result<ImageFit> {
+    let mut data = model.predict(&problem.features, problem.n, device)?;
+    for v in &mut data {
+        *v = v.clamp(0.0, 1.0);
+    }
+    Ok(ImageFit {
+        model: model.image_model(&plan.spec, plan.height, plan.width, plan.channels)?,
+        recon: Image {
+            data,
+            ..image.clone()
+        },
+        iterations: epochs,
+        stopped,
+        seconds,
+        backend,
+        peak_device_bytes,
+    })
+}
+
+/// Fits `image` by IMP (the paper's baseline): rounds of `plan.cfg.iters` epochs, pruning 10%
+/// a round, until at most `s` weights remain. `on_round` sees every round; `Break` stops.
+pub fn fit_imp(
+    image: &Image,
+    plan: &FitPlan,
+    problem: &Problem,
+    device: &crate::imp::ImpDevice,
+    on_epoch: impl FnMut(&crate::imp::ImpEpoch) -> ControlFlow<()>,
+    on_round: impl FnMut(&crate::imp::RoundReport) -> ControlFlow<()>,
+) -> Result<ImageFit> {
+    let r = crate::imp::fit_observed(problem, &imp_options(plan), device, on_epoch, on_round)?;
+    imp_image_fit(
+        image,
+        plan,
+        problem,
+        &r.model,
+        device,
+        r.seconds,
+        r.epochs,
+        r.stopped,
+        r.peak_device_bytes,
+        r.backend,
+    )
 }

@@ -7,6 +7,8 @@
 //! Each shard writes its own folder, e.g. `--out runs/camera/shard-$SLURM_ARRAY_TASK_ID`;
 //! `spinr sweep merge runs/camera/shard-* --out runs/camera/all` then joins them.
 
+mod cells;
+
 use super::progress;
 use crate::error::{Error, Param};
 use crate::sweep::{self, CellRunner, Event, Grid, Manifest, Method, Shard, Task};
@@ -74,9 +76,18 @@ pub struct SweepArgs {
     /// command into it resumes; a different grid or options is refused.
     #[arg(long, value_name = "DIR", required = true)]
     pub out: Option<PathBuf>,
-    // Fit and plant pass-through flags go here (e.g. `#[command(flatten)] which:
-    // super::fit::ImageArgs`, `tuning: super::fit::FitTuning`, the plant flags, `device:
-    // super::DeviceArgs`); describe the ones that change results in `options()` below.
+    #[command(flatten)]
+    pub which: super::fit::ImageArgs,
+    /// Input dimension d of planted networks (--task plant).
+    #[arg(long, value_name = "D", default_value_t = 100)]
+    pub inputs: usize,
+    /// Training samples n of planted networks (--task plant).
+    #[arg(long, value_name = "N", default_value_t = 2000)]
+    pub samples: usize,
+    #[command(flatten)]
+    pub tuning: super::fit::FitTuning,
+    #[command(flatten)]
+    pub device: super::DeviceArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -161,20 +172,73 @@ fn shard(a: &SweepArgs) -> anyhow::Result<Shard> {
 /// The options that make a sweep's results what they are: recorded in sweep.json, so a
 /// restart with other options is refused. Device choices are left out on purpose: a sweep
 /// may resume on another machine.
-fn options(a: &SweepArgs) -> Value {
-    json!({
-        "image": a.image.as_ref().map(|p| p.display().to_string()),
-    })
+fn options(a: &SweepArgs, task: Task) -> Value {
+    let t = &a.tuning;
+    let mut o = json!({
+        "iters": t.iters,
+        "batch_size": t.batch_size.map(|b| match b {
+            super::fit::BatchSize::Full => "full".to_string(),
+            super::fit::BatchSize::Samples(n) => n.to_string(),
+        }),
+        "gates": t.gates.as_str(),
+        "inner": t.inner,
+        "refine": t.refine,
+        "first_step": t.first_step,
+        "rescue": t.rescue,
+    });
+    let extra = match task {
+        Task::Plant => json!({ "inputs": a.inputs, "samples": a.samples }),
+        _ => json!({
+            "image": a.image.as_ref().map(|p| p.display().to_string()),
+            "index": a.which.index,
+            "resize": a.which.resize.map(|r| format!("{r:?}")),
+            "features": t.features,
+            "sigma": t.sigma,
+            "sigma_channel": t.sigma_channel,
+            "coords": t.coords.as_str(),
+            "plain_features": t.plain_features,
+        }),
+    };
+    if let (Value::Object(o), Value::Object(extra)) = (&mut o, extra) {
+        o.extend(extra);
+    }
+    o
 }
 
 /// The runner of each task.
-///
-/// Placeholder: the fit and plant runners are plugged in here.
-fn runner(task: Task, _a: &SweepArgs) -> anyhow::Result<Box<dyn CellRunner>> {
-    anyhow::bail!(
-        "spinr sweep --task {}: running cells is not wired yet (spinr sweep merge works)",
-        task.as_str()
-    )
+fn runner(task: Task, a: &SweepArgs) -> anyhow::Result<Box<dyn CellRunner>> {
+    Ok(match task {
+        Task::Inr => {
+            let Some(image) = a.image.clone() else {
+                return Err(Error::arg(
+                    "--image",
+                    "--task inr needs the image to fit: pass --image IMG (and --index N for an \
+                     MNIST IDX file)",
+                )
+                .into());
+            };
+            Box::new(cells::InrRunner::new(
+                image,
+                &a.which,
+                a.tuning.clone(),
+                a.device.clone(),
+            )?)
+        }
+        Task::Plant => {
+            let mut tuning = a.tuning.clone();
+            tuning.iters = Some(tuning.iters.unwrap_or(crate::plant::DEFAULT_ITERS));
+            Box::new(cells::PlantRunner {
+                inputs: a.inputs,
+                samples: a.samples,
+                tuning,
+                device: a.device.clone(),
+            })
+        }
+        Task::Classify => anyhow::bail!(
+            "spinr sweep --task classify is not wired yet: run `spinr classify` per cell \
+             (inr and plant sweeps work)"
+        ),
+    })
 }
 
 pub fn run(a: SweepArgs) -> anyhow::Result<()> {
@@ -193,7 +257,7 @@ pub fn run(a: SweepArgs) -> anyhow::Result<()> {
     )?;
     let shard = shard(&a)?;
     let mut runner = runner(task, &a)?;
-    let manifest = Manifest::new(grid, options(&a));
+    let manifest = Manifest::new(grid, options(&a, task));
     progress::install_interrupt_handler(
         "stopping after this cell (finished cells are in results.csv; rerun to resume)",
     );

@@ -1,0 +1,286 @@
+//! The cell runners of `spinr sweep`: image fits (`--task inr`) and planted networks
+//! (`--task plant`), each by spinr's IHT, the paper's IHT or IMP, with the same library calls
+//! as `spinr fit` and `spinr plant`. A row is the command's report minus the cell's own
+//! columns (method, m, s, seed), with the model's actual size as `weights`.
+
+use super::super::fit::{FitTuning, ImageArgs};
+use super::super::DeviceArgs;
+use crate::backend;
+use crate::error::{Error, Result};
+use crate::iht::{IhtChoices, Task as IhtTask, Variant};
+use crate::imp::{ImpDevice, RoundReport};
+use crate::inr::fit::{self as inr_fit, FitPlan, FitReport, ImageFit, Method as FitMethod};
+use crate::inr::Image;
+use crate::plant::{self, PlantReport, PlantSpec};
+use crate::problem::GateMode;
+use crate::sweep::{report_fields, Cell, CellRunner, Method, Row};
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// How a sweep method maps onto `spinr fit`/`spinr plant`'s `--method` and `--variant`.
+fn method_variant(m: Method) -> (FitMethod, Variant) {
+    match m {
+        Method::Iht => (FitMethod::Iht, Variant::Spinr),
+        Method::Paper => (FitMethod::Iht, Variant::Paper),
+        Method::Imp => (FitMethod::Imp, Variant::Spinr),
+    }
+}
+
+/// A report as a row: the cell's columns dropped, `nonzeros` (the model's actual size, which
+/// for IMP is at most the cell's s) renamed `weights`.
+fn row<T: serde::Serialize>(report: &T) -> Result<Row> {
+    Ok(report_fields(report)?
+        .into_iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "method" | "neurons" | "seed" | "out_dir"))
+        .map(|(k, v)| {
+            if k == "nonzeros" {
+                ("weights".to_string(), v)
+            } else {
+                (k, v)
+            }
+        })
+        .collect())
+}
+
+/// Runs `--task inr` cells on one image.
+pub struct InrRunner {
+    pub image_path: PathBuf,
+    pub image: Image,
+    pub tuning: FitTuning,
+    pub device: DeviceArgs,
+}
+
+impl InrRunner {
+    pub fn new(
+        path: PathBuf,
+        which: &ImageArgs,
+        tuning: FitTuning,
+        device: DeviceArgs,
+    ) -> anyhow::Result<Self> {
+        let image = which.load(&path)?;
+        Ok(Self {
+            image_path: path,
+            image,
+            tuning,
+            device,
+        })
+    }
+
+    fn plan(&self, cell: &Cell) -> Result<FitPlan> {
+        let (method, variant) = method_variant(cell.method);
+        self.tuning
+            .options(method, variant, cell.neurons, cell.nonzeros, cell.seed)
+            .plan(&self.image)
+    }
+
+    fn report(&self, plan: &FitPlan, fit: &ImageFit) -> Result<Row> {
+        let name = self.image_path.display().to_string();
+        let mut report = FitReport::start(&name, plan, &fit.backend, "");
+        report.finish(&self.image, fit, None)?;
+        row(&report)
+    }
+
+    fn iht(&self, cell: &Cell) -> Result<Row> {
+        let plan = self.plan(cell)?;
+        let problem = plan.problem(&self.image)?;
+        let mut be = backend::create_for(
+            self.device.backend,
+            self.device.adapter.as_deref(),
+            problem.clone(),
+            plan.cfg.s,
+            plan.minibatch(),
+        )?;
+        let fit = inr_fit::fit_iht(&self.image, &plan, &problem, be.as_mut(), |_| {
+            ControlFlow::Continue(())
+        })?;
+        self.report(&plan, &fit)
+    }
+
+    /// One IMP run for the whole group: the row of each s is the first round at or below it,
+    /// saved as soon as that round is trained.
+    fn imp(&self, cells: &[Cell], done: &mut dyn FnMut(&Cell, Row) -> Result<()>) -> Result<()> {
+        let smallest = cells.iter().min_by_key(|c| c.nonzeros).expect("a group");
+        let plan = self.plan(smallest)?;
+        let problem = plan.problem(&self.image)?;
+        let device = ImpDevice::from_choice(self.device.backend, self.device.adapter.as_deref())?;
+        let mut pending: Vec<Cell> = cells.to_vec();
+        pending.sort_by_key(|c| std::cmp::Reverse(c.nonzeros));
+        let mut failure: Option<Error> = None;
+        let on_round = |r: &RoundReport| {
+            while let Some(cell) = pending.first().filter(|c| c.nonzeros >= r.nonzeros).copied() {
+                pending.remove(0);
+                let saved = self.imp_round(cell, r, &problem, &device).and_then(|row| done(&cell, row));
+                if let Err(e) = saved {
+                    failure = Some(e);
+                    return ControlFlow::Break(());
+                }
+            }
+            ControlFlow::Continue(())
+        };
+        crate::imp::fit(&problem, &inr_fit::imp_options(&plan), &device, on_round)?;
+        failure.map_or(Ok(()), Err)
+    }
+
+    fn imp_round(
+        &self,
+        cell: Cell,
+        r: &RoundReport,
+        problem: &crate::problem::Problem,
+        device: &ImpDevice,
+    ) -> Result<Row> {
+        let plan = self.plan(&cell)?;
+        let info = device_info(device);
+        let fit = inr_fit::imp_image_fit(
+            &self.image,
+            &plan,
+            problem,
+            &r.model(),
+            device,
+            r.run_seconds,
+            r.run_epochs,
+            false,
+            r.peak_device_bytes,
+            info,
+        )?;
+        self.report(&plan, &fit)
+    }
+}
+
+/// What ran an IMP network.
+fn device_info(device: &ImpDevice) -> backend::BackendInfo {
+    match device {
+        ImpDevice::Cpu => backend::BackendInfo {
+            kind: "cpu",
+            adapter: format!("CPU ({} threads)", rayon::current_num_threads()),
+        },
+        ImpDevice::Gpu(ctx) => backend::BackendInfo {
+            kind: "gpu",
+            adapter: ctx.adapter_name(),
+        },
+    }
+}
+
+impl CellRunner for InrRunner {
+    fn run_group(
+        &mut self,
+        cells: &[Cell],
+        done: &mut dyn FnMut(&Cell, Row) -> Result<()>,
+    ) -> Result<()> {
+        if cells.first().is_some_and(|c| c.method == Method::Imp) {
+            return self.imp(cells, done);
+        }
+        for cell in cells {
+            let row = self.iht(cell)?;
+            done(cell, row)?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs `--task plant` cells: each (m, s, seed) plants its own network.
+pub struct PlantRunner {
+    pub inputs: usize,
+    pub samples: usize,
+    pub tuning: FitTuning,
+    pub device: DeviceArgs,
+}
+
+impl PlantRunner {
+    fn iters(&self) -> usize {
+        self.tuning.iters.unwrap_or(plant::DEFAULT_ITERS)
+    }
+
+    fn batch_size(&self) -> Option<usize> {
+        match self.tuning.batch_size {
+            Some(super::super::fit::BatchSize::Samples(b)) => Some(b),
+            _ => None,
+        }
+    }
+
+    fn cell(&self, cell: &Cell) -> Result<PlantReport> {
+        let spec = PlantSpec {
+            gates: self.tuning.gates,
+            inputs: self.inputs,
+            neurons: cell.neurons,
+            nonzeros: cell.nonzeros,
+            samples: self.samples,
+            seed: cell.seed,
+        };
+        let (method, variant) = method_variant(cell.method);
+        let planted = spec.build()?;
+        let mut report = match method {
+            FitMethod::Iht => {
+                let choices = IhtChoices {
+                    inner: self.tuning.inner,
+                    refine: self.tuning.refine,
+                    first_step: self.tuning.first_step,
+                    rescue: self.tuning.rescue,
+                };
+                let mut cfg = choices.resolve(
+                    variant,
+                    IhtTask::Planted,
+                    cell.nonzeros,
+                    self.iters(),
+                    spec.gates,
+                )?;
+                cfg.batch_size = self.batch_size();
+                cfg.seed = cell.seed;
+                let mut be = backend::create_for(
+                    self.device.backend,
+                    self.device.adapter.as_deref(),
+                    planted.train.clone(),
+                    cell.nonzeros,
+                    cfg.batch_size.is_some(),
+                )?;
+                let info = be.info();
+                let start = Instant::now();
+                let fit = plant::run(be.as_mut(), &planted, &cfg, |_| {})?;
+                let seconds = start.elapsed().as_secs_f64();
+                plant::score_iht(&spec, &planted, &fit, info.kind, &info.adapter, seconds)?
+            }
+            FitMethod::Imp => {
+                if spec.gates != GateMode::Sequential {
+                    return Err(Error::invalid(
+                        crate::error::Param::Gates,
+                        "IMP trains the ReLU network itself: use --gates sequential",
+                    ));
+                }
+                let device =
+                    ImpDevice::from_choice(self.device.backend, self.device.adapter.as_deref())?;
+                let opts = plant::imp_options(&spec, self.iters(), self.batch_size());
+                let r = crate::imp::fit(&planted.train, &opts, &device, |_| {
+                    ControlFlow::Continue(())
+                })?;
+                let mut report = plant::score_imp(
+                    &spec,
+                    &planted,
+                    &r.model,
+                    r.epochs,
+                    r.backend.kind,
+                    &r.backend.adapter,
+                    r.seconds,
+                )?;
+                report.nonzeros = r.nonzeros;
+                report
+            }
+        };
+        report.method = method;
+        report.variant = variant;
+        Ok(report)
+    }
+}
+
+impl CellRunner for PlantRunner {
+    fn run_group(
+        &mut self,
+        cells: &[Cell],
+        done: &mut dyn FnMut(&Cell, Row) -> Result<()>,
+    ) -> Result<()> {
+        for cell in cells {
+            let report = self.cell(cell)?;
+            done(cell, row(&report)?)?;
+        }
+        Ok(())
+    }
+}
