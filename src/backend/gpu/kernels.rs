@@ -1,11 +1,13 @@
 //! Shader modules, pipelines, the one bind group, and command recording: a trait call records
 //! its dispatches (each with its own dynamic `Op` block) and submits them at once.
 
-use super::buffers::{Buffers, Op, OPS_PER_SUBMIT};
+use super::buffers::{Buffers, OPS_PER_SUBMIT};
 use super::context::GpuContext;
+use super::interface::{self, Access, Cfg, Op, Resource, SharedStruct, BINDINGS};
 use crate::error::{Error, Result};
 
-/// Code shared by every kernel file, prepended by [`compose_shader`].
+/// Code shared by every kernel file, prepended by [`compose_shader`] after the generated
+/// interface ([`interface::wgsl_prelude`]).
 pub const COMMON_WGSL: &str = include_str!("../../../shaders/common.wgsl");
 
 /// The kernel files (without the common prelude), by file stem.
@@ -20,8 +22,9 @@ pub const SHADER_FILES: &[(&str, &str)] = &[
 pub const BITS_ATOMIC_WGSL: &str = include_str!("../../../shaders/bits_atomic.wgsl");
 pub const BITS_SUBGROUP_WGSL: &str = include_str!("../../../shaders/bits_subgroup.wgsl");
 
-/// The source the device compiles for one kernel file: `common.wgsl`, the mask-word helpers
-/// (with subgroup operations where `subgroups`), the file.
+/// The source the device compiles for one kernel file: the interface generated from
+/// `interface.rs`, `common.wgsl`, the mask-word helpers (with subgroup operations where
+/// `subgroups`), the file.
 pub fn compose_shader(file: &str, subgroups: bool) -> String {
     // naga 30 takes subgroup built-ins without an `enable` directive (it rejects the
     // directive); the device's SUBGROUP feature is what allows them.
@@ -30,7 +33,8 @@ pub fn compose_shader(file: &str, subgroups: bool) -> String {
     } else {
         BITS_ATOMIC_WGSL
     };
-    format!("{COMMON_WGSL}\n{bits}\n// ---- kernel file ----\n{file}")
+    let prelude = interface::wgsl_prelude();
+    format!("{prelude}\n{COMMON_WGSL}\n{bits}\n// ---- kernel file ----\n{file}")
 }
 
 /// Runtime checks naga adds to the kernels. Default: bounds checks on, loop bounding off
@@ -241,27 +245,26 @@ impl Timer {
     }
 }
 
-fn storage_entry(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
+/// The layout entry of one binding of [`BINDINGS`].
+fn layout_entry(b: &interface::Binding) -> wgpu::BindGroupLayoutEntry {
+    let size = match b.resource {
+        Resource::Cfg => wgpu::BufferSize::new(Cfg::SIZE as u64),
+        Resource::Op => wgpu::BufferSize::new(Op::SIZE as u64),
+        _ => None,
+    };
+    let (ty, has_dynamic_offset) = match b.access {
+        Access::Uniform => (wgpu::BufferBindingType::Uniform, false),
+        Access::UniformDynamic => (wgpu::BufferBindingType::Uniform, true),
+        Access::Read => (wgpu::BufferBindingType::Storage { read_only: true }, false),
+        Access::ReadWrite => (wgpu::BufferBindingType::Storage { read_only: false }, false),
+    };
     wgpu::BindGroupLayoutEntry {
-        binding,
+        binding: b.index,
         visibility: wgpu::ShaderStages::COMPUTE,
         ty: wgpu::BindingType::Buffer {
-            ty: wgpu::BufferBindingType::Storage { read_only },
-            has_dynamic_offset: false,
-            min_binding_size: None,
-        },
-        count: None,
-    }
-}
-
-fn uniform_entry(binding: u32, dynamic: bool, size: u64) -> wgpu::BindGroupLayoutEntry {
-    wgpu::BindGroupLayoutEntry {
-        binding,
-        visibility: wgpu::ShaderStages::COMPUTE,
-        ty: wgpu::BindingType::Buffer {
-            ty: wgpu::BufferBindingType::Uniform,
-            has_dynamic_offset: dynamic,
-            min_binding_size: wgpu::BufferSize::new(size),
+            ty,
+            has_dynamic_offset,
+            min_binding_size: size,
         },
         count: None,
     }
@@ -271,49 +274,34 @@ impl Kernels {
     /// `subgroups`: compile the subgroup variant (the device must have enabled them).
     pub fn new(ctx: &GpuContext, bufs: &Buffers, subgroups: bool) -> Result<Kernels> {
         let device = &ctx.device;
-        let cfg_size = std::mem::size_of::<super::buffers::Cfg>() as u64;
-        let op_size = std::mem::size_of::<Op>() as u64;
+        let layout_entries: Vec<_> = BINDINGS.iter().map(layout_entry).collect();
         let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("spinr"),
-            entries: &[
-                uniform_entry(0, false, cfg_size),
-                uniform_entry(1, true, op_size),
-                storage_entry(2, true),
-                storage_entry(3, true),
-                storage_entry(4, true),
-                storage_entry(5, true),
-                storage_entry(6, false),
-                storage_entry(7, false),
-                storage_entry(8, false),
-            ],
+            entries: &layout_entries,
         });
-        fn whole(binding: u32, buffer: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
-            wgpu::BindGroupEntry {
-                binding,
-                resource: buffer.as_entire_binding(),
-            }
-        }
+        let entries: Vec<wgpu::BindGroupEntry<'_>> = BINDINGS
+            .iter()
+            .map(|b| wgpu::BindGroupEntry {
+                binding: b.index,
+                resource: match b.resource {
+                    Resource::Cfg => bufs.cfg.as_entire_binding(),
+                    // One Op block, moved by the dynamic offset of each dispatch.
+                    Resource::Op => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: &bufs.ops,
+                        offset: 0,
+                        size: wgpu::BufferSize::new(Op::SIZE as u64),
+                    }),
+                    Resource::X(i) => bufs.x[i].as_entire_binding(),
+                    Resource::F => bufs.f.as_entire_binding(),
+                    Resource::U => bufs.u.as_entire_binding(),
+                    Resource::H => bufs.h.as_entire_binding(),
+                },
+            })
+            .collect();
         let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some("spinr"),
             layout: &layout,
-            entries: &[
-                whole(0, &bufs.cfg),
-                wgpu::BindGroupEntry {
-                    binding: 1,
-                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                        buffer: &bufs.ops,
-                        offset: 0,
-                        size: wgpu::BufferSize::new(op_size),
-                    }),
-                },
-                whole(2, &bufs.x[0]),
-                whole(3, &bufs.x[1]),
-                whole(4, &bufs.x[2]),
-                whole(5, &bufs.x[3]),
-                whole(6, &bufs.f),
-                whole(7, &bufs.u),
-                whole(8, &bufs.h),
-            ],
+            entries: &entries,
         });
         let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
             label: Some("spinr"),

@@ -44,6 +44,7 @@
 mod buffers;
 mod ceilings;
 mod context;
+pub mod interface;
 mod kernels;
 
 pub use context::{list_adapters, AdapterReport, GpuContext, NO_ADAPTER_HELP};
@@ -56,8 +57,14 @@ use crate::error::{Error, Result};
 use crate::problem::{Features, GateMode, Problem};
 use crate::sparse::SparseVec;
 use buffers::{
-    Buffers, Layout, Op, APPLY_THREADS, BS, MAX_APPLY_CHUNKS, META_STOP, NSLOT, REC_LEN,
-    REFINE_MAX, SCALARS, SCAN_BLOCK, SC_FV, SC_REC, SLOT_GATE, SLOT_TOP_A, SLOT_TOP_B, TG,
+    Buffers, Layout, APPLY_THREADS, MAX_APPLY_CHUNKS, NSLOT, REFINE_MAX, SLOT_GATE, SLOT_TOP_A,
+    SLOT_TOP_B,
+};
+use interface::{
+    Op, DENSE_BLOCK_FEATURES, DENSE_BLOCK_NEURONS, FLAG_ACC, FLAG_GUARD, FLAG_IF_ODD, FLAG_MU_SC,
+    FLAG_RUNMASK, FLAG_STORE, FLAG_SUB_Y, GATE_NEURONS, GATE_OPEN, GATE_RANDOM, GATE_WEIGHTS,
+    META_STOP, REC_LEN, SAMPLE_BLOCK, SCALARS, SCAN_BLOCK, SC_FV, SC_REC, TILE_MASK_BLOCKS,
+    TILE_MASK_NEURONS, WG_SIZE,
 };
 use kernels::{Kernels, Read, Rec, K};
 use std::sync::Arc;
@@ -67,26 +74,8 @@ use std::sync::Arc;
 /// generated on the fly.
 pub const DEFAULT_FEATURE_CACHE: u64 = 1 << 30;
 
-const FLAG_SUB_Y: u32 = 1;
-const FLAG_STORE: u32 = 2;
-const FLAG_SLOT_SQ: u32 = 4;
-const FLAG_GUARD: u32 = 8;
-const FLAG_MU_SC: u32 = 16;
-const FLAG_IF_ODD: u32 = 32;
-/// dense_mm: add to the partial rows (a later chunk of samples).
-const FLAG_ACC: u32 = 64;
-/// dense_mm: gate words from the cached support-run mask.
-const FLAG_RUNMASK: u32 = 128;
-/// dense_mm's block of neurons × features (shaders/dense.wgsl `BM`, `BN`).
-const DENSE_BM: usize = 128;
-const DENSE_BN: usize = 128;
 /// Workgroups the dense product aims for (a few per core on a large GPU).
 const DENSE_WORKGROUPS: usize = 512;
-/// Sample blocks per tile_mask workgroup (shaders/gates.wgsl `SB`).
-const TILE_MASK_BLOCKS: usize = 4;
-/// Neurons per tile_mask workgroup with weight gates (shaders/gates.wgsl `NW`).
-const TILE_MASK_NEURONS: usize = 64;
-
 /// Options beyond the trait's (tests use them to force the on-the-fly feature path).
 #[derive(Clone, Copy, Debug)]
 pub struct GpuOptions {
@@ -132,9 +121,9 @@ impl Default for GpuOptions {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Gates {
-    Open = 0,
-    Random = 1,
-    Weights = 2,
+    Open,
+    Random,
+    Weights,
 }
 
 /// What the cached runs and gate mask were built for: (support id, gate epoch, batch epoch;
@@ -246,7 +235,11 @@ impl GpuBackend {
     }
 
     fn write_cfg(&mut self) {
-        self.lay.cfg.gate = self.gates as u32;
+        self.lay.cfg.gate_mode = match self.gates {
+            Gates::Open => GATE_OPEN,
+            Gates::Random => GATE_RANDOM,
+            Gates::Weights => GATE_WEIGHTS,
+        };
         self.ctx
             .queue
             .write_buffer(&self.bufs.cfg, 0, bytemuck::bytes_of(&self.lay.cfg));
@@ -264,13 +257,18 @@ impl GpuBackend {
         self.next_sup
     }
 
-    /// An op with the active samples filled in.
-    fn op(&self) -> Op {
-        Op {
-            n_act: self.n_act as u32,
-            batched: self.batch_epoch.is_some() as u32,
-            ..Default::default()
+    /// An op over the active samples; `all`: every sample regardless of the minibatch.
+    fn op_over(&self, all: bool) -> Op {
+        if all {
+            Op::active(self.lay.n, false)
+        } else {
+            Op::active(self.n_act, self.batch_epoch.is_some())
         }
+    }
+
+    /// An op over the active samples.
+    fn op(&self) -> Op {
+        self.op_over(false)
     }
 
     fn res(&self, which: usize) -> u32 {
@@ -285,22 +283,17 @@ impl GpuBackend {
         if self.mask_key == Some(key) {
             return;
         }
-        let mut op = self.op();
-        if all {
-            op.n_act = self.lay.n as u32;
-            op.batched = 0;
-        }
-        op.a = v;
+        let op = self.op_over(all).runs(v);
         rec.push(K::Runs, op, [1, 1, 1]);
         if self.gates != Gates::Open {
-            let blocks = (op.n_act as usize).div_ceil(BS);
+            let blocks = (op.n_act as usize).div_ceil(SAMPLE_BLOCK);
             let max = self.ctx.limits.max_compute_workgroups_per_dimension as usize;
             let (x, z) = if blocks <= max {
                 (blocks, 1)
             } else {
                 (max, blocks.div_ceil(max))
             };
-            let groups = self.lay.cfg.maxruns.div_ceil(TG as u32);
+            let groups = self.lay.cfg.max_runs.div_ceil(GATE_NEURONS as u32);
             rec.push(K::Mask, op, [groups, x as u32, z as u32]);
         }
         self.mask_key = Some(key);
@@ -310,63 +303,46 @@ impl GpuBackend {
     /// scalar `sc`.
     fn rec_apply(&self, rec: &mut Rec, v: u32, flags: u32, dst: u32, sc: u32, all: bool) {
         let groups = self.rec_apply_parts(rec, v, flags, dst, all);
-        let mut red = self.op();
-        red.src = self.lay.cfg.f_part;
-        red.count = groups as u32;
-        red.sc = sc;
+        let red = self
+            .op()
+            .reduce_sum(self.lay.cfg.f_partial_sums, groups as u32, sc);
         rec.push(K::Reduce, red, [1, 1, 1]);
     }
 
-    /// [`Self::rec_apply`] up to the per-workgroup partial sums of out² in `f_part`; returns
-    /// their number.
+    /// [`Self::rec_apply`] up to the per-workgroup partial sums of out² in `f_partial_sums`;
+    /// returns their number.
     fn rec_apply_parts(&self, rec: &mut Rec, v: u32, flags: u32, dst: u32, all: bool) -> usize {
-        let mut op = self.op();
-        if all {
-            op.n_act = self.lay.n as u32;
-            op.batched = 0;
-        }
-        op.a = v;
-        op.flags = flags;
-        op.dst = dst;
-        let n_act = op.n_act as usize;
-        let groups = n_act.div_ceil(256);
-        op.count = self.apply_threads.div_ceil(n_act).clamp(
+        let base = self.op_over(all);
+        let n_act = base.n_act as usize;
+        let groups = n_act.div_ceil(WG_SIZE);
+        let chunks = self.apply_threads.div_ceil(n_act).clamp(
             1,
-            MAX_APPLY_CHUNKS.min(self.lay.cfg.maxruns as usize).max(1),
+            MAX_APPLY_CHUNKS.min(self.lay.cfg.max_runs as usize).max(1),
         ) as u32;
+        let op = base.apply(v, flags, dst, chunks);
         let max = self.ctx.limits.max_compute_workgroups_per_dimension as usize;
         let (x, z) = if groups <= max {
             (groups, 1)
         } else {
             (max, groups.div_ceil(max))
         };
-        rec.push(K::Apply, op, [x as u32, op.count, z as u32]);
+        rec.push(K::Apply, op, [x as u32, op.run_chunks, z as u32]);
         rec.push(K::ApplyFin, op, self.kernels.grid1(groups));
         groups
     }
 
     /// `g = A_Sᵀ r` on the support of `v`, ‖g‖² into scalar `sc`.
     fn rec_grad(&self, rec: &mut Rec, v: u32, g: u32, sc: u32) {
-        let mut op = self.op();
-        op.a = v;
-        op.b = g;
-        op.src = self.res(self.cur);
+        let op = self.op().grad(v, g, self.res(self.cur));
         rec.push(K::Grad, op, self.kernels.grid1(self.lay.cap));
-        let mut red = self.op();
-        red.a = g;
-        red.flags = FLAG_SLOT_SQ;
-        red.sc = sc;
-        rec.push(K::Reduce, red, [1, 1, 1]);
+        rec.push(K::Reduce, self.op().reduce_slot_sq(g, sc), [1, 1, 1]);
     }
 
     fn rec_copy(&self, rec: &mut Rec, dst: u32, src: u32) {
-        let mut op = self.op();
-        op.a = src;
-        op.c = dst;
         rec.push(
             K::CopySlot,
-            op,
-            self.kernels.grid1(self.lay.cap.div_ceil(256)),
+            self.op().copy_slot(src, dst),
+            self.kernels.grid1(self.lay.cap.div_ceil(WG_SIZE)),
         );
     }
 
@@ -404,34 +380,31 @@ impl GpuBackend {
         );
         queue.write_buffer(
             &self.bufs.f,
-            (c.f_sc as usize + SC_FV) as u64 * 4,
+            (c.f_scalars as usize + SC_FV) as u64 * 4,
             bytemuck::bytes_of(&(f_v as f32)),
         );
         let mut rec = Rec::default();
         self.ensure_mask(&mut rec, qv, false);
-        let slot_grid = self.kernels.grid1(self.lay.cap.div_ceil(256));
+        let slot_grid = self.kernels.grid1(self.lay.cap.div_ceil(WG_SIZE));
+        // Every kernel of the chain returns once a step has been rejected.
+        let guard = Op {
+            flags: FLAG_GUARD,
+            ..self.op()
+        };
         for k in 0..steps {
             let (a, b) = if k % 2 == 0 { (qv, qt) } else { (qt, qv) };
-            let mut op = self.op();
-            op.flags = FLAG_GUARD;
             // g = A_Sᵀ r at the iterate.
-            let mut grad = op;
-            grad.a = a;
-            grad.b = qg;
-            grad.src = self.res((self.cur + k) % 2);
+            let grad = guard.grad(a, qg, self.res((self.cur + k) % 2));
             rec.push(K::Grad, grad, self.kernels.grid1(self.lay.cap));
             // ‖A g‖² partials, then ‖g‖², ‖A g‖² and μ on the device.
             let parts = self.rec_apply_parts(&mut rec, qg, FLAG_GUARD, 0, false);
-            let mut mu = op;
-            mu.a = qg;
-            mu.count = parts as u32;
-            rec.push(K::RefineMu, mu, [1, 1, 1]);
-            // trial = v − μ g and its residual (in the other region).
-            let mut axpy = op;
-            axpy.a = a;
-            axpy.b = qg;
-            axpy.c = b;
-            axpy.flags |= FLAG_MU_SC;
+            rec.push(K::RefineMu, guard.refine_mu(qg, parts as u32), [1, 1, 1]);
+            // trial = v − μ g (μ from the scalar region) and its residual (in the other region).
+            let axpy = Op {
+                flags: FLAG_GUARD | FLAG_MU_SC,
+                ..self.op()
+            }
+            .axpy(a, qg, b, 0.0);
             rec.push(K::Axpy, axpy, slot_grid);
             let next = self.res((self.cur + k + 1) % 2);
             let parts = self.rec_apply_parts(
@@ -441,15 +414,14 @@ impl GpuBackend {
                 next,
                 false,
             );
-            let mut decide = op;
-            decide.count = parts as u32;
-            decide.s = k as u32;
+            let decide = guard.refine_decide(parts as u32, k as u32);
             rec.push(K::RefineDecide, decide, [1, 1, 1]);
         }
-        let mut fix = self.op();
-        fix.a = qt;
-        fix.c = qv;
-        fix.flags = FLAG_IF_ODD;
+        let fix = Op {
+            flags: FLAG_IF_ODD,
+            ..self.op()
+        }
+        .copy_slot(qt, qv);
         rec.push(K::CopySlot, fix, slot_grid);
         let reads = [
             Read {
@@ -459,7 +431,7 @@ impl GpuBackend {
             },
             Read {
                 buffer: &self.bufs.f,
-                offset: (c.f_sc as usize + SC_REC) as u64 * 4,
+                offset: (c.f_scalars as usize + SC_REC) as u64 * 4,
                 bytes: (REC_LEN * steps * 4) as u64,
             },
         ];
@@ -510,7 +482,7 @@ impl GpuBackend {
     fn run_scalars(&self, rec: Rec, count: usize) -> Result<Vec<f64>> {
         let read = Read {
             buffer: &self.bufs.f,
-            offset: self.lay.cfg.f_sc as u64 * 4,
+            offset: self.lay.cfg.f_scalars as u64 * 4,
             bytes: (count.min(SCALARS) * 4) as u64,
         };
         let bytes = self.run(rec, &[read])?;
@@ -568,23 +540,23 @@ impl Backend for GpuBackend {
         }
         crate::error::check_finite("weights", &w.values)?;
         let c = &self.lay.cfg;
-        let at = (q * c.cap) as u64 * 4;
+        let at = (q * c.slot_cap) as u64 * 4;
         let queue = &self.ctx.queue;
         if !w.is_empty() {
             queue.write_buffer(
                 &self.bufs.u,
-                c.u_idx as u64 * 4 + at,
+                c.u_slot_indices as u64 * 4 + at,
                 bytemuck::cast_slice(&w.indices),
             );
             queue.write_buffer(
                 &self.bufs.f,
-                c.f_vals as u64 * 4 + at,
+                c.f_slot_values as u64 * 4 + at,
                 bytemuck::cast_slice(&w.values),
             );
         }
         queue.write_buffer(
             &self.bufs.u,
-            (c.u_len + q) as u64 * 4,
+            (c.u_slot_len + q) as u64 * 4,
             bytemuck::bytes_of(&(w.len() as u32)),
         );
         // Nothing else needs to run; submitting an empty batch flushes the writes in order.
@@ -596,21 +568,21 @@ impl Backend for GpuBackend {
     fn read(&mut self, slot: Slot) -> Result<SparseVec> {
         let q = self.slot(slot)?;
         let c = &self.lay.cfg;
-        let span = c.cap as u64 * 4;
+        let span = c.slot_cap as u64 * 4;
         let reads = [
             Read {
                 buffer: &self.bufs.u,
-                offset: (c.u_len + q) as u64 * 4,
+                offset: (c.u_slot_len + q) as u64 * 4,
                 bytes: 4,
             },
             Read {
                 buffer: &self.bufs.u,
-                offset: (c.u_idx + q * c.cap) as u64 * 4,
+                offset: (c.u_slot_indices + q * c.slot_cap) as u64 * 4,
                 bytes: span,
             },
             Read {
                 buffer: &self.bufs.f,
-                offset: (c.f_vals + q * c.cap) as u64 * 4,
+                offset: (c.f_slot_values + q * c.slot_cap) as u64 * 4,
                 bytes: span,
             },
         ];
@@ -657,7 +629,7 @@ impl Backend for GpuBackend {
                 rec.push(
                     K::GatesPrep,
                     op,
-                    self.kernels.grid1(self.lay.m.div_ceil(256)),
+                    self.kernels.grid1(self.lay.m.div_ceil(WG_SIZE)),
                 );
                 Gates::Weights
             }
@@ -738,12 +710,12 @@ impl Backend for GpuBackend {
         if recompute_grad {
             self.rec_grad(&mut rec, qv, qg, 0);
         }
-        let mut op = self.op();
-        op.a = qv;
-        op.b = qg;
-        op.c = qd;
-        op.mu = mu;
-        rec.push(K::Axpy, op, self.kernels.grid1(self.lay.cap.div_ceil(256)));
+        let op = self.op().axpy(qv, qg, qd, mu);
+        rec.push(
+            K::Axpy,
+            op,
+            self.kernels.grid1(self.lay.cap.div_ceil(WG_SIZE)),
+        );
         let trial_res = self.res(1 - self.cur);
         self.rec_apply(&mut rec, qd, FLAG_SUB_Y | FLAG_STORE, trial_res, 1, false);
         let s = self.run_scalars(rec, 2)?;
@@ -788,14 +760,14 @@ impl Backend for GpuBackend {
                 "combine needs two vectors with the same support",
             ));
         }
-        let mut op = self.op();
-        op.a = qa;
-        op.b = qb;
-        op.c = qd;
         // The axpy kernel computes a − μ·b.
-        op.mu = -beta;
+        let op = self.op().axpy(qa, qb, qd, -beta);
         let mut rec = Rec::default();
-        rec.push(K::Axpy, op, self.kernels.grid1(self.lay.cap.div_ceil(256)));
+        rec.push(
+            K::Axpy,
+            op,
+            self.kernels.grid1(self.lay.cap.div_ceil(WG_SIZE)),
+        );
         self.run(rec, &[])?;
         self.sup[qd as usize] = self.sup[qa as usize];
         Ok(())
@@ -843,16 +815,20 @@ impl Backend for GpuBackend {
         // The running buffer starts empty.
         self.ctx.queue.write_buffer(
             &self.bufs.u,
-            (c.u_len + SLOT_TOP_A) as u64 * 4,
+            (c.u_slot_len + SLOT_TOP_A) as u64 * 4,
             bytemuck::bytes_of(&0u32),
         );
         // Sample groups of the product (partial rows per group, summed in order by
         // reduce_tile): enough to give every core a few workgroups. The same for every chunk
         // (a smaller last chunk leaves some groups empty; they add zero).
-        let blocks_out = d.div_ceil(DENSE_BN) * lay.tn_cap.min(m).div_ceil(DENSE_BM);
-        let ng = DENSE_WORKGROUPS.div_ceil(blocks_out).clamp(
+        let blocks_out =
+            d.div_ceil(DENSE_BLOCK_FEATURES) * lay.tile_cap.min(m).div_ceil(DENSE_BLOCK_NEURONS);
+        let sample_groups = DENSE_WORKGROUPS.div_ceil(blocks_out).clamp(
             1,
-            lay.chunk.min(self.n_act).div_ceil(BS).min(lay.max_groups),
+            lay.chunk
+                .min(self.n_act)
+                .div_ceil(SAMPLE_BLOCK)
+                .min(lay.max_groups),
         ) as u32;
         // Weight gates whose snapshot has the support of the cached run mask (the usual
         // sequential step: gates from W, then step_size(W)): the product reads that mask
@@ -861,51 +837,54 @@ impl Backend for GpuBackend {
             && self
                 .gate_sup
                 .is_some_and(|g| self.mask_key == Some((g, self.gate_epoch, self.batch_epoch)));
+        let max_wg = self.ctx.limits.max_compute_workgroups_per_dimension as usize;
         let mut rec = Rec::default();
         let (mut cur, mut nxt) = (SLOT_TOP_A, SLOT_TOP_B);
         let mut tile0 = 0;
         while tile0 < m {
-            let tn = lay.tn_cap.min(m - tile0);
+            let tn = lay.tile_cap.min(m - tile0);
             let elems = tn * d;
-            let mut op = self.op();
-            op.src = self.res(self.cur);
-            op.mu = mu;
-            op.tile0 = tile0 as u32;
-            op.tn = tn as u32;
-            op.ng = ng;
-            op.s = s as u32;
-            op.a = cur;
-            op.b = qw;
-            op.c = nxt;
-            op.count = elems as u32;
-            op.sc = (lay.cap + elems).div_ceil(SCAN_BLOCK) as u32;
+            // The tile's candidates c = w − μ G merged with the running buffer `cur` into `nxt`.
+            let mut op = Op {
+                slot_a: cur,
+                slot_b: qw,
+                slot_out: nxt,
+                src_offset: self.res(self.cur),
+                mu,
+                tile0: tile0 as u32,
+                tile_neurons: tn as u32,
+                tile_elems: elems as u32,
+                sample_groups,
+                top_s: s as u32,
+                scan_blocks: (lay.cap + elems).div_ceil(SCAN_BLOCK) as u32,
+                ..self.op()
+            };
             if self.gates == Gates::Random {
-                rec.push(K::GenH, op, self.kernels.grid1(elems.div_ceil(256)));
+                rec.push(K::GenH, op, self.kernels.grid1(elems.div_ceil(WG_SIZE)));
             }
             // The product in chunks of active samples: the tile's gate mask holds one chunk.
             let mut c0 = 0;
             while c0 < self.n_act {
                 let nc = lay.chunk.min(self.n_act - c0);
-                let mut cop = op;
-                cop.dst = c0 as u32;
-                cop.count = nc as u32;
-                cop.flags = if c0 > 0 { FLAG_ACC } else { 0 };
+                let mut cop = Op {
+                    chunk_start: c0 as u32,
+                    chunk_len: nc as u32,
+                    flags: if c0 > 0 { FLAG_ACC } else { 0 },
+                    ..op
+                };
                 if reuse_mask {
                     cop.flags |= FLAG_RUNMASK;
                 } else if self.gates != Gates::Open {
-                    // Workgroups of TILE_MASK_BLOCKS sample blocks (gates.wgsl `SB`).
-                    let blocks = nc.div_ceil(BS * TILE_MASK_BLOCKS);
-                    let max = self.ctx.limits.max_compute_workgroups_per_dimension as usize;
-                    let (y, z) = if blocks <= max {
+                    let blocks = nc.div_ceil(SAMPLE_BLOCK * TILE_MASK_BLOCKS);
+                    let (y, z) = if blocks <= max_wg {
                         (blocks, 1)
                     } else {
-                        (max, blocks.div_ceil(max))
+                        (max_wg, blocks.div_ceil(max_wg))
                     };
-                    // Neurons per workgroup: gates.wgsl `NW` (weight gates) or `TG`.
                     let nw = if self.gates == Gates::Weights {
                         TILE_MASK_NEURONS
                     } else {
-                        TG
+                        GATE_NEURONS
                     };
                     rec.push(
                         K::TileMask,
@@ -917,24 +896,29 @@ impl Backend for GpuBackend {
                     K::DenseMm,
                     cop,
                     [
-                        tn.div_ceil(DENSE_BM) as u32,
-                        d.div_ceil(DENSE_BN) as u32,
-                        cop.ng,
+                        tn.div_ceil(DENSE_BLOCK_NEURONS) as u32,
+                        d.div_ceil(DENSE_BLOCK_FEATURES) as u32,
+                        sample_groups,
                     ],
                 );
                 c0 += nc;
             }
-            rec.push(K::ReduceTile, op, self.kernels.grid1(elems.div_ceil(256)));
-            rec.push(K::AddW, op, self.kernels.grid1(lay.cap.div_ceil(256)));
-            let hist_groups = (lay.cap + elems).div_ceil(256 * 16).clamp(1, 64) as u32;
+            rec.push(
+                K::ReduceTile,
+                op,
+                self.kernels.grid1(elems.div_ceil(WG_SIZE)),
+            );
+            rec.push(K::AddW, op, self.kernels.grid1(lay.cap.div_ceil(WG_SIZE)));
+            let hist_groups = (lay.cap + elems).div_ceil(WG_SIZE * 16).clamp(1, 64) as u32;
             for pass in 0..3 {
-                op.pass = pass;
+                op.radix_pass = pass;
                 rec.push(K::Hist, op, [hist_groups, 1, 1]);
                 rec.push(K::Select, op, [1, 1, 1]);
             }
-            rec.push(K::Count, op, self.kernels.grid1(op.sc as usize));
+            let scan_grid = self.kernels.grid1(op.scan_blocks as usize);
+            rec.push(K::Count, op, scan_grid);
             rec.push(K::Scan, op, [1, 1, 1]);
-            rec.push(K::Scatter, op, self.kernels.grid1(op.sc as usize));
+            rec.push(K::Scatter, op, scan_grid);
             std::mem::swap(&mut cur, &mut nxt);
             tile0 += tn;
         }
