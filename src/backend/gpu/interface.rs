@@ -271,8 +271,8 @@ shared_struct! {
 
 shared_struct! {
     /// Per dispatch (dynamic offset): what one job works on. Each kernel reads only the
-    /// members whose documentation names it; `Op::active` and the constructors below fill
-    /// them per kernel.
+    /// members whose documentation names it (on the Rust side `Op::active` and one
+    /// constructor per kernel fill them).
     pub struct Op {
         /// Input slot: the support (runs, apply, grad), the source (axpy, copy_slot, reduce
         /// with FLAG_SLOT_SQ), the gradient (refine_mu), the running top-s buffer (top-s).
@@ -314,12 +314,14 @@ shared_struct! {
         pub scan_blocks: u32,
         /// apply, apply_fin: chunks the support's runs are split into.
         pub run_chunks: u32,
-        /// reduce, refine_mu, refine_decide: partial sums at f_partial_sums.
+        /// reduce: floats summed at src_offset; refine_mu, refine_decide: partial sums at
+        /// f_partial_sums.
         pub partials: u32,
         /// reduce: the scalar written (F[f_scalars + scalar]).
         pub scalar: u32,
         /// refine_decide: the step's index in the batch (its record).
         pub step: u32,
+        /// Pad Op to whole 16-byte rows.
         pub pad0: u32,
         pub pad1: u32,
     }
@@ -358,87 +360,69 @@ pub struct Binding {
     pub doc: &'static str,
 }
 
-const X_DOC: &str = "Dense features, feature-major (x_feature_major = 1: X[i, k] at k·n + i, a \
-warp of consecutive samples reads one segment) or sample-major (X[i, k] at i·d + k, for \
-minibatches), split by columns or rows across up to four bindings (binding-size limits).";
+const fn bind(
+    index: u32,
+    name: &'static str,
+    resource: Resource,
+    access: Access,
+    wgsl_type: &'static str,
+    doc: &'static str,
+) -> Binding {
+    Binding {
+        index,
+        name,
+        resource,
+        access,
+        wgsl_type,
+        doc,
+    }
+}
 
 /// Every binding of the kernels' one bind group.
 pub const BINDINGS: &[Binding] = &[
-    Binding {
-        index: 0,
-        name: "cfg",
-        resource: Resource::Cfg,
-        access: Access::Uniform,
-        wgsl_type: "Cfg",
-        doc: "",
-    },
-    Binding {
-        index: 1,
-        name: "op",
-        resource: Resource::Op,
-        access: Access::UniformDynamic,
-        wgsl_type: "Op",
-        doc: "",
-    },
-    Binding {
-        index: 2,
-        name: "x0",
-        resource: Resource::X(0),
-        access: Access::Read,
-        wgsl_type: "array<f32>",
-        doc: X_DOC,
-    },
-    Binding {
-        index: 3,
-        name: "x1",
-        resource: Resource::X(1),
-        access: Access::Read,
-        wgsl_type: "array<f32>",
-        doc: "",
-    },
-    Binding {
-        index: 4,
-        name: "x2",
-        resource: Resource::X(2),
-        access: Access::Read,
-        wgsl_type: "array<f32>",
-        doc: "",
-    },
-    Binding {
-        index: 5,
-        name: "x3",
-        resource: Resource::X(3),
-        access: Access::Read,
-        wgsl_type: "array<f32>",
-        doc: "",
-    },
-    Binding {
-        index: 6,
-        name: "F",
-        resource: Resource::F,
-        access: Access::ReadWrite,
-        wgsl_type: "array<f32>",
-        doc: "All float state (targets, residuals, slot values, phase tables, tile buffers, \
-scalars).",
-    },
-    Binding {
-        index: 7,
-        name: "U",
-        resource: Resource::U,
-        access: Access::ReadWrite,
-        wgsl_type: "array<u32>",
-        doc: "All integer state (batch, slot indices and lengths, runs, gate masks, keys, scan \
-blocks).",
-    },
-    Binding {
-        index: 8,
-        name: "H",
-        resource: Resource::H,
-        access: Access::ReadWrite,
-        wgsl_type: "array<atomic<u32>>",
-        doc: "Radix-select histogram, HIST_BINS words (global atomics are portable; f32 \
-atomics are not).",
-    },
+    bind(0, "cfg", Resource::Cfg, Access::Uniform, "Cfg", ""),
+    bind(1, "op", Resource::Op, Access::UniformDynamic, "Op", ""),
+    bind(
+        2,
+        "x0",
+        Resource::X(0),
+        Access::Read,
+        "array<f32>",
+        "Dense features, feature-major (x_feature_major = 1: X[i, k] at k·n + i, a warp of \
+         consecutive samples reads one segment) or sample-major (X[i, k] at i·d + k, for \
+         minibatches), split by columns or rows across up to four bindings (binding-size \
+         limits).",
+    ),
+    bind(3, "x1", Resource::X(1), Access::Read, "array<f32>", ""),
+    bind(4, "x2", Resource::X(2), Access::Read, "array<f32>", ""),
+    bind(5, "x3", Resource::X(3), Access::Read, "array<f32>", ""),
+    bind(
+        6,
+        "F",
+        Resource::F,
+        Access::ReadWrite,
+        "array<f32>",
+        "All float state (targets, residuals, slot values, phase tables, tile buffers, \
+         scalars).",
+    ),
+    bind(
+        7,
+        "U",
+        Resource::U,
+        Access::ReadWrite,
+        "array<u32>",
+        "All integer state (batch, slot indices and lengths, runs, gate masks, keys, scan \
+         blocks).",
+    ),
+    bind(
+        8,
+        "H",
+        Resource::H,
+        Access::ReadWrite,
+        "array<atomic<u32>>",
+        "Radix-select histogram, HIST_BINS words (global atomics are portable; f32 atomics \
+         are not).",
+    ),
 ];
 
 impl Op {
@@ -538,12 +522,21 @@ impl Op {
     }
 }
 
+/// `doc` as `//` comment lines of at most 100 columns.
 fn comment(out: &mut String, indent: &str, doc: &str) {
-    for line in doc.lines() {
-        let line = line.trim();
-        if !line.is_empty() {
+    let mut line = String::new();
+    for word in doc.split_whitespace() {
+        if !line.is_empty() && indent.len() + 3 + line.len() + 1 + word.len() > 100 {
             let _ = writeln!(out, "{indent}// {line}");
+            line.clear();
         }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() {
+        let _ = writeln!(out, "{indent}// {line}");
     }
 }
 
