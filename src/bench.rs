@@ -1,7 +1,7 @@
 //! Throughput measurement: problem sizes, a hyperfine-style timer (warm-up, median/min/max,
 //! outlier warnings), device ceilings and per-kernel FLOP and byte models.
 
-use crate::backend::{Backend, GateSource, Slot};
+use crate::backend::{Backend, Ceilings, Device, GateSource, GpuTimes, KernelTime, Slot};
 use crate::error::{Error, Result};
 use crate::iht::{self, IhtConfig};
 use crate::problem::{AxisCoords, Features, FourierSpec, GateMode, Problem};
@@ -201,17 +201,6 @@ pub fn time_it(
     Ok(Timing::from_samples(samples))
 }
 
-/// What the device can do at best, measured in the same run.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct Ceilings {
-    /// Bytes moved per second by a large buffer copy (read + write).
-    pub bytes_per_second: f64,
-    /// f32 FLOP/s of an FMA-bound kernel (a GEMM on the CPU).
-    pub flops_per_second: f64,
-    /// How they were measured.
-    pub method: String,
-}
-
 /// Floating-point work and compulsory memory traffic of one call, from the problem's shape.
 /// Features are generated on the fly and not counted as traffic.
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
@@ -376,18 +365,6 @@ impl Backend for Counting<'_> {
     fn memory(&self) -> crate::backend::MemoryStats {
         self.inner.memory()
     }
-    fn sync(&mut self) -> Result<()> {
-        self.inner.sync()
-    }
-    fn ceilings(&mut self) -> Result<Option<Ceilings>> {
-        self.inner.ceilings()
-    }
-    fn set_timing(&mut self, on: bool) -> bool {
-        self.inner.set_timing(on)
-    }
-    fn take_times(&mut self) -> Option<crate::backend::GpuTimes> {
-        self.inner.take_times()
-    }
 }
 
 /// One kernel's result.
@@ -423,25 +400,25 @@ pub struct DeviceTimes {
     /// Device idle between submissions: the host's share of the call.
     pub submission_gap_seconds: f64,
     /// Per entry point: dispatches and device seconds per call.
-    pub kernels: Vec<crate::backend::KernelTime>,
+    pub kernels: Vec<KernelTime>,
 }
 
 /// Wall-clock timing of `f`, then (where `b` has timestamps) `runs` more runs with device
 /// timestamps on: (primary timing, timer name, wall timing, device breakdown).
 fn time_call(
-    b: &mut dyn Backend,
+    b: &mut dyn Device,
     opt: BenchOptions,
-    f: impl FnMut(&mut dyn Backend) -> Result<()>,
+    f: impl FnMut(&mut dyn Device) -> Result<()>,
 ) -> Result<(Timing, String, Timing, Option<DeviceTimes>)> {
     time_call_from(b, opt, |_| Ok(()), f)
 }
 
 /// [`time_call`] with an untimed `setup` before every run.
 fn time_call_from(
-    b: &mut dyn Backend,
+    b: &mut dyn Device,
     opt: BenchOptions,
-    mut setup: impl FnMut(&mut dyn Backend) -> Result<()>,
-    mut f: impl FnMut(&mut dyn Backend) -> Result<()>,
+    mut setup: impl FnMut(&mut dyn Device) -> Result<()>,
+    mut f: impl FnMut(&mut dyn Device) -> Result<()>,
 ) -> Result<(Timing, String, Timing, Option<DeviceTimes>)> {
     for _ in 0..opt.warmup {
         setup(&mut *b)?;
@@ -466,8 +443,8 @@ fn time_call_from(
     }
     let runs = opt.min_runs.max(3);
     let mut busy = Vec::with_capacity(runs);
-    let mut total = crate::backend::GpuTimes::default();
-    let mut per: Vec<crate::backend::KernelTime> = Vec::new();
+    let mut total = GpuTimes::default();
+    let mut per: Vec<KernelTime> = Vec::new();
     let result = (|| -> Result<()> {
         setup(&mut *b)?;
         f(&mut *b)?; // warm the timed path (query set, per-dispatch passes)
@@ -548,7 +525,7 @@ pub struct BenchOptions {
 
 /// Times every kernel and one whole IHT step on `b`. Returns the kernels and the step timing.
 pub fn run_kernels(
-    b: &mut dyn Backend,
+    b: &mut dyn Device,
     bp: &BenchProblem,
     ceilings: &Ceilings,
     opt: BenchOptions,
@@ -556,7 +533,7 @@ pub fn run_kernels(
 ) -> Result<(Vec<KernelReport>, KernelReport)> {
     let model = WorkModel::new(bp);
     let s = bp.size.s;
-    bp.prepare(b)?;
+    bp.prepare(b.as_backend())?;
     let mut out = Vec::new();
     let mut push = |r: KernelReport, out: &mut Vec<KernelReport>| {
         on_kernel(&r);
@@ -595,10 +572,10 @@ pub fn run_kernels(
     let t = time_call_from(
         b,
         step_opt,
-        |b| bp.prepare(b),
+        |b| bp.prepare(b.as_backend()),
         |b| {
             let mut c = Counting {
-                inner: b,
+                inner: b.as_backend(),
                 counts: CallCounts::default(),
             };
             iht::step(&mut c, &cfg, false)?;
@@ -613,60 +590,4 @@ pub fn run_kernels(
     let step = report("iht_step", t, w, ceilings);
     on_kernel(&step);
     Ok((out, step))
-}
-
-/// CPU ceilings: a 256 MiB parallel copy and a 1024³ GEMM split over the threads.
-pub fn cpu_ceilings() -> Ceilings {
-    use rayon::prelude::*;
-    let len = 64 << 20; // floats
-    let src = vec![1.0f32; len];
-    let mut dst = vec![0.0f32; len];
-    let chunk = len / rayon::current_num_threads().max(1) + 1;
-    let copy = time_it(1, 5, 5, Duration::ZERO, || {
-        dst.par_chunks_mut(chunk)
-            .zip(src.par_chunks(chunk))
-            .for_each(|(d, s)| d.copy_from_slice(s));
-        Ok(())
-    })
-    .expect("copy");
-    let n = 1024;
-    let a = vec![1.0f32; n * n];
-    let bm = vec![0.5f32; n * n];
-    let mut c = vec![0.0f32; n * n];
-    let threads = rayon::current_num_threads().max(1);
-    let rows = n.div_ceil(threads);
-    let gemm = time_it(1, 3, 3, Duration::ZERO, || {
-        c.par_chunks_mut(rows * n).enumerate().for_each(|(p, cc)| {
-            let r = cc.len() / n;
-            // SAFETY: row block p of A (r×n) times B (n×n) into cc (r×n), all in bounds.
-            unsafe {
-                matrixmultiply::sgemm(
-                    r,
-                    n,
-                    n,
-                    1.0,
-                    a.as_ptr().add(p * rows * n),
-                    n as isize,
-                    1,
-                    bm.as_ptr(),
-                    n as isize,
-                    1,
-                    0.0,
-                    cc.as_mut_ptr(),
-                    n as isize,
-                    1,
-                );
-            }
-        });
-        Ok(())
-    })
-    .expect("gemm");
-    Ceilings {
-        bytes_per_second: 2.0 * 4.0 * len as f64 / copy.median,
-        flops_per_second: 2.0 * (n as f64).powi(3) / gemm.median,
-        method: format!(
-            "parallel copy of {} MiB; {n}³ sgemm (matrixmultiply) on {threads} threads",
-            (4 * len) >> 20
-        ),
-    }
 }

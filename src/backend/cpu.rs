@@ -720,8 +720,4 @@ impl Backend for CpuBackend {
     fn memory(&self) -> MemoryStats {
         self.meter.stats()
     }
-
-    fn ceilings(&mut self) -> Result<Option<crate::bench::Ceilings>> {
-        Ok(Some(crate::bench::cpu_ceilings()))
-    }
 }

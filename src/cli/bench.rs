@@ -1,8 +1,8 @@
 //! `spinr bench`: device ceilings, then every kernel and a whole IHT step, in one run.
 
 use super::DeviceArgs;
-use crate::backend::{self, BackendChoice};
-use crate::bench::{self, BenchOptions, BenchProblem, BenchSize, Ceilings, KernelReport, Timing};
+use crate::backend::{self, BackendChoice, Ceilings};
+use crate::bench::{self, BenchOptions, BenchProblem, BenchSize, KernelReport, Timing};
 use clap::Args;
 use std::path::PathBuf;
 use std::time::Duration;

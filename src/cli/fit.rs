@@ -435,7 +435,7 @@ fn fit_iht(a: &FitArgs, image: &Image, plan: &FitPlan, out_dir: &Path) -> anyhow
         &out_dir.display().to_string(),
     );
     let mut progress = Progress::new(plan.cfg.iters);
-    let fit = inr_fit::fit_iht(image, plan, &problem, be.as_mut(), |r| {
+    let fit = inr_fit::fit_iht(image, plan, &problem, be.as_backend(), |r| {
         progress.epoch(r, &mut report, out_dir)
     })?;
     progress.bar.finish_and_clear();

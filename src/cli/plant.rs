@@ -102,7 +102,7 @@ pub fn run(a: PlantArgs) -> anyhow::Result<()> {
     a.device.announce(&info);
     let verbose = super::verbose();
     let start = Instant::now();
-    let fit = plant::run(be.as_mut(), &planted, &cfg, |r| {
+    let fit = plant::run(be.as_backend(), &planted, &cfg, |r| {
         if verbose {
             eprintln!("epoch {:4}  loss {:.6e}", r.epoch, r.loss);
         }

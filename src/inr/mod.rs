@@ -211,7 +211,7 @@ impl ImageModel {
             drop(be);
             self.render_cpu_bands(height, width, RENDER_TILE_BYTES)?
         } else {
-            predict(be.as_mut(), &self.w, self.gating)?
+            predict(be.as_backend(), &self.w, self.gating)?
         };
         Ok(Image {
             height,

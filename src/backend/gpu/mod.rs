@@ -547,27 +547,4 @@ impl Backend for GpuBackend {
     fn memory(&self) -> MemoryStats {
         self.meter.stats()
     }
-
-    fn sync(&mut self) -> Result<()> {
-        self.ctx.wait()
-    }
-
-    fn ceilings(&mut self) -> Result<Option<crate::bench::Ceilings>> {
-        ceilings::measure(&self.ctx).map(Some)
-    }
-
-    fn set_timing(&mut self, on: bool) -> bool {
-        if !on {
-            self.kernels.timer = None;
-            return timer::Timer::available(&self.ctx);
-        }
-        if self.kernels.timer.is_none() {
-            self.kernels.timer = timer::Timer::new(&self.ctx);
-        }
-        self.kernels.timer.is_some()
-    }
-
-    fn take_times(&mut self) -> Option<super::GpuTimes> {
-        self.kernels.timer.as_ref().map(|t| t.take())
-    }
 }

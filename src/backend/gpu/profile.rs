@@ -1,19 +1,46 @@
-//! Profiling of the GPU backend: device timestamps per dispatch (`spinr bench`), the
+//! The GPU backend's [`Profiler`] side: device timestamps per dispatch (`spinr bench`), the
 //! wall-clock profile of each dispatch run alone, and the device's ceilings.
 
-use super::kernels;
-use super::GpuBackend;
+use super::timer::Timer;
+use super::{ceilings, kernels, GpuBackend};
+use crate::backend::profile::{Ceilings, GpuTimes, KernelTime, Profiler};
+use crate::error::Result;
 
-impl GpuBackend {
-    /// Per-kernel dispatch counts and wall seconds, when the backend was created with
-    /// `SPINR_GPU_PROFILE` set (each dispatch then runs alone: for finding hot kernels only).
-    pub fn kernel_profile(&self) -> Option<Vec<(&'static str, u64, f64)>> {
+impl Profiler for GpuBackend {
+    fn sync(&mut self) -> Result<()> {
+        self.ctx.wait()
+    }
+
+    fn ceilings(&mut self) -> Result<Option<Ceilings>> {
+        ceilings::measure(&self.ctx).map(Some)
+    }
+
+    fn set_timing(&mut self, on: bool) -> bool {
+        if !on {
+            self.kernels.timer = None;
+            return Timer::available(&self.ctx);
+        }
+        if self.kernels.timer.is_none() {
+            self.kernels.timer = Timer::new(&self.ctx);
+        }
+        self.kernels.timer.is_some()
+    }
+
+    fn take_times(&mut self) -> Option<GpuTimes> {
+        self.kernels.timer.as_ref().map(|t| t.take())
+    }
+
+    fn dispatch_profile(&self) -> Option<Vec<KernelTime>> {
         let p = self.kernels.profile.as_ref()?.lock().ok()?;
         Some(
             p.iter()
                 .enumerate()
                 .filter(|(_, &(n, _))| n > 0)
-                .map(|(i, &(n, t))| (kernels::kernel_name(i), n, t))
+                .map(|(i, &(n, t))| KernelTime {
+                    name: kernels::kernel_name(i).to_string(),
+                    dispatches: n,
+                    seconds: t,
+                })
                 .collect(),
         )
     }
@@ -23,11 +50,16 @@ impl GpuBackend {
 /// (the fallback where the adapter has no timestamp queries; `spinr bench` uses those).
 impl Drop for GpuBackend {
     fn drop(&mut self) {
-        if let Some(mut p) = self.kernel_profile() {
-            p.sort_by(|a, b| b.2.total_cmp(&a.2));
+        if let Some(mut p) = self.dispatch_profile() {
+            p.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
             eprintln!("spinr: GPU profile (each dispatch alone, wall clock):");
-            for (name, n, t) in p {
-                eprintln!("  {name:<16} {n:>8} dispatches {:>12.3} ms", t * 1e3);
+            for k in p {
+                eprintln!(
+                    "  {:<16} {:>8} dispatches {:>12.3} ms",
+                    k.name,
+                    k.dispatches,
+                    k.seconds * 1e3
+                );
             }
         }
     }

@@ -7,7 +7,7 @@ use super::context::GpuContext;
 use super::interface::Op;
 use super::kernels::{kernel_name, K, KERNEL_COUNT};
 use super::record::map_read;
-use crate::backend::{GpuTimes, KernelTime};
+use crate::backend::profile::{GpuTimes, KernelTime};
 use crate::error::{Error, Result};
 
 /// Timestamp queries around every dispatch: each dispatch gets its own compute pass whose
