@@ -15,8 +15,6 @@ use std::sync::Arc;
 const BLOCK: usize = 128;
 /// Floats per dense-pass tile of the gradient (`tile·d`).
 const TILE_FLOATS: usize = 1 << 16;
-/// Grid features are materialised when they take at most this many bytes (faster support passes).
-pub const DEFAULT_FEATURE_CACHE: usize = 1 << 30;
 
 /// Read access to the features: a dense matrix (given or cached) or generated on the fly.
 #[derive(Clone, Copy)]
@@ -76,12 +74,12 @@ pub struct CpuBackend {
 impl CpuBackend {
     /// Prepares a fit of `problem` with at most `s` nonzeros. Grid features are cached when
     /// they fit in `feature_cache` bytes.
-    pub fn new(problem: Arc<Problem>, s: usize, feature_cache: usize) -> Result<Self> {
+    pub fn new(problem: Arc<Problem>, s: usize, feature_cache: u64) -> Result<Self> {
         problem.validate()?;
         problem.check_nonzeros(s)?;
         let mut meter = MemoryMeter::default();
         let cache = match &problem.features {
-            Features::Grid(g) if problem.n * problem.d * 4 <= feature_cache => {
+            Features::Grid(g) if (problem.n * problem.d * 4) as u64 <= feature_cache => {
                 let d = problem.d;
                 let mut x = vec![0f32; problem.n * d];
                 x.par_chunks_mut(d)
@@ -463,12 +461,12 @@ impl CpuBackend {
         problem: &Problem,
         s: usize,
         threads: usize,
-        feature_cache: usize,
+        feature_cache: u64,
     ) -> u64 {
         let (n, d) = (problem.n as u64, problem.d as u64);
         let t = (TILE_FLOATS / problem.d).clamp(1, problem.m);
         let cache = match problem.features {
-            Features::Grid(_) if problem.n * problem.d * 4 <= feature_cache => 4 * n * d,
+            Features::Grid(_) if 4 * n * d <= feature_cache => 4 * n * d,
             _ => 0,
         };
         12 * n

@@ -10,6 +10,11 @@ pub mod profile;
 
 pub use profile::{Ceilings, Device, GpuTimes, KernelTime, Profiler};
 
+/// Grid features are materialised as a dense matrix (CPU memory, or device memory on the GPU)
+/// when it takes at most this many bytes: the passes then load features instead of evaluating
+/// sin/cos. Larger grids are generated on the fly.
+pub const DEFAULT_FEATURE_CACHE: u64 = 1 << 30;
+
 use crate::error::Result;
 use crate::sparse::SparseVec;
 
@@ -257,11 +262,22 @@ pub fn create_for(
         feature_major: !minibatch,
         ..Default::default()
     };
+    create_with(choice, adapter, problem, s, opts)
+}
+
+/// [`create`] with the GPU backend's options (ignored by the CPU backend).
+pub fn create_with(
+    choice: BackendChoice,
+    adapter: Option<&str>,
+    problem: std::sync::Arc<crate::problem::Problem>,
+    s: usize,
+    opts: gpu::GpuOptions,
+) -> Result<Box<dyn Device>> {
     let cpu = |problem| -> Result<Box<dyn Device>> {
         Ok(Box::new(cpu::CpuBackend::new(
             problem,
             s,
-            cpu::DEFAULT_FEATURE_CACHE,
+            DEFAULT_FEATURE_CACHE,
         )?))
     };
     match choice {

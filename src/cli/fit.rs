@@ -419,12 +419,12 @@ impl Progress {
 
 fn fit_iht(a: &FitArgs, image: &Image, plan: &FitPlan, out_dir: &Path) -> anyhow::Result<ImageFit> {
     let problem = plan.problem(image)?;
-    let mut be = backend::create_for(
+    let mut be = backend::create_with(
         a.device.backend,
         a.device.adapter.as_deref(),
         problem.clone(),
         plan.cfg.s,
-        plan.minibatch(),
+        super::gpu_options(plan.minibatch()),
     )?;
     let info = be.info();
     announce(a, image, plan, &info);
@@ -439,6 +439,7 @@ fn fit_iht(a: &FitArgs, image: &Image, plan: &FitPlan, out_dir: &Path) -> anyhow
         progress.epoch(r, &mut report, out_dir)
     })?;
     progress.bar.finish_and_clear();
+    super::print_dispatch_profile(be.as_ref());
     if let Some(e) = progress.write_error {
         return Err(e.into());
     }

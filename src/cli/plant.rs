@@ -91,12 +91,12 @@ pub fn run(a: PlantArgs) -> anyhow::Result<()> {
     cfg.batch_size = a.batch_size;
     cfg.seed = a.seed;
     let planted = spec.build()?;
-    let mut be = backend::create_for(
+    let mut be = backend::create_with(
         a.device.backend,
         a.device.adapter.as_deref(),
         planted.train.clone(),
         a.nonzeros,
-        a.batch_size.is_some(),
+        super::gpu_options(a.batch_size.is_some()),
     )?;
     let info = be.info();
     a.device.announce(&info);
@@ -134,5 +134,6 @@ pub fn run(a: PlantArgs) -> anyhow::Result<()> {
             report.train_psnr, report.test_psnr, report.iterations, report.seconds
         );
     }
+    super::print_dispatch_profile(be.as_ref());
     Ok(())
 }

@@ -9,7 +9,7 @@ pub mod fit;
 pub mod idx;
 pub mod image;
 
-use crate::backend::{self, cpu, cpu::CpuBackend, BackendChoice, GateSource, Slot};
+use crate::backend::{self, cpu::CpuBackend, BackendChoice, GateSource, Slot};
 use crate::error::{Error, Param, Result};
 use crate::iht::Gating;
 use crate::problem::{AxisCoords, Features, FourierSpec, GateMode, Problem};
@@ -204,7 +204,7 @@ impl ImageModel {
         let s = self.w.len().clamp(1, problem.signal_len());
         let feature_bytes = n as u64 * self.spec.features as u64 * 4;
         let mut be = backend::create(choice, adapter, Arc::new(problem), s)?;
-        let data = if be.info().kind == "cpu" && feature_bytes > cpu::DEFAULT_FEATURE_CACHE as u64 {
+        let data = if be.info().kind == "cpu" && feature_bytes > backend::DEFAULT_FEATURE_CACHE {
             // Too large for the CPU backend's feature cache, it would generate every feature
             // entry on the fly (a sin/cos per multiply-add); bands of rows with cached
             // features are much faster.
@@ -265,7 +265,7 @@ impl ImageModel {
                 self.spec.gate_seed,
             )?;
             let s = self.w.len().clamp(1, problem.signal_len());
-            let mut be = CpuBackend::new(Arc::new(problem), s, band_bytes as usize)?;
+            let mut be = CpuBackend::new(Arc::new(problem), s, band_bytes)?;
             out.extend(predict(&mut be, &self.w, self.gating)?);
         }
         Ok(out)

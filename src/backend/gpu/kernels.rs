@@ -4,6 +4,7 @@
 use super::buffers::Buffers;
 use super::context::GpuContext;
 use super::interface::{self, Access, Cfg, Op, Resource, SharedStruct, BINDINGS};
+use super::GpuOptions;
 use crate::error::{Error, Result};
 
 /// Code shared by every kernel file, prepended by [`compose_shader`] after the generated
@@ -35,19 +36,6 @@ pub fn compose_shader(file: &str, subgroups: bool) -> String {
     };
     let prelude = interface::wgsl_prelude();
     format!("{prelude}\n{COMMON_WGSL}\n{bits}\n// ---- kernel file ----\n{file}")
-}
-
-/// Runtime checks naga adds to the kernels. Default: bounds checks on, loop bounding off
-/// (a 64-bit counter in every loop iteration; the H100 measurements are in benches/NOTES.md).
-/// `SPINR_SHADER_CHECKS=all` restores wgpu's default, `none` drops the bounds checks too.
-fn shader_checks() -> wgpu::ShaderRuntimeChecks {
-    let mut c = wgpu::ShaderRuntimeChecks::checked();
-    match std::env::var("SPINR_SHADER_CHECKS").as_deref() {
-        Ok("all") => {}
-        Ok("none") => c = wgpu::ShaderRuntimeChecks::unchecked(),
-        _ => c.force_loop_bounding = false,
-    }
-    c
 }
 
 /// Every entry point, with its file.
@@ -141,8 +129,9 @@ fn layout_entry(b: &interface::Binding) -> wgpu::BindGroupLayoutEntry {
 }
 
 impl Kernels {
-    /// `subgroups`: compile the subgroup variant (the device must have enabled them).
-    pub fn new(ctx: &GpuContext, bufs: &Buffers, subgroups: bool) -> Result<Kernels> {
+    /// The subgroup variant where `opts.subgroups` and the device has them enabled.
+    pub fn new(ctx: &GpuContext, bufs: &Buffers, opts: &GpuOptions) -> Result<Kernels> {
+        let subgroups = opts.subgroups && ctx.subgroups();
         let device = &ctx.device;
         let layout_entries: Vec<_> = BINDINGS.iter().map(layout_entry).collect();
         let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
@@ -186,9 +175,9 @@ impl Kernels {
                     label: Some(name),
                     source: wgpu::ShaderSource::Wgsl(compose_shader(src, subgroups).into()),
                 };
-                let checks = shader_checks();
-                // SAFETY: the checks kept always include bounds checks unless the user asks
-                // for none (SPINR_SHADER_CHECKS=none, a measurement aid). Dropping loop
+                let checks = opts.shader_checks.wgpu();
+                // SAFETY: the checks kept always include bounds checks unless the caller asks
+                // for none (ShaderChecks::None, a measurement aid). Dropping loop
                 // bounding only removes a guard against infinite loops, and every loop in
                 // shaders/*.wgsl is counted (its bound is a loop-invariant size).
                 let module = unsafe { device.create_shader_module_trusted(desc, checks) };
@@ -223,8 +212,9 @@ impl Kernels {
             return Err(Error::Gpu(format!("shader compilation failed: {e}")));
         }
         ctx.take_error()?;
-        let profile = std::env::var_os("SPINR_GPU_PROFILE")
-            .map(|_| std::sync::Mutex::new(vec![(0, 0.0); ENTRIES.len()]));
+        let profile = opts
+            .profile_dispatches
+            .then(|| std::sync::Mutex::new(vec![(0, 0.0); ENTRIES.len()]));
         Ok(Kernels {
             pipelines,
             bind_group,

@@ -65,7 +65,7 @@ pub use context::{list_adapters, AdapterReport, GpuContext, NO_ADAPTER_HELP};
 pub use kernels::{
     compose_shader, BITS_ATOMIC_WGSL, BITS_SUBGROUP_WGSL, COMMON_WGSL, SHADER_FILES,
 };
-pub use options::{GpuOptions, DEFAULT_FEATURE_CACHE};
+pub use options::{GpuOptions, ShaderChecks};
 
 use super::{Backend, BackendInfo, GateSource, MemoryMeter, MemoryStats, RefineStep, Slot};
 use crate::error::{Error, Result};
@@ -158,7 +158,7 @@ impl GpuBackend {
         let bufs = Buffers::new(&ctx, &problem, &lay, dense, &mut meter)?;
         meter.set_tile(lay.tile_bytes);
         drop(cached);
-        let kernels = Kernels::new(&ctx, &bufs, opts.subgroups && ctx.subgroups())?;
+        let kernels = Kernels::new(&ctx, &bufs, &opts)?;
         let ctx_software = ctx.is_software();
         let gates = match problem.gates {
             GateMode::Gaussian => Gates::Open,

@@ -1,15 +1,41 @@
-//! Options of the GPU backend beyond the trait's: tuning knobs and the switches tests use to
-//! force each code path.
+//! Options of the GPU backend beyond the trait's: tuning knobs, measurement aids, and the
+//! switches tests use to force each code path. The library never reads them from the
+//! environment; the CLI does (`cli::gpu_options`).
 
-/// Grid features are uploaded as a dense matrix when it takes at most this many bytes (and
-/// fits four bindings): the kernels then load instead of evaluating sin/cos. Larger grids are
-/// generated on the fly.
-pub const DEFAULT_FEATURE_CACHE: u64 = 1 << 30;
+use crate::backend::DEFAULT_FEATURE_CACHE;
+
+/// Runtime checks naga adds to the kernels.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ShaderChecks {
+    /// Bounds checks on, loop bounding off (a 64-bit counter in every loop iteration; the
+    /// H100 measurements are in benches/NOTES.md).
+    #[default]
+    Bounds,
+    /// wgpu's default: bounds checks and loop bounding.
+    All,
+    /// No checks at all (a measurement aid).
+    None,
+}
+
+impl ShaderChecks {
+    pub(crate) fn wgpu(self) -> wgpu::ShaderRuntimeChecks {
+        match self {
+            ShaderChecks::Bounds => {
+                let mut c = wgpu::ShaderRuntimeChecks::checked();
+                c.force_loop_bounding = false;
+                c
+            }
+            ShaderChecks::All => wgpu::ShaderRuntimeChecks::checked(),
+            ShaderChecks::None => wgpu::ShaderRuntimeChecks::unchecked(),
+        }
+    }
+}
 
 /// Options beyond the trait's (tests use them to force the on-the-fly feature path).
 #[derive(Clone, Copy, Debug)]
 pub struct GpuOptions {
-    /// Largest grid-feature matrix, in bytes, that is materialised on the device.
+    /// Largest grid-feature matrix, in bytes, that is materialised on the device (grid
+    /// features are then loaded instead of evaluating sin/cos).
     pub feature_cache_bytes: u64,
     /// Neurons per dense-pass tile (rounded up to a multiple of 8); `None`: about 128 Ki
     /// candidates per tile. Small tiles exercise the streaming merge.
@@ -30,6 +56,12 @@ pub struct GpuOptions {
     /// Active samples per dense-pass chunk (rounded up to a multiple of 32); `None`: 2^18.
     /// Small chunks exercise the accumulation across chunks.
     pub mask_chunk: Option<usize>,
+    /// Runtime checks compiled into the kernels.
+    pub shader_checks: ShaderChecks,
+    /// Submit and wait for every dispatch alone and time it on the wall clock, per entry point
+    /// ([`crate::backend::Profiler::dispatch_profile`]): slow, for finding hot kernels where
+    /// the adapter has no timestamp queries.
+    pub profile_dispatches: bool,
 }
 
 impl Default for GpuOptions {
@@ -38,13 +70,12 @@ impl Default for GpuOptions {
             feature_cache_bytes: DEFAULT_FEATURE_CACHE,
             tile_neurons: None,
             feature_binding_bytes: None,
-            // A tuning knob for new hardware, without a rebuild.
-            apply_threads: std::env::var("SPINR_APPLY_THREADS")
-                .ok()
-                .and_then(|v| v.parse().ok()),
+            apply_threads: None,
             mask_chunk: None,
             subgroups: true,
             feature_major: true,
+            shader_checks: ShaderChecks::default(),
+            profile_dispatches: false,
         }
     }
 }

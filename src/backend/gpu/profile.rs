@@ -45,22 +45,3 @@ impl Profiler for GpuBackend {
         )
     }
 }
-
-/// With `SPINR_GPU_PROFILE` set, the per-kernel wall-clock profile goes to stderr at the end
-/// (the fallback where the adapter has no timestamp queries; `spinr bench` uses those).
-impl Drop for GpuBackend {
-    fn drop(&mut self) {
-        if let Some(mut p) = self.dispatch_profile() {
-            p.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
-            eprintln!("spinr: GPU profile (each dispatch alone, wall clock):");
-            for k in p {
-                eprintln!(
-                    "  {:<16} {:>8} dispatches {:>12.3} ms",
-                    k.name,
-                    k.dispatches,
-                    k.seconds * 1e3
-                );
-            }
-        }
-    }
-}
