@@ -190,10 +190,8 @@ fn check(r: &Report, backend: &str, runs: usize) {
             "{k:?}"
         );
         match (k.timer.as_str(), &k.device) {
-            ("wall clock", None) => {
-                assert_eq!(backend, "cpu", "{k:?}");
-                check_timing(&k.seconds, wall_runs, &k.name);
-            }
+            // The CPU, or an adapter without timestamp queries.
+            ("wall clock", None) => check_timing(&k.seconds, wall_runs, &k.name),
             ("gpu timestamps", Some(d)) => {
                 assert_eq!(backend, "gpu");
                 check_timing(&k.seconds, runs.max(3), &k.name);
