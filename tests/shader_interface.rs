@@ -62,11 +62,19 @@ fn struct_drift<S: SharedStruct>(module: &Module, out: &mut Vec<String>) {
             S::MEMBERS.len()
         ));
     }
+    // The first member that differs, and how many more do (a misplaced member shifts all
+    // that follow).
+    let mut first = None;
+    let mut more = 0;
     for (w, r) in members.iter().zip(S::MEMBERS) {
         let name = w.name.as_deref().unwrap_or("?");
         let ty = wgsl_name(module, w.ty);
         if name != r.name || ty != r.wgsl_type || w.offset as usize != r.offset {
-            out.push(format!(
+            if first.is_some() {
+                more += 1;
+                continue;
+            }
+            first = Some(format!(
                 "{}: WGSL member `{name}: {ty}` at byte {}, Rust field `{}: {}` at byte {}",
                 S::NAME,
                 w.offset,
@@ -75,6 +83,13 @@ fn struct_drift<S: SharedStruct>(module: &Module, out: &mut Vec<String>) {
                 r.offset
             ));
         }
+    }
+    if let Some(f) = first {
+        out.push(if more > 0 {
+            format!("{f} (and {more} later members differ)")
+        } else {
+            f
+        });
     }
 }
 
@@ -137,7 +152,8 @@ fn binding_drift(module: &Module, out: &mut Vec<String>) {
 
 #[test]
 fn every_kernel_module_matches_the_rust_interface() {
-    let mut drift = Vec::new();
+    // Each difference, with the modules it was found in.
+    let mut drift: Vec<(String, Vec<&str>)> = Vec::new();
     for &(name, src) in SHADER_FILES {
         for subgroups in [false, true] {
             let text = compose_shader(src, subgroups);
@@ -148,13 +164,24 @@ fn every_kernel_module_matches_the_rust_interface() {
             struct_drift::<Op>(&module, &mut here);
             const_drift(&module, &mut here);
             binding_drift(&module, &mut here);
-            drift.extend(here.into_iter().map(|d| format!("{name}.wgsl: {d}")));
+            for d in here {
+                match drift.iter_mut().find(|(m, _)| *m == d) {
+                    Some((_, files)) => files.push(name),
+                    None => drift.push((d, vec![name])),
+                }
+            }
         }
     }
-    drift.dedup();
+    let lines: Vec<String> = drift
+        .into_iter()
+        .map(|(d, mut files)| {
+            files.dedup();
+            format!("{d} [{}]", files.join(", "))
+        })
+        .collect();
     assert!(
-        drift.is_empty(),
-        "the WGSL and src/backend/gpu/interface.rs disagree:\n  {}",
-        drift.join("\n  ")
+        lines.is_empty(),
+        "the composed WGSL and src/backend/gpu/interface.rs disagree:\n  {}",
+        lines.join("\n  ")
     );
 }
