@@ -6,8 +6,9 @@
 var<workgroup> len_w: u32;
 
 // Groups the entries of slot op.slot_a into per-neuron runs (indices are sorted, so runs are
-// contiguous): u_runn[r] = neuron, u_runs[r]..u_runs[r+1] = entries, u_emap[p] = run of p.
-// One workgroup: an ordered compaction in chunks of WG_SIZE entries.
+// contiguous): u_run_neuron[r] = neuron, u_run_start[r]..u_run_start[r+1] = entries,
+// u_entry_run[p] = run of p, u_neuron_run[j] = 1 + run of neuron j (0: none). One workgroup:
+// an ordered compaction in chunks of WG_SIZE entries.
 @compute @workgroup_size(WG_SIZE)
 fn runs(@builtin(local_invocation_index) lid: u32) {
     let q = op.slot_a;
@@ -50,7 +51,7 @@ fn runs(@builtin(local_invocation_index) lid: u32) {
 }
 
 // Partial predictions: thread (a, chunk) sums (A_S v)_i over its chunk of the support's runs
-// (gates from the mask) with a compensated sum, into F[f_pp]: hi at c·n_act + a, lo at
+// (gates from the mask) with a compensated sum, into F[f_partial_pred]: hi at c·n_act + a, lo at
 // (op.run_chunks + c)·n_act + a. Chunks over runs give small-n problems enough threads.
 // Grid: (sample workgroups, op.run_chunks chunks, sample workgroups high part).
 @compute @workgroup_size(WG_SIZE)
@@ -100,8 +101,8 @@ fn apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
     F[cfg.f_partial_pred + (op.run_chunks + chunk) * nact + a] = comp;
 }
 
-// out_a = Σ_chunks partials [− y_i] (chunks in order, compensated); stores out if FLAG_STORE
-// and writes the workgroup's Σ out² to f_part.
+// out_a = Σ_chunks partials [− y_i] (chunks in order, compensated); stores out at
+// op.dst_offset if FLAG_STORE and writes the workgroup's Σ out² to f_partial_sums.
 @compute @workgroup_size(WG_SIZE)
 fn apply_fin(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) lid: u32) {
