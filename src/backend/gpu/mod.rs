@@ -42,8 +42,9 @@
 //!   neurons × 128 features per workgroup, 8 × 8 register block per thread, split over sample
 //!   groups into partial rows); `reduce_tile` (`topk.wgsl`) sums the groups in order into
 //!   `c = w − μ G` (`add_w` adds `w`).
-//! - X (dense or materialised grid features) is stored feature-major, so a warp of
-//!   consecutive samples reads one segment per feature in every kernel.
+//! - X (dense or materialised grid features) is stored feature-major for full-batch fits, so
+//!   a warp of consecutive samples reads one segment per feature, and sample-major for
+//!   minibatch fits ([`GpuOptions::feature_major`]).
 //! - top-s (`topk.wgsl`): 3-digit radix select (`hist` with workgroup atomics, `select_digit`)
 //!   of the tile merged with the running buffer, then an ordered compaction (`count`, `scan`,
 //!   `scatter`) that keeps the result sorted and sends ties to the lower index.
