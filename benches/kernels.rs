@@ -3,17 +3,17 @@
 //! when `SPINR_BENCH_LARGE=1` (minutes per kernel on a 2-core CPU).
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use spinr::backend::{self, Backend, BackendChoice, Slot};
+use spinr::backend::{self, BackendChoice, Device, Slot};
 use spinr::bench::{BenchProblem, BenchSize};
 use spinr::iht::{self, IhtConfig};
 use spinr::problem::GateMode;
 
-fn bench_backend(c: &mut Criterion, name: &str, b: &mut dyn Backend, bp: &BenchProblem) {
+fn bench_backend(c: &mut Criterion, name: &str, b: &mut dyn Device, bp: &BenchProblem) {
     let s = bp.size.s;
     let tag = format!("{name}/n{}-d{}-m{}-s{}", bp.size.n, bp.size.d, bp.size.m, s);
     let mut g = c.benchmark_group(tag);
     g.sample_size(10);
-    bp.prepare(b).unwrap();
+    bp.prepare(b.as_backend()).unwrap();
     g.bench_function("forward", |x| x.iter(|| b.forward(Slot::W).unwrap()));
     g.bench_function("step_size", |x| {
         x.iter(|| b.step_size(Slot::W, Slot::G).unwrap())
@@ -31,8 +31,8 @@ fn bench_backend(c: &mut Criterion, name: &str, b: &mut dyn Backend, bp: &BenchP
     let cfg = IhtConfig::new(s, 1, GateMode::Sequential);
     g.bench_function("iht_step", |x| {
         x.iter(|| {
-            bp.prepare(b).unwrap();
-            iht::step(b, &cfg, false).unwrap();
+            bp.prepare(b.as_backend()).unwrap();
+            iht::step(b.as_backend(), &cfg, false).unwrap();
             b.sync().unwrap()
         })
     });

@@ -3,7 +3,7 @@
 // the adapter has 32-wide subgroups (the kernels' warps are then subgroups: lanes 32w..32w+31
 // of local_invocation_index); bits_atomic.wgsl otherwise.
 
-var<workgroup> mbits4: array<atomic<u32>, 256>;
+var<workgroup> mbits4: array<atomic<u32>, TILE_MASK_BLOCKS * TILE_MASK_NEURONS>;
 
 // Sets bit `lane` (= local_invocation_index % 32) of word `slot` if `open`. All lanes of a
 // subgroup pass the same slot; call from subgroup-uniform control flow. Lane 0 of each

@@ -1,77 +1,7 @@
-// Shared by every spinr kernel: prepended to each shaders/*.wgsl file (WGSL has no includes).
-// Bindings, the hash RNG of src/rng.rs, feature and gate evaluation, workgroup reductions.
-
-// Fixed for a backend's lifetime (problem sizes, region offsets); rewritten on set_gates.
-struct Cfg {
-    n: u32, d: u32, m: u32, cap: u32,
-    feat: u32, gate: u32, half: u32, naxes: u32,
-    seed_lo: u32, seed_hi: u32, xlines: u32, mw: u32,
-    ax0: u32, ax1: u32, ax2: u32, ax3: u32,
-    to0: u32, to1: u32, to2: u32, to3: u32,
-    f_y: u32, f_vals: u32, f_ct: u32, f_gp: u32,
-    f_part: u32, f_sc: u32, f_ht: u32, maxruns: u32,
-    u_batch: u32, u_idx: u32, u_len: u32, u_meta: u32,
-    u_runn: u32, u_runs: u32, u_emap: u32, u_mask: u32,
-    u_goff: u32, u_cand: u32, u_keys: u32, u_blk: u32,
-    tn_cap: u32, gate_slot: u32, zero: f32, f_pp: u32,
-    u_tmask: u32, mwt: u32, u_nrun: u32, xfm: u32,
-}
-
-// Per dispatch (dynamic offset): which slots, regions and scalars this job works on.
-struct Op {
-    a: u32, b: u32, c: u32, n_act: u32,
-    batched: u32, src: u32, dst: u32, flags: u32,
-    mu: f32, tile0: u32, tn: u32, s: u32,
-    pass_: u32, ng: u32, count: u32, sc: u32,
-}
-
-@group(0) @binding(0) var<uniform> cfg: Cfg;
-@group(0) @binding(1) var<uniform> op: Op;
-// Dense features, feature-major (cfg.xfm = 1: X[i, k] at k·n + i, a warp of consecutive
-// samples reads one segment) or sample-major (X[i, k] at i·d + k, for minibatches), split by
-// columns or rows across up to four bindings (binding-size limits).
-@group(0) @binding(2) var<storage, read> x0: array<f32>;
-@group(0) @binding(3) var<storage, read> x1: array<f32>;
-@group(0) @binding(4) var<storage, read> x2: array<f32>;
-@group(0) @binding(5) var<storage, read> x3: array<f32>;
-// All float state (targets, residuals, slot values, phase tables, tile buffers, scalars).
-@group(0) @binding(6) var<storage, read_write> F: array<f32>;
-// All integer state (batch, slot indices and lengths, runs, gate masks, keys, scan blocks).
-@group(0) @binding(7) var<storage, read_write> U: array<u32>;
-// Radix-select histogram (global atomics are portable; f32 atomics are not).
-@group(0) @binding(8) var<storage, read_write> H: array<atomic<u32>>;
-
-const WG: u32 = 256u;
-
-// Op.flags bits.
-const FLAG_SUB_Y: u32 = 1u;      // apply: subtract the targets
-const FLAG_STORE: u32 = 2u;      // apply: store the output vector
-const FLAG_SLOT_SQ: u32 = 4u;    // reduce: sum of squares of a slot's values
-const FLAG_GUARD: u32 = 8u;      // refinement chain: the workgroup returns once META_STOP is set
-const FLAG_MU_SC: u32 = 16u;     // axpy: μ from the scalar SC_MU instead of op.mu
-const FLAG_IF_ODD: u32 = 32u;    // copy_slot: only if META_ACC is odd
-const FLAG_ACC: u32 = 64u;       // dense_mm: add to the partial rows (a later sample chunk)
-const FLAG_RUNMASK: u32 = 128u;  // dense_mm: gate words from the cached support-run mask
-
-// u_meta entries.
-const META_RUNS: u32 = 0u;
-const META_K: u32 = 1u;
-const META_PREFIX: u32 = 2u;
-const META_DONE: u32 = 3u;
-const META_KSTAR: u32 = 4u;
-const META_NEED: u32 = 5u;
-const META_STOP: u32 = 6u;       // refinement batch: set by the first step not accepted
-const META_ACC: u32 = 7u;        // refinement batch: steps accepted so far
-
-// Scalars of a refinement batch (offsets into the scalar region F[f_sc..]): the current step's
-// ‖g‖², ‖A g‖² and μ, the loss at the current iterate, then REC_LEN floats per step
-// (‖g‖², ‖A g‖², μ, f(trial), accepted) from SC_REC on.
-const SC_GN: u32 = 4u;
-const SC_CURV: u32 = 5u;
-const SC_MU: u32 = 6u;
-const SC_FV: u32 = 7u;
-const SC_REC: u32 = 16u;
-const REC_LEN: u32 = 5u;
+// Shared by every spinr kernel: prepended to each shaders/*.wgsl file (WGSL has no includes),
+// after the prelude generated from src/backend/gpu/interface.rs (the Cfg and Op blocks, the
+// bindings, the constants shared with Rust). The hash RNG of src/rng.rs, feature and gate
+// evaluation, workgroup reductions.
 
 // ---- hash RNG: bit-exact port of src/rng.rs ----
 
@@ -86,7 +16,7 @@ fn hash32(x_in: u32) -> u32 {
 }
 
 fn gate_key(neuron: u32) -> u32 {
-    return hash32(hash32(hash32(cfg.seed_lo) ^ cfg.seed_hi) ^ (neuron * 0x9e3779b9u));
+    return hash32(hash32(hash32(cfg.gate_seed_lo) ^ cfg.gate_seed_hi) ^ (neuron * 0x9e3779b9u));
 }
 
 fn unit01(bits: u32) -> f32 {
@@ -140,10 +70,10 @@ fn gate_normal(key: u32, k: u32) -> f32 {
 // ---- features ----
 
 fn xdense(i: u32, k: u32) -> f32 {
-    if (cfg.xfm == 0u) {
+    if (cfg.x_feature_major == 0u) {
         return xrow(i, k);
     }
-    let c = cfg.xlines;
+    let c = cfg.x_lines_per_binding;
     let n = cfg.n;
     if (k < c) {
         return x0[k * n + i];
@@ -157,9 +87,9 @@ fn xdense(i: u32, k: u32) -> f32 {
     return x3[(k - 3u * c) * n + i];
 }
 
-// X[i, k] from the sample-major layout (xlines = rows per binding).
+// X[i, k] from the sample-major layout (x_lines_per_binding = rows per binding).
 fn xrow(i: u32, k: u32) -> f32 {
-    let r = cfg.xlines;
+    let r = cfg.x_lines_per_binding;
     let d = cfg.d;
     if (i < r) {
         return x0[i * d + k];
@@ -180,12 +110,12 @@ struct GridRef {
 }
 
 fn grid_ref(i: u32) -> GridRef {
-    let len = vec4<u32>(cfg.ax0, cfg.ax1, cfg.ax2, cfg.ax3);
-    let off = vec4<u32>(cfg.to0, cfg.to1, cfg.to2, cfg.to3);
+    let len = cfg.grid_axis_len;
+    let off = cfg.grid_table_offset;
     var base = vec4<u32>(0u);
     var rest = i;
     // Row-major multi-index: the last axis varies fastest.
-    for (var a = i32(cfg.naxes) - 1; a >= 0; a = a - 1) {
+    for (var a = i32(cfg.grid_axes) - 1; a >= 0; a = a - 1) {
         let t = rest % len[a];
         rest = rest / len[a];
         base[a] = off[a] + t;
@@ -196,14 +126,14 @@ fn grid_ref(i: u32) -> GridRef {
 // fract(Σ_a table_a[f, t_a]), summed in axis order exactly as GridFourier::fill_row.
 fn grid_phase(g: GridRef, f: u32) -> f32 {
     var sum = 0.0;
-    for (var a = 0u; a < cfg.naxes; a = a + 1u) {
+    for (var a = 0u; a < cfg.grid_axes; a = a + 1u) {
         sum = sum + F[g.base[a] + f * g.len[a]];
     }
     return sum - floor(sum);
 }
 
 fn grid_feat(g: GridRef, k: u32) -> f32 {
-    let h = cfg.half;
+    let h = cfg.grid_half;
     if (k < h) {
         return sincos2pi(grid_phase(g, k)).x;
     }
@@ -212,7 +142,7 @@ fn grid_feat(g: GridRef, k: u32) -> f32 {
 
 // Feature k of sample i (dense matrix or Fourier features generated on the fly).
 fn feat(i: u32, k: u32) -> f32 {
-    if (cfg.feat == 0u) {
+    if (cfg.grid_features == 0u) {
         return xdense(i, k);
     }
     return grid_feat(grid_ref(i), k);
@@ -222,7 +152,7 @@ fn feat(i: u32, k: u32) -> f32 {
 fn feat4(i: u32, k: u32) -> vec4<f32> {
     var v = vec4<f32>(0.0);
     let d = cfg.d;
-    if (cfg.feat == 0u) {
+    if (cfg.grid_features == 0u) {
         for (var c = 0u; c < 4u; c = c + 1u) {
             if (k + c < d) {
                 v[c] = xdense(i, k + c);
@@ -312,29 +242,29 @@ fn sample_of(a: u32) -> u32 {
 }
 
 fn slot_len(q: u32) -> u32 {
-    return U[cfg.u_len + q];
+    return U[cfg.u_slot_len + q];
 }
 
 fn sidx(q: u32, p: u32) -> u32 {
-    return U[cfg.u_idx + q * cfg.cap + p];
+    return U[cfg.u_slot_indices + q * cfg.slot_cap + p];
 }
 
 fn sval(q: u32, p: u32) -> f32 {
-    return F[cfg.f_vals + q * cfg.cap + p];
+    return F[cfg.f_slot_values + q * cfg.slot_cap + p];
 }
 
 // Gate of support run `run` at active position a, from the cached bit mask.
 fn gate_open(run: u32, a: u32) -> bool {
-    if (cfg.gate == 0u) {
+    if (cfg.gate_mode == GATE_OPEN) {
         return true;
     }
-    return ((U[cfg.u_mask + run * cfg.mw + (a >> 5u)] >> (a & 31u)) & 1u) != 0u;
+    return ((U[cfg.u_run_mask + run * cfg.mask_words + (a >> 5u)] >> (a & 31u)) & 1u) != 0u;
 }
 
 // Weight gates: pre-activation h_j · x_i over the gate snapshot's entries of neuron j.
 fn pre_weights(i: u32, j: u32) -> f32 {
-    let lo = U[cfg.u_goff + j];
-    let hi = U[cfg.u_goff + cfg.m + j];
+    let lo = U[cfg.u_gate_range + j];
+    let hi = U[cfg.u_gate_range + cfg.m + j];
     let q = cfg.gate_slot;
     let jd = j * cfg.d;
     var pre = 0.0;
@@ -359,8 +289,8 @@ fn pre_weights(i: u32, j: u32) -> f32 {
 // pre_weights at four samples at once: the entries are read once, the four feature reads
 // are independent (each component sums in the same order as pre_weights).
 fn pre_weights4(i: vec4<u32>, j: u32) -> vec4<f32> {
-    let lo = U[cfg.u_goff + j];
-    let hi = U[cfg.u_goff + cfg.m + j];
+    let lo = U[cfg.u_gate_range + j];
+    let hi = U[cfg.u_gate_range + cfg.m + j];
     let q = cfg.gate_slot;
     let jd = j * cfg.d;
     var pre = vec4<f32>(0.0);
@@ -384,8 +314,8 @@ fn wg_linear(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
 
 // ---- workgroup reductions and scans (call from uniform control flow) ----
 
-var<workgroup> red_f: array<f32, 256>;
-var<workgroup> scan_u: array<u32, 256>;
+var<workgroup> red_f: array<f32, WG_SIZE>;
+var<workgroup> scan_u: array<u32, WG_SIZE>;
 
 var<workgroup> stop_w: u32;
 
@@ -405,7 +335,7 @@ fn stopped(lid: u32) -> bool {
 fn wg_sum(v: f32, lid: u32) -> f32 {
     red_f[lid] = v;
     workgroupBarrier();
-    for (var off = WG / 2u; off > 0u; off = off >> 1u) {
+    for (var off = WG_SIZE / 2u; off > 0u; off = off >> 1u) {
         if (lid < off) {
             red_f[lid] = red_f[lid] + red_f[lid + off];
         }
@@ -420,7 +350,7 @@ fn wg_sum(v: f32, lid: u32) -> f32 {
 fn wg_scan(v: u32, lid: u32) -> vec2<u32> {
     scan_u[lid] = v;
     workgroupBarrier();
-    for (var off = 1u; off < WG; off = off << 1u) {
+    for (var off = 1u; off < WG_SIZE; off = off << 1u) {
         var t = 0u;
         if (lid >= off) {
             t = scan_u[lid - off];
@@ -429,7 +359,7 @@ fn wg_scan(v: u32, lid: u32) -> vec2<u32> {
         scan_u[lid] = scan_u[lid] + t;
         workgroupBarrier();
     }
-    let r = vec2<u32>(scan_u[lid], scan_u[WG - 1u]);
+    let r = vec2<u32>(scan_u[lid], scan_u[WG_SIZE - 1u]);
     workgroupBarrier();
     return r;
 }

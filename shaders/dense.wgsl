@@ -4,35 +4,41 @@
 // from tile_mask (gates.wgsl) or, with FLAG_RUNMASK, from the support passes' cached mask of
 // the gate snapshot's runs, so this loop is pure multiply-add.
 //
-// A workgroup owns a BM × BN block of (neurons × features) and walks its group's samples BK
-// at a time: the BK × BM block of M and the BK × BN block of X go through workgroup memory,
-// then each thread accumulates an 8 × 8 register block (neurons ty·4 + {0..3}, 64 + ty·4 +
-// {0..3}; features tx·4 + {0..3}, 64 + tx·4 + {0..3}): four vec4 loads per 64 FMAs. The
-// next block's global loads are issued before the current block's products (register
-// prefetch), hiding their latency without a second copy of the workgroup arrays.
+// A workgroup owns a DENSE_BLOCK_NEURONS × DENSE_BLOCK_FEATURES block of (neurons × features)
+// and walks its group's samples BK at a time: the BK × DENSE_BLOCK_NEURONS block of M and the
+// BK × DENSE_BLOCK_FEATURES block of X go through workgroup memory, then each thread
+// accumulates an 8 × 8 register block (neurons ty·4 + {0..3}, 64 + ty·4 + {0..3}; features
+// tx·4 + {0..3}, 64 + tx·4 + {0..3}): four vec4 loads per 64 FMAs. The next block's global
+// loads are issued before the current block's products (register prefetch), hiding their
+// latency without a second copy of the workgroup arrays.
 //
-// Grid: (⌈tn / BM⌉, ⌈d / BN⌉, op.ng sample groups). Every workgroup writes its whole block of
-// partial rows F[f_gp + (g·tn_cap + t)·d + k] (added to them when op.flags & FLAG_ACC: a later
+// Grid: (⌈tile_neurons / DENSE_BLOCK_NEURONS⌉, ⌈d / DENSE_BLOCK_FEATURES⌉,
+// op.sample_groups).
+// Every workgroup writes its whole block of partial rows
+// F[f_partial_g + (g·tile_cap + t)·d + k] (added to them when op.flags & FLAG_ACC: a later
 // chunk), so reduce_tile (topk.wgsl) may read every group.
 
-const BM: u32 = 128u;  // neurons per block
-const BN: u32 = 128u;  // features per block
-const BK: u32 = 32u;   // samples per step: one gate-mask word
+const BK: u32 = SAMPLE_BLOCK;  // samples per step: one gate-mask word
+// The thread mapping below (16 × 16 threads, 8 × 8 registers each, 32 samples a step) is
+// written for these sizes.
+const_assert DENSE_BLOCK_NEURONS == 128u && DENSE_BLOCK_FEATURES == 128u;
+const_assert WG_SIZE == 256u && BK == 32u;
 
-var<workgroup> am: array<vec4<f32>, 1024>;  // BK × BM/4: masked residual, by 4 neurons
-// BK × BN/4 features, by 4; rows padded to 33 so that the transposing stores (one sample per
-// lane) fall in different banks.
+var<workgroup> am: array<vec4<f32>, 1024>;  // BK × DENSE_BLOCK_NEURONS/4: masked residual
+// BK × DENSE_BLOCK_FEATURES/4 features, by 4; rows padded to 33 so that the transposing
+// stores (one sample per lane) fall in different banks.
 const BXS: u32 = 33u;
 var<workgroup> bx: array<vec4<f32>, 1056>;
 
 // Features k..k+3 of sample i: four coalesced column reads when they lie in the first
 // binding (the usual case), the general path otherwise.
 fn x4(i: u32, k: u32) -> vec4<f32> {
-    if (cfg.feat == 0u && cfg.xfm == 0u && k + 3u < cfg.d && i < cfg.xlines) {
+    let lines = cfg.x_lines_per_binding;
+    if (cfg.grid_features == 0u && cfg.x_feature_major == 0u && k + 3u < cfg.d && i < lines) {
         let e = i * cfg.d + k;
         return vec4<f32>(x0[e], x0[e + 1u], x0[e + 2u], x0[e + 3u]);
     }
-    if (cfg.feat == 0u && cfg.xfm != 0u && k + 3u < min(cfg.d, cfg.xlines)) {
+    if (cfg.grid_features == 0u && cfg.x_feature_major != 0u && k + 3u < min(cfg.d, lines)) {
         let n = cfg.n;
         let e = k * n + i;
         return vec4<f32>(x0[e], x0[e + n], x0[e + 2u * n], x0[e + 3u * n]);
@@ -48,24 +54,25 @@ fn load_m(blk: u32, lq: u32, lb: u32, t0: u32) -> mat4x4<f32> {
     var words = vec4<u32>(0xffffffffu);
     for (var c = 0u; c < 4u; c = c + 1u) {
         let t = t0 + lq * 4u + c;
-        if (t >= op.tn) {
+        if (t >= op.tile_neurons) {
             words[c] = 0u;
         } else if ((op.flags & FLAG_RUNMASK) != 0u) {
             // The support mask of the gate snapshot's own support: its runs are exactly the
             // neurons with gates; the others are not candidates (their rows are ignored).
-            let run = U[cfg.u_nrun + op.tile0 + t];
+            let run = U[cfg.u_neuron_run + op.tile0 + t];
             words[c] = 0u;
             if (run != 0u) {
-                words[c] = U[cfg.u_mask + (run - 1u) * cfg.mw + op.dst / 32u + blk];
+                let word = op.chunk_start / 32u + blk;
+                words[c] = U[cfg.u_run_mask + (run - 1u) * cfg.mask_words + word];
             }
-        } else if (cfg.gate != 0u) {
-            words[c] = U[cfg.u_tmask + t * cfg.mwt + blk];
+        } else if (cfg.gate_mode != GATE_OPEN) {
+            words[c] = U[cfg.u_tile_mask + t * cfg.tile_mask_words + blk];
         }
     }
     var r = vec4<f32>(0.0);
     for (var u = 0u; u < 4u; u = u + 1u) {
-        if (a0 + lb * 4u + u < op.count) {
-            r[u] = F[op.src + op.dst + a0 + lb * 4u + u];
+        if (a0 + lb * 4u + u < op.chunk_len) {
+            r[u] = F[op.src_offset + op.chunk_start + a0 + lb * 4u + u];
         }
     }
     let b = lb * 4u;
@@ -82,25 +89,25 @@ fn load_m(blk: u32, lq: u32, lb: u32, t0: u32) -> mat4x4<f32> {
 // column q.
 fn load_x(blk: u32, lq: u32, lb: u32, k0: u32) -> mat4x4<f32> {
     let a = blk * BK + lq;
-    if (a >= op.count) {
+    if (a >= op.chunk_len) {
         return mat4x4<f32>(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
     }
-    let i = sample_of(op.dst + a);
+    let i = sample_of(op.chunk_start + a);
     let k = k0 + lb * 16u;
     return mat4x4<f32>(x4(i, k), x4(i, k + 4u), x4(i, k + 8u), x4(i, k + 12u));
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG_SIZE)
 fn dense_mm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     // Neuron blocks vary fastest: the workgroups sharing one block of X run together.
-    let t0 = wid.x * BM;
-    let k0 = wid.y * BN;
+    let t0 = wid.x * DENSE_BLOCK_NEURONS;
+    let k0 = wid.y * DENSE_BLOCK_FEATURES;
     let g = wid.z;
     let d = cfg.d;
-    let nb = (op.count + BK - 1u) / BK;
+    let nb = (op.chunk_len + BK - 1u) / BK;
     // Contiguous runs of sample blocks per group, in a fixed order (deterministic sums).
-    let b_lo = (g * nb) / op.ng;
-    let b_hi = ((g + 1u) * nb) / op.ng;
+    let b_lo = (g * nb) / op.sample_groups;
+    let b_hi = ((g + 1u) * nb) / op.sample_groups;
     let tx = lid % 16u;
     let ty = lid / 16u;
     let lq = lid % 32u;
@@ -154,7 +161,7 @@ fn dense_mm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
         workgroupBarrier();
     }
 
-    let out = cfg.f_gp + g * cfg.tn_cap * d;
+    let out = cfg.f_partial_g + g * cfg.tile_cap * d;
     let tl = t0 + ty * 4u;
     let th = t0 + 64u + ty * 4u;
     let kl = k0 + tx * 4u;
@@ -172,7 +179,7 @@ fn dense_mm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
 // Partial row t, features k..k+3 (those inside the tile and d), set or accumulated.
 fn store4(out: u32, t: u32, k: u32, v: vec4<f32>) {
     let d = cfg.d;
-    if (t >= op.tn) {
+    if (t >= op.tile_neurons) {
         return;
     }
     let row = out + t * d;

@@ -5,23 +5,24 @@
 
 var<workgroup> len_w: u32;
 
-// Groups the entries of slot op.a into per-neuron runs (indices are sorted, so runs are
-// contiguous): u_runn[r] = neuron, u_runs[r]..u_runs[r+1] = entries, u_emap[p] = run of p.
-// One workgroup: an ordered compaction in chunks of WG entries.
-@compute @workgroup_size(256)
+// Groups the entries of slot op.slot_a into per-neuron runs (indices are sorted, so runs are
+// contiguous): u_run_neuron[r] = neuron, u_run_start[r]..u_run_start[r+1] = entries,
+// u_entry_run[p] = run of p, u_neuron_run[j] = 1 + run of neuron j (0: none). One workgroup:
+// an ordered compaction in chunks of WG_SIZE entries.
+@compute @workgroup_size(WG_SIZE)
 fn runs(@builtin(local_invocation_index) lid: u32) {
-    let q = op.a;
+    let q = op.slot_a;
     let d = cfg.d;
     if (lid == 0u) {
         len_w = slot_len(q);
     }
     let len = workgroupUniformLoad(&len_w);
-    for (var j = lid; j < cfg.m; j = j + WG) {
-        U[cfg.u_nrun + j] = 0u;
+    for (var j = lid; j < cfg.m; j = j + WG_SIZE) {
+        U[cfg.u_neuron_run + j] = 0u;
     }
     storageBarrier();
     var carry = 0u;
-    for (var c = 0u; c < len; c = c + WG) {
+    for (var c = 0u; c < len; c = c + WG_SIZE) {
         let p = c + lid;
         var start = 0u;
         var nj = 0u;
@@ -35,51 +36,51 @@ fn runs(@builtin(local_invocation_index) lid: u32) {
         if (p < len) {
             let run = carry + sc.x - 1u;
             if (start == 1u) {
-                U[cfg.u_runn + run] = nj;
-                U[cfg.u_runs + run] = p;
-                U[cfg.u_nrun + nj] = run + 1u;
+                U[cfg.u_run_neuron + run] = nj;
+                U[cfg.u_run_start + run] = p;
+                U[cfg.u_neuron_run + nj] = run + 1u;
             }
-            U[cfg.u_emap + p] = run;
+            U[cfg.u_entry_run + p] = run;
         }
         carry = carry + sc.y;
     }
     if (lid == 0u) {
-        U[cfg.u_runs + carry] = len;
+        U[cfg.u_run_start + carry] = len;
         U[cfg.u_meta + META_RUNS] = carry;
     }
 }
 
 // Partial predictions: thread (a, chunk) sums (A_S v)_i over its chunk of the support's runs
-// (gates from the mask) with a compensated sum, into F[f_pp]: hi at c·n_act + a, lo at
-// (op.count + c)·n_act + a. Chunks over runs give small-n problems enough threads.
-// Grid: (sample workgroups, op.count chunks, sample workgroups high part).
-@compute @workgroup_size(256)
+// (gates from the mask) with a compensated sum, into F[f_partial_pred]: hi at c·n_act + a, lo at
+// (op.run_chunks + c)·n_act + a. Chunks over runs give small-n problems enough threads.
+// Grid: (sample workgroups, op.run_chunks chunks, sample workgroups high part).
+@compute @workgroup_size(WG_SIZE)
 fn apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
          @builtin(local_invocation_index) lid: u32) {
     if (stopped(lid)) {
         return;
     }
-    let a = (wid.x + wid.z * nwg.x) * WG + lid;
+    let a = (wid.x + wid.z * nwg.x) * WG_SIZE + lid;
     let chunk = wid.y;
     let nact = op.n_act;
     if (a >= nact) {
         return;
     }
-    let q = op.a;
+    let q = op.slot_a;
     let d = cfg.d;
     let i = sample_of(a);
     let nruns = U[cfg.u_meta + META_RUNS];
-    let r0 = (nruns * chunk) / op.count;
-    let r1 = (nruns * (chunk + 1u)) / op.count;
+    let r0 = (nruns * chunk) / op.run_chunks;
+    let r1 = (nruns * (chunk + 1u)) / op.run_chunks;
     var pred = 0.0;
     var comp = 0.0;
-    if (cfg.feat == 0u) {
+    if (cfg.grid_features == 0u) {
         for (var r = r0; r < r1; r = r + 1u) {
             if (gate_open(r, a)) {
                 // Run r holds neuron j's entries: feature = index − j·d (no division).
-                let jd = U[cfg.u_runn + r] * d;
-                let e = U[cfg.u_runs + r + 1u];
-                for (var p = U[cfg.u_runs + r]; p < e; p = p + 1u) {
+                let jd = U[cfg.u_run_neuron + r] * d;
+                let e = U[cfg.u_run_start + r + 1u];
+                for (var p = U[cfg.u_run_start + r]; p < e; p = p + 1u) {
                     acc2(&pred, &comp, xdense(i, sidx(q, p) - jd), sval(q, p));
                 }
             }
@@ -88,133 +89,135 @@ fn apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
         let gr = grid_ref(i);
         for (var r = r0; r < r1; r = r + 1u) {
             if (gate_open(r, a)) {
-                let jd = U[cfg.u_runn + r] * d;
-                let e = U[cfg.u_runs + r + 1u];
-                for (var p = U[cfg.u_runs + r]; p < e; p = p + 1u) {
+                let jd = U[cfg.u_run_neuron + r] * d;
+                let e = U[cfg.u_run_start + r + 1u];
+                for (var p = U[cfg.u_run_start + r]; p < e; p = p + 1u) {
                     acc2(&pred, &comp, grid_feat(gr, sidx(q, p) - jd), sval(q, p));
                 }
             }
         }
     }
-    F[cfg.f_pp + chunk * nact + a] = pred;
-    F[cfg.f_pp + (op.count + chunk) * nact + a] = comp;
+    F[cfg.f_partial_pred + chunk * nact + a] = pred;
+    F[cfg.f_partial_pred + (op.run_chunks + chunk) * nact + a] = comp;
 }
 
-// out_a = Σ_chunks partials [− y_i] (chunks in order, compensated); stores out if FLAG_STORE
-// and writes the workgroup's Σ out² to f_part.
-@compute @workgroup_size(256)
+// out_a = Σ_chunks partials [− y_i] (chunks in order, compensated); stores out at
+// op.dst_offset if FLAG_STORE and writes the workgroup's Σ out² to f_partial_sums.
+@compute @workgroup_size(WG_SIZE)
 fn apply_fin(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) lid: u32) {
     if (stopped(lid)) {
         return;
     }
     let g = wg_linear(wid, nwg);
-    let a = g * WG + lid;
+    let a = g * WG_SIZE + lid;
     let nact = op.n_act;
     var sq = 0.0;
     if (a < nact) {
         var hi = 0.0;
         var lo = 0.0;
-        for (var c = 0u; c < op.count; c = c + 1u) {
-            let p = F[cfg.f_pp + c * nact + a];
+        for (var c = 0u; c < op.run_chunks; c = c + 1u) {
+            let p = F[cfg.f_partial_pred + c * nact + a];
             let t = hi + p;
             let bp = (t + cfg.zero) - hi;
-            lo = lo + ((hi - (t - bp)) + (p - bp)) + F[cfg.f_pp + (op.count + c) * nact + a];
+            let plo = F[cfg.f_partial_pred + (op.run_chunks + c) * nact + a];
+            lo = lo + ((hi - (t - bp)) + (p - bp)) + plo;
             hi = t;
         }
         // hi − y is exact when they are close (Sterbenz); the compensation goes on after.
         var out = hi + lo;
         if ((op.flags & FLAG_SUB_Y) != 0u) {
-            out = (hi - F[cfg.f_y + sample_of(a)]) + lo;
+            out = (hi - F[cfg.f_targets + sample_of(a)]) + lo;
         }
         if ((op.flags & FLAG_STORE) != 0u) {
-            F[op.dst + a] = out;
+            F[op.dst_offset + a] = out;
         }
         sq = out * out;
     }
     let total = wg_sum(sq, lid);
     if (lid == 0u) {
-        F[cfg.f_part + g] = total;
+        F[cfg.f_partial_sums + g] = total;
     }
 }
 
-// g_p = Σ_a open(run_p, a) r_a x_{i_a, k_p} on the support of slot op.a (residual at op.src),
-// into slot op.b (same indices). One workgroup per entry.
-@compute @workgroup_size(256)
+// g_p = Σ_a open(run_p, a) r_a x_{i_a, k_p} on the support of slot op.slot_a (residual at
+// op.src_offset), into slot op.slot_out (same indices). One workgroup per entry.
+@compute @workgroup_size(WG_SIZE)
 fn grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     if (stopped(lid)) {
         return;
     }
     let p = wg_linear(wid, nwg);
-    let q = op.a;
+    let q = op.slot_a;
     let len = slot_len(q);
     var acc = 0.0;
     if (p < len) {
-        let run = U[cfg.u_emap + p];
+        let run = U[cfg.u_entry_run + p];
         let k = sidx(q, p) % cfg.d;
-        for (var a = lid; a < op.n_act; a = a + WG) {
+        for (var a = lid; a < op.n_act; a = a + WG_SIZE) {
             if (gate_open(run, a)) {
-                acc = acc + F[op.src + a] * feat(sample_of(a), k);
+                acc = acc + F[op.src_offset + a] * feat(sample_of(a), k);
             }
         }
     }
     let total = wg_sum(acc, lid);
     if (lid == 0u && p < len) {
-        F[cfg.f_vals + op.b * cfg.cap + p] = total;
-        U[cfg.u_idx + op.b * cfg.cap + p] = sidx(q, p);
+        F[cfg.f_slot_values + op.slot_out * cfg.slot_cap + p] = total;
+        U[cfg.u_slot_indices + op.slot_out * cfg.slot_cap + p] = sidx(q, p);
     }
     if (lid == 0u && p == 0u) {
-        U[cfg.u_len + op.b] = len;
+        U[cfg.u_slot_len + op.slot_out] = len;
     }
 }
 
-// Slot op.c = slot op.a − μ · slot op.b (same support); μ = op.mu, or (FLAG_MU_SC) the
-// refinement's device-side step size.
-@compute @workgroup_size(256)
+// Slot op.slot_out = slot op.slot_a − μ · slot op.slot_b (same support); μ = op.mu, or
+// (FLAG_MU_SC) the refinement's device-side step size.
+@compute @workgroup_size(WG_SIZE)
 fn axpy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     if (stopped(lid)) {
         return;
     }
-    let p = wg_linear(wid, nwg) * WG + lid;
-    let len = slot_len(op.a);
+    let p = wg_linear(wid, nwg) * WG_SIZE + lid;
+    let len = slot_len(op.slot_a);
     var mu = op.mu;
     if ((op.flags & FLAG_MU_SC) != 0u) {
-        mu = F[cfg.f_sc + SC_MU];
+        mu = F[cfg.f_scalars + SC_MU];
     }
     if (p < len) {
-        U[cfg.u_idx + op.c * cfg.cap + p] = sidx(op.a, p);
-        F[cfg.f_vals + op.c * cfg.cap + p] = sval(op.a, p) - mu * sval(op.b, p);
+        U[cfg.u_slot_indices + op.slot_out * cfg.slot_cap + p] = sidx(op.slot_a, p);
+        let v = sval(op.slot_a, p) - mu * sval(op.slot_b, p);
+        F[cfg.f_slot_values + op.slot_out * cfg.slot_cap + p] = v;
     }
     if (p == 0u) {
-        U[cfg.u_len + op.c] = len;
+        U[cfg.u_slot_len + op.slot_out] = len;
     }
 }
 
-// Slot op.c = slot op.a; with FLAG_IF_ODD only when a refinement batch accepted an odd number
-// of steps (its iterate then sits in the other slot of the pair).
-@compute @workgroup_size(256)
+// Slot op.slot_out = slot op.slot_a; with FLAG_IF_ODD only when a refinement batch accepted an
+// odd number of steps (its iterate then sits in the other slot of the pair).
+@compute @workgroup_size(WG_SIZE)
 fn copy_slot(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) lid: u32) {
     if ((op.flags & FLAG_IF_ODD) != 0u && (U[cfg.u_meta + META_ACC] & 1u) == 0u) {
         return;
     }
-    let p = wg_linear(wid, nwg) * WG + lid;
-    let len = slot_len(op.a);
+    let p = wg_linear(wid, nwg) * WG_SIZE + lid;
+    let len = slot_len(op.slot_a);
     if (p < len) {
-        U[cfg.u_idx + op.c * cfg.cap + p] = sidx(op.a, p);
-        F[cfg.f_vals + op.c * cfg.cap + p] = sval(op.a, p);
+        U[cfg.u_slot_indices + op.slot_out * cfg.slot_cap + p] = sidx(op.slot_a, p);
+        F[cfg.f_slot_values + op.slot_out * cfg.slot_cap + p] = sval(op.slot_a, p);
     }
     if (p == 0u) {
-        U[cfg.u_len + op.c] = len;
+        U[cfg.u_slot_len + op.slot_out] = len;
     }
 }
 
 // Σ F[base + e] (or Σ F[base + e]², `sq`) for e < count over one workgroup, in a fixed order.
 fn wg_total(base: u32, count: u32, sq: bool, lid: u32) -> f32 {
     var acc = 0.0;
-    for (var e = lid; e < count; e = e + WG) {
+    for (var e = lid; e < count; e = e + WG_SIZE) {
         let v = F[base + e];
         if (sq) {
             acc = acc + v * v;
@@ -225,55 +228,58 @@ fn wg_total(base: u32, count: u32, sq: bool, lid: u32) -> f32 {
     return wg_sum(acc, lid);
 }
 
-// One workgroup: F[f_sc + op.sc] = Σ F[op.src + e] for e < op.count, or (FLAG_SLOT_SQ) the
-// squared norm of slot op.a.
-@compute @workgroup_size(256)
+// One workgroup: F[f_scalars + op.scalar] = Σ F[op.src_offset + e] for e < op.partials, or
+// (FLAG_SLOT_SQ) the squared norm of slot op.slot_a.
+@compute @workgroup_size(WG_SIZE)
 fn reduce(@builtin(local_invocation_index) lid: u32) {
     var total = 0.0;
     if ((op.flags & FLAG_SLOT_SQ) != 0u) {
-        total = wg_total(cfg.f_vals + op.a * cfg.cap, slot_len(op.a), true, lid);
+        let q = op.slot_a;
+        total = wg_total(cfg.f_slot_values + q * cfg.slot_cap, slot_len(q), true, lid);
     } else {
-        total = wg_total(op.src, op.count, false, lid);
+        total = wg_total(op.src_offset, op.partials, false, lid);
     }
     if (lid == 0u) {
-        F[cfg.f_sc + op.sc] = total;
+        F[cfg.f_scalars + op.scalar] = total;
     }
 }
 
-// Refinement batch, one workgroup: ‖g‖² of slot op.a (the gradient) and ‖A g‖² (the op.count
-// partials of the apply of g) summed as `reduce` sums them, and μ = gn / (curv + 1e-8).
-@compute @workgroup_size(256)
+// Refinement batch, one workgroup: ‖g‖² of slot op.slot_a (the gradient) and ‖A g‖² (the
+// op.partials partial sums of the apply of g) summed as `reduce` sums them, and
+// μ = gn / (curv + 1e-8).
+@compute @workgroup_size(WG_SIZE)
 fn refine_mu(@builtin(local_invocation_index) lid: u32) {
     if (stopped(lid)) {
         return;
     }
-    let gn = wg_total(cfg.f_vals + op.a * cfg.cap, slot_len(op.a), true, lid);
-    let curv = wg_total(cfg.f_part, op.count, false, lid);
+    let q = op.slot_a;
+    let gn = wg_total(cfg.f_slot_values + q * cfg.slot_cap, slot_len(q), true, lid);
+    let curv = wg_total(cfg.f_partial_sums, op.partials, false, lid);
     if (lid == 0u) {
-        F[cfg.f_sc + SC_GN] = gn;
-        F[cfg.f_sc + SC_CURV] = curv;
+        F[cfg.f_scalars + SC_GN] = gn;
+        F[cfg.f_scalars + SC_CURV] = curv;
         // The host computes it in f64: μ may differ in the last bit, which only matters
         // bit-for-bit (the host's backtracking halves the μ the device used).
-        F[cfg.f_sc + SC_MU] = gn / (curv + 1e-8);
+        F[cfg.f_scalars + SC_MU] = gn / (curv + 1e-8);
     }
 }
 
-// Refinement batch, one workgroup, after the trial's apply: f(trial) from the op.count
+// Refinement batch, one workgroup, after the trial's apply: f(trial) from the op.partials
 // partials, the Armijo decision against the loss at the current iterate, the record of step
-// op.s. Accepted: the trial's loss becomes the current one and META_ACC counts the step;
+// op.step. Accepted: the trial's loss becomes the current one and META_ACC counts the step;
 // otherwise META_STOP turns the rest of the submission's chain into no-ops.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG_SIZE)
 fn refine_decide(@builtin(local_invocation_index) lid: u32) {
     if (stopped(lid)) {
         return;
     }
-    let ft = wg_total(cfg.f_part, op.count, false, lid);
+    let ft = wg_total(cfg.f_partial_sums, op.partials, false, lid);
     if (lid == 0u) {
-        let sc = cfg.f_sc;
+        let sc = cfg.f_scalars;
         let gn = F[sc + SC_GN];
         let mu = F[sc + SC_MU];
         let ok = armijo(F[sc + SC_FV], ft, mu, gn);
-        let r = sc + SC_REC + REC_LEN * op.s;
+        let r = sc + SC_REC + REC_LEN * op.step;
         F[r] = gn;
         F[r + 1u] = F[sc + SC_CURV];
         F[r + 2u] = mu;
@@ -281,7 +287,7 @@ fn refine_decide(@builtin(local_invocation_index) lid: u32) {
         F[r + 4u] = select(0.0, 1.0, ok);
         if (ok) {
             F[sc + SC_FV] = ft;
-            U[cfg.u_meta + META_ACC] = op.s + 1u;
+            U[cfg.u_meta + META_ACC] = op.step + 1u;
         } else {
             U[cfg.u_meta + META_STOP] = 1u;
         }
@@ -304,10 +310,10 @@ fn lower_bound(q: u32, len: u32, key: u32) -> u32 {
 
 // Per neuron of the gate snapshot: its entry range and whether any value is nonzero (a
 // neuron with an all-zero gate block is closed everywhere and skipped by the dense pass).
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG_SIZE)
 fn gates_prep(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) lid: u32) {
-    let j = wg_linear(wid, nwg) * WG + lid;
+    let j = wg_linear(wid, nwg) * WG_SIZE + lid;
     if (j >= cfg.m) {
         return;
     }
@@ -321,7 +327,7 @@ fn gates_prep(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
             nz = 1u;
         }
     }
-    U[cfg.u_goff + j] = lo;
-    U[cfg.u_goff + cfg.m + j] = hi;
-    U[cfg.u_cand + j] = nz;
+    U[cfg.u_gate_range + j] = lo;
+    U[cfg.u_gate_range + cfg.m + j] = hi;
+    U[cfg.u_gate_nonzero + j] = nz;
 }

@@ -1,79 +1,80 @@
 // Streaming top-s (DESIGN.md §2 step 2, §7): candidates c = w − μ G of one tile are merged
-// with the running buffer (slot op.a, sorted by index, all indices below the tile's) by a
+// with the running buffer (slot op.slot_a, sorted by index, all indices below the tile's) by a
 // radix select on 32-bit keys (|c| bits + 1; 0 = excluded) in digits of 11, 11 and 10 bits,
-// then an ordered compaction into slot op.c. Elements are numbered buffer first, then the
+// then an ordered compaction into slot op.slot_out. Elements are numbered buffer first, then the
 // tile, which is index order: the output stays sorted and ties go to the lower index.
 
-var<workgroup> bins: array<u32, 2048>;
-var<workgroup> lh: array<atomic<u32>, 2048>;
+var<workgroup> bins: array<u32, HIST_BINS>;
+var<workgroup> lh: array<atomic<u32>, HIST_BINS>;
+const_assert HIST_BINS == 2048u;  // 11-bit digits
 
 // c = −μ · Σ_g partial_g for the tile (keys 0 for neurons whose gates are closed everywhere).
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG_SIZE)
 fn reduce_tile(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) lid: u32) {
-    let e = wg_linear(wid, nwg) * WG + lid;
+    let e = wg_linear(wid, nwg) * WG_SIZE + lid;
     let d = cfg.d;
-    if (e >= op.tn * d) {
+    if (e >= op.tile_neurons * d) {
         return;
     }
     let t = e / d;
     let k = e % d;
-    let cand = cfg.gate != 2u || U[cfg.u_cand + op.tile0 + t] != 0u;
+    let cand = cfg.gate_mode != GATE_WEIGHTS || U[cfg.u_gate_nonzero + op.tile0 + t] != 0u;
     var sum = 0.0;
     if (cand) {
-        for (var g = 0u; g < op.ng; g = g + 1u) {
-            sum = sum + F[cfg.f_gp + (g * cfg.tn_cap + t) * d + k];
+        for (var g = 0u; g < op.sample_groups; g = g + 1u) {
+            sum = sum + F[cfg.f_partial_g + (g * cfg.tile_cap + t) * d + k];
         }
     }
     let c = -op.mu * sum;
-    F[cfg.f_ct + e] = c;
+    F[cfg.f_tile_cand + e] = c;
     var key = 0u;
     if (cand) {
         key = mag_key(c);
     }
-    U[cfg.u_keys + e] = key;
+    U[cfg.u_tile_keys + e] = key;
 }
 
-// c += w for the entries of slot op.b inside the tile (a closed neuron keeps c = w there).
-@compute @workgroup_size(256)
+// c += w for the entries of slot op.slot_b inside the tile (a closed neuron keeps c = w there).
+@compute @workgroup_size(WG_SIZE)
 fn add_w(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
          @builtin(local_invocation_index) lid: u32) {
-    let p = wg_linear(wid, nwg) * WG + lid;
-    if (p >= slot_len(op.b)) {
+    let p = wg_linear(wid, nwg) * WG_SIZE + lid;
+    if (p >= slot_len(op.slot_b)) {
         return;
     }
-    let idx = sidx(op.b, p);
+    let idx = sidx(op.slot_b, p);
     let j = idx / cfg.d;
-    if (j < op.tile0 || j >= op.tile0 + op.tn) {
+    if (j < op.tile0 || j >= op.tile0 + op.tile_neurons) {
         return;
     }
     let e = idx - op.tile0 * cfg.d;
-    let c = F[cfg.f_ct + e] + sval(op.b, p);
-    F[cfg.f_ct + e] = c;
-    U[cfg.u_keys + e] = mag_key(c);
+    let c = F[cfg.f_tile_cand + e] + sval(op.slot_b, p);
+    F[cfg.f_tile_cand + e] = c;
+    U[cfg.u_tile_keys + e] = mag_key(c);
 }
 
 fn cand_key(e: u32, nbuf: u32) -> u32 {
     if (e < nbuf) {
-        return mag_key(sval(op.a, e));
+        return mag_key(sval(op.slot_a, e));
     }
-    return U[cfg.u_keys + e - nbuf];
+    return U[cfg.u_tile_keys + e - nbuf];
 }
 
-// Histogram of digit op.pass_ among the candidates matching the prefix found so far.
-@compute @workgroup_size(256)
+// Histogram of digit op.radix_pass among the candidates matching the prefix found so far.
+@compute @workgroup_size(WG_SIZE)
 fn hist(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    for (var b = lid; b < 2048u; b = b + WG) {
+    for (var b = lid; b < HIST_BINS; b = b + WG_SIZE) {
         atomicStore(&lh[b], 0u);
     }
     workgroupBarrier();
-    let nbuf = slot_len(op.a);
-    let total = nbuf + op.count;
-    let ps = op.pass_;
+    let nbuf = slot_len(op.slot_a);
+    let total = nbuf + op.tile_elems;
+    let ps = op.radix_pass;
     let prefix = U[cfg.u_meta + META_PREFIX];
-    let nthreads = nwg.x * WG;
-    for (var e = wid.x * WG + lid; e < total; e = e + nthreads) {
+    let nthreads = nwg.x * WG_SIZE;
+    for (var e = wid.x * WG_SIZE + lid; e < total; e = e + nthreads) {
         let key = cand_key(e, nbuf);
         if (ps == 0u) {
             atomicAdd(&lh[key >> 21u], 1u);
@@ -86,7 +87,7 @@ fn hist(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
     }
     workgroupBarrier();
-    for (var b = lid; b < 2048u; b = b + WG) {
+    for (var b = lid; b < HIST_BINS; b = b + WG_SIZE) {
         let v = atomicLoad(&lh[b]);
         if (v != 0u) {
             atomicAdd(&H[b], v);
@@ -97,15 +98,15 @@ fn hist(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 // One workgroup: picks the digit holding the s-th largest key, clears the histogram. Thread t
 // owns the t-th group of bins counted from the top; a scan over the groups finds the one
 // where the running count from the top reaches the rank still needed.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG_SIZE)
 fn select_digit(@builtin(local_invocation_index) lid: u32) {
-    for (var b = lid; b < 2048u; b = b + WG) {
+    for (var b = lid; b < HIST_BINS; b = b + WG_SIZE) {
         bins[b] = atomicLoad(&H[b]);
         atomicStore(&H[b], 0u);
     }
     workgroupBarrier();
-    let ps = op.pass_;
-    var k = op.s;
+    let ps = op.radix_pass;
+    var k = op.top_s;
     var prefix = 0u;
     var done = 0u;
     if (ps != 0u) {
@@ -113,13 +114,13 @@ fn select_digit(@builtin(local_invocation_index) lid: u32) {
         prefix = U[cfg.u_meta + META_PREFIX];
         done = U[cfg.u_meta + META_DONE];
     }
-    var nb = 2048u;
+    var nb = HIST_BINS;
     var bits = 11u;
     if (ps == 2u) {
-        nb = 1024u;
+        nb = HIST_BINS / 2u;
         bits = 10u;
     }
-    let per = nb / WG;
+    let per = nb / WG_SIZE;
     let top = nb - per * lid; // this thread's bins: [top − per, top)
     var own = 0u;
     for (var b = top - per; b < top; b = b + 1u) {
@@ -169,21 +170,20 @@ fn select_digit(@builtin(local_invocation_index) lid: u32) {
     U[cfg.u_meta + META_DONE] = done;
 }
 
-const EPT: u32 = 4u;       // elements per thread in count / scatter
-const BLK: u32 = 1024u;    // EPT * WG
+const EPT: u32 = SCAN_BLOCK / WG_SIZE;  // elements per thread in count / scatter
 
-// Per block of BLK elements: how many keys are above the threshold and how many equal it.
-@compute @workgroup_size(256)
+// Per block of SCAN_BLOCK elements: how many keys are above the threshold and how many equal it.
+@compute @workgroup_size(WG_SIZE)
 fn count(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
          @builtin(local_invocation_index) lid: u32) {
     let blk = wg_linear(wid, nwg);
-    let nbuf = slot_len(op.a);
-    let total = nbuf + op.count;
+    let nbuf = slot_len(op.slot_a);
+    let total = nbuf + op.tile_elems;
     let kstar = U[cfg.u_meta + META_KSTAR];
     var gt = 0u;
     var eq = 0u;
     for (var u = 0u; u < EPT; u = u + 1u) {
-        let e = blk * BLK + lid * EPT + u;
+        let e = blk * SCAN_BLOCK + lid * EPT + u;
         if (e < total) {
             let key = cand_key(e, nbuf);
             if (key > kstar) {
@@ -195,62 +195,62 @@ fn count(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
     }
     let sg = wg_scan(gt, lid);
     let se = wg_scan(eq, lid);
-    if (lid == 0u && blk < op.sc) {
-        U[cfg.u_blk + 2u * blk] = sg.y;
-        U[cfg.u_blk + 2u * blk + 1u] = se.y;
+    if (lid == 0u && blk < op.scan_blocks) {
+        U[cfg.u_scan_blocks + 2u * blk] = sg.y;
+        U[cfg.u_scan_blocks + 2u * blk + 1u] = se.y;
     }
 }
 
-// One workgroup: exclusive prefix of the block counts (op.sc blocks), output length.
-@compute @workgroup_size(256)
+// One workgroup: exclusive prefix of the block counts (op.scan_blocks blocks), output length.
+@compute @workgroup_size(WG_SIZE)
 fn scan(@builtin(local_invocation_index) lid: u32) {
-    let nblk = op.sc;
-    let per = (nblk + WG - 1u) / WG;
+    let nblk = op.scan_blocks;
+    let per = (nblk + WG_SIZE - 1u) / WG_SIZE;
     let lo = min(lid * per, nblk);
     let hi = min(lo + per, nblk);
     var gt = 0u;
     var eq = 0u;
     for (var b = lo; b < hi; b = b + 1u) {
-        gt = gt + U[cfg.u_blk + 2u * b];
-        eq = eq + U[cfg.u_blk + 2u * b + 1u];
+        gt = gt + U[cfg.u_scan_blocks + 2u * b];
+        eq = eq + U[cfg.u_scan_blocks + 2u * b + 1u];
     }
     let sg = wg_scan(gt, lid);
     let se = wg_scan(eq, lid);
     var pg = sg.x - gt;
     var pe = se.x - eq;
     for (var b = lo; b < hi; b = b + 1u) {
-        let cg = U[cfg.u_blk + 2u * b];
-        let ce = U[cfg.u_blk + 2u * b + 1u];
-        U[cfg.u_blk + 2u * b] = pg;
-        U[cfg.u_blk + 2u * b + 1u] = pe;
+        let cg = U[cfg.u_scan_blocks + 2u * b];
+        let ce = U[cfg.u_scan_blocks + 2u * b + 1u];
+        U[cfg.u_scan_blocks + 2u * b] = pg;
+        U[cfg.u_scan_blocks + 2u * b + 1u] = pe;
         pg = pg + cg;
         pe = pe + ce;
     }
     if (lid == 0u) {
         let need = U[cfg.u_meta + META_NEED];
-        U[cfg.u_len + op.c] = sg.y + min(se.y, need);
+        U[cfg.u_slot_len + op.slot_out] = sg.y + min(se.y, need);
     }
 }
 
-// Writes the selected elements of each block, in order, into slot op.c.
-@compute @workgroup_size(256)
+// Writes the selected elements of each block, in order, into slot op.slot_out.
+@compute @workgroup_size(WG_SIZE)
 fn scatter(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_index) lid: u32) {
     let blk = wg_linear(wid, nwg);
-    let nbuf = slot_len(op.a);
-    let total = nbuf + op.count;
+    let nbuf = slot_len(op.slot_a);
+    let total = nbuf + op.tile_elems;
     let kstar = U[cfg.u_meta + META_KSTAR];
     let need = U[cfg.u_meta + META_NEED];
     var base_gt = 0u;
     var base_eq = 0u;
-    if (blk < op.sc) {
-        base_gt = U[cfg.u_blk + 2u * blk];
-        base_eq = U[cfg.u_blk + 2u * blk + 1u];
+    if (blk < op.scan_blocks) {
+        base_gt = U[cfg.u_scan_blocks + 2u * blk];
+        base_eq = U[cfg.u_scan_blocks + 2u * blk + 1u];
     }
-    var keys: array<u32, 4>;
+    var keys: array<u32, EPT>;
     var eq = 0u;
     for (var u = 0u; u < EPT; u = u + 1u) {
-        let e = blk * BLK + lid * EPT + u;
+        let e = blk * SCAN_BLOCK + lid * EPT + u;
         var key = 0u;
         if (e < total) {
             key = cand_key(e, nbuf);
@@ -262,10 +262,10 @@ fn scatter(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     }
     let se = wg_scan(eq, lid);
     var eq_rank = base_eq + se.x - eq;
-    var sel: array<bool, 4>;
+    var sel: array<bool, EPT>;
     var nsel = 0u;
     for (var u = 0u; u < EPT; u = u + 1u) {
-        let e = blk * BLK + lid * EPT + u;
+        let e = blk * SCAN_BLOCK + lid * EPT + u;
         var s = false;
         if (e < total) {
             if (keys[u] > kstar) {
@@ -282,17 +282,17 @@ fn scatter(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     }
     let ss = wg_scan(nsel, lid);
     var pos = base_gt + min(base_eq, need) + ss.x - nsel;
-    let out = op.c * cfg.cap;
+    let out = op.slot_out * cfg.slot_cap;
     for (var u = 0u; u < EPT; u = u + 1u) {
         if (sel[u]) {
-            let e = blk * BLK + lid * EPT + u;
+            let e = blk * SCAN_BLOCK + lid * EPT + u;
             if (e < nbuf) {
-                U[cfg.u_idx + out + pos] = sidx(op.a, e);
-                F[cfg.f_vals + out + pos] = sval(op.a, e);
+                U[cfg.u_slot_indices + out + pos] = sidx(op.slot_a, e);
+                F[cfg.f_slot_values + out + pos] = sval(op.slot_a, e);
             } else {
                 let q = e - nbuf;
-                U[cfg.u_idx + out + pos] = op.tile0 * cfg.d + q;
-                F[cfg.f_vals + out + pos] = F[cfg.f_ct + q];
+                U[cfg.u_slot_indices + out + pos] = op.tile0 * cfg.d + q;
+                F[cfg.f_slot_values + out + pos] = F[cfg.f_tile_cand + q];
             }
             pos = pos + 1u;
         }

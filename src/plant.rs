@@ -260,7 +260,11 @@ pub fn score_imp(
 }
 
 /// IMP on a planted instance (sequential gates: the ReLU network it plants), `epochs` per round.
-pub fn imp_options(spec: &PlantSpec, epochs: usize, batch_size: Option<usize>) -> crate::imp::ImpOptions {
+pub fn imp_options(
+    spec: &PlantSpec,
+    epochs: usize,
+    batch_size: Option<usize>,
+) -> crate::imp::ImpOptions {
     crate::imp::ImpOptions {
         neurons: spec.neurons,
         nonzeros: spec.nonzeros,
@@ -281,7 +285,8 @@ pub fn run(
 ) -> Result<FitResult> {
     let y2: f64 = planted.train.y.iter().map(|&v| (v as f64).powi(2)).sum();
     let mut recent: Vec<f64> = Vec::new();
-    crate::iht::fit_with(
+    let mut stopped_early = false;
+    let mut fit = crate::iht::fit_with(
         backend,
         Some(&planted.train),
         planted.train.n,
@@ -292,10 +297,22 @@ pub fn run(
             let exact = r.loss <= 1e-14 * y2;
             let stalled = recent.len() > 20 && r.loss >= 0.999 * recent[recent.len() - 21];
             if exact || stalled {
+                stopped_early = true;
                 ControlFlow::Break(())
             } else {
                 ControlFlow::Continue(())
             }
         },
-    )
+    )?;
+    // An early stop is not an interrupt: the polish still runs.
+    if stopped_early
+        && cfg.polish > 0
+        && fit.gating == Gating::SelfGated
+        && cfg.batch_size.is_none()
+    {
+        fit.loss = crate::iht::polish(backend, cfg, fit.loss)?;
+        fit.w = backend.read(Slot::BEST)?;
+    }
+    fit.stopped = false;
+    Ok(fit)
 }

@@ -1,7 +1,9 @@
 //! `spinr bench` and `spinr devices` as a user runs them, JSON read back strictly. Runs the GPU
 //! side on whatever adapter wgpu finds (lavapipe in CI): these prove the plumbing, not speed.
 
-use std::process::Command;
+mod common;
+
+use common::spinr;
 
 #[derive(serde::Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
@@ -14,7 +16,6 @@ struct Size {
 
 #[derive(serde::Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)]
 struct Timing {
     runs: usize,
     median: f64,
@@ -27,7 +28,6 @@ struct Timing {
 
 #[derive(serde::Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)]
 struct Kernel {
     name: String,
     seconds: Timing,
@@ -44,7 +44,6 @@ struct Kernel {
 
 #[derive(serde::Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)]
 struct DeviceTimes {
     submissions: f64,
     dispatch_gap_seconds: f64,
@@ -54,7 +53,6 @@ struct DeviceTimes {
 
 #[derive(serde::Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)]
 struct EntryTime {
     name: String,
     dispatches: u64,
@@ -63,7 +61,6 @@ struct EntryTime {
 
 #[derive(serde::Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)]
 struct Ceilings {
     bytes_per_second: f64,
     flops_per_second: f64,
@@ -107,47 +104,129 @@ struct Adapter {
     subgroups: bool,
 }
 
-fn spinr(args: &[&str]) -> std::process::Output {
-    let dir = tempfile::tempdir().unwrap();
-    Command::new(env!("CARGO_BIN_EXE_spinr"))
-        .args(args)
-        .current_dir(dir.path())
-        .output()
-        .unwrap()
+/// `a ≈ b` to the rounding of a few f64 operations.
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * a.abs().max(b.abs())
 }
 
-fn check(r: &Report, backend: &str) {
+/// A summary of `runs` timings must be ordered and internally consistent.
+fn check_timing(t: &Timing, runs: usize, what: &str) {
+    assert_eq!(t.runs, runs, "{what}: {t:?}");
+    assert!(
+        t.min > 0.0 && t.min <= t.median && t.median <= t.max,
+        "{what}: {t:?}"
+    );
+    // The mean of the samples lies between their extremes; the spread cannot exceed the range.
+    assert!(
+        t.min * (1.0 - 1e-12) <= t.mean && t.mean <= t.max * (1.0 + 1e-12),
+        "{what}: {t:?}"
+    );
+    assert!(
+        t.stddev >= 0.0 && t.stddev <= t.max - t.min + 1e-15,
+        "{what}: {t:?}"
+    );
+    assert!(t.outliers < t.runs, "{what}: {t:?}");
+}
+
+/// `runs`: the `--runs` of the run.
+fn check(r: &Report, backend: &str, runs: usize) {
     assert_eq!(r.backend, backend);
     assert!(!r.adapter.is_empty());
+    let (n, s) = (400.0, 100.0);
     assert_eq!((r.size.n, r.size.d, r.size.m, r.size.s), (400, 64, 20, 100));
     let c = r.ceilings.as_ref().unwrap();
     assert!(
-        c.bytes_per_second > 1e6 && c.flops_per_second > 1e6,
+        c.bytes_per_second.is_finite() && c.flops_per_second.is_finite(),
         "{c:?}"
     );
+    // Each backend measures its own ceilings.
+    let method = if backend == "gpu" {
+        "copy_buffer_to_buffer"
+    } else {
+        "sgemm"
+    };
+    assert!(c.method.contains(method), "{c:?}");
     let names: Vec<&str> = r.kernels.iter().map(|k| k.name.as_str()).collect();
     assert_eq!(names, ["forward", "step_size", "trial", "dense_pass_topk"]);
-    for k in r.kernels.iter().chain(r.step.as_ref()) {
-        assert!(
-            k.seconds.median > 0.0 && k.seconds.min <= k.seconds.median,
+    // The work models: a forward pass is a gate dot and a value dot per (sample, entry);
+    // a step size and a trial are two of them.
+    let fwd = &r.kernels[0];
+    assert_eq!((fwd.flops, fwd.bytes), (4.0 * n * s, 8.0 * n + 16.0 * s));
+    for k in &r.kernels[1..3] {
+        assert_eq!(
+            (k.flops, k.bytes),
+            (2.0 * fwd.flops, 2.0 * fwd.bytes),
             "{k:?}"
         );
-        assert!(k.seconds.median <= k.seconds.max && k.flops > 0.0, "{k:?}");
-        assert!(k.fraction_of_flops_ceiling > 0.0, "{k:?}");
-        assert!(k.wall_seconds.median > 0.0, "{k:?}");
+    }
+    let step = r.step.as_ref().unwrap();
+    assert_eq!(step.name, "iht_step");
+    // A step runs at least one forward pass and one dense pass.
+    assert!(step.flops >= fwd.flops + r.kernels[3].flops, "{step:?}");
+    assert_eq!(r.step_seconds, Some(step.seconds.median));
+    for k in r.kernels.iter().chain([step]) {
+        // The step is timed at least three times.
+        let wall_runs = if k.name == "iht_step" {
+            runs.max(3)
+        } else {
+            runs
+        };
+        check_timing(&k.wall_seconds, wall_runs, &k.name);
+        let sec = k.seconds.median;
+        assert!(close(k.gflops_per_second, k.flops / sec / 1e9), "{k:?}");
+        assert!(close(k.gbytes_per_second, k.bytes / sec / 1e9), "{k:?}");
+        assert!(
+            close(
+                k.fraction_of_flops_ceiling,
+                k.flops / sec / c.flops_per_second
+            ),
+            "{k:?}"
+        );
+        assert!(
+            close(
+                k.fraction_of_bandwidth_ceiling,
+                k.bytes / sec / c.bytes_per_second
+            ),
+            "{k:?}"
+        );
         match (k.timer.as_str(), &k.device) {
-            ("wall clock", None) => assert_eq!(k.seconds.median, k.wall_seconds.median),
+            // The CPU, or an adapter without timestamp queries.
+            ("wall clock", None) => check_timing(&k.seconds, wall_runs, &k.name),
             ("gpu timestamps", Some(d)) => {
                 assert_eq!(backend, "gpu");
+                check_timing(&k.seconds, runs.max(3), &k.name);
                 assert!(d.submissions >= 1.0 && !d.kernels.is_empty(), "{k:?}");
                 assert!(d.kernels.iter().all(|e| e.dispatches > 0), "{k:?}");
-                // Device busy time cannot exceed the wall clock of the same call by much.
-                assert!(k.seconds.median <= 1.5 * k.wall_seconds.max, "{k:?}");
+                assert!(
+                    d.dispatch_gap_seconds >= 0.0 && d.submission_gap_seconds >= 0.0,
+                    "{k:?}"
+                );
+                // Per entry point: the mean over the timed runs, so together the mean busy
+                // time of a call, which lies between the fastest and slowest run.
+                let busy: f64 = d.kernels.iter().map(|e| e.seconds).sum();
+                assert!(
+                    k.seconds.min * (1.0 - 1e-9) <= busy && busy <= k.seconds.max * (1.0 + 1e-9),
+                    "{k:?}"
+                );
+                // Device busy time cannot exceed the wall clock of the same call by much (the
+                // fastest device run against the slowest wall-clock run: the two are timed in
+                // different runs, which a loaded machine spreads apart).
+                assert!(k.seconds.min <= 1.5 * k.wall_seconds.max, "{k:?}");
+                let entry = |name: &str| d.kernels.iter().any(|e| e.name == name);
+                match k.name.as_str() {
+                    "forward" => assert!(
+                        entry("apply") && entry("apply_fin") && !entry("dense_mm"),
+                        "{k:?}"
+                    ),
+                    "dense_pass_topk" | "iht_step" => {
+                        assert!(entry("dense_mm") && entry("scatter"), "{k:?}")
+                    }
+                    _ => assert!(entry("grad"), "{k:?}"),
+                }
             }
             _ => panic!("timer {} with device {:?}", k.timer, k.device),
         }
     }
-    assert!(r.step_seconds.unwrap() > 0.0);
     assert!(r.peak_device_bytes > 0);
 }
 
@@ -175,9 +254,9 @@ fn bench_json_on_the_cpu_compared_with_the_gpu() {
         String::from_utf8_lossy(&out.stderr)
     );
     let r: Report = serde_json::from_slice(&out.stdout).unwrap();
-    check(&r, "cpu");
+    check(&r, "cpu", 2);
     let g = r.compare.as_ref().unwrap();
-    check(g, "gpu");
+    check(g, "gpu", 2);
     assert!(g.compare.is_none());
     let ratio = r.step_ratio.unwrap();
     let want = r.step_seconds.unwrap() / g.step_seconds.unwrap();

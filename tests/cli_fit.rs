@@ -1,20 +1,11 @@
 //! End-to-end tests of `spinr fit` and `spinr render`: the real binary, a fresh temp dir each.
 
+mod common;
+
+use common::{mnist, stderr};
 use serde::Deserialize;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-const BIN: &str = env!("CARGO_BIN_EXE_spinr");
-
-fn asset(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("assets")
-        .join(rel)
-}
-
-fn mnist() -> PathBuf {
-    asset("mnist/images-idx3-ubyte.gz")
-}
+use std::path::Path;
+use std::process::Output;
 
 /// report.json, read back strictly: an unknown or missing key fails the test.
 #[derive(Debug, Deserialize)]
@@ -59,17 +50,13 @@ struct Report {
     spinr_version: String,
 }
 
+/// `spinr args` in `dir` on the CPU backend.
 fn spinr(dir: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
+    common::command(dir)
         .args(args)
-        .current_dir(dir)
         .env("SPINR_BACKEND", "cpu")
         .output()
         .expect("run spinr")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 fn read_report(dir: &Path) -> Report {
@@ -420,7 +407,7 @@ fn corrupt_model_files_are_clear_errors() {
 fn an_interrupted_fit_saves_the_best_model() {
     use std::time::{Duration, Instant};
     let dir = tempfile::tempdir().unwrap();
-    let child = Command::new(BIN)
+    let child = common::command(dir.path())
         .args([
             "fit",
             mnist().to_str().unwrap(),
@@ -437,7 +424,6 @@ fn an_interrupted_fit_saves_the_best_model() {
             "--out",
             "o",
         ])
-        .current_dir(dir.path())
         .env("SPINR_BACKEND", "cpu")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -454,7 +440,7 @@ fn an_interrupted_fit_saves_the_best_model() {
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(500));
-    let status = Command::new("kill")
+    let status = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
         .unwrap();

@@ -1,6 +1,8 @@
 //! `spinr plant` as a user runs it: the real binary, JSON read back strictly, exit codes.
 
-use std::process::Command;
+mod common;
+
+use common::spinr;
 
 #[derive(serde::Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
@@ -23,15 +25,6 @@ struct Report {
     test_psnr: f64,
     iterations: usize,
     seconds: f64,
-}
-
-fn spinr(args: &[&str]) -> std::process::Output {
-    let dir = tempfile::tempdir().unwrap();
-    Command::new(env!("CARGO_BIN_EXE_spinr"))
-        .args(args)
-        .current_dir(dir.path())
-        .output()
-        .unwrap()
 }
 
 #[test]

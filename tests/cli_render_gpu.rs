@@ -1,23 +1,16 @@
-//! `spinr render --backend gpu` draws the same pixels as the CPU (CI has lavapipe, a software
-//! Vulkan adapter; without any adapter the test says so and passes).
+//! `spinr render --backend gpu` draws the same pixels as the CPU. Needs a GPU adapter (fails,
+//! never skips, without one: `apt-get install mesa-vulkan-drivers` gives lavapipe).
 
-use std::path::Path;
-use std::process::Command;
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_spinr");
-
-fn run(dir: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run spinr")
-}
+use common::{mnist, spinr_in as run};
 
 #[test]
 fn gpu_and_cpu_render_the_same_model_alike() {
+    // Fails here, with the install instructions, when there is no adapter.
+    common::gpu_ctx();
     let dir = tempfile::tempdir().unwrap();
-    let mnist = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/mnist/images-idx3-ubyte.gz");
+    let mnist = mnist();
     let out = run(
         dir.path(),
         &[
@@ -59,12 +52,7 @@ fn gpu_and_cpu_render_the_same_model_alike() {
                 &file,
             ],
         );
-        let err = String::from_utf8_lossy(&out.stderr);
-        if backend == "gpu" && err.contains("no GPU adapter") {
-            eprintln!("skipped: no GPU adapter ({err})");
-            return;
-        }
-        assert!(out.status.success(), "{backend}: {err}");
+        assert!(out.status.success(), "{backend}: {}", common::stderr(&out));
     }
     let cpu = image::open(dir.path().join("cpu.png"))
         .unwrap()

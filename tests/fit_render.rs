@@ -38,7 +38,7 @@ fn fit(
 ) -> (ImageModel, Vec<f32>, usize) {
     let axes = inr::grid_axes(image.height, image.width, image.channels);
     let problem = Arc::new(spec.problem(&axes, &axes, image.data.clone()).unwrap());
-    let mut be = CpuBackend::new(problem, s, spinr::backend::cpu::DEFAULT_FEATURE_CACHE).unwrap();
+    let mut be = CpuBackend::new(problem, s, spinr::backend::DEFAULT_FEATURE_CACHE).unwrap();
     let cfg = IhtConfig::new(s, iters, spec.gates);
     let res = iht::fit(&mut be, image.data.len(), &cfg, |r| {
         if r.epoch + 1 >= stop_after {

@@ -1,7 +1,8 @@
-//! Every `shaders/*.wgsl` kernel file, composed with `common.wgsl` exactly as the GPU backend
-//! composes it, must parse and validate with naga (all validation flags and capabilities), as
-//! wgpu's own `tests/tests/example_wgsl.rs` does. Needs no adapter.
+//! Every `shaders/*.wgsl` kernel file, composed with the generated interface and `common.wgsl`
+//! exactly as the GPU backend composes it, must parse and validate with naga (all validation
+//! flags and capabilities), as wgpu's own `tests/tests/example_wgsl.rs` does. Needs no adapter.
 
+use spinr::backend::gpu::interface::wgsl_prelude;
 use spinr::backend::gpu::{
     compose_shader, BITS_ATOMIC_WGSL, BITS_SUBGROUP_WGSL, COMMON_WGSL, SHADER_FILES,
 };
@@ -55,7 +56,7 @@ fn every_shader_file_validates() {
                 "common.wgsl differs from the compiled-in copy"
             );
             // The prelude alone must be a valid module too.
-            validate("common.wgsl", &text);
+            validate("common.wgsl", &format!("{}\n{text}", wgsl_prelude()));
             continue;
         }
         let compiled = SHADER_FILES

@@ -6,7 +6,15 @@
 
 pub mod cpu;
 pub mod gpu;
+pub mod profile;
 pub mod vector;
+
+pub use profile::{Ceilings, Device, GpuTimes, KernelTime, Profiler};
+
+/// Grid features are materialised as a dense matrix (CPU memory, or device memory on the GPU)
+/// when it takes at most this many bytes: the passes then load features instead of evaluating
+/// sin/cos. Larger grids are generated on the fly.
+pub const DEFAULT_FEATURE_CACHE: u64 = 1 << 30;
 
 use crate::error::Result;
 use crate::sparse::SparseVec;
@@ -218,50 +226,6 @@ pub trait Backend {
     fn predict(&mut self, v: Slot) -> Result<Vec<f32>>;
 
     fn memory(&self) -> MemoryStats;
-
-    /// Waits until submitted work has finished (a no-op on the CPU); used for wall-clock timing.
-    fn sync(&mut self) -> Result<()> {
-        Ok(())
-    }
-
-    /// The device's measured bandwidth and FLOP/s ceilings, for `spinr bench`.
-    fn ceilings(&mut self) -> Result<Option<crate::bench::Ceilings>> {
-        Ok(None)
-    }
-
-    /// Turns device timestamps around every dispatch on or off. Returns whether the backend
-    /// has them (the GPU backend on an adapter with timestamp queries).
-    fn set_timing(&mut self, _on: bool) -> bool {
-        false
-    }
-
-    /// Device times measured since the last call, while timing is on.
-    fn take_times(&mut self) -> Option<GpuTimes> {
-        None
-    }
-}
-
-/// Device-side times of the work submitted over some span, from timestamp queries.
-#[derive(Clone, Debug, Default, serde::Serialize)]
-pub struct GpuTimes {
-    /// Sum of the dispatches' durations on the device.
-    pub busy_seconds: f64,
-    /// Device idle time between consecutive dispatches of one submission (launch, barrier).
-    pub dispatch_gap_seconds: f64,
-    /// Device idle time between the end of one submission and the start of the next: the
-    /// host's share (recording, submitting, waiting for a readback, the driver loop).
-    pub submission_gap_seconds: f64,
-    pub submissions: u64,
-    /// Per entry point, in kernel order.
-    pub kernels: Vec<KernelTime>,
-}
-
-/// One entry point's share of [`GpuTimes`].
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct KernelTime {
-    pub name: String,
-    pub dispatches: u64,
-    pub seconds: f64,
 }
 
 /// Which backend the user asked for.
@@ -274,13 +238,14 @@ pub enum BackendChoice {
 }
 
 /// Creates the backend the user asked for. `auto` takes a real GPU if there is one and the CPU
-/// otherwise; [`Backend::info`] tells which (the CLI says so on stderr).
+/// otherwise; [`Backend::info`] tells which (the CLI says so on stderr). Fits use it as
+/// `&mut dyn Backend` ([`Device::as_backend`]); its [`Profiler`] side serves `spinr bench`.
 pub fn create(
     choice: BackendChoice,
     adapter: Option<&str>,
     problem: std::sync::Arc<crate::problem::Problem>,
     s: usize,
-) -> Result<Box<dyn Backend>> {
+) -> Result<Box<dyn Device>> {
     create_for(choice, adapter, problem, s, false)
 }
 
@@ -293,16 +258,27 @@ pub fn create_for(
     problem: std::sync::Arc<crate::problem::Problem>,
     s: usize,
     minibatch: bool,
-) -> Result<Box<dyn Backend>> {
+) -> Result<Box<dyn Device>> {
     let opts = gpu::GpuOptions {
         feature_major: !minibatch,
         ..Default::default()
     };
-    let cpu = |problem| -> Result<Box<dyn Backend>> {
+    create_with(choice, adapter, problem, s, opts)
+}
+
+/// [`create`] with the GPU backend's options (ignored by the CPU backend).
+pub fn create_with(
+    choice: BackendChoice,
+    adapter: Option<&str>,
+    problem: std::sync::Arc<crate::problem::Problem>,
+    s: usize,
+    opts: gpu::GpuOptions,
+) -> Result<Box<dyn Device>> {
+    let cpu = |problem| -> Result<Box<dyn Device>> {
         Ok(Box::new(cpu::CpuBackend::new(
             problem,
             s,
-            cpu::DEFAULT_FEATURE_CACHE,
+            DEFAULT_FEATURE_CACHE,
         )?))
     };
     match choice {

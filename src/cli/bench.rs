@@ -1,8 +1,8 @@
 //! `spinr bench`: device ceilings, then every kernel and a whole IHT step, in one run.
 
 use super::DeviceArgs;
-use crate::backend::{self, BackendChoice};
-use crate::bench::{self, BenchOptions, BenchProblem, BenchSize, Ceilings, KernelReport, Timing};
+use crate::backend::{self, BackendChoice, Ceilings};
+use crate::bench::{self, BenchOptions, BenchProblem, BenchSize, KernelReport, Timing};
 use clap::Args;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -66,7 +66,13 @@ fn measure(
     quiet: bool,
     export_to: &Option<PathBuf>,
 ) -> anyhow::Result<BenchReport> {
-    let mut b = backend::create(choice, adapter, bp.problem.clone(), bp.size.s)?;
+    let mut b = backend::create_with(
+        choice,
+        adapter,
+        bp.problem.clone(),
+        bp.size.s,
+        super::gpu_options(false),
+    )?;
     let info = b.info();
     if !quiet {
         eprintln!(
@@ -125,6 +131,7 @@ fn measure(
     report.step_seconds = Some(step.seconds.median);
     report.step = Some(step);
     report.peak_device_bytes = b.memory().peak_bytes;
+    super::print_dispatch_profile(b.as_ref());
     Ok(report)
 }
 

@@ -111,6 +111,7 @@ impl ClassifyArgs {
                 refine: self.refine,
                 first_step: self.first_step,
                 rescue: None,
+                polish: None,
             },
             seed: self.seed,
         }

@@ -88,6 +88,10 @@ pub struct FitTuning {
     /// full-batch fits; false for minibatches and the paper's variant).
     #[arg(long, value_name = "true|false")]
     pub rescue: Option<bool>,
+    /// Rounds of 20 conjugate-gradient steps on the final support after the last epoch, gates
+    /// updated between rounds (full batch, ReLU gating; default 3, the paper's variant 0).
+    #[arg(long, value_name = "R")]
+    pub polish: Option<usize>,
 }
 
 impl FitTuning {
@@ -122,6 +126,7 @@ impl FitTuning {
                 refine: self.refine,
                 first_step: self.first_step,
                 rescue: self.rescue,
+                polish: self.polish,
             },
             seed,
         }
@@ -419,12 +424,12 @@ impl Progress {
 
 fn fit_iht(a: &FitArgs, image: &Image, plan: &FitPlan, out_dir: &Path) -> anyhow::Result<ImageFit> {
     let problem = plan.problem(image)?;
-    let mut be = backend::create_for(
+    let mut be = backend::create_with(
         a.device.backend,
         a.device.adapter.as_deref(),
         problem.clone(),
         plan.cfg.s,
-        plan.minibatch(),
+        super::gpu_options(plan.minibatch()),
     )?;
     let info = be.info();
     announce(a, image, plan, &info);
@@ -435,10 +440,11 @@ fn fit_iht(a: &FitArgs, image: &Image, plan: &FitPlan, out_dir: &Path) -> anyhow
         &out_dir.display().to_string(),
     );
     let mut progress = Progress::new(plan.cfg.iters);
-    let fit = inr_fit::fit_iht(image, plan, &problem, be.as_mut(), |r| {
+    let fit = inr_fit::fit_iht(image, plan, &problem, be.as_backend(), |r| {
         progress.epoch(r, &mut report, out_dir)
     })?;
     progress.bar.finish_and_clear();
+    super::print_dispatch_profile(be.as_ref());
     if let Some(e) = progress.write_error {
         return Err(e.into());
     }
@@ -448,20 +454,14 @@ fn fit_iht(a: &FitArgs, image: &Image, plan: &FitPlan, out_dir: &Path) -> anyhow
 fn fit_imp(a: &FitArgs, image: &Image, plan: &FitPlan) -> anyhow::Result<ImageFit> {
     let problem = plan.problem(image)?;
     let device = crate::imp::ImpDevice::from_choice(a.device.backend, a.device.adapter.as_deref())?;
-    let info = match &device {
-        crate::imp::ImpDevice::Cpu => backend::BackendInfo {
-            kind: "cpu",
-            adapter: format!("CPU ({} threads)", rayon::current_num_threads()),
-        },
-        crate::imp::ImpDevice::Gpu(ctx) => backend::BackendInfo {
-            kind: "gpu",
-            adapter: ctx.adapter_name(),
-        },
-    };
+    let info = device.info();
     announce(a, image, plan, &info);
     // Rounds until at most s weights remain: 10% of the survivors go each round.
     let total = (plan.spec.neurons * (plan.spec.features + 1)) as f64;
-    let rounds = ((plan.cfg.s as f64 / total).ln() / 0.9f64.ln()).ceil().max(0.0) as u64 + 1;
+    let rounds = ((plan.cfg.s as f64 / total).ln() / 0.9f64.ln())
+        .ceil()
+        .max(0.0) as u64
+        + 1;
     let bar = progress::bar(rounds, "rounds");
     let verbose = super::verbose();
     let stop = || {

@@ -11,7 +11,8 @@ pub mod progress;
 pub mod render;
 pub mod sweep;
 
-use crate::backend::{BackendChoice, BackendInfo};
+use crate::backend::gpu::{GpuOptions, ShaderChecks};
+use crate::backend::{BackendChoice, BackendInfo, Device};
 use crate::error::{Error, Param};
 use clap::{Args, Parser, Subcommand};
 
@@ -75,6 +76,45 @@ pub fn verbose() -> bool {
     std::env::var_os("SPINR_VERBOSE").is_some()
 }
 
+/// The GPU backend's options for a fit (`minibatch`: features sample-major) with the knobs the
+/// environment sets: `SPINR_APPLY_THREADS`, `SPINR_SHADER_CHECKS`, `SPINR_GPU_PROFILE`
+/// (README, "GPUs").
+pub fn gpu_options(minibatch: bool) -> GpuOptions {
+    gpu_options_from(minibatch, |name| std::env::var(name).ok())
+}
+
+fn gpu_options_from(minibatch: bool, var: impl Fn(&str) -> Option<String>) -> GpuOptions {
+    GpuOptions {
+        feature_major: !minibatch,
+        // A tuning knob for new hardware, without a rebuild.
+        apply_threads: var("SPINR_APPLY_THREADS").and_then(|v| v.parse().ok()),
+        shader_checks: match var("SPINR_SHADER_CHECKS").as_deref() {
+            Some("all") => ShaderChecks::All,
+            Some("none") => ShaderChecks::None,
+            _ => ShaderChecks::Bounds,
+        },
+        profile_dispatches: var("SPINR_GPU_PROFILE").is_some(),
+        ..GpuOptions::default()
+    }
+}
+
+/// The per-dispatch wall-clock profile (`SPINR_GPU_PROFILE`) on stderr, slowest first.
+pub fn print_dispatch_profile(dev: &dyn Device) {
+    let Some(mut p) = dev.dispatch_profile() else {
+        return;
+    };
+    p.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+    eprintln!("spinr: GPU profile (each dispatch alone, wall clock):");
+    for k in p {
+        eprintln!(
+            "  {:<16} {:>8} dispatches {:>12.3} ms",
+            k.name,
+            k.dispatches,
+            k.seconds * 1e3
+        );
+    }
+}
+
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let flags: fn(Param) -> Option<&'static str> = match &cli.command {
         Command::Plant(_) => plant::flag,
@@ -115,5 +155,36 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
         Some(Error::Interrupted) => 130,
         Some(err) if err.is_bad_input() => 2,
         _ => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gpu_options_come_from_the_environment_as_before() {
+        let none = gpu_options_from(true, |_| None);
+        assert!(!none.feature_major && none.apply_threads.is_none());
+        assert_eq!(none.shader_checks, ShaderChecks::Bounds);
+        assert!(!none.profile_dispatches);
+        let env = |name: &str| match name {
+            "SPINR_APPLY_THREADS" => Some("4096".to_string()),
+            "SPINR_SHADER_CHECKS" => Some("none".to_string()),
+            "SPINR_GPU_PROFILE" => Some(String::new()),
+            _ => None,
+        };
+        let set = gpu_options_from(false, env);
+        assert!(set.feature_major && set.profile_dispatches);
+        assert_eq!(set.apply_threads, Some(4096));
+        assert_eq!(set.shader_checks, ShaderChecks::None);
+        let all = gpu_options_from(false, |n| {
+            (n == "SPINR_SHADER_CHECKS").then(|| "all".to_string())
+        });
+        assert_eq!(all.shader_checks, ShaderChecks::All);
+        let bad = gpu_options_from(false, |n| {
+            (n == "SPINR_APPLY_THREADS").then(|| "many".to_string())
+        });
+        assert_eq!(bad.apply_threads, None);
     }
 }

@@ -72,6 +72,10 @@ pub struct PlantArgs {
     /// default false: on planted networks it only costs time).
     #[arg(long, value_name = "true|false")]
     pub rescue: Option<bool>,
+    /// Rounds of 20 conjugate-gradient steps on the final support after the last epoch
+    /// (sequential gates, full batch; default 0).
+    #[arg(long, value_name = "R")]
+    pub polish: Option<usize>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     #[command(flatten)]
@@ -95,6 +99,7 @@ pub fn run(a: PlantArgs) -> anyhow::Result<()> {
         refine: a.refine,
         first_step: a.first_step,
         rescue: a.rescue,
+        polish: a.polish,
     };
     let mut cfg = choices.resolve(a.variant, Task::Planted, a.nonzeros, a.iters, a.gates)?;
     cfg.batch_size = a.batch_size;
@@ -103,22 +108,23 @@ pub fn run(a: PlantArgs) -> anyhow::Result<()> {
     let verbose = super::verbose();
     let mut report = match a.method {
         Method::Iht => {
-            let mut be = backend::create_for(
+            let mut be = backend::create_with(
                 a.device.backend,
                 a.device.adapter.as_deref(),
                 planted.train.clone(),
                 a.nonzeros,
-                a.batch_size.is_some(),
+                super::gpu_options(a.batch_size.is_some()),
             )?;
             let info = be.info();
             a.device.announce(&info);
             let start = Instant::now();
-            let fit = plant::run(be.as_mut(), &planted, &cfg, |r| {
+            let fit = plant::run(be.as_backend(), &planted, &cfg, |r| {
                 if verbose {
                     eprintln!("epoch {:4}  loss {:.6e}", r.epoch, r.loss);
                 }
             })?;
             let seconds = start.elapsed().as_secs_f64();
+            super::print_dispatch_profile(be.as_ref());
             plant::score_iht(&spec, &planted, &fit, info.kind, &info.adapter, seconds)?
         }
         Method::Imp => {
@@ -134,7 +140,10 @@ pub fn run(a: PlantArgs) -> anyhow::Result<()> {
             let opts = plant::imp_options(&spec, a.iters, a.batch_size);
             let r = crate::imp::fit(&planted.train, &opts, &device, |r| {
                 if verbose {
-                    eprintln!("round {:3}  {:8} weights  loss {:.6e}", r.round, r.nonzeros, r.loss);
+                    eprintln!(
+                        "round {:3}  {:8} weights  loss {:.6e}",
+                        r.round, r.nonzeros, r.loss
+                    );
                 }
                 std::ops::ControlFlow::Continue(())
             })?;

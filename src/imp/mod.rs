@@ -152,6 +152,20 @@ impl ImpDevice {
         }
     }
 
+    /// What runs the network, for reports.
+    pub fn info(&self) -> BackendInfo {
+        match self {
+            ImpDevice::Cpu => BackendInfo {
+                kind: "cpu",
+                adapter: format!("CPU ({} threads)", rayon::current_num_threads()),
+            },
+            ImpDevice::Gpu(ctx) => BackendInfo {
+                kind: "gpu",
+                adapter: ctx.adapter_name(),
+            },
+        }
+    }
+
     /// A network of `m` neurons and `c` outputs on `data`, on this device.
     pub fn mlp<'a>(
         &self,

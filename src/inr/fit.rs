@@ -445,18 +445,25 @@ pub fn imp_options(plan: &FitPlan) -> crate::imp::ImpOptions {
     }
 }
 
-/// The [`ImageFit`] of one IMP round's network (`seconds`, `epochs`: the run up to it).
+/// What an IMP run had done when it reached a network: the [`ImageFit`] fields that are not
+/// the network.
+#[derive(Clone, Debug)]
+pub struct ImpRunSoFar {
+    pub seconds: f64,
+    pub epochs: usize,
+    pub stopped: bool,
+    pub peak_device_bytes: u64,
+    pub backend: BackendInfo,
+}
+
+/// The [`ImageFit`] of one IMP round's network.
 pub fn imp_image_fit(
     image: &Image,
     plan: &FitPlan,
     problem: &Problem,
     model: &crate::imp::ImpModel,
     device: &crate::imp::ImpDevice,
-    seconds: f64,
-    epochs: usize,
-    stopped: bool,
-    peak_device_bytes: u64,
-    backend: BackendInfo,
+    run: ImpRunSoFar,
 ) -> Result<ImageFit> {
     let mut data = model.predict(&problem.features, problem.n, device)?;
     for v in &mut data {
@@ -468,11 +475,11 @@ pub fn imp_image_fit(
             data,
             ..image.clone()
         },
-        iterations: epochs,
-        stopped,
-        seconds,
-        backend,
-        peak_device_bytes,
+        iterations: run.epochs,
+        stopped: run.stopped,
+        seconds: run.seconds,
+        backend: run.backend,
+        peak_device_bytes: run.peak_device_bytes,
     })
 }
 
@@ -487,16 +494,12 @@ pub fn fit_imp(
     on_round: impl FnMut(&crate::imp::RoundReport) -> ControlFlow<()>,
 ) -> Result<ImageFit> {
     let r = crate::imp::fit_observed(problem, &imp_options(plan), device, on_epoch, on_round)?;
-    imp_image_fit(
-        image,
-        plan,
-        problem,
-        &r.model,
-        device,
-        r.seconds,
-        r.epochs,
-        r.stopped,
-        r.peak_device_bytes,
-        r.backend,
-    )
+    let run = ImpRunSoFar {
+        seconds: r.seconds,
+        epochs: r.epochs,
+        stopped: r.stopped,
+        peak_device_bytes: r.peak_device_bytes,
+        backend: r.backend,
+    };
+    imp_image_fit(image, plan, problem, &r.model, device, run)
 }

@@ -8,7 +8,7 @@
 pub mod fit;
 pub mod image;
 
-use crate::backend::{self, cpu, cpu::CpuBackend, BackendChoice, GateSource, Slot};
+use crate::backend::{self, cpu::CpuBackend, BackendChoice, GateSource, Slot};
 use crate::error::{Error, Param, Result};
 use crate::iht::Gating;
 use crate::imp::{ImpDevice, ImpModel};
@@ -217,14 +217,14 @@ impl ImageModel {
         let s = self.w.len().clamp(1, problem.signal_len());
         let feature_bytes = n as u64 * self.spec.features as u64 * 4;
         let mut be = backend::create(choice, adapter, Arc::new(problem), s)?;
-        let data = if be.info().kind == "cpu" && feature_bytes > cpu::DEFAULT_FEATURE_CACHE as u64 {
+        let data = if be.info().kind == "cpu" && feature_bytes > backend::DEFAULT_FEATURE_CACHE {
             // Too large for the CPU backend's feature cache, it would generate every feature
             // entry on the fly (a sin/cos per multiply-add); bands of rows with cached
             // features are much faster.
             drop(be);
             self.render_cpu_bands(height, width, RENDER_TILE_BYTES)?
         } else {
-            predict(be.as_mut(), &self.w, self.gating)?
+            predict(be.as_backend(), &self.w, self.gating)?
         };
         Ok(Image {
             height,
@@ -314,7 +314,7 @@ impl ImageModel {
                 self.spec.gate_seed,
             )?;
             let s = self.w.len().clamp(1, problem.signal_len());
-            let mut be = CpuBackend::new(Arc::new(problem), s, band_bytes as usize)?;
+            let mut be = CpuBackend::new(Arc::new(problem), s, band_bytes)?;
             out.extend(predict(&mut be, &self.w, self.gating)?);
         }
         Ok(out)

@@ -1,6 +1,10 @@
-//! Shared by the GPU test binaries (`mod common;`).
+//! Shared by the test binaries (`mod common;`): the GPU device, the `spinr` binary runners,
+//! asset paths. Each binary uses a part of it.
+#![allow(dead_code)]
 
 use spinr::backend::gpu::GpuContext;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 use std::sync::{Arc, OnceLock};
 
 /// The device every test of this binary shares. Fails (never skips) without an adapter and
@@ -16,4 +20,38 @@ pub fn gpu_ctx() -> Arc<GpuContext> {
         })
     })
     .clone()
+}
+
+/// The `spinr` binary, to run in `dir`.
+pub fn command(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_spinr"));
+    c.current_dir(dir);
+    c
+}
+
+/// Runs `spinr args` in `dir`.
+pub fn spinr_in(dir: &Path, args: &[&str]) -> Output {
+    command(dir).args(args).output().expect("run spinr")
+}
+
+/// Runs `spinr args` in a fresh temporary directory (removed afterwards).
+pub fn spinr(args: &[&str]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    spinr_in(dir.path(), args)
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A file under `assets/`.
+pub fn asset(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("assets")
+        .join(rel)
+}
+
+/// The MNIST test images (idx, gzip).
+pub fn mnist() -> PathBuf {
+    asset("mnist/images-idx3-ubyte.gz")
 }

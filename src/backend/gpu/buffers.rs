@@ -1,14 +1,18 @@
-//! Device memory: the region layout inside the few large buffers the kernels bind, the
-//! uniform blocks, and a byte meter so that `memory()` reports what the device holds.
+//! Device memory: the region layout inside the few large buffers the kernels bind (its
+//! offsets go to the shaders in the `Cfg` block), and the buffers themselves, counted by a byte
+//! meter so that `memory()` reports what the device holds.
 //!
 //! Everything is allocated once in `GpuBackend::new`: the hot loop never allocates.
 
 use super::context::GpuContext;
+use super::interface::{
+    Cfg, Op, GATE_NEURONS, HIST_BINS, META_WORDS, REC_LEN, SAMPLE_BLOCK, SCAN_BLOCK, SC_REC,
+    WG_SIZE,
+};
 use super::GpuOptions;
 use crate::backend::MemoryMeter;
 use crate::error::{Error, Result};
 use crate::problem::{Features, GridFourier, Problem};
-use bytemuck::{Pod, Zeroable};
 
 /// Slot registers on the device: the trait's six, the gate snapshot, the top-s ping-pong pair.
 pub(crate) const NSLOT: usize = 9;
@@ -16,16 +20,11 @@ pub(crate) const SLOT_GATE: u32 = 6;
 pub(crate) const SLOT_TOP_A: u32 = 7;
 pub(crate) const SLOT_TOP_B: u32 = 8;
 
-/// Neurons per dense-pass workgroup (shaders/gates.wgsl `TG`), samples per block (`BS`).
-pub(crate) const TG: usize = 8;
-pub(crate) const BS: usize = 32;
-/// Elements per count/scatter block (shaders/topk.wgsl `BLK`).
-pub(crate) const SCAN_BLOCK: usize = 1024;
 /// Target floats per dense-pass tile (`tile·d`): tiles of ~256 Ki candidates keep the merge
 /// cost (s per tile) small against the tile itself and give the matrix product enough
 /// output blocks to fill a large GPU.
 const TILE_FLOATS: usize = 1 << 18;
-/// Active samples per dense-pass chunk: the tile's gate mask (`tn_cap × MASK_CHUNK` bits) is
+/// Active samples per dense-pass chunk: the tile's gate mask (`tile_cap × MASK_CHUNK` bits) is
 /// built and consumed one chunk at a time, so it does not grow with the number of samples.
 pub(crate) const MASK_CHUNK: usize = 1 << 18;
 /// Partial-G groups over samples (more groups: more parallelism, more partial memory).
@@ -34,94 +33,12 @@ const MAX_GROUPS: usize = 32;
 /// into chunks (at most `MAX_APPLY_CHUNKS`) and sums their partial predictions.
 pub(crate) const APPLY_THREADS: usize = 1 << 16;
 pub(crate) const MAX_APPLY_CHUNKS: usize = 64;
-/// Scalars read back by the support passes.
-pub(crate) const SCALARS: usize = 16;
-/// Scalars of a refinement batch (shaders/common.wgsl `SC_*`, after the support passes'):
-/// the current step's ‖g‖², ‖A g‖², μ, the loss at the current iterate, then `REC_LEN`
-/// floats per step from `SC_REC` on.
-pub(crate) const SC_FV: usize = 7;
-pub(crate) const SC_REC: usize = SCALARS;
-pub(crate) const REC_LEN: usize = 5;
 /// Steps of one refinement submission (more are split into several).
 pub(crate) const REFINE_MAX: usize = 32;
 /// Floats of the scalar region.
 const SCALAR_REGION: usize = SC_REC + REC_LEN * REFINE_MAX;
-/// `u_meta` words of a refinement batch (shaders/common.wgsl): stopped, steps accepted.
-pub(crate) const META_STOP: usize = 6;
 /// Dynamic op blocks per submission before a call is split into several submissions.
 pub(crate) const OPS_PER_SUBMIT: usize = 2048;
-
-/// Static kernel parameters (shaders/common.wgsl `Cfg`).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub(crate) struct Cfg {
-    pub n: u32,
-    pub d: u32,
-    pub m: u32,
-    pub cap: u32,
-    pub feat: u32,
-    pub gate: u32,
-    pub half: u32,
-    pub naxes: u32,
-    pub seed_lo: u32,
-    pub seed_hi: u32,
-    pub xlines: u32,
-    pub mw: u32,
-    pub ax: [u32; 4],
-    pub to: [u32; 4],
-    pub f_y: u32,
-    pub f_vals: u32,
-    pub f_ct: u32,
-    pub f_gp: u32,
-    pub f_part: u32,
-    pub f_sc: u32,
-    pub f_ht: u32,
-    pub maxruns: u32,
-    pub u_batch: u32,
-    pub u_idx: u32,
-    pub u_len: u32,
-    pub u_meta: u32,
-    pub u_runn: u32,
-    pub u_runs: u32,
-    pub u_emap: u32,
-    pub u_mask: u32,
-    pub u_goff: u32,
-    pub u_cand: u32,
-    pub u_keys: u32,
-    pub u_blk: u32,
-    pub tn_cap: u32,
-    pub gate_slot: u32,
-    /// Always 0.0; opaque to shader compilers (see `acc2` in common.wgsl).
-    pub zero: f32,
-    pub f_pp: u32,
-    pub u_tmask: u32,
-    pub mwt: u32,
-    pub u_nrun: u32,
-    pub xfm: u32,
-}
-
-/// Per-dispatch parameters (shaders/common.wgsl `Op`).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub(crate) struct Op {
-    pub a: u32,
-    pub b: u32,
-    pub c: u32,
-    pub n_act: u32,
-    pub batched: u32,
-    pub src: u32,
-    pub dst: u32,
-    pub flags: u32,
-    pub mu: f32,
-    pub tile0: u32,
-    pub tn: u32,
-    pub s: u32,
-    pub pass: u32,
-    pub ng: u32,
-    pub count: u32,
-    /// Scalar index (reduce) or number of scan blocks (count / scan / scatter).
-    pub sc: u32,
-}
 
 /// Where everything lives inside the float buffer `F` and the integer buffer `U` (in
 /// elements), plus the derived sizes of the dense pass.
@@ -133,10 +50,11 @@ pub(crate) struct Layout {
     pub cap: usize,
     /// Residual regions: current / trial alternate; the third is scratch (A g, predictions).
     pub f_res: [usize; 3],
-    pub f_len: usize,
-    pub u_len: usize,
-    /// Neurons per dense-pass tile (a multiple of TG).
-    pub tn_cap: usize,
+    /// Lengths of the float buffer `F` and the index buffer `U`.
+    pub f_floats: usize,
+    pub u_words: usize,
+    /// Neurons per dense-pass tile (a multiple of GATE_NEURONS).
+    pub tile_cap: usize,
     pub max_groups: usize,
     /// Active samples per dense-pass chunk (the tile mask holds one chunk).
     pub chunk: usize,
@@ -144,8 +62,8 @@ pub(crate) struct Layout {
     pub tile_bytes: u64,
     /// Lines of X per binding — features (feature-major) or samples (sample-major) — and
     /// the number of bindings used.
-    pub xlines: usize,
-    pub xchunks: usize,
+    pub x_lines_per_binding: usize,
+    pub x_bindings: usize,
     pub cfg: Cfg,
 }
 
@@ -194,7 +112,7 @@ impl Layout {
         } else {
             ((d * 4) as u64, n)
         };
-        let (xlines, xchunks) = if grid.is_some() {
+        let (x_lines_per_binding, x_bindings) = if grid.is_some() {
             (lines, 1)
         } else {
             let cols = (x_max / line_bytes).min(lines as u64) as usize;
@@ -208,22 +126,23 @@ impl Layout {
             }
             (cols, lines.div_ceil(cols))
         };
-        let maxruns = m.min(cap);
-        let mw = n.div_ceil(32);
-        let tn_cap = opts
+        let max_runs = m.min(cap);
+        let mask_words = n.div_ceil(SAMPLE_BLOCK);
+        let tg = GATE_NEURONS;
+        let tile_cap = opts
             .tile_neurons
-            .map_or((TILE_FLOATS / d) / TG * TG, |t| t.div_ceil(TG) * TG)
-            .clamp(TG, m.div_ceil(TG) * TG);
-        let max_groups = n.div_ceil(BS).clamp(1, MAX_GROUPS);
-        let tile = tn_cap * d;
+            .map_or((TILE_FLOATS / d) / tg * tg, |t| t.div_ceil(tg) * tg)
+            .clamp(tg, m.div_ceil(tg) * tg);
+        let max_groups = n.div_ceil(SAMPLE_BLOCK).clamp(1, MAX_GROUPS);
+        let tile = tile_cap * d;
         let scan_blocks = (cap + tile).div_ceil(SCAN_BLOCK);
 
         let mut f = Arena(0);
-        let f_y = f.take(n);
+        let f_targets = f.take(n);
         let f_res = [f.take(n), f.take(n), f.take(n)];
-        let f_vals = f.take(NSLOT * cap);
-        let mut to = [0usize; 4];
-        let mut ax = [1usize; 4];
+        let f_slot_values = f.take(NSLOT * cap);
+        let mut table_offset = [0usize; 4];
+        let mut axis_len = [1usize; 4];
         let mut half = 0;
         if let Some(g) = grid {
             if g.axes.len() > 4 {
@@ -231,48 +150,46 @@ impl Layout {
             }
             half = g.half();
             for (a, table) in g.phases.iter().enumerate() {
-                to[a] = f.take(table.len());
-                ax[a] = g.axes[a];
+                table_offset[a] = f.take(table.len());
+                axis_len[a] = g.axes[a];
             }
         }
         let tile_f0 = f.0;
-        let f_ct = f.take(tile);
-        let f_ht = f.take(tile);
-        let f_gp = f.take(max_groups * tile);
+        let f_tile_cand = f.take(tile);
+        let f_tile_gates = f.take(tile);
+        let f_partial_g = f.take(max_groups * tile);
         let tile_f = f.0 - tile_f0;
-        let f_part = f.take(n.div_ceil(256).max(1));
+        let f_partial_sums = f.take(n.div_ceil(WG_SIZE).max(1));
         // Partial predictions (hi, lo) of the apply chunks: chunks · n_act < APPLY_THREADS + n.
-        let f_pp = f.take(2 * (APPLY_THREADS + n));
-        let f_sc = f.take(SCALAR_REGION);
-        let f_len = f.0;
+        let f_partial_pred = f.take(2 * (APPLY_THREADS + n));
+        let f_scalars = f.take(SCALAR_REGION);
+        let f_floats = f.0;
 
         let mut u = Arena(0);
         let u_batch = u.take(n);
-        let u_idx = u.take(NSLOT * cap);
-        let u_len = u.take(NSLOT);
-        let u_meta = u.take(16);
-        let u_runn = u.take(maxruns);
-        let u_runs = u.take(maxruns + 1);
-        let u_emap = u.take(cap);
-        let u_mask = u.take(maxruns * mw);
-        let u_goff = u.take(2 * m);
-        let u_cand = u.take(m);
-        // Neuron → 1 + its run in the cached support mask (0: not a run).
-        let u_nrun = u.take(m);
+        let u_slot_indices = u.take(NSLOT * cap);
+        let u_slot_len = u.take(NSLOT);
+        let u_meta = u.take(META_WORDS);
+        let u_run_neuron = u.take(max_runs);
+        let u_run_start = u.take(max_runs + 1);
+        let u_entry_run = u.take(cap);
+        let u_run_mask = u.take(max_runs * mask_words);
+        let u_gate_range = u.take(2 * m);
+        let u_gate_nonzero = u.take(m);
+        let u_neuron_run = u.take(m);
         let tile_u0 = u.0;
-        let u_keys = u.take(tile);
-        let chunk = n.min(
-            opts.mask_chunk
-                .map_or(MASK_CHUNK, |c| c.max(1).div_ceil(32) * 32),
-        );
-        let mwt = chunk.div_ceil(32);
-        let u_tmask = u.take(tn_cap * mwt);
-        let u_blk = u.take(2 * scan_blocks);
+        let u_tile_keys = u.take(tile);
+        let chunk = n.min(opts.mask_chunk.map_or(MASK_CHUNK, |c| {
+            c.max(1).div_ceil(SAMPLE_BLOCK) * SAMPLE_BLOCK
+        }));
+        let tile_mask_words = chunk.div_ceil(SAMPLE_BLOCK);
+        let u_tile_mask = u.take(tile_cap * tile_mask_words);
+        let u_scan_blocks = u.take(2 * scan_blocks);
         let tile_u = u.0 - tile_u0;
         let u_total = u.0;
 
         for (what, elems) in [
-            ("the float state buffer", f_len),
+            ("the float state buffer", f_floats),
             ("the index state buffer", u_total),
         ] {
             let bytes = elems as u64 * 4;
@@ -290,45 +207,45 @@ impl Layout {
             n: u32_of("samples", n)?,
             d: u32_of("features", d)?,
             m: u32_of("neurons", m)?,
-            cap: u32_of("nonzeros", cap)?,
-            feat: grid.is_some() as u32,
-            gate: 0,
-            half: half as u32,
-            naxes: grid.map_or(0, |g| g.axes.len() as u32),
-            seed_lo: seed as u32,
-            seed_hi: (seed >> 32) as u32,
-            xlines: u32_of("feature lines", xlines)?,
-            mw: mw as u32,
-            ax: ax.map(|v| v as u32),
-            to: to.map(|v| v as u32),
-            f_y: f_y as u32,
-            f_vals: f_vals as u32,
-            f_ct: f_ct as u32,
-            f_gp: f_gp as u32,
-            f_part: f_part as u32,
-            f_sc: f_sc as u32,
-            f_ht: f_ht as u32,
-            maxruns: maxruns as u32,
-            u_batch: u_batch as u32,
-            u_idx: u_idx as u32,
-            u_len: u_len as u32,
-            u_meta: u_meta as u32,
-            u_runn: u_runn as u32,
-            u_runs: u_runs as u32,
-            u_emap: u_emap as u32,
-            u_mask: u_mask as u32,
-            u_goff: u_goff as u32,
-            u_cand: u_cand as u32,
-            u_keys: u_keys as u32,
-            u_blk: u_blk as u32,
-            tn_cap: tn_cap as u32,
+            slot_cap: u32_of("nonzeros", cap)?,
+            grid_axis_len: axis_len.map(|v| v as u32),
+            grid_table_offset: table_offset.map(|v| v as u32),
+            grid_features: grid.is_some() as u32,
+            grid_axes: grid.map_or(0, |g| g.axes.len() as u32),
+            grid_half: half as u32,
+            x_feature_major: fm as u32,
+            x_lines_per_binding: u32_of("feature lines", x_lines_per_binding)?,
+            gate_mode: 0,
             gate_slot: SLOT_GATE,
+            gate_seed_lo: seed as u32,
+            gate_seed_hi: (seed >> 32) as u32,
+            mask_words: mask_words as u32,
+            tile_mask_words: tile_mask_words as u32,
+            max_runs: max_runs as u32,
+            tile_cap: tile_cap as u32,
             zero: 0.0,
-            f_pp: f_pp as u32,
-            u_tmask: u_tmask as u32,
-            mwt: mwt as u32,
-            u_nrun: u_nrun as u32,
-            xfm: fm as u32,
+            f_targets: f_targets as u32,
+            f_slot_values: f_slot_values as u32,
+            f_tile_cand: f_tile_cand as u32,
+            f_tile_gates: f_tile_gates as u32,
+            f_partial_g: f_partial_g as u32,
+            f_partial_sums: f_partial_sums as u32,
+            f_partial_pred: f_partial_pred as u32,
+            f_scalars: f_scalars as u32,
+            u_batch: u_batch as u32,
+            u_slot_indices: u_slot_indices as u32,
+            u_slot_len: u_slot_len as u32,
+            u_meta: u_meta as u32,
+            u_run_neuron: u_run_neuron as u32,
+            u_run_start: u_run_start as u32,
+            u_entry_run: u_entry_run as u32,
+            u_run_mask: u_run_mask as u32,
+            u_neuron_run: u_neuron_run as u32,
+            u_gate_range: u_gate_range as u32,
+            u_gate_nonzero: u_gate_nonzero as u32,
+            u_tile_keys: u_tile_keys as u32,
+            u_tile_mask: u_tile_mask as u32,
+            u_scan_blocks: u_scan_blocks as u32,
         };
         Ok(Layout {
             n,
@@ -336,14 +253,14 @@ impl Layout {
             m,
             cap,
             f_res,
-            f_len,
-            u_len: u_total,
-            tn_cap,
+            f_floats,
+            u_words: u_total,
+            tile_cap,
             max_groups,
             chunk,
             tile_bytes: 4 * (tile_f + tile_u) as u64,
-            xlines,
-            xchunks,
+            x_lines_per_binding,
+            x_bindings,
             cfg,
         })
     }
@@ -409,19 +326,19 @@ impl Buffers {
         if let Some(data) = dense_x {
             use rayon::prelude::*;
             let (n, d) = (lay.n, lay.d);
-            for c in 0..lay.xchunks {
-                if lay.cfg.xfm == 0 {
+            for c in 0..lay.x_bindings {
+                if lay.cfg.x_feature_major == 0 {
                     // Sample-major: rows lo..hi as given.
-                    let lo = c * lay.xlines;
-                    let hi = ((c + 1) * lay.xlines).min(n);
+                    let lo = c * lay.x_lines_per_binding;
+                    let hi = ((c + 1) * lay.x_lines_per_binding).min(n);
                     let rows = &data[lo * d..hi * d];
                     let buf = create(ctx, meter, "spinr X", (rows.len() * 4) as u64, storage);
                     ctx.queue.write_buffer(&buf, 0, bytemuck::cast_slice(rows));
                     x.push(buf);
                     continue;
                 }
-                let lo = c * lay.xlines;
-                let hi = ((c + 1) * lay.xlines).min(d);
+                let lo = c * lay.x_lines_per_binding;
+                let hi = ((c + 1) * lay.x_lines_per_binding).min(d);
                 // Columns lo..hi of the row-major input, transposed.
                 let mut cols = vec![0f32; (hi - lo) * n];
                 cols.par_chunks_mut(n).enumerate().for_each(|(k, col)| {
@@ -437,9 +354,9 @@ impl Buffers {
         while x.len() < 4 {
             x.push(create(ctx, meter, "spinr X (unused)", 16, storage));
         }
-        let f = create(ctx, meter, "spinr F", lay.f_len as u64 * 4, storage);
-        let u = create(ctx, meter, "spinr U", lay.u_len as u64 * 4, storage);
-        let h = create(ctx, meter, "spinr histogram", 2048 * 4, storage);
+        let f = create(ctx, meter, "spinr F", lay.f_floats as u64 * 4, storage);
+        let u = create(ctx, meter, "spinr U", lay.u_words as u64 * 4, storage);
+        let h = create(ctx, meter, "spinr histogram", HIST_BINS as u64 * 4, storage);
         let staging_bytes = (4 * lay.n).max(8 * lay.cap + 16).max(4 * SCALAR_REGION + 8) as u64;
         let staging = create(
             ctx,
@@ -451,17 +368,23 @@ impl Buffers {
         // Initial contents: targets, phase tables, zeroed lengths and histogram.
         let c = &lay.cfg;
         ctx.queue
-            .write_buffer(&f, c.f_y as u64 * 4, bytemuck::cast_slice(&problem.y));
-        if let (1, Features::Grid(g)) = (c.feat, &problem.features) {
+            .write_buffer(&f, c.f_targets as u64 * 4, bytemuck::cast_slice(&problem.y));
+        if let (1, Features::Grid(g)) = (c.grid_features, &problem.features) {
             for (a, table) in g.phases.iter().enumerate() {
-                ctx.queue
-                    .write_buffer(&f, c.to[a] as u64 * 4, bytemuck::cast_slice(table));
+                ctx.queue.write_buffer(
+                    &f,
+                    c.grid_table_offset[a] as u64 * 4,
+                    bytemuck::cast_slice(table),
+                );
             }
         }
+        ctx.queue.write_buffer(
+            &u,
+            c.u_slot_len as u64 * 4,
+            bytemuck::cast_slice(&[0u32; 32]),
+        );
         ctx.queue
-            .write_buffer(&u, c.u_len as u64 * 4, bytemuck::cast_slice(&[0u32; 32]));
-        ctx.queue
-            .write_buffer(&h, 0, bytemuck::cast_slice(&[0u32; 2048]));
+            .write_buffer(&h, 0, bytemuck::cast_slice(&[0u32; HIST_BINS]));
         ctx.queue.write_buffer(&cfg, 0, bytemuck::bytes_of(c));
         Ok(Buffers {
             cfg,
@@ -513,16 +436,16 @@ mod tests {
             ..Default::default()
         };
         let lay = Layout::new(&p, 5, None, &opts, &limits(1 << 30)).unwrap();
-        assert_eq!((lay.xlines, lay.xchunks), (3, 4));
+        assert_eq!((lay.x_lines_per_binding, lay.x_bindings), (3, 4));
         // Sample-major: 40-byte rows, 300 a binding.
         let rows = GpuOptions {
             feature_major: false,
             ..opts
         };
         let lay = Layout::new(&p, 5, None, &rows, &limits(1 << 30)).unwrap();
-        assert_eq!((lay.xlines, lay.xchunks), (300, 4));
+        assert_eq!((lay.x_lines_per_binding, lay.x_bindings), (300, 4));
         let lay = Layout::new(&p, 5, None, &GpuOptions::default(), &limits(1 << 30)).unwrap();
-        assert_eq!((lay.xlines, lay.xchunks), (10, 1));
+        assert_eq!((lay.x_lines_per_binding, lay.x_bindings), (10, 1));
     }
 
     #[test]
@@ -536,23 +459,30 @@ mod tests {
     fn tiles_are_whole_neuron_groups_and_regions_do_not_overlap() {
         let p = problem(77, 13, 29);
         let lay = Layout::new(&p, 40, None, &GpuOptions::default(), &limits(1 << 30)).unwrap();
-        assert_eq!(lay.tn_cap % TG, 0);
-        assert!(lay.tn_cap >= 29);
+        assert_eq!(lay.tile_cap % GATE_NEURONS, 0);
+        assert!(lay.tile_cap >= 29);
         let c = &lay.cfg;
         let f = [
-            c.f_y,
+            c.f_targets,
             lay.f_res[0] as u32,
-            c.f_vals,
-            c.f_ct,
-            c.f_ht,
-            c.f_gp,
-            c.f_part,
-            c.f_sc,
+            c.f_slot_values,
+            c.f_tile_cand,
+            c.f_tile_gates,
+            c.f_partial_g,
+            c.f_partial_sums,
+            c.f_scalars,
         ];
         assert!(f.windows(2).all(|w| w[0] < w[1]), "{f:?}");
-        assert!((c.f_sc as usize + SCALAR_REGION) <= lay.f_len);
+        assert!((c.f_scalars as usize + SCALAR_REGION) <= lay.f_floats);
         let u = [
-            c.u_batch, c.u_idx, c.u_len, c.u_meta, c.u_runn, c.u_runs, c.u_emap, c.u_mask,
+            c.u_batch,
+            c.u_slot_indices,
+            c.u_slot_len,
+            c.u_meta,
+            c.u_run_neuron,
+            c.u_run_start,
+            c.u_entry_run,
+            c.u_run_mask,
         ];
         assert!(u.windows(2).all(|w| w[0] < w[1]), "{u:?}");
         let small = GpuOptions {
@@ -560,6 +490,6 @@ mod tests {
             ..Default::default()
         };
         let lay = Layout::new(&p, 40, None, &small, &limits(1 << 30)).unwrap();
-        assert_eq!(lay.tn_cap, 8);
+        assert_eq!(lay.tile_cap, 8);
     }
 }

@@ -2,7 +2,7 @@
 //! enough work (grown until one submission takes ≥ 50 ms) that submission overhead vanishes.
 
 use super::GpuContext;
-use crate::bench::Ceilings;
+use crate::backend::profile::Ceilings;
 use crate::error::Result;
 use std::time::Instant;
 

@@ -1,11 +1,18 @@
 //! The wgpu backend: the whole IHT step runs in WGSL compute kernels (`shaders/*.wgsl`) on
 //! device-resident slots; a trait call is one submission and reads back only its scalars.
 //!
+//! - `options`: [`GpuOptions`].
 //! - `context`: adapter selection, device creation with the adapter's real limits.
+//! - `interface`: the `Cfg` and `Op` blocks, bindings and constants shared with the shaders,
+//!   defined once and written into every composed shader.
 //! - `buffers`: the region layout inside a few large buffers, byte accounting.
-//! - `kernels`: pipelines, the bind group, command recording and readback, and the
-//!   timestamp timer behind `spinr bench` (one pass per dispatch, begin/end timestamps).
-//! - `ceilings`: measured bandwidth / FMA throughput for `spinr bench`.
+//! - `kernels`: shader composition, pipelines, the bind group.
+//! - `record`: command recording, submission and readback.
+//! - `support`, `refine`, `threshold`: what each trait call records (support passes and the
+//!   mask cache; the speculative refinement batch; the dense pass with top-s).
+//! - `timer`, `profile`, `ceilings`: device timestamps per dispatch, the profiling entry
+//!   points, measured bandwidth / FMA throughput (`spinr bench`).
+//! - this file: [`GpuBackend`], its state, and the [`Backend`] implementation.
 //!
 //! Kernels (one entry point each):
 //! - support passes (`support.wgsl`): `runs` groups a support into per-neuron runs; `mask`
@@ -35,8 +42,9 @@
 //!   neurons × 128 features per workgroup, 8 × 8 register block per thread, split over sample
 //!   groups into partial rows); `reduce_tile` (`topk.wgsl`) sums the groups in order into
 //!   `c = w − μ G` (`add_w` adds `w`).
-//! - X (dense or materialised grid features) is stored feature-major, so a warp of
-//!   consecutive samples reads one segment per feature in every kernel.
+//! - X (dense or materialised grid features) is stored feature-major for full-batch fits, so
+//!   a warp of consecutive samples reads one segment per feature, and sample-major for
+//!   minibatch fits ([`GpuOptions::feature_major`]).
 //! - top-s (`topk.wgsl`): 3-digit radix select (`hist` with workgroup atomics, `select_digit`)
 //!   of the tile merged with the running buffer, then an ordered compaction (`count`, `scan`,
 //!   `scatter`) that keeps the result sorted and sends ties to the lower index.
@@ -44,97 +52,37 @@
 mod buffers;
 mod ceilings;
 mod context;
+pub mod interface;
 mod kernels;
+mod options;
+mod profile;
+mod record;
+mod refine;
+mod support;
+mod threshold;
+mod timer;
 
 pub use context::{list_adapters, AdapterReport, GpuContext, NO_ADAPTER_HELP};
 pub use kernels::{
     compose_shader, BITS_ATOMIC_WGSL, BITS_SUBGROUP_WGSL, COMMON_WGSL, SHADER_FILES,
 };
+pub use options::{GpuOptions, ShaderChecks};
 
 use super::{Backend, BackendInfo, GateSource, MemoryMeter, MemoryStats, RefineStep, Slot};
 use crate::error::{Error, Result};
 use crate::problem::{Features, GateMode, Problem};
 use crate::sparse::SparseVec;
-use buffers::{
-    Buffers, Layout, Op, APPLY_THREADS, BS, MAX_APPLY_CHUNKS, META_STOP, NSLOT, REC_LEN,
-    REFINE_MAX, SCALARS, SCAN_BLOCK, SC_FV, SC_REC, SLOT_GATE, SLOT_TOP_A, SLOT_TOP_B, TG,
-};
-use kernels::{Kernels, Read, Rec, K};
+use buffers::{Buffers, Layout, APPLY_THREADS, NSLOT, SLOT_GATE};
+use interface::{Op, FLAG_STORE, FLAG_SUB_Y, GATE_OPEN, GATE_RANDOM, GATE_WEIGHTS, WG_SIZE};
+use kernels::{Kernels, K};
+use record::{Read, Rec};
 use std::sync::Arc;
-
-/// Grid features are uploaded as a dense matrix when it takes at most this many bytes (and
-/// fits four bindings): the kernels then load instead of evaluating sin/cos. Larger grids are
-/// generated on the fly.
-pub const DEFAULT_FEATURE_CACHE: u64 = 1 << 30;
-
-const FLAG_SUB_Y: u32 = 1;
-const FLAG_STORE: u32 = 2;
-const FLAG_SLOT_SQ: u32 = 4;
-const FLAG_GUARD: u32 = 8;
-const FLAG_MU_SC: u32 = 16;
-const FLAG_IF_ODD: u32 = 32;
-/// dense_mm: add to the partial rows (a later chunk of samples).
-const FLAG_ACC: u32 = 64;
-/// dense_mm: gate words from the cached support-run mask.
-const FLAG_RUNMASK: u32 = 128;
-/// dense_mm's block of neurons × features (shaders/dense.wgsl `BM`, `BN`).
-const DENSE_BM: usize = 128;
-const DENSE_BN: usize = 128;
-/// Workgroups the dense product aims for (a few per core on a large GPU).
-const DENSE_WORKGROUPS: usize = 512;
-/// Sample blocks per tile_mask workgroup (shaders/gates.wgsl `SB`).
-const TILE_MASK_BLOCKS: usize = 4;
-/// Neurons per tile_mask workgroup with weight gates (shaders/gates.wgsl `NW`).
-const TILE_MASK_NEURONS: usize = 64;
-
-/// Options beyond the trait's (tests use them to force the on-the-fly feature path).
-#[derive(Clone, Copy, Debug)]
-pub struct GpuOptions {
-    /// Largest grid-feature matrix, in bytes, that is materialised on the device.
-    pub feature_cache_bytes: u64,
-    /// Neurons per dense-pass tile (rounded up to a multiple of 8); `None`: about 128 Ki
-    /// candidates per tile. Small tiles exercise the streaming merge.
-    pub tile_neurons: Option<usize>,
-    /// Caps the bytes of one feature-matrix binding below the device's limit (the matrix is
-    /// then split by rows across up to four bindings; tests use it to exercise that path).
-    pub feature_binding_bytes: Option<u64>,
-    /// Threads the support apply aims for: with fewer samples it splits the support's runs
-    /// into chunks (up to 64) whose partial predictions are then merged. `None`: 65536 on a
-    /// GPU, one thread per sample on a CPU adapter (whose few cores gain nothing from it).
-    pub apply_threads: Option<usize>,
-    /// Use subgroup operations where the device has 32-wide subgroups (false: the portable
-    /// workgroup-memory path everywhere; tests compare the two).
-    pub subgroups: bool,
-    /// Store dense features feature-major (full-batch fits: coalesced reads) rather than
-    /// sample-major (minibatch fits: a thread's features of one scattered sample in one row).
-    pub feature_major: bool,
-    /// Active samples per dense-pass chunk (rounded up to a multiple of 32); `None`: 2^18.
-    /// Small chunks exercise the accumulation across chunks.
-    pub mask_chunk: Option<usize>,
-}
-
-impl Default for GpuOptions {
-    fn default() -> Self {
-        Self {
-            feature_cache_bytes: DEFAULT_FEATURE_CACHE,
-            tile_neurons: None,
-            feature_binding_bytes: None,
-            // A tuning knob for new hardware, without a rebuild.
-            apply_threads: std::env::var("SPINR_APPLY_THREADS")
-                .ok()
-                .and_then(|v| v.parse().ok()),
-            mask_chunk: None,
-            subgroups: true,
-            feature_major: true,
-        }
-    }
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Gates {
-    Open = 0,
-    Random = 1,
-    Weights = 2,
+    Open,
+    Random,
+    Weights,
 }
 
 /// What the cached runs and gate mask were built for: (support id, gate epoch, batch epoch;
@@ -211,7 +159,7 @@ impl GpuBackend {
         let bufs = Buffers::new(&ctx, &problem, &lay, dense, &mut meter)?;
         meter.set_tile(lay.tile_bytes);
         drop(cached);
-        let kernels = Kernels::new(&ctx, &bufs, opts.subgroups && ctx.subgroups())?;
+        let kernels = Kernels::new(&ctx, &bufs, &opts)?;
         let ctx_software = ctx.is_software();
         let gates = match problem.gates {
             GateMode::Gaussian => Gates::Open,
@@ -246,7 +194,11 @@ impl GpuBackend {
     }
 
     fn write_cfg(&mut self) {
-        self.lay.cfg.gate = self.gates as u32;
+        self.lay.cfg.gate_mode = match self.gates {
+            Gates::Open => GATE_OPEN,
+            Gates::Random => GATE_RANDOM,
+            Gates::Weights => GATE_WEIGHTS,
+        };
         self.ctx
             .queue
             .write_buffer(&self.bufs.cfg, 0, bytemuck::bytes_of(&self.lay.cfg));
@@ -264,274 +216,22 @@ impl GpuBackend {
         self.next_sup
     }
 
-    /// An op with the active samples filled in.
-    fn op(&self) -> Op {
-        Op {
-            n_act: self.n_act as u32,
-            batched: self.batch_epoch.is_some() as u32,
-            ..Default::default()
+    /// An op over the active samples; `all`: every sample regardless of the minibatch.
+    fn op_over(&self, all: bool) -> Op {
+        if all {
+            Op::active(self.lay.n, false)
+        } else {
+            Op::active(self.n_act, self.batch_epoch.is_some())
         }
+    }
+
+    /// An op over the active samples.
+    fn op(&self) -> Op {
+        self.op_over(false)
     }
 
     fn res(&self, which: usize) -> u32 {
         self.lay.f_res[which] as u32
-    }
-
-    /// Records the runs and gate mask of slot `v`'s support unless they are cached. `all`:
-    /// for every sample regardless of the minibatch (predict).
-    fn ensure_mask(&mut self, rec: &mut Rec, v: u32, all: bool) {
-        let batch = if all { None } else { self.batch_epoch };
-        let key = (self.sup[v as usize], self.gate_epoch, batch);
-        if self.mask_key == Some(key) {
-            return;
-        }
-        let mut op = self.op();
-        if all {
-            op.n_act = self.lay.n as u32;
-            op.batched = 0;
-        }
-        op.a = v;
-        rec.push(K::Runs, op, [1, 1, 1]);
-        if self.gates != Gates::Open {
-            let blocks = (op.n_act as usize).div_ceil(BS);
-            let max = self.ctx.limits.max_compute_workgroups_per_dimension as usize;
-            let (x, z) = if blocks <= max {
-                (blocks, 1)
-            } else {
-                (max, blocks.div_ceil(max))
-            };
-            let groups = self.lay.cfg.maxruns.div_ceil(TG as u32);
-            rec.push(K::Mask, op, [groups, x as u32, z as u32]);
-        }
-        self.mask_key = Some(key);
-    }
-
-    /// `out = A_S v [− y]` over the active samples into F[dst] (if `store`), Σ out² into
-    /// scalar `sc`.
-    fn rec_apply(&self, rec: &mut Rec, v: u32, flags: u32, dst: u32, sc: u32, all: bool) {
-        let groups = self.rec_apply_parts(rec, v, flags, dst, all);
-        let mut red = self.op();
-        red.src = self.lay.cfg.f_part;
-        red.count = groups as u32;
-        red.sc = sc;
-        rec.push(K::Reduce, red, [1, 1, 1]);
-    }
-
-    /// [`Self::rec_apply`] up to the per-workgroup partial sums of out² in `f_part`; returns
-    /// their number.
-    fn rec_apply_parts(&self, rec: &mut Rec, v: u32, flags: u32, dst: u32, all: bool) -> usize {
-        let mut op = self.op();
-        if all {
-            op.n_act = self.lay.n as u32;
-            op.batched = 0;
-        }
-        op.a = v;
-        op.flags = flags;
-        op.dst = dst;
-        let n_act = op.n_act as usize;
-        let groups = n_act.div_ceil(256);
-        op.count = self.apply_threads.div_ceil(n_act).clamp(
-            1,
-            MAX_APPLY_CHUNKS.min(self.lay.cfg.maxruns as usize).max(1),
-        ) as u32;
-        let max = self.ctx.limits.max_compute_workgroups_per_dimension as usize;
-        let (x, z) = if groups <= max {
-            (groups, 1)
-        } else {
-            (max, groups.div_ceil(max))
-        };
-        rec.push(K::Apply, op, [x as u32, op.count, z as u32]);
-        rec.push(K::ApplyFin, op, self.kernels.grid1(groups));
-        groups
-    }
-
-    /// `g = A_Sᵀ r` on the support of `v`, ‖g‖² into scalar `sc`.
-    fn rec_grad(&self, rec: &mut Rec, v: u32, g: u32, sc: u32) {
-        let mut op = self.op();
-        op.a = v;
-        op.b = g;
-        op.src = self.res(self.cur);
-        rec.push(K::Grad, op, self.kernels.grid1(self.lay.cap));
-        let mut red = self.op();
-        red.a = g;
-        red.flags = FLAG_SLOT_SQ;
-        red.sc = sc;
-        rec.push(K::Reduce, red, [1, 1, 1]);
-    }
-
-    fn rec_copy(&self, rec: &mut Rec, dst: u32, src: u32) {
-        let mut op = self.op();
-        op.a = src;
-        op.c = dst;
-        rec.push(
-            K::CopySlot,
-            op,
-            self.kernels.grid1(self.lay.cap.div_ceil(256)),
-        );
-    }
-
-    /// Per-kernel dispatch counts and wall seconds, when the backend was created with
-    /// `SPINR_GPU_PROFILE` set (each dispatch then runs alone: for finding hot kernels only).
-    pub fn kernel_profile(&self) -> Option<Vec<(&'static str, u64, f64)>> {
-        let p = self.kernels.profile.as_ref()?.lock().ok()?;
-        Some(
-            p.iter()
-                .enumerate()
-                .filter(|(_, &(n, _))| n > 0)
-                .map(|(i, &(n, t))| (kernels::kernel_name(i), n, t))
-                .collect(),
-        )
-    }
-
-    /// Up to `REFINE_MAX` exact refinement steps in one submission (see
-    /// [`Backend::refine_exact`]). The steps are recorded speculatively, as if every one were
-    /// accepted: the iterate alternates between slots `v` and `t` and its residual between
-    /// the two residual regions, so an accepted step costs no copies. `refine_decide` stops
-    /// the chain at the first rejection; a final copy brings the iterate back to `v` when it
-    /// sits in `t`.
-    fn refine_batch(
-        &mut self,
-        (qv, qg, qt): (u32, u32, u32),
-        f_v: f64,
-        steps: usize,
-    ) -> Result<Vec<RefineStep>> {
-        let c = self.lay.cfg;
-        let queue = &self.ctx.queue;
-        queue.write_buffer(
-            &self.bufs.u,
-            (c.u_meta as usize + META_STOP) as u64 * 4,
-            bytemuck::cast_slice(&[0u32, 0u32]),
-        );
-        queue.write_buffer(
-            &self.bufs.f,
-            (c.f_sc as usize + SC_FV) as u64 * 4,
-            bytemuck::bytes_of(&(f_v as f32)),
-        );
-        let mut rec = Rec::default();
-        self.ensure_mask(&mut rec, qv, false);
-        let slot_grid = self.kernels.grid1(self.lay.cap.div_ceil(256));
-        for k in 0..steps {
-            let (a, b) = if k % 2 == 0 { (qv, qt) } else { (qt, qv) };
-            let mut op = self.op();
-            op.flags = FLAG_GUARD;
-            // g = A_Sᵀ r at the iterate.
-            let mut grad = op;
-            grad.a = a;
-            grad.b = qg;
-            grad.src = self.res((self.cur + k) % 2);
-            rec.push(K::Grad, grad, self.kernels.grid1(self.lay.cap));
-            // ‖A g‖² partials, then ‖g‖², ‖A g‖² and μ on the device.
-            let parts = self.rec_apply_parts(&mut rec, qg, FLAG_GUARD, 0, false);
-            let mut mu = op;
-            mu.a = qg;
-            mu.count = parts as u32;
-            rec.push(K::RefineMu, mu, [1, 1, 1]);
-            // trial = v − μ g and its residual (in the other region).
-            let mut axpy = op;
-            axpy.a = a;
-            axpy.b = qg;
-            axpy.c = b;
-            axpy.flags |= FLAG_MU_SC;
-            rec.push(K::Axpy, axpy, slot_grid);
-            let next = self.res((self.cur + k + 1) % 2);
-            let parts = self.rec_apply_parts(
-                &mut rec,
-                b,
-                FLAG_GUARD | FLAG_SUB_Y | FLAG_STORE,
-                next,
-                false,
-            );
-            let mut decide = op;
-            decide.count = parts as u32;
-            decide.s = k as u32;
-            rec.push(K::RefineDecide, decide, [1, 1, 1]);
-        }
-        let mut fix = self.op();
-        fix.a = qt;
-        fix.c = qv;
-        fix.flags = FLAG_IF_ODD;
-        rec.push(K::CopySlot, fix, slot_grid);
-        let reads = [
-            Read {
-                buffer: &self.bufs.u,
-                offset: (c.u_meta as usize + META_STOP) as u64 * 4,
-                bytes: 8,
-            },
-            Read {
-                buffer: &self.bufs.f,
-                offset: (c.f_sc as usize + SC_REC) as u64 * 4,
-                bytes: (REC_LEN * steps * 4) as u64,
-            },
-        ];
-        let bytes = self.run(rec, &reads)?;
-        let (stop, acc) = (
-            u32::from_le_bytes(bytes[0..4].try_into().expect("4 bytes")) as usize,
-            u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes")) as usize,
-        );
-        let ran = acc + stop;
-        if stop > 1 || ran > steps || (stop == 0 && acc != steps) {
-            return Err(Error::Gpu(format!(
-                "refinement batch of {steps} steps reports {acc} accepted, stop word {stop}"
-            )));
-        }
-        let vals: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes[8..]);
-        let out: Vec<RefineStep> = vals
-            .chunks(REC_LEN)
-            .take(ran)
-            .map(|r| RefineStep {
-                gn: r[0] as f64,
-                curv: r[1] as f64,
-                mu: r[2],
-                f_t: r[3] as f64,
-                accepted: r[4] != 0.0,
-            })
-            .collect();
-        if out.iter().enumerate().any(|(i, r)| r.accepted != (i < acc)) {
-            return Err(Error::Gpu(
-                "refinement records disagree with the step count".into(),
-            ));
-        }
-        // The device moved the iterate's residual `acc` times; g and t now share v's support.
-        self.cur = (self.cur + acc) % 2;
-        let sv = self.sup[qv as usize];
-        self.sup[qg as usize] = sv;
-        self.sup[qt as usize] = sv;
-        if let Some(r) = out.last() {
-            self.last_gnorm = r.gn;
-        }
-        Ok(out)
-    }
-
-    fn run(&self, rec: Rec, reads: &[Read<'_>]) -> Result<Vec<u8>> {
-        kernels::submit(&self.ctx, &self.kernels, &self.bufs, rec, reads)
-    }
-
-    /// Runs `rec` and reads back the first `count` scalars.
-    fn run_scalars(&self, rec: Rec, count: usize) -> Result<Vec<f64>> {
-        let read = Read {
-            buffer: &self.bufs.f,
-            offset: self.lay.cfg.f_sc as u64 * 4,
-            bytes: (count.min(SCALARS) * 4) as u64,
-        };
-        let bytes = self.run(rec, &[read])?;
-        Ok(bytemuck::pod_collect_to_vec::<u8, f32>(&bytes)
-            .into_iter()
-            .map(|v| v as f64)
-            .collect())
-    }
-}
-
-/// With `SPINR_GPU_PROFILE` set, the per-kernel wall-clock profile goes to stderr at the end
-/// (the fallback where the adapter has no timestamp queries; `spinr bench` uses those).
-impl Drop for GpuBackend {
-    fn drop(&mut self) {
-        if let Some(mut p) = self.kernel_profile() {
-            p.sort_by(|a, b| b.2.total_cmp(&a.2));
-            eprintln!("spinr: GPU profile (each dispatch alone, wall clock):");
-            for (name, n, t) in p {
-                eprintln!("  {name:<16} {n:>8} dispatches {:>12.3} ms", t * 1e3);
-            }
-        }
     }
 }
 
@@ -568,23 +268,23 @@ impl Backend for GpuBackend {
         }
         crate::error::check_finite("weights", &w.values)?;
         let c = &self.lay.cfg;
-        let at = (q * c.cap) as u64 * 4;
+        let at = (q * c.slot_cap) as u64 * 4;
         let queue = &self.ctx.queue;
         if !w.is_empty() {
             queue.write_buffer(
                 &self.bufs.u,
-                c.u_idx as u64 * 4 + at,
+                c.u_slot_indices as u64 * 4 + at,
                 bytemuck::cast_slice(&w.indices),
             );
             queue.write_buffer(
                 &self.bufs.f,
-                c.f_vals as u64 * 4 + at,
+                c.f_slot_values as u64 * 4 + at,
                 bytemuck::cast_slice(&w.values),
             );
         }
         queue.write_buffer(
             &self.bufs.u,
-            (c.u_len + q) as u64 * 4,
+            (c.u_slot_len + q) as u64 * 4,
             bytemuck::bytes_of(&(w.len() as u32)),
         );
         // Nothing else needs to run; submitting an empty batch flushes the writes in order.
@@ -596,21 +296,21 @@ impl Backend for GpuBackend {
     fn read(&mut self, slot: Slot) -> Result<SparseVec> {
         let q = self.slot(slot)?;
         let c = &self.lay.cfg;
-        let span = c.cap as u64 * 4;
+        let span = c.slot_cap as u64 * 4;
         let reads = [
             Read {
                 buffer: &self.bufs.u,
-                offset: (c.u_len + q) as u64 * 4,
+                offset: (c.u_slot_len + q) as u64 * 4,
                 bytes: 4,
             },
             Read {
                 buffer: &self.bufs.u,
-                offset: (c.u_idx + q * c.cap) as u64 * 4,
+                offset: (c.u_slot_indices + q * c.slot_cap) as u64 * 4,
                 bytes: span,
             },
             Read {
                 buffer: &self.bufs.f,
-                offset: (c.f_vals + q * c.cap) as u64 * 4,
+                offset: (c.f_slot_values + q * c.slot_cap) as u64 * 4,
                 bytes: span,
             },
         ];
@@ -657,7 +357,7 @@ impl Backend for GpuBackend {
                 rec.push(
                     K::GatesPrep,
                     op,
-                    self.kernels.grid1(self.lay.m.div_ceil(256)),
+                    self.kernels.grid1(self.lay.m.div_ceil(WG_SIZE)),
                 );
                 Gates::Weights
             }
@@ -738,12 +438,12 @@ impl Backend for GpuBackend {
         if recompute_grad {
             self.rec_grad(&mut rec, qv, qg, 0);
         }
-        let mut op = self.op();
-        op.a = qv;
-        op.b = qg;
-        op.c = qd;
-        op.mu = mu;
-        rec.push(K::Axpy, op, self.kernels.grid1(self.lay.cap.div_ceil(256)));
+        let op = self.op().axpy(qv, qg, qd, mu);
+        rec.push(
+            K::Axpy,
+            op,
+            self.kernels.grid1(self.lay.cap.div_ceil(WG_SIZE)),
+        );
         let trial_res = self.res(1 - self.cur);
         self.rec_apply(&mut rec, qd, FLAG_SUB_Y | FLAG_STORE, trial_res, 1, false);
         let s = self.run_scalars(rec, 2)?;
@@ -788,14 +488,14 @@ impl Backend for GpuBackend {
                 "combine needs two vectors with the same support",
             ));
         }
-        let mut op = self.op();
-        op.a = qa;
-        op.b = qb;
-        op.c = qd;
         // The axpy kernel computes a − μ·b.
-        op.mu = -beta;
+        let op = self.op().axpy(qa, qb, qd, -beta);
         let mut rec = Rec::default();
-        rec.push(K::Axpy, op, self.kernels.grid1(self.lay.cap.div_ceil(256)));
+        rec.push(
+            K::Axpy,
+            op,
+            self.kernels.grid1(self.lay.cap.div_ceil(WG_SIZE)),
+        );
         self.run(rec, &[])?;
         self.sup[qd as usize] = self.sup[qa as usize];
         Ok(())
@@ -806,24 +506,12 @@ impl Backend for GpuBackend {
         v: Slot,
         g: Slot,
         trial: Slot,
-        mut f_v: f64,
+        f_v: f64,
         steps: usize,
     ) -> Result<Vec<RefineStep>> {
         super::check_refine_slots(v, g, trial)?;
         let q = (self.slot(v)?, self.slot(g)?, self.slot(trial)?);
-        let mut out: Vec<RefineStep> = Vec::with_capacity(steps);
-        while out.len() < steps {
-            let batch = self.refine_batch(q, f_v, (steps - out.len()).min(REFINE_MAX))?;
-            let all = batch.last().is_some_and(|r| r.accepted);
-            if let Some(r) = batch.last().filter(|r| r.accepted) {
-                f_v = r.f_t;
-            }
-            out.extend(batch);
-            if !all {
-                break;
-            }
-        }
-        Ok(out)
+        self.refine_batches(q, f_v, steps)
     }
 
     fn threshold(&mut self, w: Slot, mu: f32, s: usize, dst: Slot) -> Result<()> {
@@ -837,109 +525,7 @@ impl Backend for GpuBackend {
                 ),
             ));
         }
-        let lay = &self.lay;
-        let (d, m) = (lay.d, lay.m);
-        let c = &lay.cfg;
-        // The running buffer starts empty.
-        self.ctx.queue.write_buffer(
-            &self.bufs.u,
-            (c.u_len + SLOT_TOP_A) as u64 * 4,
-            bytemuck::bytes_of(&0u32),
-        );
-        // Sample groups of the product (partial rows per group, summed in order by
-        // reduce_tile): enough to give every core a few workgroups. The same for every chunk
-        // (a smaller last chunk leaves some groups empty; they add zero).
-        let blocks_out = d.div_ceil(DENSE_BN) * lay.tn_cap.min(m).div_ceil(DENSE_BM);
-        let ng = DENSE_WORKGROUPS.div_ceil(blocks_out).clamp(
-            1,
-            lay.chunk.min(self.n_act).div_ceil(BS).min(lay.max_groups),
-        ) as u32;
-        // Weight gates whose snapshot has the support of the cached run mask (the usual
-        // sequential step: gates from W, then step_size(W)): the product reads that mask
-        // instead of evaluating the tile's gates again.
-        let reuse_mask = self.gates == Gates::Weights
-            && self
-                .gate_sup
-                .is_some_and(|g| self.mask_key == Some((g, self.gate_epoch, self.batch_epoch)));
-        let mut rec = Rec::default();
-        let (mut cur, mut nxt) = (SLOT_TOP_A, SLOT_TOP_B);
-        let mut tile0 = 0;
-        while tile0 < m {
-            let tn = lay.tn_cap.min(m - tile0);
-            let elems = tn * d;
-            let mut op = self.op();
-            op.src = self.res(self.cur);
-            op.mu = mu;
-            op.tile0 = tile0 as u32;
-            op.tn = tn as u32;
-            op.ng = ng;
-            op.s = s as u32;
-            op.a = cur;
-            op.b = qw;
-            op.c = nxt;
-            op.count = elems as u32;
-            op.sc = (lay.cap + elems).div_ceil(SCAN_BLOCK) as u32;
-            if self.gates == Gates::Random {
-                rec.push(K::GenH, op, self.kernels.grid1(elems.div_ceil(256)));
-            }
-            // The product in chunks of active samples: the tile's gate mask holds one chunk.
-            let mut c0 = 0;
-            while c0 < self.n_act {
-                let nc = lay.chunk.min(self.n_act - c0);
-                let mut cop = op;
-                cop.dst = c0 as u32;
-                cop.count = nc as u32;
-                cop.flags = if c0 > 0 { FLAG_ACC } else { 0 };
-                if reuse_mask {
-                    cop.flags |= FLAG_RUNMASK;
-                } else if self.gates != Gates::Open {
-                    // Workgroups of TILE_MASK_BLOCKS sample blocks (gates.wgsl `SB`).
-                    let blocks = nc.div_ceil(BS * TILE_MASK_BLOCKS);
-                    let max = self.ctx.limits.max_compute_workgroups_per_dimension as usize;
-                    let (y, z) = if blocks <= max {
-                        (blocks, 1)
-                    } else {
-                        (max, blocks.div_ceil(max))
-                    };
-                    // Neurons per workgroup: gates.wgsl `NW` (weight gates) or `TG`.
-                    let nw = if self.gates == Gates::Weights {
-                        TILE_MASK_NEURONS
-                    } else {
-                        TG
-                    };
-                    rec.push(
-                        K::TileMask,
-                        cop,
-                        [tn.div_ceil(nw) as u32, y as u32, z as u32],
-                    );
-                }
-                rec.push(
-                    K::DenseMm,
-                    cop,
-                    [
-                        tn.div_ceil(DENSE_BM) as u32,
-                        d.div_ceil(DENSE_BN) as u32,
-                        cop.ng,
-                    ],
-                );
-                c0 += nc;
-            }
-            rec.push(K::ReduceTile, op, self.kernels.grid1(elems.div_ceil(256)));
-            rec.push(K::AddW, op, self.kernels.grid1(lay.cap.div_ceil(256)));
-            let hist_groups = (lay.cap + elems).div_ceil(256 * 16).clamp(1, 64) as u32;
-            for pass in 0..3 {
-                op.pass = pass;
-                rec.push(K::Hist, op, [hist_groups, 1, 1]);
-                rec.push(K::Select, op, [1, 1, 1]);
-            }
-            rec.push(K::Count, op, self.kernels.grid1(op.sc as usize));
-            rec.push(K::Scan, op, [1, 1, 1]);
-            rec.push(K::Scatter, op, self.kernels.grid1(op.sc as usize));
-            std::mem::swap(&mut cur, &mut nxt);
-            tile0 += tn;
-        }
-        self.rec_copy(&mut rec, qd, cur);
-        self.run(rec, &[])?;
+        self.run_threshold(qw, mu, s, qd)?;
         self.sup[qd as usize] = self.new_support();
         Ok(())
     }
@@ -961,28 +547,5 @@ impl Backend for GpuBackend {
 
     fn memory(&self) -> MemoryStats {
         self.meter.stats()
-    }
-
-    fn sync(&mut self) -> Result<()> {
-        self.ctx.wait()
-    }
-
-    fn ceilings(&mut self) -> Result<Option<crate::bench::Ceilings>> {
-        ceilings::measure(&self.ctx).map(Some)
-    }
-
-    fn set_timing(&mut self, on: bool) -> bool {
-        if !on {
-            self.kernels.timer = None;
-            return kernels::Timer::available(&self.ctx);
-        }
-        if self.kernels.timer.is_none() {
-            self.kernels.timer = kernels::Timer::new(&self.ctx);
-        }
-        self.kernels.timer.is_some()
-    }
-
-    fn take_times(&mut self) -> Option<super::GpuTimes> {
-        self.kernels.timer.as_ref().map(|t| t.take())
     }
 }

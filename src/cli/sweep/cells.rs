@@ -108,9 +108,15 @@ impl InrRunner {
         pending.sort_by_key(|c| std::cmp::Reverse(c.nonzeros));
         let mut failure: Option<Error> = None;
         let on_round = |r: &RoundReport| {
-            while let Some(cell) = pending.first().filter(|c| c.nonzeros >= r.nonzeros).copied() {
+            while let Some(cell) = pending
+                .first()
+                .filter(|c| c.nonzeros >= r.nonzeros)
+                .copied()
+            {
                 pending.remove(0);
-                let saved = self.imp_round(cell, r, &problem, &device).and_then(|row| done(&cell, row));
+                let saved = self
+                    .imp_round(cell, r, &problem, &device)
+                    .and_then(|row| done(&cell, row));
                 if let Err(e) = saved {
                     failure = Some(e);
                     return ControlFlow::Break(());
@@ -130,34 +136,15 @@ impl InrRunner {
         device: &ImpDevice,
     ) -> Result<Row> {
         let plan = self.plan(&cell)?;
-        let info = device_info(device);
-        let fit = inr_fit::imp_image_fit(
-            &self.image,
-            &plan,
-            problem,
-            &r.model(),
-            device,
-            r.run_seconds,
-            r.run_epochs,
-            false,
-            r.peak_device_bytes,
-            info,
-        )?;
+        let run = inr_fit::ImpRunSoFar {
+            seconds: r.run_seconds,
+            epochs: r.run_epochs,
+            stopped: false,
+            peak_device_bytes: r.peak_device_bytes,
+            backend: device.info(),
+        };
+        let fit = inr_fit::imp_image_fit(&self.image, &plan, problem, &r.model(), device, run)?;
         self.report(&plan, &fit)
-    }
-}
-
-/// What ran an IMP network.
-fn device_info(device: &ImpDevice) -> backend::BackendInfo {
-    match device {
-        ImpDevice::Cpu => backend::BackendInfo {
-            kind: "cpu",
-            adapter: format!("CPU ({} threads)", rayon::current_num_threads()),
-        },
-        ImpDevice::Gpu(ctx) => backend::BackendInfo {
-            kind: "gpu",
-            adapter: ctx.adapter_name(),
-        },
     }
 }
 
@@ -209,62 +196,66 @@ impl PlantRunner {
         };
         let (method, variant) = method_variant(cell.method);
         let planted = spec.build()?;
-        let mut report = match method {
-            FitMethod::Iht => {
-                let choices = IhtChoices {
-                    inner: self.tuning.inner,
-                    refine: self.tuning.refine,
-                    first_step: self.tuning.first_step,
-                    rescue: self.tuning.rescue,
-                };
-                let mut cfg = choices.resolve(
-                    variant,
-                    IhtTask::Planted,
-                    cell.nonzeros,
-                    self.iters(),
-                    spec.gates,
-                )?;
-                cfg.batch_size = self.batch_size();
-                cfg.seed = cell.seed;
-                let mut be = backend::create_for(
-                    self.device.backend,
-                    self.device.adapter.as_deref(),
-                    planted.train.clone(),
-                    cell.nonzeros,
-                    cfg.batch_size.is_some(),
-                )?;
-                let info = be.info();
-                let start = Instant::now();
-                let fit = plant::run(be.as_mut(), &planted, &cfg, |_| {})?;
-                let seconds = start.elapsed().as_secs_f64();
-                plant::score_iht(&spec, &planted, &fit, info.kind, &info.adapter, seconds)?
-            }
-            FitMethod::Imp => {
-                if spec.gates != GateMode::Sequential {
-                    return Err(Error::invalid(
-                        crate::error::Param::Gates,
-                        "IMP trains the ReLU network itself: use --gates sequential",
-                    ));
+        let mut report =
+            match method {
+                FitMethod::Iht => {
+                    let choices = IhtChoices {
+                        inner: self.tuning.inner,
+                        refine: self.tuning.refine,
+                        first_step: self.tuning.first_step,
+                        rescue: self.tuning.rescue,
+                        polish: self.tuning.polish,
+                    };
+                    let mut cfg = choices.resolve(
+                        variant,
+                        IhtTask::Planted,
+                        cell.nonzeros,
+                        self.iters(),
+                        spec.gates,
+                    )?;
+                    cfg.batch_size = self.batch_size();
+                    cfg.seed = cell.seed;
+                    let mut be = backend::create_for(
+                        self.device.backend,
+                        self.device.adapter.as_deref(),
+                        planted.train.clone(),
+                        cell.nonzeros,
+                        cfg.batch_size.is_some(),
+                    )?;
+                    let info = be.info();
+                    let start = Instant::now();
+                    let fit = plant::run(be.as_mut(), &planted, &cfg, |_| {})?;
+                    let seconds = start.elapsed().as_secs_f64();
+                    plant::score_iht(&spec, &planted, &fit, info.kind, &info.adapter, seconds)?
                 }
-                let device =
-                    ImpDevice::from_choice(self.device.backend, self.device.adapter.as_deref())?;
-                let opts = plant::imp_options(&spec, self.iters(), self.batch_size());
-                let r = crate::imp::fit(&planted.train, &opts, &device, |_| {
-                    ControlFlow::Continue(())
-                })?;
-                let mut report = plant::score_imp(
-                    &spec,
-                    &planted,
-                    &r.model,
-                    r.epochs,
-                    r.backend.kind,
-                    &r.backend.adapter,
-                    r.seconds,
-                )?;
-                report.nonzeros = r.nonzeros;
-                report
-            }
-        };
+                FitMethod::Imp => {
+                    if spec.gates != GateMode::Sequential {
+                        return Err(Error::invalid(
+                            crate::error::Param::Gates,
+                            "IMP trains the ReLU network itself: use --gates sequential",
+                        ));
+                    }
+                    let device = ImpDevice::from_choice(
+                        self.device.backend,
+                        self.device.adapter.as_deref(),
+                    )?;
+                    let opts = plant::imp_options(&spec, self.iters(), self.batch_size());
+                    let r = crate::imp::fit(&planted.train, &opts, &device, |_| {
+                        ControlFlow::Continue(())
+                    })?;
+                    let mut report = plant::score_imp(
+                        &spec,
+                        &planted,
+                        &r.model,
+                        r.epochs,
+                        r.backend.kind,
+                        &r.backend.adapter,
+                        r.seconds,
+                    )?;
+                    report.nonzeros = r.nonzeros;
+                    report
+                }
+            };
         report.method = method;
         report.variant = variant;
         Ok(report)

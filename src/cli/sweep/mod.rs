@@ -186,6 +186,10 @@ fn options(a: &SweepArgs, task: Task) -> Value {
         "first_step": t.first_step,
         "rescue": t.rescue,
     });
+    // Recorded only when given, so sweeps begun before the flag existed still resume.
+    if let (Some(p), Value::Object(o)) = (t.polish, &mut o) {
+        o.insert("polish".into(), json!(p));
+    }
     let extra = match task {
         Task::Plant => json!({ "inputs": a.inputs, "samples": a.samples }),
         _ => json!({

@@ -1,0 +1,226 @@
+//! `spinr sweep` running real cells through the binary: every method on a small planted grid
+//! and a digit; an interrupted sweep resumes to exactly one row per cell; two shards merged
+//! equal the unsharded run.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Output, Stdio};
+
+/// A small planted grid: seconds on a CPU, every method, two groups per method.
+const PLANT: &[&str] = &[
+    "sweep",
+    "--task",
+    "plant",
+    "--inputs",
+    "10",
+    "--samples",
+    "300",
+    "--neurons",
+    "3,5",
+    "--nonzeros",
+    "4,8",
+    "--methods",
+    "iht,paper,imp",
+    "--seeds",
+    "0,1",
+    "--iters",
+    "20",
+    "--backend",
+    "cpu",
+];
+
+fn sweep(dir: &Path, extra: &[&str]) -> Output {
+    let mut args = PLANT.to_vec();
+    args.extend(extra);
+    common::command(dir)
+        .args(&args)
+        .env_remove("SLURM_ARRAY_TASK_ID")
+        .output()
+        .expect("run spinr")
+}
+
+/// results.csv as rows of (column, value), without the wall-clock column.
+fn rows(path: &Path) -> Vec<Vec<(String, String)>> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<String> = lines.next().unwrap().split(',').map(String::from).collect();
+    lines
+        .map(|l| {
+            // The values hold no commas except inside quoted lists, which plant rows lack.
+            header
+                .iter()
+                .cloned()
+                .zip(l.split(',').map(String::from))
+                .filter(|(k, _)| k != "seconds")
+                .collect()
+        })
+        .collect()
+}
+
+fn cells_of(rows: &[Vec<(String, String)>]) -> Vec<String> {
+    rows.iter()
+        .map(|r| {
+            r.iter()
+                .take(4)
+                .map(|(_, v)| v.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect()
+}
+
+#[test]
+fn every_method_runs_and_shards_merge_to_the_unsharded_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let all = sweep(dir, &["--out", "all"]);
+    assert!(all.status.success(), "{}", common::stderr(&all));
+    let whole = rows(&dir.join("all/results.csv"));
+    assert_eq!(whole.len(), 3 * 2 * 2 * 2, "one row per cell");
+    let col = |r: &Vec<(String, String)>, k: &str| {
+        r.iter()
+            .find(|(c, _)| c == k)
+            .unwrap_or_else(|| panic!("no column {k}"))
+            .1
+            .clone()
+    };
+    for r in &whole {
+        let psnr: f64 = col(r, "test_psnr").parse().unwrap();
+        assert!(psnr.is_finite(), "{r:?}");
+        // IMP ends at or below s weights; IHT has exactly s.
+        let s: usize = col(r, "nonzeros").parse().unwrap();
+        let w: usize = col(r, "weights").parse().unwrap();
+        assert!(w <= s + 5 && w > 0, "{r:?}");
+    }
+    for png in [
+        "heatmap-iht.png",
+        "heatmap-imp.png",
+        "heatmap-iht-minus-paper.png",
+    ] {
+        assert!(dir.join("all").join(png).exists(), "{png}");
+    }
+
+    for i in 0..2 {
+        let shard = format!("{i}/2");
+        let out_dir = format!("shard-{i}");
+        let o = sweep(dir, &["--shard", &shard, "--out", &out_dir]);
+        assert!(o.status.success(), "{}", common::stderr(&o));
+    }
+    let m = common::spinr_in(
+        dir,
+        &["sweep", "merge", "shard-0", "shard-1", "--out", "merged"],
+    );
+    assert!(m.status.success(), "{}", common::stderr(&m));
+    assert_eq!(rows(&dir.join("merged/results.csv")), whole);
+}
+
+#[test]
+fn an_interrupted_sweep_resumes_to_one_row_per_cell() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut args = PLANT.to_vec();
+    args.extend(["--out", "runs"]);
+    // Verbose: one line per cell on stderr, to interrupt after the first.
+    let mut child = common::command(dir)
+        .args(&args)
+        .env("SPINR_VERBOSE", "1")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while err.read_line(&mut line).unwrap() > 0 && !line.contains("[1/") {
+        line.clear();
+    }
+    assert!(line.contains("[1/"), "no cell finished");
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    let saved = rows(&dir.join("runs/results.csv"));
+    // The interrupt may land after the last cell; usually it stops the sweep early.
+    if !status.success() {
+        assert_eq!(status.code(), Some(130), "{rest}");
+        assert!(rest.contains("rerun"), "{rest}");
+        assert!(!saved.is_empty() && saved.len() < 24, "{}", saved.len());
+    }
+    let again = sweep(dir, &["--out", "runs"]);
+    assert!(again.status.success(), "{}", common::stderr(&again));
+    let done = String::from_utf8_lossy(&again.stdout).into_owned();
+    assert!(
+        done.contains(&format!("{} done before", saved.len())),
+        "{done}"
+    );
+    let all = rows(&dir.join("runs/results.csv"));
+    let mut cells = cells_of(&all);
+    assert_eq!(cells.len(), 24);
+    cells.dedup();
+    assert_eq!(cells.len(), 24, "a cell twice");
+    // The rows saved before the interrupt are kept as they were.
+    for r in &saved {
+        assert!(all.contains(r), "{r:?}");
+    }
+}
+
+#[test]
+fn a_digit_sweep_gives_imp_a_row_for_every_s() {
+    let tmp = tempfile::tempdir().unwrap();
+    let digits = common::mnist();
+    let out = common::command(tmp.path())
+        .args([
+            "sweep",
+            "--task",
+            "inr",
+            "--image",
+            digits.to_str().unwrap(),
+            "--index",
+            "10",
+            "--coords",
+            "pixel",
+            "--features",
+            "40",
+            "--iters",
+            "10",
+            "--neurons",
+            "4",
+            "--nonzeros",
+            "20,80,150",
+            "--methods",
+            "iht,imp",
+            "--seeds",
+            "0",
+            "--backend",
+            "cpu",
+            "--out",
+            "d",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let text = std::fs::read_to_string(tmp.path().join("d/results.csv")).unwrap();
+    let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();
+    let at = |k: &str| header.iter().position(|h| *h == k).unwrap();
+    let (weights, psnr, peak) = (at("weights"), at("psnr"), at("peak_device_bytes"));
+    let mut imp = 0;
+    for l in text.lines().skip(1) {
+        // sigma is a quoted list with a comma: split around it.
+        let v: Vec<&str> = l.split(',').collect();
+        let shift = |i: usize| if i > at("sigma") { i + 1 } else { i };
+        let s: usize = v[2].parse().unwrap();
+        let w: usize = v[shift(weights)].parse().unwrap();
+        let p: f64 = v[shift(psnr)].parse().unwrap();
+        let bytes: u64 = v[shift(peak)].parse().unwrap();
+        assert!(w <= s && p > 5.0 && bytes > 0, "{l}");
+        if v[0] == "imp" {
+            imp += 1;
+        }
+    }
+    assert_eq!(imp, 3);
+}
