@@ -224,3 +224,52 @@ fn a_digit_sweep_gives_imp_a_row_for_every_s() {
     }
     assert_eq!(imp, 3);
 }
+
+#[test]
+fn a_classify_sweep_scores_iht_and_imp_with_its_dense_reference() {
+    let tmp = tempfile::tempdir().unwrap();
+    let digits = common::mnist();
+    let out = common::command(tmp.path())
+        .args([
+            "sweep",
+            "--task",
+            "classify",
+            "--data",
+            digits.to_str().unwrap(),
+            "--neurons",
+            "5",
+            "--nonzeros",
+            "10,100",
+            "--methods",
+            "iht,imp",
+            "--iters",
+            "3",
+            "--backend",
+            "cpu",
+            "--out",
+            "c",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let text = std::fs::read_to_string(tmp.path().join("c/results.csv")).unwrap();
+    let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();
+    let at = |k: &str| header.iter().position(|h| *h == k).unwrap();
+    let (acc, dense) = (at("test_accuracy"), at("dense_test_accuracy"));
+    // The confusion matrix (a quoted list with commas) comes after both columns.
+    assert!(acc < at("confusion") && dense > at("confusion"));
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
+    assert_eq!(rows.len(), 4);
+    for r in &rows {
+        let a: f64 = r[acc].parse().unwrap();
+        assert!((0.0..=1.0).contains(&a), "{r:?}");
+        if r[0] == "iht" {
+            // Zeros against ones: a handful of weights separate them.
+            assert!(a > 0.95, "{r:?}");
+        }
+    }
+}

@@ -12,6 +12,7 @@
 //! Evaluation runs on the host: a sparse forward pass costs `n·s`.
 
 pub mod binary;
+pub mod imp;
 pub mod model;
 pub mod multiclass;
 pub mod net;

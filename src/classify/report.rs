@@ -89,5 +89,44 @@ pub struct ClassifyReport {
     pub seed: u64,
     pub data: String,
     pub stopped: bool,
+    /// IMP: test accuracy of its first round, the dense network before pruning.
+    pub dense_test_accuracy: Option<f64>,
     pub spinr_version: String,
+}
+
+/// The report of a trained classifier, evaluated on both halves of `split`.
+pub fn report(
+    plan: &super::ClassifyPlan,
+    split: &crate::data::Split,
+    t: &super::binary::Trained,
+    data: &std::path::Path,
+) -> ClassifyReport {
+    let tr = evaluate(&t.net, &split.train);
+    let te = evaluate(&t.net, &split.test);
+    ClassifyReport {
+        task: plan.task,
+        method: plan.method,
+        variant: plan.variant,
+        neurons: plan.neurons,
+        nonzeros: t.net.nonzeros(),
+        layers: t.net.layers.len(),
+        epochs: t.epochs,
+        batch_size: plan.batch_size,
+        input_scale: plan.input_scale,
+        train_accuracy: tr.accuracy,
+        test_accuracy: te.accuracy,
+        test_loss: te.loss,
+        confusion: te.confusion,
+        train_samples: split.train.n(),
+        test_samples: split.test.n(),
+        seconds: t.seconds,
+        peak_device_bytes: t.peak_device_bytes,
+        backend: t.backend.kind.to_string(),
+        adapter: t.backend.adapter.clone(),
+        seed: plan.seed,
+        data: data.display().to_string(),
+        stopped: t.stopped,
+        dense_test_accuracy: None,
+        spinr_version: env!("CARGO_PKG_VERSION").to_string(),
+    }
 }

@@ -4,7 +4,7 @@
 use super::{progress, DeviceArgs};
 use crate::classify::binary::{self, Device, Trained};
 use crate::classify::model::{self as cmodel, ClassifierModel};
-use crate::classify::report::{evaluate, ClassifyReport};
+use crate::classify::report::{evaluate, report};
 use crate::classify::{ClassTask, ClassifyOptions, ClassifyPlan};
 use crate::data::{self, Split};
 use crate::error::{Error, Param};
@@ -169,14 +169,15 @@ pub fn run(a: ClassifyArgs) -> anyhow::Result<()> {
         plan.epochs,
         plan.batch_size
     );
-    let trained = train(&a, &plan, &split)?;
+    let (trained, dense) = train(&a, &plan, &split)?;
     let model = ClassifierModel {
         task: plan.task,
         classes: split.train.classes.max(trained.net.outputs()),
         net: trained.net.clone(),
     };
     cmodel::save(&model, &out.join(MODEL_FILE))?;
-    let report = report(&plan, &split, &trained, &data_path);
+    let mut report = report(&plan, &split, &trained, &data_path);
+    report.dense_test_accuracy = dense.map(|net| evaluate(&net, &split.test).accuracy);
     let mut json = serde_json::to_vec_pretty(&report)?;
     json.push(b'\n');
     crate::output::write_bytes(&out.join(REPORT_FILE), &json)?;
@@ -194,6 +195,12 @@ pub fn run(a: ClassifyArgs) -> anyhow::Result<()> {
             report.backend,
             report.adapter
         );
+        if let Some(acc) = report.dense_test_accuracy {
+            println!(
+                "  dense reference (the unpruned network): test accuracy {:.2}%",
+                100.0 * acc
+            );
+        }
         println!(
             "  confusion (rows true, columns predicted): {:?}",
             report.confusion
@@ -207,7 +214,12 @@ pub fn run(a: ClassifyArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn train(a: &ClassifyArgs, plan: &ClassifyPlan, split: &Split) -> anyhow::Result<Trained> {
+/// Trains the classifier; IMP also gives its dense reference (the unpruned network).
+fn train(
+    a: &ClassifyArgs,
+    plan: &ClassifyPlan,
+    split: &Split,
+) -> anyhow::Result<(Trained, Option<crate::classify::net::SparseNet>)> {
     let device = Device {
         backend: a.device.backend,
         adapter: a.device.adapter.clone(),
@@ -237,7 +249,7 @@ fn train(a: &ClassifyArgs, plan: &ClassifyPlan, split: &Split) -> anyhow::Result
             })?;
             bar.finish_and_clear();
             a.device.announce(&t.backend);
-            Ok(t)
+            Ok((t, None))
         }
         (ClassTask::Multiclass, Method::Iht) => {
             let bar = progress::bar((plan.epochs * plan.layers) as u64, "epochs");
@@ -260,47 +272,40 @@ fn train(a: &ClassifyArgs, plan: &ClassifyPlan, split: &Split) -> anyhow::Result
                 }
             })?;
             bar.finish_and_clear();
-            Ok(t)
+            Ok((t, None))
         }
-        _ => Err(Error::arg(
-            "--task",
-            format!(
-                "{} with {} is not available in this build",
-                plan.task.as_str(),
-                plan.method.as_str()
-            ),
-        )
-        .into()),
-    }
-}
-
-fn report(plan: &ClassifyPlan, split: &Split, t: &Trained, data: &Path) -> ClassifyReport {
-    let tr = evaluate(&t.net, &split.train);
-    let te = evaluate(&t.net, &split.test);
-    ClassifyReport {
-        task: plan.task,
-        method: plan.method,
-        variant: plan.variant,
-        neurons: plan.neurons,
-        nonzeros: t.net.nonzeros(),
-        layers: t.net.layers.len(),
-        epochs: t.epochs,
-        batch_size: plan.batch_size,
-        input_scale: plan.input_scale,
-        train_accuracy: tr.accuracy,
-        test_accuracy: te.accuracy,
-        test_loss: te.loss,
-        confusion: te.confusion,
-        train_samples: split.train.n(),
-        test_samples: split.test.n(),
-        seconds: t.seconds,
-        peak_device_bytes: t.peak_device_bytes,
-        backend: t.backend.kind.to_string(),
-        adapter: t.backend.adapter.clone(),
-        seed: plan.seed,
-        data: data.display().to_string(),
-        stopped: t.stopped,
-        spinr_version: env!("CARGO_PKG_VERSION").to_string(),
+        (_, Method::Imp) => {
+            // Rounds until at most s weights remain, 10% pruned per round.
+            let total = (plan.neurons * (split.train.d + split.train.classes.max(1))) as f64;
+            let rounds = ((plan.nonzeros as f64 / total).ln() / 0.9f64.ln())
+                .ceil()
+                .max(0.0) as u64
+                + 1;
+            let bar = progress::bar(rounds, "rounds");
+            let verbose = super::verbose();
+            let imp_device =
+                crate::imp::ImpDevice::from_choice(device.backend, device.adapter.as_deref())?;
+            let t = crate::classify::imp::train(plan, split, &imp_device, |r| {
+                bar.inc(1);
+                bar.set_message(format!("{} weights, loss {:.4e}", r.nonzeros, r.loss));
+                if verbose {
+                    bar.suspend(|| {
+                        eprintln!(
+                            "round {:3}  {:8} weights  loss {:.6e}",
+                            r.round, r.nonzeros, r.loss
+                        )
+                    });
+                }
+                if progress::stop_requested() {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })?;
+            bar.finish_and_clear();
+            a.device.announce(&t.trained.backend);
+            Ok((t.trained, Some(t.dense)))
+        }
     }
 }
 

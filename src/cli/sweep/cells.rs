@@ -1,11 +1,15 @@
-//! The cell runners of `spinr sweep`: image fits (`--task inr`) and planted networks
-//! (`--task plant`), each by spinr's IHT, the paper's IHT or IMP, with the same library calls
+//! The cell runners of `spinr sweep`: image fits (`--task inr`), planted networks
+//! (`--task plant`) and classifiers (`--task classify`), each by spinr's IHT, the paper's IHT or IMP, with the same library calls
 //! as `spinr fit` and `spinr plant`. A row is the command's report minus the cell's own
 //! columns (method, m, s, seed), with the model's actual size as `weights`.
 
 use super::super::fit::{FitTuning, ImageArgs};
 use super::super::DeviceArgs;
 use crate::backend;
+use crate::classify::binary::{Device, LayerEpoch, Trained};
+use crate::classify::report::{evaluate, report};
+use crate::classify::{ClassTask, ClassifyOptions, ClassifyPlan};
+use crate::data::Split;
 use crate::error::{Error, Result};
 use crate::iht::{IhtChoices, Task as IhtTask, Variant};
 use crate::imp::{ImpDevice, RoundReport};
@@ -271,6 +275,104 @@ impl CellRunner for PlantRunner {
         for cell in cells {
             let report = self.cell(cell)?;
             done(cell, row(&report)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs `--task classify` cells: IHT (spinr's or the paper's) per cell; IMP once per (m, seed)
+/// group, a row for each s as its round is reached.
+pub struct ClassifyRunner {
+    pub data_path: PathBuf,
+    pub split: Split,
+    pub options: ClassifyOptions,
+    pub device: Device,
+}
+
+impl ClassifyRunner {
+    fn plan(&self, cell: &Cell) -> Result<ClassifyPlan> {
+        let (method, variant) = method_variant(cell.method);
+        let plan = ClassifyOptions {
+            method,
+            variant,
+            neurons: Some(cell.neurons),
+            nonzeros: Some(cell.nonzeros),
+            seed: cell.seed,
+            ..self.options.clone()
+        }
+        .plan()?;
+        Ok(plan)
+    }
+
+    fn iht(&self, cell: &Cell) -> Result<Row> {
+        let plan = self.plan(cell)?;
+        let split = plan.select(&self.split)?;
+        let go = |_: &LayerEpoch| ControlFlow::Continue(());
+        let t = match plan.task {
+            ClassTask::Binary => crate::classify::binary::train(&plan, &split, &self.device, go)?,
+            ClassTask::Multiclass => {
+                crate::classify::multiclass::train(&plan, &split, &self.device, go)?
+            }
+        };
+        row(&report(&plan, &split, &t, &self.data_path))
+    }
+
+    fn imp(&self, cells: &[Cell], done: &mut dyn FnMut(&Cell, Row) -> Result<()>) -> Result<()> {
+        let smallest = cells.iter().min_by_key(|c| c.nonzeros).expect("a group");
+        let plan = self.plan(smallest)?;
+        let split = plan.select(&self.split)?;
+        let mut pending: Vec<Cell> = cells.to_vec();
+        pending.sort_by_key(|c| std::cmp::Reverse(c.nonzeros));
+        let device = ImpDevice::from_choice(self.device.backend, self.device.adapter.as_deref())?;
+        let info = device.info();
+        let mut dense_accuracy = None;
+        let mut failure: Option<Error> = None;
+        let on_round = |r: &RoundReport| {
+            let net = crate::classify::imp::network(&plan, &r.model());
+            let dense = *dense_accuracy.get_or_insert_with(|| evaluate(&net, &split.test).accuracy);
+            while let Some(cell) = pending
+                .first()
+                .filter(|c| c.nonzeros >= r.nonzeros)
+                .copied()
+            {
+                pending.remove(0);
+                let t = Trained {
+                    net: net.clone(),
+                    seconds: r.run_seconds,
+                    peak_device_bytes: r.peak_device_bytes,
+                    backend: info.clone(),
+                    epochs: r.run_epochs,
+                    stopped: false,
+                };
+                let saved = self.plan(&cell).and_then(|p| {
+                    let mut rep = report(&p, &split, &t, &self.data_path);
+                    rep.dense_test_accuracy = Some(dense);
+                    row(&rep).and_then(|row| done(&cell, row))
+                });
+                if let Err(e) = saved {
+                    failure = Some(e);
+                    return ControlFlow::Break(());
+                }
+            }
+            ControlFlow::Continue(())
+        };
+        crate::classify::imp::train(&plan, &split, &device, on_round)?;
+        failure.map_or(Ok(()), Err)
+    }
+}
+
+impl CellRunner for ClassifyRunner {
+    fn run_group(
+        &mut self,
+        cells: &[Cell],
+        done: &mut dyn FnMut(&Cell, Row) -> Result<()>,
+    ) -> Result<()> {
+        if cells.first().is_some_and(|c| c.method == Method::Imp) {
+            return self.imp(cells, done);
+        }
+        for cell in cells {
+            let row = self.iht(cell)?;
+            done(cell, row)?;
         }
         Ok(())
     }

@@ -78,6 +78,13 @@ pub struct SweepArgs {
     pub out: Option<PathBuf>,
     #[command(flatten)]
     pub which: super::fit::ImageArgs,
+    /// The labelled data of --task classify (as `spinr classify --data`).
+    #[arg(long, value_name = "DIR|FILE")]
+    pub data: Option<PathBuf>,
+    /// binary or multiclass (--task classify); --iters sets the epochs (default: binary 15,
+    /// multiclass 50), --batch-size the samples per update.
+    #[arg(long, value_enum, default_value = "binary")]
+    pub classify_task: crate::classify::ClassTask,
     /// Input dimension d of planted networks (--task plant).
     #[arg(long, value_name = "D", default_value_t = 100)]
     pub inputs: usize,
@@ -192,6 +199,10 @@ fn options(a: &SweepArgs, task: Task) -> Value {
     }
     let extra = match task {
         Task::Plant => json!({ "inputs": a.inputs, "samples": a.samples }),
+        Task::Classify => json!({
+            "data": a.data.as_ref().map(|p| p.display().to_string()),
+            "classify_task": a.classify_task.as_str(),
+        }),
         _ => json!({
             "image": a.image.as_ref().map(|p| p.display().to_string()),
             "index": a.which.index,
@@ -238,10 +249,41 @@ fn runner(task: Task, a: &SweepArgs) -> anyhow::Result<Box<dyn CellRunner>> {
                 device: a.device.clone(),
             })
         }
-        Task::Classify => anyhow::bail!(
-            "spinr sweep --task classify is not wired yet: run `spinr classify` per cell \
-             (inr and plant sweeps work)"
-        ),
+        Task::Classify => {
+            let Some(data) = a.data.clone() else {
+                return Err(Error::arg(
+                    "--data",
+                    "--task classify needs labelled data: pass --data DIR|FILE (as for spinr \
+                     classify)",
+                )
+                .into());
+            };
+            let t = &a.tuning;
+            let options = crate::classify::ClassifyOptions {
+                task: a.classify_task,
+                epochs: t.iters,
+                batch_size: match t.batch_size {
+                    Some(super::fit::BatchSize::Samples(b)) => Some(b),
+                    _ => None,
+                },
+                iht: crate::iht::IhtChoices {
+                    inner: t.inner,
+                    refine: t.refine,
+                    first_step: t.first_step,
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            Box::new(cells::ClassifyRunner {
+                split: crate::data::load(&data)?,
+                data_path: data,
+                options,
+                device: crate::classify::binary::Device {
+                    backend: a.device.backend,
+                    adapter: a.device.adapter.clone(),
+                },
+            })
+        }
     })
 }
 
