@@ -2,8 +2,8 @@
 //! `cargo run --release --example dct_table -- [--sizes 128,256] [--s 1000,3000,10000] IMAGE...`
 //! Each image is resampled (Lanczos3, `Image::resized`) so its longer side is each size.
 
+use spinr::inr::dct::dct_psnr;
 use spinr::inr::image;
-use spinr::metrics::dct::dct_psnr;
 use std::path::Path;
 
 fn list(v: &str) -> Vec<usize> {

@@ -1,4 +1,4 @@
-// The dense pass as a tiled matrix product (DESIGN.md §3, the dominant cost):
+// The dense pass as a tiled matrix product (ARCHITECTURE.md, "Where the cost is": the dominant cost):
 //   partial_g[t, k] = Σ_a M[a, t] · X[sample(a), k],  M[a, t] = gate(tile0 + t, a) · r[a],
 // over the active positions a of sample group g inside the current chunk. The gate bits come
 // from tile_mask (gates.wgsl) or, with FLAG_RUNMASK, from the support passes' cached mask of

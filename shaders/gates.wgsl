@@ -1,4 +1,4 @@
-// Gate evaluation and the fused dense pass (DESIGN.md §2 step 2, §3).
+// Gate evaluation and the fused dense pass (ARCHITECTURE.md, "The IHT step" step 2 and "Where the cost is").
 //
 // A workgroup handles blocks of SAMPLE_BLOCK samples against GATE_NEURONS neurons: thread
 // (b, t) = (lid / GATE_NEURONS, lid % GATE_NEURONS). Phase 1 computes the pre-activations

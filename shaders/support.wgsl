@@ -1,4 +1,4 @@
-// Support-restricted passes (DESIGN.md §2 steps 1 and 3): runs of a support, A_S v, A_Sᵀ r,
+// Support-restricted passes (ARCHITECTURE.md, "The IHT step", steps 1 and 3): runs of a support, A_S v, A_Sᵀ r,
 // the trial point, slot copies, scalar reductions, the weight-gate index, and the μ and
 // decision steps of a refinement batch run in one submission. Kernels of such a chain carry
 // FLAG_GUARD and do nothing once a step has been rejected.

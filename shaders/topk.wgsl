@@ -1,4 +1,4 @@
-// Streaming top-s (DESIGN.md §2 step 2, §7): candidates c = w − μ G of one tile are merged
+// Streaming top-s (ARCHITECTURE.md, "The IHT step", step 2): candidates c = w − μ G of one tile are merged
 // with the running buffer (slot op.slot_a, sorted by index, all indices below the tile's) by a
 // radix select on 32-bit keys (|c| bits + 1; 0 = excluded) in digits of 11, 11 and 10 bits,
 // then an ordered compaction into slot op.slot_out. Elements are numbered buffer first, then the

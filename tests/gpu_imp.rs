@@ -321,9 +321,8 @@ fn imp_image_models_render_alike_on_both_backends() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(12);
     let u = random(&mut rng, 70 * 36, 0.3);
     let v = random(&mut rng, 70, 0.5);
-    let model = imp::ImpModel::from_dense(36, 70, 1, &u, &v)
-        .image_model(&spec, 9, 11, 1)
-        .unwrap();
+    let net = imp::ImpModel::from_dense(36, 70, 1, &u, &v);
+    let model = spinr::inr::ImageModel::from_imp(&net, &spec, 9, 11, 1).unwrap();
     for (h, w) in [(9, 11), (40, 33)] {
         let cpu = model.render(BackendChoice::Cpu, None, h, w).unwrap();
         let gpu = model.render(BackendChoice::Gpu, None, h, w).unwrap();

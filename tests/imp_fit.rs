@@ -160,10 +160,14 @@ fn an_imp_image_model_saves_loads_and_renders_its_predictions() {
     let psnr = inr::fit::psnr(metrics::mse(&clamped, &image.data));
     assert!(psnr > 18.0, "PSNR {psnr}");
 
-    let model = res
-        .model
-        .image_model(&spec, image.height, image.width, image.channels)
-        .unwrap();
+    let model = spinr::inr::ImageModel::from_imp(
+        &res.model,
+        &spec,
+        image.height,
+        image.width,
+        image.channels,
+    )
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("imp.safetensors");
     spinr::model::save(&model, &file).unwrap();

@@ -41,9 +41,7 @@ pub use mlp::{DenseMlp, MlpData, MlpShape, Targets};
 use crate::backend::gpu::GpuContext;
 use crate::backend::{BackendChoice, BackendInfo};
 use crate::error::{Error, Param, Result};
-use crate::iht::Gating;
-use crate::inr::{ImageModel, InrSpec};
-use crate::problem::{Features, GateMode};
+use crate::problem::Features;
 use crate::sparse::SparseVec;
 use std::sync::Arc;
 
@@ -120,8 +118,8 @@ pub struct ImpOptions {
 impl Default for ImpOptions {
     fn default() -> Self {
         ImpOptions {
-            neurons: crate::inr::fit::DEFAULT_NEURONS,
-            nonzeros: crate::inr::fit::DEFAULT_NONZEROS,
+            neurons: 50,
+            nonzeros: 1000,
             epochs: 100,
             batch_size: None,
             lr: adam::DEFAULT_LR,
@@ -278,42 +276,8 @@ impl ImpModel {
         self.u.len() + self.v.iter().filter(|&&w| w != 0.0).count()
     }
 
-    /// The model file of a network fitted on an image (`spec` its features, one output):
-    /// `U` as IHT's weights, `V` as the output layer, ReLU gating (gates `sequential`, the
-    /// format's rule for self-gated models).
-    pub fn image_model(
-        &self,
-        spec: &InrSpec,
-        height: usize,
-        width: usize,
-        channels: usize,
-    ) -> Result<ImageModel> {
-        self.check()?;
-        if self.c != 1 || self.m != spec.neurons || self.d != spec.features {
-            return Err(Error::invalid(
-                Param::Model,
-                format!(
-                    "an image model needs one output and the spec's m = {}, d = {} (network: \
-                     m = {}, d = {}, C = {})",
-                    spec.neurons, spec.features, self.m, self.d, self.c
-                ),
-            ));
-        }
-        Ok(ImageModel {
-            spec: InrSpec {
-                gates: GateMode::Sequential,
-                ..spec.clone()
-            },
-            height,
-            width,
-            channels,
-            gating: Gating::SelfGated,
-            w: self.u.clone(),
-            output: Some(self.v.clone()),
-        })
-    }
-
-    fn check(&self) -> Result<()> {
+    /// `V` holds `m·C` entries and every index of `U` is below `m·d`.
+    pub fn check(&self) -> Result<()> {
         if self.v.len() != self.m * self.c || self.c == 0 {
             return Err(Error::invalid(
                 Param::Model,

@@ -428,7 +428,7 @@ impl FitReport {
         self.peak_device_bytes = fit.peak_device_bytes;
         self.model_bytes = model_bytes;
         self.bits_per_pixel = model_bytes.map(|b| b as f64 * 8.0 / image.pixels() as f64);
-        self.dct_psnr = Some(metrics::dct::dct_psnr(image, self.nonzeros.max(1))?);
+        self.dct_psnr = Some(super::dct::dct_psnr(image, self.nonzeros.max(1))?);
         Ok(())
     }
 }
@@ -470,7 +470,7 @@ pub fn imp_image_fit(
         *v = v.clamp(0.0, 1.0);
     }
     Ok(ImageFit {
-        model: model.image_model(&plan.spec, plan.height, plan.width, plan.channels)?,
+        model: ImageModel::from_imp(model, &plan.spec, plan.height, plan.width, plan.channels)?,
         recon: Image {
             data,
             ..image.clone()
@@ -502,4 +502,41 @@ pub fn fit_imp(
         backend: r.backend,
     };
     imp_image_fit(image, plan, problem, &r.model, device, run)
+}
+
+impl ImageModel {
+    /// The model file of an IMP network fitted on an image (`spec` its features, one output):
+    /// `U` as IHT's weights, `V` as the output layer, ReLU gating (gates `sequential`, the
+    /// format's rule for self-gated models).
+    pub fn from_imp(
+        net: &crate::imp::ImpModel,
+        spec: &InrSpec,
+        height: usize,
+        width: usize,
+        channels: usize,
+    ) -> Result<ImageModel> {
+        net.check()?;
+        if net.c != 1 || net.m != spec.neurons || net.d != spec.features {
+            return Err(Error::invalid(
+                Param::Model,
+                format!(
+                    "an image model needs one output and the spec's m = {}, d = {} (network: \
+                     m = {}, d = {}, C = {})",
+                    spec.neurons, spec.features, net.m, net.d, net.c
+                ),
+            ));
+        }
+        Ok(ImageModel {
+            spec: InrSpec {
+                gates: GateMode::Sequential,
+                ..spec.clone()
+            },
+            height,
+            width,
+            channels,
+            gating: Gating::SelfGated,
+            w: net.u.clone(),
+            output: Some(net.v.clone()),
+        })
+    }
 }

@@ -5,6 +5,7 @@
 //! random Fourier features of the grid coordinates, generated inside the backends from the
 //! [`InrSpec`]; a fitted model is that spec plus the `s` (index, value) pairs.
 
+pub mod dct;
 pub mod fit;
 pub mod image;
 
@@ -433,7 +434,7 @@ mod tests {
         };
         let u: Vec<f32> = (0..40).map(|i| ((i * 7 % 11) as f32 - 5.0) / 8.0).collect();
         let net = ImpModel::from_dense(10, 4, 1, &u, &[0.9, -0.4, 0.7, 0.0]);
-        let model = net.image_model(&spec, 6, 5, 1).unwrap();
+        let model = ImageModel::from_imp(&net, &spec, 6, 5, 1).unwrap();
         let img = model.render(BackendChoice::Cpu, None, 6, 5).unwrap();
         let problem = spec.problem(&[6, 5], &[6, 5], vec![0.0; 30]).unwrap();
         let want = net.predict(&problem.features, 30, &ImpDevice::Cpu).unwrap();

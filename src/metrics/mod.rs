@@ -1,8 +1,6 @@
 //! Quality measures: PSNR, SSIM, the DCT yardstick, and the matching of fitted neurons to
 //! planted ones.
 
-pub mod dct;
-
 use crate::sparse::SparseVec;
 use std::collections::HashMap;
 

@@ -70,6 +70,28 @@ fn usable(adapter: &wgpu::Adapter) -> bool {
 }
 
 impl GpuContext {
+    /// Waits for the submitted work, then maps the first `bytes` of the `MAP_READ` buffer and
+    /// copies them out.
+    pub(crate) fn map_read(&self, buffer: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+        let slice = buffer.slice(0..bytes);
+        let (tx, rx) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.wait()?;
+        rx.recv()
+            .map_err(|_| Error::Gpu("readback was never completed".into()))?
+            .map_err(|e| Error::Gpu(format!("readback failed: {e}")))?;
+        let out = {
+            let view = slice
+                .get_mapped_range()
+                .map_err(|e| Error::Gpu(format!("readback mapping failed: {e}")))?;
+            view.to_vec()
+        };
+        buffer.unmap();
+        Ok(out)
+    }
+
     /// Picks an adapter and creates a device with its real limits.
     ///
     /// `adapter_filter`: case-insensitive substring of the adapter name. `prefer_hardware` (the

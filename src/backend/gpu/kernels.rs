@@ -65,9 +65,6 @@ pub(crate) enum K {
     Scatter,
 }
 
-/// Number of entry points.
-pub(crate) const KERNEL_COUNT: usize = ENTRIES.len();
-
 const ENTRIES: &[(K, &str, &str)] = &[
     (K::Runs, "support", "runs"),
     (K::Apply, "support", "apply"),
@@ -240,4 +237,9 @@ impl Kernels {
 /// Kernel names, in `K` order (for profiles).
 pub(crate) fn kernel_name(i: usize) -> &'static str {
     ENTRIES[i].2
+}
+
+/// Every entry point's name, by kernel index.
+pub(crate) fn kernel_names() -> Vec<&'static str> {
+    ENTRIES.iter().map(|e| e.2).collect()
 }

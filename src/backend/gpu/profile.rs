@@ -21,7 +21,7 @@ impl Profiler for GpuBackend {
             return Timer::available(&self.ctx);
         }
         if self.kernels.timer.is_none() {
-            self.kernels.timer = Timer::new(&self.ctx);
+            self.kernels.timer = Timer::new(&self.ctx, super::kernels::kernel_names());
         }
         self.kernels.timer.is_some()
     }

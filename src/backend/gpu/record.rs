@@ -68,29 +68,7 @@ fn finish(
     if reads.is_empty() {
         return Ok(Vec::new());
     }
-    map_read(ctx, &bufs.staging, total)
-}
-
-/// Waits for the submitted work, then maps the first `bytes` of the `MAP_READ` buffer and
-/// copies them out.
-pub(crate) fn map_read(ctx: &GpuContext, buffer: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
-    let slice = buffer.slice(0..bytes);
-    let (tx, rx) = std::sync::mpsc::channel();
-    slice.map_async(wgpu::MapMode::Read, move |r| {
-        let _ = tx.send(r);
-    });
-    ctx.wait()?;
-    rx.recv()
-        .map_err(|_| Error::Gpu("readback was never completed".into()))?
-        .map_err(|e| Error::Gpu(format!("readback failed: {e}")))?;
-    let out = {
-        let view = slice
-            .get_mapped_range()
-            .map_err(|e| Error::Gpu(format!("readback mapping failed: {e}")))?;
-        view.to_vec()
-    };
-    buffer.unmap();
-    Ok(out)
+    ctx.map_read(&bufs.staging, total)
 }
 
 /// Encodes and submits `jobs` (in chunks of `OPS_PER_SUBMIT`), then the copies of `reads`
@@ -162,7 +140,8 @@ fn submit_chunks(
         ctx.queue.submit([enc.finish()]);
         ctx.take_error()?;
         if let (Some(timer), false) = (&kernels.timer, chunk.is_empty()) {
-            timer.collect(ctx, chunk)?;
+            let entries: Vec<usize> = chunk.iter().map(|(k, _, _)| *k as usize).collect();
+            timer.collect(ctx, &entries)?;
         }
     }
     Ok(total)

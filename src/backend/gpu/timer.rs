@@ -4,9 +4,6 @@
 
 use super::buffers::OPS_PER_SUBMIT;
 use super::context::GpuContext;
-use super::interface::Op;
-use super::kernels::{kernel_name, K, KERNEL_COUNT};
-use super::record::map_read;
 use crate::backend::profile::{GpuTimes, KernelTime};
 use crate::error::{Error, Result};
 
@@ -20,6 +17,8 @@ pub(crate) struct Timer {
     pub(crate) readback: wgpu::Buffer,
     /// Nanoseconds per timestamp tick.
     period_ns: f64,
+    /// Entry point names, by index.
+    names: Vec<&'static str>,
     acc: std::sync::Mutex<TimerAcc>,
 }
 
@@ -37,9 +36,9 @@ struct TimerAcc {
 }
 
 impl TimerAcc {
-    fn new() -> Self {
+    fn new(entries: usize) -> Self {
         TimerAcc {
-            per_kernel: vec![(0, 0.0); KERNEL_COUNT],
+            per_kernel: vec![(0, 0.0); entries],
             ..Default::default()
         }
     }
@@ -50,8 +49,9 @@ impl Timer {
         ctx.features().contains(wgpu::Features::TIMESTAMP_QUERY)
     }
 
-    /// `None` where the device has no timestamp queries.
-    pub fn new(ctx: &GpuContext) -> Option<Timer> {
+    /// `None` where the device has no timestamp queries. `names`: the entry points, by the
+    /// index that [`Timer::collect`] is given.
+    pub fn new(ctx: &GpuContext, names: Vec<&'static str>) -> Option<Timer> {
         if !Self::available(ctx) {
             return None;
         }
@@ -79,13 +79,15 @@ impl Timer {
             resolve,
             readback,
             period_ns: ctx.queue.get_timestamp_period() as f64,
-            acc: std::sync::Mutex::new(TimerAcc::new()),
+            acc: std::sync::Mutex::new(TimerAcc::new(names.len())),
+            names,
         })
     }
 
-    /// Reads the timestamps of the last submission (`jobs` in order) and accumulates them.
-    pub(crate) fn collect(&self, ctx: &GpuContext, jobs: &[(K, Op, [u32; 3])]) -> Result<()> {
-        let bytes = map_read(ctx, &self.readback, jobs.len() as u64 * 16)?;
+    /// Reads the timestamps of the last submission (its dispatches' entry points in order)
+    /// and accumulates them.
+    pub(crate) fn collect(&self, ctx: &GpuContext, jobs: &[usize]) -> Result<()> {
+        let bytes = ctx.map_read(&self.readback, jobs.len() as u64 * 16)?;
         let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&bytes);
         let sec = |t: u64| t as f64 * self.period_ns * 1e-9;
         let mut acc = self
@@ -94,11 +96,11 @@ impl Timer {
             .map_err(|_| Error::Gpu("timer poisoned".into()))?;
         acc.submissions += 1;
         let mut prev_end = acc.last_end;
-        for (i, (k, _, _)) in jobs.iter().enumerate() {
+        for (i, &k) in jobs.iter().enumerate() {
             let (t0, t1) = (ticks[2 * i], ticks[2 * i + 1]);
             let dt = sec(t1.saturating_sub(t0));
-            acc.per_kernel[*k as usize].0 += 1;
-            acc.per_kernel[*k as usize].1 += dt;
+            acc.per_kernel[k].0 += 1;
+            acc.per_kernel[k].1 += dt;
             acc.busy += dt;
             if let Some(e) = prev_end {
                 let gap = sec(t0.saturating_sub(e));
@@ -126,7 +128,7 @@ impl Timer {
             .enumerate()
             .filter(|(_, &(n, _))| n > 0)
             .map(|(i, &(n, t))| KernelTime {
-                name: kernel_name(i).to_string(),
+                name: self.names[i].to_string(),
                 dispatches: n,
                 seconds: t,
             })
@@ -138,7 +140,7 @@ impl Timer {
             submissions: acc.submissions,
             kernels,
         };
-        *acc = TimerAcc::new();
+        *acc = TimerAcc::new(self.names.len());
         out
     }
 }

@@ -25,7 +25,7 @@ pub fn dct_psnr(img: &Image, s: usize) -> Result<f64> {
         .map(|(&a, &x)| (a - x as f64).powi(2))
         .sum::<f64>()
         / approx.len() as f64;
-    Ok(super::psnr_from_mse(mse, 1.0).min(PSNR_CAP))
+    Ok(crate::metrics::psnr_from_mse(mse, 1.0).min(PSNR_CAP))
 }
 
 /// The best `s`-term DCT approximation of `img`, clamped to [0, 1] (for side-by-side views).
