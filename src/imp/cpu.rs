@@ -387,7 +387,7 @@ impl DenseMlp for CpuMlp<'_> {
     fn info(&self) -> BackendInfo {
         BackendInfo {
             kind: "cpu",
-            adapter: format!("{} threads", rayon::current_num_threads()),
+            adapter: format!("CPU ({} threads)", rayon::current_num_threads()),
         }
     }
 
