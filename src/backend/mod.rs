@@ -52,6 +52,36 @@ pub enum GateSource {
     Slot(Slot),
 }
 
+/// The gates a backend has in force: every gate open (Gaussian sensing), the problem's random
+/// gates, or the weights of a slot as they were when set, held as the backend keeps them (host
+/// data on the CPU, a device copy on the GPU: `W = ()`). [`ActiveGates::resolve`] is the one
+/// rule from the problem's [`GateMode`](crate::problem::GateMode) and a [`GateSource`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum ActiveGates<W> {
+    Open,
+    Random,
+    Weights(W),
+}
+
+impl<W> ActiveGates<W> {
+    /// What `set_gates(source)` puts in force under `mode`; `weights` snapshots the slot.
+    pub fn resolve(
+        mode: crate::problem::GateMode,
+        source: GateSource,
+        weights: impl FnOnce(Slot) -> W,
+    ) -> Self {
+        match (source, mode) {
+            (_, crate::problem::GateMode::Gaussian) => ActiveGates::Open,
+            (GateSource::Random, _) => ActiveGates::Random,
+            (GateSource::Slot(s), _) => ActiveGates::Weights(weights(s)),
+        }
+    }
+
+    pub fn is_weights(&self) -> bool {
+        matches!(self, ActiveGates::Weights(_))
+    }
+}
+
 /// What a backend runs on, for reports.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct BackendInfo {

@@ -26,10 +26,10 @@ impl CpuBackend {
         let batch = self.batch.as_deref();
         // Random gates of the tile, generated once per tile: O(tile·d) memory.
         let h_tile: Option<Vec<f32>> = match &self.gates {
-            Gates::Random(seed) => {
+            Gates::Random => {
                 let mut h = vec![0f32; t_len * d];
                 for (t, &j) in tile.iter().enumerate() {
-                    rng::gate_vector(*seed, j, &mut h[t * d..(t + 1) * d]);
+                    rng::gate_vector(self.problem.gate_seed, j, &mut h[t * d..(t + 1) * d]);
                 }
                 Some(h)
             }
@@ -61,7 +61,7 @@ impl CpuBackend {
                     }
                     // Masked residual M (b×T): r_i where the gate of (i, t) is open.
                     match (&self.gates, &h_tile) {
-                        (Gates::Random(_), Some(h)) => {
+                        (Gates::Random, Some(h)) => {
                             // P = X_blk · H_tileᵀ, then the mask in place.
                             // SAFETY: dimensions and strides describe the live buffers above.
                             unsafe {

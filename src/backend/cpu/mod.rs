@@ -35,13 +35,8 @@ impl Feat<'_> {
     }
 }
 
-/// The gates in force, resolved to host data.
-#[derive(Clone, Debug)]
-enum Gates {
-    Open,
-    Random(u64),
-    Weights(SparseVec),
-}
+/// The gates in force, weight gates as host data.
+type Gates = super::ActiveGates<SparseVec>;
 
 /// A neuron's entries in a support vector and, for weight gates, its entries in the gate vector.
 struct Run {
@@ -96,7 +91,7 @@ impl CpuBackend {
         meter.alloc((2 * n * 4) as u64 + (Slot::COUNT * s * 8) as u64);
         let gates = match problem.gates {
             GateMode::Gaussian => Gates::Open,
-            _ => Gates::Random(problem.gate_seed),
+            _ => Gates::Random,
         };
         Ok(Self {
             cache,
@@ -208,10 +203,11 @@ impl CpuBackend {
                     }
                 }
             }
-            Gates::Random(seed) => {
+            Gates::Random => {
+                let seed = self.problem.gate_seed;
                 gate.resize(d, 0.0);
                 for (r, run) in plan.runs.iter().enumerate() {
-                    rng::gate_vector(*seed, run.neuron, gate);
+                    rng::gate_vector(seed, run.neuron, gate);
                     for b in 0..b_len {
                         open[b * nr + r] = dot(row(b), gate) > 0.0;
                     }
@@ -433,11 +429,7 @@ impl Backend for CpuBackend {
     }
 
     fn set_gates(&mut self, gates: GateSource) -> Result<()> {
-        self.gates = match (gates, self.problem.gates) {
-            (_, GateMode::Gaussian) => Gates::Open,
-            (GateSource::Random, _) => Gates::Random(self.problem.gate_seed),
-            (GateSource::Slot(s), _) => Gates::Weights(self.slots[s.index()].clone()),
-        };
+        self.gates = Gates::resolve(self.problem.gates, gates, |s| self.slots[s.index()].clone());
         Ok(())
     }
 

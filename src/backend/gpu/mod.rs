@@ -78,12 +78,8 @@ use kernels::{Kernels, K};
 use record::{Read, Rec};
 use std::sync::Arc;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Gates {
-    Open,
-    Random,
-    Weights,
-}
+/// The gates in force; weight gates live in the device's gate slot.
+type Gates = super::ActiveGates<()>;
 
 /// What the cached runs and gate mask were built for: (support id, gate epoch, batch epoch;
 /// `None` = all samples).
@@ -197,7 +193,7 @@ impl GpuBackend {
         self.lay.cfg.gate_mode = match self.gates {
             Gates::Open => GATE_OPEN,
             Gates::Random => GATE_RANDOM,
-            Gates::Weights => GATE_WEIGHTS,
+            Gates::Weights(()) => GATE_WEIGHTS,
         };
         self.ctx
             .queue
@@ -345,24 +341,21 @@ impl Backend for GpuBackend {
 
     fn set_gates(&mut self, gates: GateSource) -> Result<()> {
         let mut rec = Rec::default();
-        self.gates = match (gates, self.problem.gates) {
-            (_, GateMode::Gaussian) => Gates::Open,
-            (GateSource::Random, _) => Gates::Random,
-            (GateSource::Slot(s), _) => {
-                let q = self.slot(s)?;
-                // Snapshot: later changes of the slot do not move the gates.
-                self.rec_copy(&mut rec, SLOT_GATE, q);
-                self.gate_sup = Some(self.sup[q as usize]);
-                let op = self.op();
-                rec.push(
-                    K::GatesPrep,
-                    op,
-                    self.kernels.grid1(self.lay.m.div_ceil(WG_SIZE)),
-                );
-                Gates::Weights
-            }
-        };
-        if self.gates != Gates::Weights {
+        let mut snapshot = None;
+        self.gates = Gates::resolve(self.problem.gates, gates, |s| snapshot = Some(s));
+        if let Some(s) = snapshot {
+            let q = self.slot(s)?;
+            // Snapshot: later changes of the slot do not move the gates.
+            self.rec_copy(&mut rec, SLOT_GATE, q);
+            self.gate_sup = Some(self.sup[q as usize]);
+            let op = self.op();
+            rec.push(
+                K::GatesPrep,
+                op,
+                self.kernels.grid1(self.lay.m.div_ceil(WG_SIZE)),
+            );
+        }
+        if !self.gates.is_weights() {
             self.gate_sup = None;
         }
         self.write_cfg();

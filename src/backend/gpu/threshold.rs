@@ -42,7 +42,7 @@ impl GpuBackend {
         // Weight gates whose snapshot has the support of the cached run mask (the usual
         // sequential step: gates from W, then step_size(W)): the product reads that mask
         // instead of evaluating the tile's gates again.
-        let reuse_mask = self.gates == Gates::Weights
+        let reuse_mask = self.gates.is_weights()
             && self
                 .gate_sup
                 .is_some_and(|g| self.mask_key == Some((g, self.gate_epoch, self.batch_epoch)));
@@ -90,7 +90,7 @@ impl GpuBackend {
                     } else {
                         (max_wg, blocks.div_ceil(max_wg))
                     };
-                    let nw = if self.gates == Gates::Weights {
+                    let nw = if self.gates.is_weights() {
                         TILE_MASK_NEURONS
                     } else {
                         GATE_NEURONS
