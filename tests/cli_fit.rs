@@ -465,3 +465,65 @@ fn an_interrupted_fit_saves_the_best_model() {
     let (w, h, _, _) = png(&dir.path().join("o/reconstruction.png"));
     assert_eq!((w, h), (28, 28));
 }
+
+#[test]
+fn sizes_beyond_the_pixel_limit_are_refused_before_allocating() {
+    let tmp = tempfile::tempdir().unwrap();
+    let camera = common::asset("camera.png");
+    let out = common::spinr_in(
+        tmp.path(),
+        &[
+            "fit",
+            camera.to_str().unwrap(),
+            "--resize",
+            "100000",
+            "--backend",
+            "cpu",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("--resize") && err.contains("100000×100000"),
+        "{err}"
+    );
+    // A model to render far too large.
+    let digits = common::mnist();
+    let out = common::spinr_in(
+        tmp.path(),
+        &[
+            "fit",
+            digits.to_str().unwrap(),
+            "--index",
+            "3",
+            "-s",
+            "20",
+            "--iters",
+            "1",
+            "--backend",
+            "cpu",
+            "--out",
+            "m",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let model = tmp.path().join("m/model.safetensors");
+    let out = common::spinr_in(
+        tmp.path(),
+        &[
+            "render",
+            model.to_str().unwrap(),
+            "--width",
+            "100000",
+            "--height",
+            "100000",
+            "--out",
+            "big.png",
+            "--backend",
+            "cpu",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--width"), "{}", stderr(&out));
+    assert!(!tmp.path().join("big.png").exists());
+}

@@ -151,6 +151,10 @@ impl ImageArgs {
         let mut image = img::load(path, self.index)?;
         if let Some(r) = self.resize {
             let (nh, nw) = r.apply(image.height, image.width);
+            img::check_pixels(nh, nw).map_err(|e| match e {
+                Error::Invalid { msg, .. } => Error::arg("--resize", msg),
+                e => e,
+            })?;
             if (nh, nw) != (image.height, image.width) {
                 eprintln!(
                     "spinr: resampling {}×{} to {nw}×{nh} (--resize)",

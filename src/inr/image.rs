@@ -100,6 +100,25 @@ fn quantize(v: f32) -> u8 {
     (v.clamp(0.0, 1.0) * 255.0).round() as u8
 }
 
+/// The most pixels (width × height) spinr reads, resamples to or renders: 64 Mi (8192×8192).
+pub const MAX_PIXELS: u64 = 1 << 26;
+
+/// Checks that an image of `height × width` is within [`MAX_PIXELS`].
+pub fn check_pixels(height: usize, width: usize) -> Result<()> {
+    let px = height as u64 * width as u64;
+    if px > MAX_PIXELS {
+        return Err(Error::invalid(
+            Param::Size,
+            format!(
+                "{width}×{height} = {px} pixels is over spinr's limit of {MAX_PIXELS} (8192×8192): \
+                 it would need {} GiB just for its float values; choose a smaller size",
+                px * 4 >> 30
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Caps on what one image file may make spinr allocate, checked against the header before any
 /// pixel is decoded: a few corrupt bytes claiming 100000×100000 pixels are refused at once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,7 +135,7 @@ impl Default for DecodeLimits {
     fn default() -> Self {
         DecodeLimits {
             max_side: 65535,
-            max_pixels: 1 << 26,
+            max_pixels: MAX_PIXELS,
         }
     }
 }

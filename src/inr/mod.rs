@@ -200,6 +200,7 @@ impl ImageModel {
                 "the rendered image needs at least 1×1 pixels",
             ));
         }
+        image::check_pixels(height, width)?;
         let axes = grid_axes(height, width, self.channels);
         let n = axes.iter().try_fold(1usize, |a, &b| a.checked_mul(b));
         let n = n
