@@ -112,7 +112,7 @@ pub fn check_pixels(height: usize, width: usize) -> Result<()> {
             format!(
                 "{width}×{height} = {px} pixels is over spinr's limit of {MAX_PIXELS} (8192×8192): \
                  it would need {} GiB just for its float values; choose a smaller size",
-                px * 4 >> 30
+                (px * 4) >> 30
             ),
         ));
     }
