@@ -140,6 +140,8 @@ pub struct PlantReport {
     pub test_psnr: f64,
     pub iterations: usize,
     pub seconds: f64,
+    /// The backend's (IHT) or the dense network's (IMP) peak working memory.
+    pub peak_device_bytes: u64,
 }
 
 /// Scores a fit against the planted truth: `w_fused` are the fitted fused weights (IHT's `w`,
@@ -195,6 +197,7 @@ pub fn score(
         test_psnr: psnr(test_pred, &planted.test.y),
         iterations,
         seconds,
+        peak_device_bytes: 0,
     })
 }
 

@@ -25,6 +25,7 @@ struct Report {
     test_psnr: f64,
     iterations: usize,
     seconds: f64,
+    peak_device_bytes: u64,
 }
 
 #[test]

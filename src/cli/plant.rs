@@ -125,7 +125,10 @@ pub fn run(a: PlantArgs) -> anyhow::Result<()> {
             })?;
             let seconds = start.elapsed().as_secs_f64();
             super::print_dispatch_profile(be.as_ref());
-            plant::score_iht(&spec, &planted, &fit, info.kind, &info.adapter, seconds)?
+            let mut report =
+                plant::score_iht(&spec, &planted, &fit, info.kind, &info.adapter, seconds)?;
+            report.peak_device_bytes = be.memory().peak_bytes;
+            report
         }
         Method::Imp => {
             if a.gates != GateMode::Sequential {
@@ -148,7 +151,7 @@ pub fn run(a: PlantArgs) -> anyhow::Result<()> {
                 std::ops::ControlFlow::Continue(())
             })?;
             a.device.announce(&r.backend);
-            plant::score_imp(
+            let mut report = plant::score_imp(
                 &spec,
                 &planted,
                 &r.model,
@@ -156,7 +159,9 @@ pub fn run(a: PlantArgs) -> anyhow::Result<()> {
                 r.backend.kind,
                 &r.backend.adapter,
                 r.seconds,
-            )?
+            )?;
+            report.peak_device_bytes = r.peak_device_bytes;
+            report
         }
     };
     report.method = a.method;

@@ -230,7 +230,10 @@ impl PlantRunner {
                     let start = Instant::now();
                     let fit = plant::run(be.as_mut(), &planted, &cfg, |_| {})?;
                     let seconds = start.elapsed().as_secs_f64();
-                    plant::score_iht(&spec, &planted, &fit, info.kind, &info.adapter, seconds)?
+                    let mut report =
+                        plant::score_iht(&spec, &planted, &fit, info.kind, &info.adapter, seconds)?;
+                    report.peak_device_bytes = be.memory().peak_bytes;
+                    report
                 }
                 FitMethod::Imp => {
                     if spec.gates != GateMode::Sequential {
@@ -257,6 +260,7 @@ impl PlantRunner {
                         r.seconds,
                     )?;
                     report.nonzeros = r.nonzeros;
+                    report.peak_device_bytes = r.peak_device_bytes;
                     report
                 }
             };
