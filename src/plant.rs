@@ -278,6 +278,40 @@ pub fn imp_options(
     }
 }
 
+/// IMP on a planted instance (sequential gates: the ReLU network it plants), `epochs` per
+/// round, scored like IHT; `nonzeros` in the report is what IMP kept. `on_round` sees every
+/// round (`Break` stops).
+pub fn run_imp(
+    spec: &PlantSpec,
+    planted: &Planted,
+    epochs: usize,
+    batch_size: Option<usize>,
+    device: &crate::imp::ImpDevice,
+    on_round: impl FnMut(&crate::imp::RoundReport) -> ControlFlow<()>,
+) -> Result<PlantReport> {
+    if spec.gates != GateMode::Sequential {
+        return Err(crate::error::Error::invalid(
+            crate::error::Param::Gates,
+            "IMP trains the ReLU network itself: use --gates sequential",
+        ));
+    }
+    let opts = imp_options(spec, epochs, batch_size);
+    let r = crate::imp::fit(&planted.train, &opts, device, on_round)?;
+    let mut report = score_imp(
+        spec,
+        planted,
+        &r.model,
+        r.epochs,
+        r.backend.kind,
+        &r.backend.adapter,
+        r.seconds,
+    )?;
+    report.method = crate::inr::fit::Method::Imp;
+    report.nonzeros = r.nonzeros;
+    report.peak_device_bytes = r.peak_device_bytes;
+    Ok(report)
+}
+
 /// Runs IHT on a planted instance with a given backend, stopping early once the fit is exact
 /// to f32 precision or has stopped improving. `on_epoch` sees every epoch (progress output).
 pub fn run(

@@ -131,17 +131,10 @@ pub fn run(a: PlantArgs) -> anyhow::Result<()> {
             report
         }
         Method::Imp => {
-            if a.gates != GateMode::Sequential {
-                return Err(crate::Error::arg(
-                    "--gates",
-                    "IMP trains the ReLU network itself: use --gates sequential",
-                )
-                .into());
-            }
             let device =
                 crate::imp::ImpDevice::from_choice(a.device.backend, a.device.adapter.as_deref())?;
-            let opts = plant::imp_options(&spec, a.iters, a.batch_size);
-            let r = crate::imp::fit(&planted.train, &opts, &device, |r| {
+            a.device.announce(&device.info());
+            plant::run_imp(&spec, &planted, a.iters, a.batch_size, &device, |r| {
                 if verbose {
                     eprintln!(
                         "round {:3}  {:8} weights  loss {:.6e}",
@@ -149,19 +142,7 @@ pub fn run(a: PlantArgs) -> anyhow::Result<()> {
                     );
                 }
                 std::ops::ControlFlow::Continue(())
-            })?;
-            a.device.announce(&r.backend);
-            let mut report = plant::score_imp(
-                &spec,
-                &planted,
-                &r.model,
-                r.epochs,
-                r.backend.kind,
-                &r.backend.adapter,
-                r.seconds,
-            )?;
-            report.peak_device_bytes = r.peak_device_bytes;
-            report
+            })?
         }
     };
     report.method = a.method;

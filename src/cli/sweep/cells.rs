@@ -16,7 +16,6 @@ use crate::imp::{ImpDevice, RoundReport};
 use crate::inr::fit::{self as inr_fit, FitPlan, FitReport, ImageFit, Method as FitMethod};
 use crate::inr::Image;
 use crate::plant::{self, PlantReport, PlantSpec};
-use crate::problem::GateMode;
 use crate::sweep::{report_fields, Cell, CellRunner, Method, Row};
 use std::ops::ControlFlow;
 use std::path::PathBuf;
@@ -45,6 +44,72 @@ fn row<T: serde::Serialize>(report: &T) -> Result<Row> {
             }
         })
         .collect())
+}
+
+/// The cells of an IMP group still waiting for their network: each takes the first round at
+/// or below its s, saved as soon as that round is trained.
+struct ImpRows<'d> {
+    /// Largest s first: rounds shrink the network.
+    waiting: Vec<Cell>,
+    done: &'d mut dyn FnMut(&Cell, Row) -> Result<()>,
+    failure: Option<Error>,
+}
+
+impl<'d> ImpRows<'d> {
+    fn new(cells: &[Cell], done: &'d mut dyn FnMut(&Cell, Row) -> Result<()>) -> Self {
+        let mut waiting = cells.to_vec();
+        waiting.sort_by_key(|c| std::cmp::Reverse(c.nonzeros));
+        Self {
+            waiting,
+            done,
+            failure: None,
+        }
+    }
+
+    /// Saves the rows (made by `row`) of the cells a round of `nonzeros` weights answers;
+    /// `Break` (ending the IMP run) on the first error, which [`ImpRows::finish`] returns.
+    fn round(
+        &mut self,
+        nonzeros: usize,
+        mut row: impl FnMut(&Cell) -> Result<Row>,
+    ) -> ControlFlow<()> {
+        while let Some(cell) = self
+            .waiting
+            .first()
+            .filter(|c| c.nonzeros >= nonzeros)
+            .copied()
+        {
+            self.waiting.remove(0);
+            if let Err(e) = row(&cell).and_then(|r| (self.done)(&cell, r)) {
+                self.failure = Some(e);
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn finish(self) -> Result<()> {
+        self.failure.map_or(Ok(()), Err)
+    }
+}
+
+/// Runs one group: IMP once for all of its s, any other method cell by cell.
+fn run_cells(
+    cells: &[Cell],
+    done: &mut dyn FnMut(&Cell, Row) -> Result<()>,
+    imp: impl FnOnce(&mut ImpRows) -> Result<()>,
+    mut one: impl FnMut(&Cell) -> Result<Row>,
+) -> Result<()> {
+    if cells.first().is_some_and(|c| c.method == Method::Imp) {
+        let mut rows = ImpRows::new(cells, done);
+        imp(&mut rows)?;
+        return rows.finish();
+    }
+    for cell in cells {
+        let row = one(cell)?;
+        done(cell, row)?;
+    }
+    Ok(())
 }
 
 /// Runs `--task inr` cells on one image.
@@ -101,35 +166,18 @@ impl InrRunner {
         self.report(&plan, &fit)
     }
 
-    /// One IMP run for the whole group: the row of each s is the first round at or below it,
-    /// saved as soon as that round is trained.
-    fn imp(&self, cells: &[Cell], done: &mut dyn FnMut(&Cell, Row) -> Result<()>) -> Result<()> {
-        let smallest = cells.iter().min_by_key(|c| c.nonzeros).expect("a group");
+    /// One IMP run for the whole group.
+    fn imp(&self, rows: &mut ImpRows) -> Result<()> {
+        let smallest = rows.waiting.last().expect("a group");
         let plan = self.plan(smallest)?;
         let problem = plan.problem(&self.image)?;
         let device = ImpDevice::from_choice(self.device.backend, self.device.adapter.as_deref())?;
-        let mut pending: Vec<Cell> = cells.to_vec();
-        pending.sort_by_key(|c| std::cmp::Reverse(c.nonzeros));
-        let mut failure: Option<Error> = None;
-        let on_round = |r: &RoundReport| {
-            while let Some(cell) = pending
-                .first()
-                .filter(|c| c.nonzeros >= r.nonzeros)
-                .copied()
-            {
-                pending.remove(0);
-                let saved = self
-                    .imp_round(cell, r, &problem, &device)
-                    .and_then(|row| done(&cell, row));
-                if let Err(e) = saved {
-                    failure = Some(e);
-                    return ControlFlow::Break(());
-                }
-            }
-            ControlFlow::Continue(())
-        };
-        crate::imp::fit(&problem, &inr_fit::imp_options(&plan), &device, on_round)?;
-        failure.map_or(Ok(()), Err)
+        crate::imp::fit(&problem, &inr_fit::imp_options(&plan), &device, |r| {
+            rows.round(r.nonzeros, |cell| {
+                self.imp_round(*cell, r, &problem, &device)
+            })
+        })?;
+        Ok(())
     }
 
     fn imp_round(
@@ -158,14 +206,8 @@ impl CellRunner for InrRunner {
         cells: &[Cell],
         done: &mut dyn FnMut(&Cell, Row) -> Result<()>,
     ) -> Result<()> {
-        if cells.first().is_some_and(|c| c.method == Method::Imp) {
-            return self.imp(cells, done);
-        }
-        for cell in cells {
-            let row = self.iht(cell)?;
-            done(cell, row)?;
-        }
-        Ok(())
+        let this = &*self;
+        run_cells(cells, done, |rows| this.imp(rows), |cell| this.iht(cell))
     }
 }
 
@@ -200,70 +242,53 @@ impl PlantRunner {
         };
         let (method, variant) = method_variant(cell.method);
         let planted = spec.build()?;
-        let mut report =
-            match method {
-                FitMethod::Iht => {
-                    let choices = IhtChoices {
-                        inner: self.tuning.inner,
-                        refine: self.tuning.refine,
-                        first_step: self.tuning.first_step,
-                        rescue: self.tuning.rescue,
-                        polish: self.tuning.polish,
-                    };
-                    let mut cfg = choices.resolve(
-                        variant,
-                        IhtTask::Planted,
-                        cell.nonzeros,
-                        self.iters(),
-                        spec.gates,
-                    )?;
-                    cfg.batch_size = self.batch_size();
-                    cfg.seed = cell.seed;
-                    let mut be = backend::create_for(
-                        self.device.backend,
-                        self.device.adapter.as_deref(),
-                        planted.train.clone(),
-                        cell.nonzeros,
-                        cfg.batch_size.is_some(),
-                    )?;
-                    let info = be.info();
-                    let start = Instant::now();
-                    let fit = plant::run(be.as_mut(), &planted, &cfg, |_| {})?;
-                    let seconds = start.elapsed().as_secs_f64();
-                    let mut report =
-                        plant::score_iht(&spec, &planted, &fit, info.kind, &info.adapter, seconds)?;
-                    report.peak_device_bytes = be.memory().peak_bytes;
-                    report
-                }
-                FitMethod::Imp => {
-                    if spec.gates != GateMode::Sequential {
-                        return Err(Error::invalid(
-                            crate::error::Param::Gates,
-                            "IMP trains the ReLU network itself: use --gates sequential",
-                        ));
-                    }
-                    let device = ImpDevice::from_choice(
-                        self.device.backend,
-                        self.device.adapter.as_deref(),
-                    )?;
-                    let opts = plant::imp_options(&spec, self.iters(), self.batch_size());
-                    let r = crate::imp::fit(&planted.train, &opts, &device, |_| {
-                        ControlFlow::Continue(())
-                    })?;
-                    let mut report = plant::score_imp(
-                        &spec,
-                        &planted,
-                        &r.model,
-                        r.epochs,
-                        r.backend.kind,
-                        &r.backend.adapter,
-                        r.seconds,
-                    )?;
-                    report.nonzeros = r.nonzeros;
-                    report.peak_device_bytes = r.peak_device_bytes;
-                    report
-                }
-            };
+        let mut report = match method {
+            FitMethod::Iht => {
+                let choices = IhtChoices {
+                    inner: self.tuning.inner,
+                    refine: self.tuning.refine,
+                    first_step: self.tuning.first_step,
+                    rescue: self.tuning.rescue,
+                    polish: self.tuning.polish,
+                };
+                let mut cfg = choices.resolve(
+                    variant,
+                    IhtTask::Planted,
+                    cell.nonzeros,
+                    self.iters(),
+                    spec.gates,
+                )?;
+                cfg.batch_size = self.batch_size();
+                cfg.seed = cell.seed;
+                let mut be = backend::create_for(
+                    self.device.backend,
+                    self.device.adapter.as_deref(),
+                    planted.train.clone(),
+                    cell.nonzeros,
+                    cfg.batch_size.is_some(),
+                )?;
+                let info = be.info();
+                let start = Instant::now();
+                let fit = plant::run(be.as_mut(), &planted, &cfg, |_| {})?;
+                let seconds = start.elapsed().as_secs_f64();
+                let mut report =
+                    plant::score_iht(&spec, &planted, &fit, info.kind, &info.adapter, seconds)?;
+                report.peak_device_bytes = be.memory().peak_bytes;
+                report
+            }
+            FitMethod::Imp => {
+                let device =
+                    ImpDevice::from_choice(self.device.backend, self.device.adapter.as_deref())?;
+                plant::run_imp(
+                    &spec,
+                    &planted,
+                    self.iters(),
+                    self.batch_size(),
+                    &device,
+                    |_| ControlFlow::Continue(()),
+                )?
+            }
+        };
         report.method = method;
         report.variant = variant;
         Ok(report)
@@ -276,6 +301,7 @@ impl CellRunner for PlantRunner {
         cells: &[Cell],
         done: &mut dyn FnMut(&Cell, Row) -> Result<()>,
     ) -> Result<()> {
+        // Each (m, s, seed) plants its own network: IMP too runs per cell.
         for cell in cells {
             let report = self.cell(cell)?;
             done(cell, row(&report)?)?;
@@ -321,47 +347,32 @@ impl ClassifyRunner {
         row(&report(&plan, &split, &t, &self.data_path))
     }
 
-    fn imp(&self, cells: &[Cell], done: &mut dyn FnMut(&Cell, Row) -> Result<()>) -> Result<()> {
-        let smallest = cells.iter().min_by_key(|c| c.nonzeros).expect("a group");
+    /// One IMP run for the whole group; every row also gets the dense network's accuracy.
+    fn imp(&self, rows: &mut ImpRows) -> Result<()> {
+        let smallest = rows.waiting.last().expect("a group");
         let plan = self.plan(smallest)?;
         let split = plan.select(&self.split)?;
-        let mut pending: Vec<Cell> = cells.to_vec();
-        pending.sort_by_key(|c| std::cmp::Reverse(c.nonzeros));
         let device = ImpDevice::from_choice(self.device.backend, self.device.adapter.as_deref())?;
         let info = device.info();
         let mut dense_accuracy = None;
-        let mut failure: Option<Error> = None;
-        let on_round = |r: &RoundReport| {
+        crate::classify::imp::train(&plan, &split, &device, |r| {
             let net = crate::classify::imp::network(&plan, &r.model());
             let dense = *dense_accuracy.get_or_insert_with(|| evaluate(&net, &split.test).accuracy);
-            while let Some(cell) = pending
-                .first()
-                .filter(|c| c.nonzeros >= r.nonzeros)
-                .copied()
-            {
-                pending.remove(0);
-                let t = Trained {
-                    net: net.clone(),
-                    seconds: r.run_seconds,
-                    peak_device_bytes: r.peak_device_bytes,
-                    backend: info.clone(),
-                    epochs: r.run_epochs,
-                    stopped: false,
-                };
-                let saved = self.plan(&cell).and_then(|p| {
-                    let mut rep = report(&p, &split, &t, &self.data_path);
-                    rep.dense_test_accuracy = Some(dense);
-                    row(&rep).and_then(|row| done(&cell, row))
-                });
-                if let Err(e) = saved {
-                    failure = Some(e);
-                    return ControlFlow::Break(());
-                }
-            }
-            ControlFlow::Continue(())
-        };
-        crate::classify::imp::train(&plan, &split, &device, on_round)?;
-        failure.map_or(Ok(()), Err)
+            let t = Trained {
+                net,
+                seconds: r.run_seconds,
+                peak_device_bytes: r.peak_device_bytes,
+                backend: info.clone(),
+                epochs: r.run_epochs,
+                stopped: false,
+            };
+            rows.round(r.nonzeros, |cell| {
+                let mut rep = report(&self.plan(cell)?, &split, &t, &self.data_path);
+                rep.dense_test_accuracy = Some(dense);
+                row(&rep)
+            })
+        })?;
+        Ok(())
     }
 }
 
@@ -371,13 +382,7 @@ impl CellRunner for ClassifyRunner {
         cells: &[Cell],
         done: &mut dyn FnMut(&Cell, Row) -> Result<()>,
     ) -> Result<()> {
-        if cells.first().is_some_and(|c| c.method == Method::Imp) {
-            return self.imp(cells, done);
-        }
-        for cell in cells {
-            let row = self.iht(cell)?;
-            done(cell, row)?;
-        }
-        Ok(())
+        let this = &*self;
+        run_cells(cells, done, |rows| this.imp(rows), |cell| this.iht(cell))
     }
 }
