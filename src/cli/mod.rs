@@ -38,8 +38,9 @@ pub enum Command {
     Classify(classify::ClassifyArgs),
     /// Render a saved model to an image at any size.
     Render(render::RenderArgs),
-    /// Run a grid of fits or planted recoveries (method × m × s × seed) into one resumable
-    /// results.csv and the paper's heatmaps; `spinr sweep merge` joins shards.
+    /// Run a grid of image fits, planted recoveries or classifiers (method × m × s × seed)
+    /// into one resumable results.csv and the paper's heatmaps; `spinr sweep merge` joins
+    /// shards.
     Sweep(sweep::SweepArgs),
     /// Measure the device's ceilings, every kernel and a whole IHT step.
     Bench(bench::BenchArgs),
