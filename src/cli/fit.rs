@@ -63,8 +63,8 @@ pub struct FitTuning {
     /// Draw all frequencies at random as the paper does (no constant feature).
     #[arg(long)]
     pub plain_features: bool,
-    /// Epochs (full passes over the samples): default 30 for images, 100 for planted
-    /// networks (`spinr sweep --task plant`).
+    /// Epochs (full passes over the samples): default 30 for images; in `spinr sweep`, 100 for
+    /// planted networks and 15 / 50 for binary / multiclass classifiers.
     #[arg(long, value_name = "T")]
     pub iters: Option<usize>,
     /// Samples (pixel-channels) per IHT update, or "full". Default: full batch up to 8192
