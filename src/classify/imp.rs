@@ -30,6 +30,22 @@ pub fn network(plan: &ClassifyPlan, model: &ImpModel) -> SparseNet {
     }
 }
 
+/// The loss of the task: MSE on 0/1 labels (one output) or softmax cross-entropy.
+fn loss(plan: &ClassifyPlan, split: &Split) -> ImpLoss {
+    match plan.task {
+        ClassTask::Binary => ImpLoss::Mse,
+        ClassTask::Multiclass => ImpLoss::CrossEntropy {
+            classes: split.train.classes.max(split.test.classes),
+        },
+    }
+}
+
+/// Rounds the run trains (for a progress bar).
+pub fn rounds(plan: &ClassifyPlan, split: &Split) -> usize {
+    let total = plan.neurons * (split.train.d + loss(plan, split).outputs());
+    crate::imp::prune::rounds(total, plan.nonzeros, ImpOptions::default().prune_fraction)
+}
+
 /// Trains and prunes the MLP on `split.train`; `on_round` sees every round (`Break` stops).
 pub fn train(
     plan: &ClassifyPlan,
@@ -44,12 +60,7 @@ pub fn train(
         ));
     }
     let train = &split.train;
-    let loss = match plan.task {
-        ClassTask::Binary => ImpLoss::Mse,
-        ClassTask::Multiclass => ImpLoss::CrossEntropy {
-            classes: train.classes.max(split.test.classes),
-        },
-    };
+    let loss = loss(plan, split);
     let problem = Problem::new(
         train.d,
         plan.neurons,

@@ -275,13 +275,8 @@ fn train(
             Ok((t, None))
         }
         (_, Method::Imp) => {
-            // Rounds until at most s weights remain, 10% pruned per round.
-            let total = (plan.neurons * (split.train.d + split.train.classes.max(1))) as f64;
-            let rounds = ((plan.nonzeros as f64 / total).ln() / 0.9f64.ln())
-                .ceil()
-                .max(0.0) as u64
-                + 1;
-            let bar = progress::bar(rounds, "rounds");
+            let rounds = crate::classify::imp::rounds(plan, split);
+            let bar = progress::bar(rounds as u64, "rounds");
             let verbose = super::verbose();
             let imp_device =
                 crate::imp::ImpDevice::from_choice(device.backend, device.adapter.as_deref())?;

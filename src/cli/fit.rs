@@ -151,10 +151,8 @@ impl ImageArgs {
         let mut image = img::load(path, self.index)?;
         if let Some(r) = self.resize {
             let (nh, nw) = r.apply(image.height, image.width);
-            img::check_pixels(nh, nw).map_err(|e| match e {
-                Error::Invalid { msg, .. } => Error::arg("--resize", msg),
-                e => e,
-            })?;
+            // Its Param::Size error names --resize (`flag`).
+            img::check_pixels(nh, nw)?;
             if (nh, nw) != (image.height, image.width) {
                 eprintln!(
                     "spinr: resampling {}×{} to {nw}×{nh} (--resize)",
@@ -460,13 +458,10 @@ fn fit_imp(a: &FitArgs, image: &Image, plan: &FitPlan) -> anyhow::Result<ImageFi
     let device = crate::imp::ImpDevice::from_choice(a.device.backend, a.device.adapter.as_deref())?;
     let info = device.info();
     announce(a, image, plan, &info);
-    // Rounds until at most s weights remain: 10% of the survivors go each round.
-    let total = (plan.spec.neurons * (plan.spec.features + 1)) as f64;
-    let rounds = ((plan.cfg.s as f64 / total).ln() / 0.9f64.ln())
-        .ceil()
-        .max(0.0) as u64
-        + 1;
-    let bar = progress::bar(rounds, "rounds");
+    let opts = inr_fit::imp_options(plan);
+    let total = plan.spec.neurons * (plan.spec.features + 1);
+    let rounds = crate::imp::prune::rounds(total, opts.nonzeros, opts.prune_fraction);
+    let bar = progress::bar(rounds as u64, "rounds");
     let verbose = super::verbose();
     let stop = || {
         if progress::stop_requested() {

@@ -43,6 +43,18 @@ pub fn prune_count(remaining: usize, fraction: f64) -> usize {
         .min(remaining)
 }
 
+/// Rounds a run trains to bring `total` weights to at most `target` (the dense round
+/// included), pruning [`prune_count`] after each: what a progress bar counts.
+pub fn rounds(total: usize, target: usize, fraction: f64) -> usize {
+    let mut alive = total;
+    let mut rounds = 1;
+    while alive > target && alive > 0 {
+        alive -= prune_count(alive, fraction);
+        rounds += 1;
+    }
+    rounds
+}
+
 /// Checks a pruning fraction.
 pub fn check_fraction(fraction: f64) -> Result<()> {
     if !(fraction > 0.0 && fraction < 1.0) {
@@ -103,6 +115,16 @@ mod tests {
         assert_eq!(prune_count(101, 0.1), 11);
         assert_eq!(prune_count(5, 0.1), 1);
         assert_eq!(prune_count(1, 0.1), 1);
+    }
+
+    #[test]
+    fn rounds_count_the_dense_round_and_every_pruned_one() {
+        assert_eq!(rounds(100, 100, 0.1), 1);
+        assert_eq!(rounds(100, 95, 0.1), 2);
+        // 10, 9, …, 1 alive: one weight goes per round.
+        assert_eq!(rounds(10, 1, 0.1), 10);
+        // 100 → 90 → 81 → 72: three prunes.
+        assert_eq!(rounds(100, 75, 0.1), 4);
     }
 
     #[test]
