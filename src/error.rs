@@ -50,6 +50,8 @@ pub enum Param {
     Shard,
     /// The output folder.
     Output,
+    /// Which backend runs the work.
+    Backend,
 }
 
 impl Param {
@@ -76,6 +78,7 @@ impl Param {
             Param::Seed => "seed",
             Param::Shard => "shard",
             Param::Output => "output folder",
+            Param::Backend => "backend",
         }
     }
 }

@@ -17,6 +17,7 @@ struct Report {
     neurons: usize,
     nonzeros: usize,
     samples: usize,
+    outputs: usize,
     seed: u64,
     recovered: bool,
     relative_error: f64,
@@ -101,6 +102,11 @@ fn bad_arguments_exit_2_and_name_the_flag() {
         (vec!["--samples", "0"], "--samples"),
         (vec!["--neurons", "0"], "--neurons"),
         (vec!["--batch-size", "0"], "--batch-size"),
+        (vec!["--outputs", "0"], "--outputs"),
+        (vec!["--outputs", "10", "--gates", "convex"], "--gates"),
+        (vec!["--outputs", "10", "--method", "imp"], "--method"),
+        // k = 10 units of 10 outputs and at least one input each need s ≥ 110.
+        (vec!["--outputs", "10", "--nonzeros", "20000"], "--nonzeros"),
     ] {
         let mut a = vec!["plant", "--backend", "cpu"];
         a.extend(args.iter());
@@ -110,4 +116,32 @@ fn bad_arguments_exit_2_and_name_the_flag() {
         assert!(err.contains(flag), "{a:?}: {err}");
         assert!(out.stdout.is_empty());
     }
+}
+
+/// The vector-output planted network (the paper's Fig. 2): recovered means the fused units
+/// `w1_j w2_jᵀ` match the plant to a relative error below 1e-3 with equal supports.
+#[test]
+fn plant_outputs_recovers_a_vector_output_network() {
+    let out = spinr(&[
+        "plant",
+        "--outputs",
+        "10",
+        "--neurons",
+        "20",
+        "--seed",
+        "0",
+        "--backend",
+        "cpu",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Report = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((r.outputs, r.gates.as_str()), (10, "sequential"));
+    assert!(r.recovered, "{r:?}");
+    assert!(r.relative_error < 1e-3 && r.support_errors == 0, "{r:?}");
+    assert!(r.test_psnr > 60.0, "{r:?}");
 }

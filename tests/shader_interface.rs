@@ -185,3 +185,37 @@ fn every_kernel_module_matches_the_rust_interface() {
         lines.join("\n  ")
     );
 }
+
+/// The vector-output module (self-contained, not composed): its parameter block and bindings
+/// against `src/backend/vector/gpu.rs`.
+#[test]
+fn the_vector_module_matches_its_rust_side() {
+    use spinr::backend::vector::gpu::{VectorParams, BINDINGS, VECTOR_WGSL};
+    let module = naga::front::wgsl::parse_str(VECTOR_WGSL)
+        .unwrap_or_else(|e| panic!("vector.wgsl: {}", e.emit_to_string(VECTOR_WGSL)));
+    let mut drift = Vec::new();
+    struct_drift::<VectorParams>(&module, &mut drift);
+    for (name, index, read_only) in BINDINGS {
+        let found = module
+            .global_variables
+            .iter()
+            .find(|(_, g)| g.name.as_deref() == Some(name));
+        let Some((_, g)) = found else {
+            drift.push(format!("binding {name} is missing from vector.wgsl"));
+            continue;
+        };
+        let at = g.binding.as_ref().map(|r| (r.group, r.binding));
+        let ro =
+            matches!(g.space, AddressSpace::Storage { access } if access == StorageAccess::LOAD);
+        if at != Some((0, index)) || ro != read_only {
+            drift.push(format!(
+                "binding {name}: WGSL {at:?} read-only {ro}, Rust (0, {index}) read-only {read_only}"
+            ));
+        }
+    }
+    assert!(
+        drift.is_empty(),
+        "vector.wgsl and src/backend/vector/gpu.rs disagree:\n  {}",
+        drift.join("\n  ")
+    );
+}

@@ -8,7 +8,7 @@ use spinr::backend::gpu::{
 };
 
 /// Files compiled on their own (own bindings, no common prelude).
-const STANDALONE: &[&str] = &["ceiling", "mlp"];
+const STANDALONE: &[&str] = &["ceiling", "mlp", "vector"];
 /// Helper files appended by `compose_shader` (checked through every kernel file).
 const HELPERS: &[(&str, &str)] = &[
     ("bits_atomic", BITS_ATOMIC_WGSL),

@@ -29,6 +29,7 @@ pub fn flag(p: Param) -> Option<&'static str> {
         Param::Inner => "--inner",
         Param::Layers => "--layers",
         Param::Method => "--method",
+        Param::Backend => "--backend",
         _ => return None,
     })
 }

@@ -22,6 +22,8 @@ pub fn flag(p: Param) -> Option<&'static str> {
         Param::Inner => "--inner",
         Param::Gates => "--gates",
         Param::Method => "--method",
+        Param::Backend => "--backend",
+        Param::Outputs => "--outputs",
         _ => return None,
     })
 }
@@ -29,9 +31,14 @@ pub fn flag(p: Param) -> Option<&'static str> {
 #[derive(Args, Debug)]
 pub struct PlantArgs {
     /// convex (fixed random gates), sequential (the paper's ReLU rule) or gaussian (plain
-    /// compressed sensing with an n × m·d Gaussian matrix).
-    #[arg(long, value_enum, default_value = "convex")]
-    pub gates: GateMode,
+    /// compressed sensing with an n × m·d Gaussian matrix). Default convex; with --outputs above
+    /// 1 the planted network is a ReLU network (sequential).
+    #[arg(long, value_enum)]
+    pub gates: Option<GateMode>,
+    /// Outputs C of the planted network: 1 (fused scalar output, the paper's Fig. 1) or more
+    /// (W1 and W2 trained by the chain rule on squared error, its Fig. 2).
+    #[arg(long, default_value_t = 1, value_name = "C")]
+    pub outputs: usize,
     /// Input dimension d.
     #[arg(long, default_value_t = 100)]
     pub inputs: usize,
@@ -86,8 +93,26 @@ pub struct PlantArgs {
 }
 
 pub fn run(a: PlantArgs) -> anyhow::Result<()> {
+    if a.outputs == 0 {
+        return Err(
+            crate::error::Error::invalid(Param::Outputs, "need at least one output").into(),
+        );
+    }
+    let gates = match (a.gates, a.outputs) {
+        (None, 1) => GateMode::Convex,
+        (None, _) | (Some(GateMode::Sequential), _) => GateMode::Sequential,
+        (Some(g), 1) => g,
+        (Some(_), _) => {
+            return Err(crate::error::Error::invalid(
+                Param::Gates,
+                "a planted network with several outputs is a ReLU network: use --gates \
+                 sequential or leave --gates out",
+            )
+            .into())
+        }
+    };
     let spec = PlantSpec {
-        gates: a.gates,
+        gates,
         inputs: a.inputs,
         neurons: a.neurons,
         nonzeros: a.nonzeros,
@@ -101,7 +126,10 @@ pub fn run(a: PlantArgs) -> anyhow::Result<()> {
         rescue: a.rescue,
         polish: a.polish,
     };
-    let mut cfg = choices.resolve(a.variant, Task::Planted, a.nonzeros, a.iters, a.gates)?;
+    if a.outputs > 1 {
+        return run_vector(&a, &spec);
+    }
+    let mut cfg = choices.resolve(a.variant, Task::Planted, a.nonzeros, a.iters, gates)?;
     cfg.batch_size = a.batch_size;
     cfg.seed = a.seed;
     let planted = spec.build()?;
@@ -147,11 +175,64 @@ pub fn run(a: PlantArgs) -> anyhow::Result<()> {
     };
     report.method = a.method;
     report.variant = a.variant;
-    if a.json {
+    print(&report, a.json)
+}
+
+/// `--outputs C`: the vector-output planted network.
+fn run_vector(a: &PlantArgs, spec: &PlantSpec) -> anyhow::Result<()> {
+    let unsupported = |p: Param, what: &str| -> anyhow::Result<()> {
+        Err(crate::error::Error::invalid(
+            p,
+            format!("{what} is not available with --outputs above 1"),
+        )
+        .into())
+    };
+    if a.method == Method::Imp {
+        return unsupported(Param::Method, "IMP");
+    }
+    if a.first_step.is_some() || a.refine.is_some() || a.rescue.is_some() || a.polish.is_some() {
+        return unsupported(
+            Param::Method,
+            "--first-step, --refine, --rescue or --polish",
+        );
+    }
+    let c = a.outputs;
+    let planted = plant::vector::build(spec, c)?;
+    let mut be = crate::backend::vector::create(
+        a.device.backend,
+        a.device.adapter.as_deref(),
+        planted.train.clone(),
+        spec.nonzeros,
+        a.variant == Variant::Spinr,
+    )?;
+    let info = be.info();
+    a.device.announce(&info);
+    let training = plant::vector::training(spec, a.variant, a.iters, a.batch_size, a.inner);
+    let verbose = super::verbose();
+    let start = Instant::now();
+    let (w, epochs) = plant::vector::run(be.as_mut(), spec, &planted, &training, |r| {
+        if verbose {
+            eprintln!("epoch {:4}  loss {:.6e}", r.epoch, r.loss);
+        }
+    })?;
+    let seconds = start.elapsed().as_secs_f64();
+    let mut report = plant::vector::score(spec, c, &planted, &w, epochs, &info, seconds)?;
+    report.peak_device_bytes = be.memory().peak_bytes;
+    report.variant = a.variant;
+    print(&report, a.json)
+}
+
+fn print(report: &plant::PlantReport, json: bool) -> anyhow::Result<()> {
+    if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
+        let outputs = if report.outputs > 1 {
+            format!(" C={}", report.outputs)
+        } else {
+            String::new()
+        };
         println!(
-            "{} planted network: d={} m={} s={} n={} seed={} on {} ({})",
+            "{} planted network: d={} m={} s={}{outputs} n={} seed={} on {} ({})",
             report.gates.as_str(),
             report.inputs,
             report.neurons,

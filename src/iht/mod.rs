@@ -9,6 +9,7 @@ use crate::train::{self, Learner, Schedule};
 use std::ops::ControlFlow;
 
 mod config;
+pub mod vector;
 
 pub use config::*;
 

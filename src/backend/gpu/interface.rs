@@ -75,6 +75,8 @@ macro_rules! shared_struct {
     };
 }
 
+pub(crate) use shared_struct;
+
 /// A constant both sides use (a `u32` in WGSL).
 #[derive(Clone, Copy, Debug)]
 pub struct SharedConst {

@@ -53,6 +53,7 @@ mod buffers;
 mod ceilings;
 mod context;
 pub mod interface;
+pub mod jobs;
 mod kernels;
 mod options;
 mod profile;

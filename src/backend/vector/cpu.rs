@@ -2,7 +2,9 @@
 //! (deterministic), f64 accumulation on the support, f32 GEMM tiles (matrixmultiply) in the
 //! dense pass, so no `n×m` or `m×d` array is ever held.
 
-use super::{sketch_shape, softmax_residual, Selection, VectorBackend, VectorProblem};
+use super::{
+    check_batch, check_weights, tile_rows, DenseSelect, Selection, VectorBackend, VectorProblem,
+};
 use crate::backend::{BackendInfo, MemoryMeter, MemoryStats, Slot};
 use crate::error::{Error, Param, Result};
 use crate::sparse::{SparseVec, TopS};
@@ -16,14 +18,14 @@ const BLOCK: usize = 128;
 const TILE_FLOATS: usize = 1 << 16;
 
 /// A support split by block: per unit, its `W1` entries and its `W2` entries.
-struct Plan {
+pub(super) struct Plan {
     /// (unit, W1 entry range, W2 entry range) for every unit with any entry.
-    units: Vec<(usize, Range<usize>, Range<usize>)>,
+    pub units: Vec<(usize, Range<usize>, Range<usize>)>,
     /// Feature of each W1 entry, output of each W2 entry.
-    col: Vec<u32>,
+    pub col: Vec<u32>,
 }
 
-fn plan(v: &SparseVec, d: usize, c: usize, w2: usize) -> Plan {
+pub(super) fn plan(v: &SparseVec, d: usize, c: usize, w2: usize) -> Plan {
     let mut units: Vec<(usize, Range<usize>, Range<usize>)> = Vec::new();
     let split = v.indices.partition_point(|&i| (i as usize) < w2);
     let mut col = Vec::with_capacity(v.len());
@@ -65,9 +67,7 @@ pub struct CpuVector {
     batch: Option<Vec<u32>>,
     resid: Vec<f32>,
     trial_resid: Vec<f32>,
-    /// Count-sketch of accumulated updates (`Selection::Sketch`), depth × width.
-    sketch: Vec<f32>,
-    sketch_shape: (usize, usize),
+    select: DenseSelect,
     /// Random gates for units without `W1` entries.
     pub recruit: bool,
     meter: MemoryMeter,
@@ -85,16 +85,15 @@ impl CpuVector {
                 ),
             ));
         }
-        let (w, depth) = sketch_shape(s, p.signal_len());
+        let select = DenseSelect::new(&p, s);
         let mut meter = MemoryMeter::default();
-        meter.alloc((Slot::COUNT * s * 8 + 2 * p.n * p.c * 4 + w * depth * 4) as u64);
+        meter.alloc((Slot::COUNT * s * 8 + 2 * p.n * p.c * 4 + select.bytes()) as u64);
         Ok(Self {
             slots: vec![SparseVec::new(); Slot::COUNT],
             batch: None,
             resid: vec![0.0; p.n * p.c],
             trial_resid: vec![0.0; p.n * p.c],
-            sketch: vec![0.0; w * depth],
-            sketch_shape: (w, depth),
+            select,
             recruit: true,
             meter,
             threads: rayon::current_num_threads(),
@@ -154,9 +153,9 @@ impl CpuVector {
     fn loss_into(&self, v: &SparseVec, resid: &mut Vec<f32>) -> f64 {
         let n = self.n_act();
         let f = self.scores(v, false);
-        let labels: Vec<u8> = (0..n).map(|t| self.p.labels[self.sample(t)]).collect();
+        let rows: Vec<u32> = (0..n).map(|t| self.sample(t) as u32).collect();
         resid.resize(n * self.p.c, 0.0);
-        softmax_residual(&f, &labels, self.p.c, n, resid)
+        self.p.loss_residual(&f, &rows, resid)
     }
 
     /// The gradient on the support of `v` with residual `r`.
@@ -205,38 +204,8 @@ impl CpuVector {
 
     /// Dense gradient of one tile of units `j0..j0+t` (`G1` t×d, `G2` t×C).
     fn tile_gradient(&self, w: &SparseVec, j0: usize, t: usize) -> (Vec<f32>, Vec<f32>) {
-        let (d, c, m) = (self.p.d, self.p.c, self.p.m);
-        let w2 = self.p.w2_offset();
-        // Dense W1 rows of the tile (gate vectors: random for units without W1 entries when
-        // recruiting) and W2 rows.
-        let mut gate = vec![0f32; t * d];
-        let mut has_w1 = vec![false; t];
-        let mut w2t = vec![0f32; t * c];
-        let lo = w.indices.partition_point(|&i| (i as usize) < j0 * d);
-        let hi = w.indices.partition_point(|&i| (i as usize) < (j0 + t) * d);
-        for q in lo..hi {
-            let i = w.indices[q] as usize;
-            gate[i - j0 * d] = w.values[q];
-            has_w1[i / d - j0] = true;
-        }
-        let lo2 = w.indices.partition_point(|&i| (i as usize) < w2 + j0 * c);
-        let hi2 = w
-            .indices
-            .partition_point(|&i| (i as usize) < w2 + (j0 + t) * c);
-        for q in lo2..hi2 {
-            w2t[w.indices[q] as usize - w2 - j0 * c] = w.values[q];
-        }
-        if self.recruit {
-            for u in 0..t {
-                if !has_w1[u] && j0 + u < m {
-                    crate::rng::gate_vector(
-                        self.p.seed,
-                        (j0 + u) as u32,
-                        &mut gate[u * d..(u + 1) * d],
-                    );
-                }
-            }
-        }
+        let (d, c) = (self.p.d, self.p.c);
+        let (gate, has_w1, w2t) = tile_rows(&self.p, w, j0, t, self.recruit);
         let n = self.n_act();
         let r = &self.resid;
         let partials: Vec<(Vec<f32>, Vec<f32>)> = parts(n, self.threads)
@@ -319,25 +288,6 @@ impl CpuVector {
         }
         (g1, g2)
     }
-
-    fn sketch_slot(&self, row: usize, i: u32) -> (usize, f32) {
-        let (w, _) = self.sketch_shape;
-        let h = crate::rng::hash32(crate::rng::gate_key(self.p.seed ^ 0x5ca1_ab1e, i) ^ row as u32);
-        let sign = if h & 1 == 0 { 1.0 } else { -1.0 };
-        (row * w + (h >> 1) as usize % w, sign)
-    }
-
-    fn sketch_query(&self, i: u32) -> f32 {
-        let depth = self.sketch_shape.1;
-        let mut v: Vec<f32> = (0..depth)
-            .map(|r| {
-                let (k, sg) = self.sketch_slot(r, i);
-                sg * self.sketch[k]
-            })
-            .collect();
-        v.sort_by(f32::total_cmp);
-        v[depth / 2]
-    }
 }
 
 /// Splits `0..len` into at most `threads` contiguous, block-aligned parts: a fixed partition,
@@ -360,17 +310,7 @@ impl VectorBackend for CpuVector {
     }
 
     fn load(&mut self, slot: Slot, w: &SparseVec) -> Result<()> {
-        if w.indices
-            .last()
-            .is_some_and(|&i| i as usize >= self.p.signal_len())
-            || w.indices.windows(2).any(|p| p[0] >= p[1])
-        {
-            return Err(Error::invalid(
-                Param::Model,
-                "indices must increase and stay below m·(d + C)",
-            ));
-        }
-        crate::error::check_finite("weights", &w.values)?;
+        check_weights(&self.p, w)?;
         self.slots[slot.index()] = w.clone();
         Ok(())
     }
@@ -385,14 +325,7 @@ impl VectorBackend for CpuVector {
     }
 
     fn set_batch(&mut self, batch: Option<&[u32]>) -> Result<()> {
-        if let Some(b) = batch {
-            if b.is_empty() || b.iter().any(|&i| i as usize >= self.p.n) {
-                return Err(Error::invalid(
-                    Param::BatchSize,
-                    "empty batch or sample out of range",
-                ));
-            }
-        }
+        check_batch(&self.p, batch)?;
         self.batch = batch.map(|b| b.to_vec());
         Ok(())
     }
@@ -442,8 +375,7 @@ impl VectorBackend for CpuVector {
     }
 
     fn threshold(&mut self, w: Slot, mu: f32, s: usize, dst: Slot, how: Selection) -> Result<()> {
-        let (d, c, m) = (self.p.d, self.p.c, self.p.m);
-        let w2 = self.p.w2_offset();
+        let (d, m) = (self.p.d, self.p.m);
         let wv = self.slots[w.index()].clone();
         let t_len = (TILE_FLOATS / d).clamp(1, m);
         let tile_bytes =
@@ -452,48 +384,13 @@ impl VectorBackend for CpuVector {
             .alloc(tile_bytes + TopS::capacity_bytes(s) as u64);
         self.meter.set_tile(tile_bytes);
         let mut top = TopS::new(s);
-        let value_of = |i: u32| -> f32 {
-            match wv.indices.binary_search(&i) {
-                Ok(q) => wv.values[q],
-                Err(_) => 0.0,
-            }
-        };
         for j0 in (0..m).step_by(t_len) {
             let t = t_len.min(m - j0);
             let (g1, g2) = self.tile_gradient(&wv, j0, t);
-            let entries = g1
-                .iter()
-                .enumerate()
-                .map(|(o, &g)| ((j0 * d + o) as u32, g))
-                .chain(
-                    g2.iter()
-                        .enumerate()
-                        .map(|(o, &g)| ((w2 + j0 * c + o) as u32, g)),
-                );
-            match how {
-                Selection::Exact => {
-                    for (i, g) in entries {
-                        top.push(i, value_of(i) - mu * g);
-                    }
-                }
-                Selection::Sketch => {
-                    let depth = self.sketch_shape.1;
-                    for (i, g) in entries {
-                        for r in 0..depth {
-                            let (k, sg) = self.sketch_slot(r, i);
-                            self.sketch[k] -= sg * mu * g;
-                        }
-                    }
-                }
-            }
+            self.select
+                .push_tile(&self.p, &mut top, how, &wv, mu, j0, &g1, &g2);
         }
-        if how == Selection::Sketch {
-            // The support: the largest virtual initial values plus accumulated updates.
-            for i in 0..self.p.signal_len() as u32 {
-                top.push(i, self.p.initial_value(i) + self.sketch_query(i));
-            }
-        }
-        self.slots[dst.index()] = top.finish();
+        self.slots[dst.index()] = self.select.finish(&self.p, top, how);
         self.meter.free(tile_bytes + TopS::capacity_bytes(s) as u64);
         Ok(())
     }
@@ -509,6 +406,7 @@ impl VectorBackend for CpuVector {
 
 #[cfg(test)]
 mod tests {
+    use super::super::Targets;
     use super::*;
 
     /// Loss by a direct formula on dense weights.
@@ -526,9 +424,16 @@ mod tests {
                     }
                 }
             }
-            let max = f.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            let lse = max + f.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
-            total += lse - f[p.labels[i] as usize];
+            total += match &p.targets {
+                Targets::Classes(l) => {
+                    let max = f.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    let lse = max + f.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
+                    lse - f[l[i] as usize]
+                }
+                Targets::Values(y) => (0..c)
+                    .map(|k| (f[k] - y[i * c + k] as f64).powi(2))
+                    .sum::<f64>(),
+            };
         }
         total / p.n as f64
     }
@@ -538,12 +443,30 @@ mod tests {
             .map(|i| ((i * 7919 % 101) as f32 / 50.0) - 1.0)
             .collect();
         let labels = (0..n).map(|i| (i * 31 % c) as u8).collect();
-        VectorProblem::new(d, m, c, x, labels, 3).unwrap()
+        VectorProblem::new(d, m, c, x, Targets::Classes(labels), 3).unwrap()
+    }
+
+    /// The same features with real targets (squared error).
+    fn regression(n: usize, d: usize, m: usize, c: usize) -> VectorProblem {
+        let p = problem(n, d, m, c);
+        let y = (0..n * c)
+            .map(|i| ((i * 37 % 23) as f32 / 11.0) - 1.0)
+            .collect();
+        VectorProblem::new(d, m, c, p.x, Targets::Values(y), 3).unwrap()
     }
 
     #[test]
     fn support_gradient_matches_finite_differences() {
-        let p = Arc::new(problem(37, 5, 4, 3));
+        for p in [
+            problem(37, 5, 4, 3),
+            regression(37, 5, 4, 3),
+            regression(29, 4, 3, 1),
+        ] {
+            support_gradient_case(Arc::new(p));
+        }
+    }
+
+    fn support_gradient_case(p: Arc<VectorProblem>) {
         let len = p.signal_len();
         let w = SparseVec::from_pairs(
             (0..len as u32)
@@ -555,7 +478,8 @@ mod tests {
         b.load(Slot::W, &w).unwrap();
         let l0 = b.forward(Slot::W).unwrap();
         let dense = w.to_dense(len);
-        assert!((l0 - loss_dense(&p, &dense)).abs() < 1e-6);
+        let want = loss_dense(&p, &dense);
+        assert!((l0 - want).abs() < 1e-6 * (1.0 + want), "{l0} vs {want}");
         b.gradient(Slot::W, Slot::G).unwrap();
         let g = b.read(Slot::G).unwrap();
         for (q, &i) in w.indices.iter().enumerate() {
@@ -574,8 +498,13 @@ mod tests {
 
     #[test]
     fn dense_pass_gradient_equals_the_support_gradient_on_every_entry() {
+        for p in [problem(50, 6, 5, 3), regression(50, 6, 5, 2)] {
+            dense_pass_case(Arc::new(p));
+        }
+    }
+
+    fn dense_pass_case(p: Arc<VectorProblem>) {
         // With every entry in the support, thresholding with μ and s = len gives w − μ g.
-        let p = Arc::new(problem(50, 6, 5, 3));
         let len = p.signal_len();
         let w = SparseVec::from_pairs((0..len as u32).map(|i| (i, p.initial_value(i))).collect());
         let mut b = CpuVector::new(p, len).unwrap();

@@ -19,6 +19,7 @@ pub use setup::{plan, Plan, MLP_WGSL};
 
 use super::adam::AdamStep;
 use super::mlp::{check_batch, DenseMlp, MlpData, MlpShape, Targets};
+use crate::backend::gpu::jobs::JobQueue;
 use crate::backend::gpu::GpuContext;
 use crate::backend::{BackendInfo, MemoryMeter, MemoryStats};
 use crate::error::{Error, Param, Result};
@@ -30,14 +31,7 @@ use std::sync::Arc;
 /// Receives each block's outputs (bytes of `rows × C` floats).
 type BlockSink<'s> = dyn FnMut(&[u8]) + 's;
 
-/// One dispatch: its kernel, parameters, grid, and (when poisoning) the byte ranges of its
-/// outputs to fill with NaN first.
-struct Job {
-    k: K,
-    p: Params,
-    grid: [u32; 3],
-    outputs: Vec<(u32, u64, u64)>,
-}
+type Job = crate::backend::gpu::jobs::Job<Params>;
 
 pub struct GpuMlp<'a> {
     ctx: Arc<GpuContext>,
@@ -47,14 +41,8 @@ pub struct GpuMlp<'a> {
     resident: bool,
     /// Samples per block.
     block: usize,
-    /// Buffers by binding (index 0: the parameter block).
-    bufs: Vec<wgpu::Buffer>,
-    staging: wgpu::Buffer,
-    pipes: Vec<(wgpu::ComputePipeline, wgpu::BindGroup)>,
-    stride: u64,
-    max_wg: u32,
-    /// NaN source for poisoning outputs (tests).
-    nan: Option<wgpu::Buffer>,
+    /// The pipelines on their buffers (index 0: the parameter block).
+    q: JobQueue<Params>,
     xhost: Vec<f32>,
     trained: bool,
     meter: MemoryMeter,
@@ -77,8 +65,6 @@ impl<'a> GpuMlp<'a> {
         let Plan { resident, block } = plan(&shape, lim, feature_budget)?;
         let nw = shape.weights() as u64;
         let rl_len = (block * c + n) as u64;
-        let align = lim.min_uniform_buffer_offset_alignment.max(1) as u64;
-        let stride = (std::mem::size_of::<Params>() as u64).div_ceil(align) * align;
         let mut meter = MemoryMeter::default();
         use wgpu::BufferUsages as U;
         let storage = U::STORAGE | U::COPY_DST | U::COPY_SRC;
@@ -99,7 +85,7 @@ impl<'a> GpuMlp<'a> {
         let bufs = vec![
             make(
                 "imp params",
-                JOBS_PER_SUBMIT as u64 * stride / 4,
+                JobQueue::<Params>::params_bytes(&ctx, JOBS_PER_SUBMIT) / 4,
                 U::UNIFORM | U::COPY_DST,
             ),
             make(
@@ -118,24 +104,25 @@ impl<'a> GpuMlp<'a> {
             make("imp RL", rl_len, storage),
             make("imp scalars", 4, storage),
         ];
-        let staging = make(
-            "imp staging",
-            nw.max((block * c) as u64),
-            U::MAP_READ | U::COPY_DST,
-        );
-        let pipes = pipelines(&ctx, &bufs)?;
+        let staging = 4 * nw.max((block * c) as u64);
+        meter.alloc(staging);
+        let q = JobQueue::new(
+            ctx.clone(),
+            "imp",
+            MLP_WGSL,
+            &KERNELS,
+            &READ_ONLY,
+            bufs,
+            staging,
+            JOBS_PER_SUBMIT,
+        )?;
         let mut mlp = GpuMlp {
-            max_wg: lim.max_compute_workgroups_per_dimension,
             ctx,
             data,
             shape,
             resident,
             block,
-            bufs,
-            staging,
-            pipes,
-            stride,
-            nan: None,
+            q,
             xhost: Vec::new(),
             trained: false,
             meter,
@@ -148,19 +135,19 @@ impl<'a> GpuMlp<'a> {
     fn upload_static(&mut self) -> Result<()> {
         let q = &self.ctx.queue;
         match self.data.targets {
-            Targets::Values(y) => q.write_buffer(&self.bufs[B_Y], 0, bytemuck::cast_slice(y)),
+            Targets::Values(y) => q.write_buffer(&self.q.bufs[B_Y], 0, bytemuck::cast_slice(y)),
             Targets::Labels(l) => {
                 let y: Vec<f32> = l.iter().map(|&v| v as f32).collect();
-                q.write_buffer(&self.bufs[B_Y], 0, bytemuck::cast_slice(&y));
+                q.write_buffer(&self.q.bufs[B_Y], 0, bytemuck::cast_slice(&y));
             }
             Targets::None => {}
         }
         let ones = vec![1f32; self.shape.weights()];
-        q.write_buffer(&self.bufs[B_MASK], 0, bytemuck::cast_slice(&ones));
+        q.write_buffer(&self.q.bufs[B_MASK], 0, bytemuck::cast_slice(&ones));
         if self.resident {
             let d = self.data.d;
             match self.data.features {
-                Features::Dense(x) => q.write_buffer(&self.bufs[B_X], 0, bytemuck::cast_slice(x)),
+                Features::Dense(x) => q.write_buffer(&self.q.bufs[B_X], 0, bytemuck::cast_slice(x)),
                 Features::Grid(g) => {
                     // Generated in chunks of rows: no n×d copy on the host.
                     let rows = ((16usize << 20) / (4 * d)).max(1);
@@ -172,7 +159,7 @@ impl<'a> GpuMlp<'a> {
                             .enumerate()
                             .for_each(|(t, row)| g.fill_row(r0 + t, row));
                         q.write_buffer(
-                            &self.bufs[B_X],
+                            &self.q.bufs[B_X],
                             (4 * r0 * d) as u64,
                             bytemuck::cast_slice(&buf[..r * d]),
                         );
@@ -190,28 +177,7 @@ impl<'a> GpuMlp<'a> {
     /// Test aid: with `on`, every kernel's outputs are filled with NaN just before it runs, so
     /// an output a kernel fails to write shows up as NaN.
     pub fn set_poison(&mut self, on: bool) {
-        if !on {
-            self.nan = None;
-            return;
-        }
-        let len = self
-            .bufs
-            .iter()
-            .skip(1)
-            .map(|b| b.size())
-            .max()
-            .unwrap_or(16);
-        let buf = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("imp NaN"),
-            size: len,
-            usage: wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        let nan = vec![f32::NAN; (len / 4) as usize];
-        self.ctx
-            .queue
-            .write_buffer(&buf, 0, bytemuck::cast_slice(&nan));
-        self.nan = Some(buf);
+        self.q.set_poison(on);
     }
 
     /// Whether every sample's features are on the device.
@@ -230,13 +196,7 @@ impl<'a> GpuMlp<'a> {
     }
 
     fn grid1(&self, count: usize) -> [u32; 3] {
-        let count = count.max(1);
-        let max = self.max_wg as usize;
-        if count <= max {
-            [count as u32, 1, 1]
-        } else {
-            [max as u32, count.div_ceil(max) as u32, 1]
-        }
+        self.q.grid1(count)
     }
 
     fn base(&self) -> Params {
@@ -264,13 +224,13 @@ impl<'a> GpuMlp<'a> {
         let f = |b: u32, floats: usize, at: usize| (b, 4 * at as u64, 4 * floats as u64);
         let mut jobs = vec![
             Job {
-                k: K::MmH,
+                k: K::MmH as usize,
                 p,
                 grid: [m.div_ceil(TILE) as u32, rows.div_ceil(TILE) as u32, 1],
                 outputs: vec![f(B_H, rows * m, 0)],
             },
             Job {
-                k: K::Head,
+                k: K::Head as usize,
                 p,
                 grid: self.grid1(rows.div_ceil(64)),
                 outputs: vec![
@@ -289,19 +249,19 @@ impl<'a> GpuMlp<'a> {
                 }
             };
             jobs.push(Job {
-                k: K::GradV,
+                k: K::GradV as usize,
                 p,
                 grid: self.grid1(m * c),
                 outputs: out(B_G, m * c, m * d),
             });
             jobs.push(Job {
-                k: K::GradH,
+                k: K::GradH as usize,
                 p,
                 grid: self.grid1((rows * m).div_ceil(256)),
                 outputs: vec![],
             });
             jobs.push(Job {
-                k: K::MmGu,
+                k: K::MmGu as usize,
                 p,
                 grid: [d.div_ceil(TILE) as u32, m.div_ceil(TILE) as u32, 1],
                 outputs: out(B_G, m * d, 0),
@@ -325,7 +285,7 @@ impl<'a> GpuMlp<'a> {
         if let Some(b) = batch {
             self.ctx
                 .queue
-                .write_buffer(&self.bufs[B_IDX], 0, bytemuck::cast_slice(b));
+                .write_buffer(&self.q.bufs[B_IDX], 0, bytemuck::cast_slice(b));
         }
         let mut base = self.base();
         base.inv_norm = self.data.targets.inv_norm(len, self.shape.c);
@@ -358,7 +318,7 @@ impl<'a> GpuMlp<'a> {
                     });
                 self.ctx
                     .queue
-                    .write_buffer(&self.bufs[B_X], 0, bytemuck::cast_slice(&self.xhost));
+                    .write_buffer(&self.q.bufs[B_X], 0, bytemuck::cast_slice(&self.xhost));
             }
             if let Some(cb) = per_block.as_deref_mut() {
                 let bytes =
@@ -373,81 +333,12 @@ impl<'a> GpuMlp<'a> {
         Ok(())
     }
 
-    /// Records and submits `jobs` (several submissions past `JOBS_PER_SUBMIT`), then copies
-    /// `read` (binding, byte offset, bytes) to the staging buffer and returns it.
     fn submit(&self, jobs: &[Job], read: Option<(u32, u64, u64)>) -> Result<Vec<u8>> {
-        let ctx = &self.ctx;
-        let chunks: Vec<&[Job]> = if jobs.is_empty() {
-            vec![&[]]
-        } else {
-            jobs.chunks(JOBS_PER_SUBMIT).collect()
-        };
-        let last = chunks.len() - 1;
-        for (ci, chunk) in chunks.into_iter().enumerate() {
-            let stride = self.stride as usize;
-            let mut blob = vec![0u8; chunk.len() * stride];
-            for (i, j) in chunk.iter().enumerate() {
-                blob[i * stride..i * stride + std::mem::size_of::<Params>()]
-                    .copy_from_slice(bytemuck::bytes_of(&j.p));
-            }
-            if !blob.is_empty() {
-                ctx.queue.write_buffer(&self.bufs[0], 0, &blob);
-            }
-            let mut enc = ctx
-                .device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("imp") });
-            for (i, j) in chunk.iter().enumerate() {
-                if let Some(nan) = &self.nan {
-                    for &(b, at, bytes) in &j.outputs {
-                        if bytes > 0 {
-                            enc.copy_buffer_to_buffer(nan, 0, &self.bufs[b as usize], at, bytes);
-                        }
-                    }
-                }
-                let (pipe, bg) = &self.pipes[j.k as usize];
-                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some("imp"),
-                    timestamp_writes: None,
-                });
-                pass.set_pipeline(pipe);
-                pass.set_bind_group(0, bg, &[(i * stride) as u32]);
-                pass.dispatch_workgroups(j.grid[0], j.grid[1], j.grid[2]);
-            }
-            if ci == last {
-                if let Some((b, at, bytes)) = read {
-                    enc.copy_buffer_to_buffer(&self.bufs[b as usize], at, &self.staging, 0, bytes);
-                }
-            }
-            ctx.queue.submit([enc.finish()]);
-            ctx.take_error()?;
-        }
-        match read {
-            Some((_, _, bytes)) => self.map_staging(bytes),
-            None => Ok(Vec::new()),
-        }
-    }
-
-    fn map_staging(&self, bytes: u64) -> Result<Vec<u8>> {
-        let slice = self.staging.slice(0..bytes);
-        let (tx, rx) = std::sync::mpsc::channel();
-        slice.map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
-        self.ctx.wait()?;
-        rx.recv()
-            .map_err(|_| Error::Gpu("readback was never completed".into()))?
-            .map_err(|e| Error::Gpu(format!("readback failed: {e}")))?;
-        let out = slice
-            .get_mapped_range()
-            .map_err(|e| Error::Gpu(format!("readback mapping failed: {e}")))?
-            .to_vec();
-        self.staging.unmap();
-        Ok(out)
+        self.q.submit(jobs, read)
     }
 
     fn read_floats(&self, binding: u32, at: usize, len: usize) -> Result<Vec<f32>> {
-        let bytes = self.submit(&[], Some((binding, 4 * at as u64, 4 * len as u64)))?;
-        Ok(bytemuck::pod_collect_to_vec(&bytes))
+        self.q.read_floats(binding, at, len)
     }
 
     fn reduce_job(&self, count: usize, slot: u32) -> Job {
@@ -455,7 +346,7 @@ impl<'a> GpuMlp<'a> {
         p.count = count as u32;
         p.slot = slot;
         Job {
-            k: K::Reduce,
+            k: K::Reduce as usize,
             p,
             grid: [1, 1, 1],
             outputs: vec![(B_SCAL, 4 * slot as u64, 4)],
@@ -497,9 +388,9 @@ impl DenseMlp for GpuMlp<'_> {
         crate::error::check_finite("weights", u)?;
         crate::error::check_finite("weights", v)?;
         let q = &self.ctx.queue;
-        q.write_buffer(&self.bufs[B_W as usize], 0, bytemuck::cast_slice(u));
+        q.write_buffer(&self.q.bufs[B_W as usize], 0, bytemuck::cast_slice(u));
         q.write_buffer(
-            &self.bufs[B_W as usize],
+            &self.q.bufs[B_W as usize],
             4 * u.len() as u64,
             bytemuck::cast_slice(v),
         );
@@ -511,7 +402,7 @@ impl DenseMlp for GpuMlp<'_> {
         let mask: Vec<f32> = u.iter().chain(v).map(|&b| b as u8 as f32).collect();
         self.ctx
             .queue
-            .write_buffer(&self.bufs[B_MASK], 0, bytemuck::cast_slice(&mask));
+            .write_buffer(&self.q.bufs[B_MASK], 0, bytemuck::cast_slice(&mask));
         Ok(())
     }
 
@@ -556,8 +447,8 @@ impl DenseMlp for GpuMlp<'_> {
             .ctx
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("imp") });
-        enc.clear_buffer(&self.bufs[B_M1], 0, None);
-        enc.clear_buffer(&self.bufs[B_M2], 0, None);
+        enc.clear_buffer(&self.q.bufs[B_M1], 0, None);
+        enc.clear_buffer(&self.q.bufs[B_M2], 0, None);
         self.ctx.queue.submit([enc.finish()]);
         self.ctx.take_error()
     }
@@ -572,7 +463,7 @@ impl DenseMlp for GpuMlp<'_> {
         p.omb2 = s.one_minus_b2;
         p.eps = step.eps;
         let job = Job {
-            k: K::Adam,
+            k: K::Adam as usize,
             p,
             grid: self.grid1(self.shape.weights().div_ceil(256)),
             outputs: vec![],

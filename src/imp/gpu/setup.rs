@@ -1,8 +1,8 @@
-//! Sizing against the device's limits, the kernels' parameter block and bindings, and the
-//! pipelines (one layout per entry point, holding only its bindings).
+//! Sizing against the device's limits, the kernels' parameter block and bindings (the
+//! pipelines are built by `crate::backend::gpu::jobs`).
 
 use super::super::mlp::MlpShape;
-use crate::backend::gpu::GpuContext;
+use crate::backend::gpu::jobs::Kernel;
 use crate::error::{Error, Result};
 use bytemuck::{Pod, Zeroable};
 
@@ -74,15 +74,36 @@ pub(super) const B_RL: u32 = 10;
 pub(super) const B_SCAL: u32 = 11;
 pub(super) const READ_ONLY: [u32; 4] = [1, 2, 3, 8];
 
-/// Entry points with the storage bindings each uses.
-pub(super) const KERNELS: [(K, &str, &[u32]); 7] = [
-    (K::MmH, "mm_h", &[1, 2, 4, 9]),
-    (K::Head, "head", &[2, 3, 4, 9, 10]),
-    (K::GradV, "grad_v", &[5, 9, 10]),
-    (K::GradH, "grad_h", &[4, 9, 10]),
-    (K::MmGu, "mm_gu", &[1, 2, 5, 9]),
-    (K::Adam, "adam", &[4, 5, 6, 7, 8]),
-    (K::Reduce, "reduce", &[10, 11]),
+/// Entry points with the storage bindings each uses, in [`K`] order.
+pub(super) const KERNELS: [Kernel; 7] = [
+    Kernel {
+        entry: "mm_h",
+        bindings: &[1, 2, 4, 9],
+    },
+    Kernel {
+        entry: "head",
+        bindings: &[2, 3, 4, 9, 10],
+    },
+    Kernel {
+        entry: "grad_v",
+        bindings: &[5, 9, 10],
+    },
+    Kernel {
+        entry: "grad_h",
+        bindings: &[4, 9, 10],
+    },
+    Kernel {
+        entry: "mm_gu",
+        bindings: &[1, 2, 5, 9],
+    },
+    Kernel {
+        entry: "adam",
+        bindings: &[4, 5, 6, 7, 8],
+    },
+    Kernel {
+        entry: "reduce",
+        bindings: &[10, 11],
+    },
 ];
 
 /// Where the features live and how many samples a block holds.
@@ -149,90 +170,6 @@ fn limit(what: &'static str, needed: u64, limit: u64, fix: &'static str) -> Erro
         limit,
         fix,
     }
-}
-
-/// One pipeline and bind group per entry point, each layout holding only its bindings.
-pub(super) fn pipelines(
-    ctx: &GpuContext,
-    bufs: &[wgpu::Buffer],
-) -> Result<Vec<(wgpu::ComputePipeline, wgpu::BindGroup)>> {
-    let device = &ctx.device;
-    let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-        label: Some("mlp"),
-        source: wgpu::ShaderSource::Wgsl(MLP_WGSL.into()),
-    });
-    let params = wgpu::BindGroupLayoutEntry {
-        binding: 0,
-        visibility: wgpu::ShaderStages::COMPUTE,
-        ty: wgpu::BindingType::Buffer {
-            ty: wgpu::BufferBindingType::Uniform,
-            has_dynamic_offset: true,
-            min_binding_size: wgpu::BufferSize::new(std::mem::size_of::<Params>() as u64),
-        },
-        count: None,
-    };
-    let mut out = Vec::with_capacity(KERNELS.len());
-    for (i, &(k, entry, bindings)) in KERNELS.iter().enumerate() {
-        debug_assert_eq!(k as usize, i);
-        let mut entries = vec![params];
-        entries.extend(bindings.iter().map(|&b| wgpu::BindGroupLayoutEntry {
-            binding: b,
-            visibility: wgpu::ShaderStages::COMPUTE,
-            ty: wgpu::BindingType::Buffer {
-                ty: wgpu::BufferBindingType::Storage {
-                    read_only: READ_ONLY.contains(&b),
-                },
-                has_dynamic_offset: false,
-                min_binding_size: None,
-            },
-            count: None,
-        }));
-        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some(entry),
-            entries: &entries,
-        });
-        let mut group = vec![wgpu::BindGroupEntry {
-            binding: 0,
-            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                buffer: &bufs[0],
-                offset: 0,
-                size: wgpu::BufferSize::new(std::mem::size_of::<Params>() as u64),
-            }),
-        }];
-        group.extend(bindings.iter().map(|&b| wgpu::BindGroupEntry {
-            binding: b,
-            resource: bufs[b as usize].as_entire_binding(),
-        }));
-        let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(entry),
-            layout: &layout,
-            entries: &group,
-        });
-        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-            label: Some(entry),
-            bind_group_layouts: &[Some(&layout)],
-            immediate_size: 0,
-        });
-        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(entry),
-            layout: Some(&pipeline_layout),
-            module: &module,
-            entry_point: Some(entry),
-            // Every kernel writes its workgroup memory before reading it.
-            compilation_options: wgpu::PipelineCompilationOptions {
-                zero_initialize_workgroup_memory: false,
-                ..Default::default()
-            },
-            cache: None,
-        });
-        out.push((pipeline, bind_group));
-    }
-    if let Some(e) = pollster::block_on(scope.pop()) {
-        return Err(Error::Gpu(format!("mlp.wgsl failed to compile: {e}")));
-    }
-    ctx.take_error()?;
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -12,6 +12,8 @@ use rand_distr::{Distribution, StandardNormal};
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
+pub mod vector;
+
 /// Epochs of `spinr plant` (it stops earlier once the fit is exact or stalls).
 pub const DEFAULT_ITERS: usize = 100;
 
@@ -132,6 +134,9 @@ pub struct PlantReport {
     pub neurons: usize,
     pub nonzeros: usize,
     pub samples: usize,
+    /// Outputs `C` of the planted network (1: the scalar network of Fig. 1).
+    #[serde(default = "one")]
+    pub outputs: usize,
     pub seed: u64,
     pub recovered: bool,
     pub relative_error: f64,
@@ -142,6 +147,10 @@ pub struct PlantReport {
     pub seconds: f64,
     /// The backend's (IHT) or the dense network's (IMP) peak working memory.
     pub peak_device_bytes: u64,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// Scores a fit against the planted truth: `w_fused` are the fitted fused weights (IHT's `w`,
@@ -189,6 +198,7 @@ pub fn score(
         neurons: spec.neurons,
         nonzeros: spec.nonzeros,
         samples: spec.samples,
+        outputs: 1,
         seed: spec.seed,
         recovered: relative_error < 1e-4 && support_errors == 0,
         relative_error,
