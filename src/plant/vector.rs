@@ -348,7 +348,7 @@ mod tests {
         let fit = SparseVec::from_pairs(vec![
             ((3 * d + 1) as u32, 2.0),
             ((3 * d + 4) as u32, -4.0),
-            ((d + 0) as u32, 0.25),
+            (d as u32, 0.25),
             ((w2 + 6) as u32, 0.5),
             ((w2 + 7) as u32, -0.5),
             ((w2 + 2) as u32, 4.0),

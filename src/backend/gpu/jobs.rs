@@ -18,6 +18,16 @@ pub struct Kernel {
     pub bindings: &'static [u32],
 }
 
+/// A self-contained WGSL module: its source, its entry points, and the bindings it
+/// declares `read`.
+#[derive(Clone, Copy, Debug)]
+pub struct Module<'a> {
+    pub label: &'static str,
+    pub source: &'a str,
+    pub kernels: &'a [Kernel],
+    pub read_only: &'a [u32],
+}
+
 /// One dispatch: its kernel (index into the module's list), parameters, grid, and the byte
 /// ranges `(binding, offset, bytes)` it writes, filled with NaN first when poisoning.
 pub struct Job<P> {
@@ -53,19 +63,21 @@ impl<P: Pod> JobQueue<P> {
         (std::mem::size_of::<P>() as u64).div_ceil(align) * align
     }
 
-    /// Compiles `source` and builds one pipeline per kernel. `bufs[0]` must hold
-    /// [`JobQueue::params_bytes`]`(ctx, per_submit)`; `read_only` lists the bindings declared
-    /// `read` in the shader; `staging` is the largest readback.
+    /// Compiles the module and builds one pipeline per kernel. `bufs[0]` must hold
+    /// [`JobQueue::params_bytes`]`(ctx, per_submit)`; `staging_bytes` is the largest readback.
     pub fn new(
         ctx: Arc<GpuContext>,
-        label: &'static str,
-        source: &str,
-        kernels: &[Kernel],
-        read_only: &[u32],
+        module: Module<'_>,
         bufs: Vec<wgpu::Buffer>,
         staging_bytes: u64,
         per_submit: usize,
     ) -> Result<Self> {
+        let Module {
+            label,
+            source,
+            kernels,
+            read_only,
+        } = module;
         let device = &ctx.device;
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {

@@ -21,7 +21,7 @@ use super::{
     VectorProblem,
 };
 use crate::backend::gpu::interface::{shared_struct, Member, SharedStruct, WgslType};
-use crate::backend::gpu::jobs::{Job, JobQueue, Kernel};
+use crate::backend::gpu::jobs::{Job, JobQueue, Kernel, Module};
 use crate::backend::gpu::GpuContext;
 use crate::backend::{BackendInfo, MemoryMeter, MemoryStats, Slot};
 use crate::error::{Error, Result};
@@ -227,10 +227,12 @@ impl GpuVector {
         meter.alloc(staging);
         let q = JobQueue::new(
             ctx.clone(),
-            "vector",
-            VECTOR_WGSL,
-            &KERNELS,
-            &read_only(),
+            Module {
+                label: "vector",
+                source: VECTOR_WGSL,
+                kernels: &KERNELS,
+                read_only: &read_only(),
+            },
             bufs,
             staging,
             JOBS_PER_SUBMIT,

@@ -19,7 +19,7 @@ pub use setup::{plan, Plan, MLP_WGSL};
 
 use super::adam::AdamStep;
 use super::mlp::{check_batch, DenseMlp, MlpData, MlpShape, Targets};
-use crate::backend::gpu::jobs::JobQueue;
+use crate::backend::gpu::jobs::{JobQueue, Module};
 use crate::backend::gpu::GpuContext;
 use crate::backend::{BackendInfo, MemoryMeter, MemoryStats};
 use crate::error::{Error, Param, Result};
@@ -108,10 +108,12 @@ impl<'a> GpuMlp<'a> {
         meter.alloc(staging);
         let q = JobQueue::new(
             ctx.clone(),
-            "imp",
-            MLP_WGSL,
-            &KERNELS,
-            &READ_ONLY,
+            Module {
+                label: "imp",
+                source: MLP_WGSL,
+                kernels: &KERNELS,
+                read_only: &READ_ONLY,
+            },
             bufs,
             staging,
             JOBS_PER_SUBMIT,
@@ -316,9 +318,11 @@ impl<'a> GpuMlp<'a> {
                         let i = batch.map_or(a0 + t, |b| b[a0 + t] as usize);
                         data.fill_row(i, row);
                     });
-                self.ctx
-                    .queue
-                    .write_buffer(&self.q.bufs[B_X], 0, bytemuck::cast_slice(&self.xhost));
+                self.ctx.queue.write_buffer(
+                    &self.q.bufs[B_X],
+                    0,
+                    bytemuck::cast_slice(&self.xhost),
+                );
             }
             if let Some(cb) = per_block.as_deref_mut() {
                 let bytes =
