@@ -357,9 +357,11 @@ mod tests {
         let (err, sup) = compare(&fit, &star, d, m, c);
         assert!(err < 1e-6, "{err}");
         assert_eq!(sup, 0);
-        // One input moved: a support difference of 2 and a real error.
+        // One input of fitted unit 3 moved from feature 4 to 5 (the unit still matches on
+        // feature 1): a support difference of 2 and a real error.
         let mut moved = fit.clone();
-        moved.indices[0] = 2;
+        assert_eq!(moved.indices[2], (3 * d + 4) as u32);
+        moved.indices[2] = (3 * d + 5) as u32;
         let moved = SparseVec::from_pairs(moved.indices.into_iter().zip(moved.values).collect());
         let (err, sup) = compare(&moved, &star, d, m, c);
         assert!(err > 0.1, "{err}");

@@ -448,7 +448,7 @@ mod tests {
 
     /// The same features with real targets (squared error).
     fn regression(n: usize, d: usize, m: usize, c: usize) -> VectorProblem {
-        let p = problem(n, d, m, c);
+        let p = problem(n, d, m, c.max(2));
         let y = (0..n * c)
             .map(|i| ((i * 37 % 23) as f32 / 11.0) - 1.0)
             .collect();
