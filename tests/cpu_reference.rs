@@ -79,15 +79,25 @@ fn problems(rng: &mut impl Rng) -> Vec<Problem> {
     out
 }
 
+/// Feature budgets: 0 takes the row path (features read or generated row by row, gates per
+/// pass); 1 GiB the column path (feature-major copies, cached gate masks).
+const BUDGETS: [u64; 2] = [0, 1 << 30];
+
 #[test]
 fn support_and_dense_passes_match_naive_f64() {
+    for budget in BUDGETS {
+        passes_match_naive(budget);
+    }
+}
+
+fn passes_match_naive(budget: u64) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
     for p in problems(&mut rng) {
         let len = p.m * p.d;
         for &s in &[1usize, 3, len / 2, len] {
             for weight_gates in [false, true] {
                 let p = Arc::new(p.clone());
-                let mut b = CpuBackend::new(p.clone(), s, 0).unwrap();
+                let mut b = CpuBackend::new(p.clone(), s, budget).unwrap();
                 let w = random_sparse(&mut rng, len, s);
                 let h = random_sparse(&mut rng, len, s.max(len / 3));
                 let gates: Option<Vec<Vec<f32>>> = match (p.gates, weight_gates) {
@@ -187,12 +197,18 @@ fn support_and_dense_passes_match_naive_f64() {
 
 #[test]
 fn minibatch_restricts_every_product() {
+    for budget in BUDGETS {
+        minibatch_restricts(budget);
+    }
+}
+
+fn minibatch_restricts(budget: u64) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(3);
     let p = Arc::new(problems(&mut rng).remove(0));
     let s = 20;
     let w = random_sparse(&mut rng, p.m * p.d, s);
     let batch: Vec<u32> = vec![3, 1, 30, 7, 8, 36];
-    let mut b = CpuBackend::new(p.clone(), s, 0).unwrap();
+    let mut b = CpuBackend::new(p.clone(), s, budget).unwrap();
     b.load(Slot::W, &w).unwrap();
     b.set_batch(Some(&batch)).unwrap();
     let got = b.forward(Slot::W).unwrap();
@@ -218,11 +234,17 @@ fn minibatch_restricts_every_product() {
 
 #[test]
 fn all_gates_closed_gives_zero_gradient() {
+    for budget in BUDGETS {
+        all_gates_closed(budget);
+    }
+}
+
+fn all_gates_closed(budget: u64) {
     // Weight gates that are all zero close every neuron: A = 0, so c = w and the loss is ‖y‖².
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
     let p = Arc::new(problems(&mut rng).remove(1));
     let s = 5;
-    let mut b = CpuBackend::new(p.clone(), s, 0).unwrap();
+    let mut b = CpuBackend::new(p.clone(), s, budget).unwrap();
     let w = random_sparse(&mut rng, p.m * p.d, s);
     b.load(Slot::W, &w).unwrap();
     b.load(Slot::BEST, &SparseVec::new()).unwrap();

@@ -43,14 +43,16 @@ fn problem(m: usize) -> Problem {
 }
 
 /// Peak bytes allocated above the baseline while creating the backend and fitting.
-fn peak_of_fit(p: Problem, s: usize) -> (u64, u64, u64) {
+/// `budget`: the feature cache (0: the row path; 1 GiB: the column path, features held
+/// feature-major and gate masks cached).
+fn peak_of_fit(p: Problem, s: usize, budget: u64) -> (u64, u64, u64) {
     let p = Arc::new(p);
     let threads = rayon::current_num_threads();
-    let bound = CpuBackend::working_memory_bound(&p, s, threads, 0);
+    let bound = CpuBackend::working_memory_bound(&p, s, threads, budget);
     let base = CURRENT.load(Relaxed);
     PEAK.store(base, Relaxed);
     let tile = {
-        let mut b = CpuBackend::new(p.clone(), s, 0).unwrap();
+        let mut b = CpuBackend::new(p.clone(), s, budget).unwrap();
         let cfg = IhtConfig::new(s, 3, GateMode::Sequential);
         iht::fit(&mut b, p.n, &cfg, |_| std::ops::ControlFlow::Continue(())).unwrap();
         b.tile_bytes()
@@ -65,9 +67,15 @@ fn peak_memory_is_linear_in_s_and_n_not_m() {
         .build_global()
         .ok();
     let s = 300;
-    let (small, bound_small, _) = peak_of_fit(problem(64), s);
-    let (large, bound_large, tile_large) = peak_of_fit(problem(65536), s);
-    eprintln!("peak m=64: {small} B (bound {bound_small}); m=65536: {large} B (bound {bound_large}, tiles {tile_large})");
+    for budget in [0, 1 << 30] {
+        check_peaks(s, budget);
+    }
+}
+
+fn check_peaks(s: usize, budget: u64) {
+    let (small, bound_small, _) = peak_of_fit(problem(64), s, budget);
+    let (large, bound_large, tile_large) = peak_of_fit(problem(65536), s, budget);
+    eprintln!("budget {budget}: peak m=64: {small} B (bound {bound_small}); m=65536: {large} B (bound {bound_large}, tiles {tile_large})");
     assert!(small <= bound_small, "m=64: {small} > {bound_small}");
     assert!(large <= bound_large, "m=65536: {large} > {bound_large}");
     // 1024× more neurons: only the tile buffers and O(m) bookkeeping may grow.

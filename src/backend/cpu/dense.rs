@@ -24,17 +24,7 @@ impl CpuBackend {
         let t_len = tile.len();
         let feat = self.feat();
         let batch = self.batch.as_deref();
-        // Random gates of the tile, generated once per tile: O(tile·d) memory.
-        let h_tile: Option<Vec<f32>> = match &self.gates {
-            Gates::Random => {
-                let mut h = vec![0f32; t_len * d];
-                for (t, &j) in tile.iter().enumerate() {
-                    rng::gate_vector(self.problem.gate_seed, j, &mut h[t * d..(t + 1) * d]);
-                }
-                Some(h)
-            }
-            _ => None,
-        };
+        let h_tile = self.random_gates(tile);
         let runs: Vec<Run> = match &self.gates {
             Gates::Weights(h) => tile
                 .iter()
@@ -132,6 +122,114 @@ impl CpuBackend {
             })
             .collect();
         sum_in_order(partials, t_len * d)
+    }
+
+    /// The random gates of a tile's neurons (`T × d`), generated once per tile; `None` for
+    /// other gates.
+    fn random_gates(&self, tile: &[u32]) -> Option<Vec<f32>> {
+        let d = self.problem.d;
+        match &self.gates {
+            Gates::Random => {
+                let mut h = vec![0f32; tile.len() * d];
+                for (t, &j) in tile.iter().enumerate() {
+                    rng::gate_vector(self.problem.gate_seed, j, &mut h[t * d..(t + 1) * d]);
+                }
+                Some(h)
+            }
+            _ => None,
+        }
+    }
+
+    /// [`Self::tile_gradient`] on feature-major columns (`xt`, stride `len`): the GEMMs read
+    /// the columns in place (strided), over blocks of up to 1024 samples, and weight gates come
+    /// from the masks. Per-thread buffers live in `scratch` (one per part, reused from tile to
+    /// tile and step to step: fresh multi-page buffers cost page faults); the tile's gradient
+    /// is summed in part order into the first.
+    pub(super) fn tile_gradient_cols<'s>(
+        &self,
+        tile: &[u32],
+        r: &[f32],
+        (xt, len): (&[f32], usize),
+        scratch: &'s mut Vec<Vec<f32>>,
+    ) -> &'s mut [f32] {
+        let d = self.problem.d;
+        let t_len = tile.len();
+        let h_tile = self.random_gates(tile);
+        let h_tile = h_tile.as_deref();
+        // A multiple of 64 so that blocks start on whole words of the gate masks.
+        let rows = (TILE_FLOATS / t_len).clamp(BLOCK, 1024) / 64 * 64;
+        let ps = parts(len, self.threads);
+        scratch.resize_with(ps.len().max(1), Vec::new);
+        let gl = t_len * d;
+        scratch.par_iter_mut().zip(ps).for_each(|(buf, part)| {
+            if buf.len() < gl + rows * t_len {
+                buf.resize(gl + rows * t_len, 0.0);
+            }
+            let (g, m) = buf.split_at_mut(gl);
+            g.fill(0.0);
+            for lo in part.clone().step_by(rows) {
+                let bl = rows.min(part.end - lo);
+                // X_blk (bl × d): element (b, k) at xt[k·len + lo + b].
+                let x = xt[lo..].as_ptr();
+                match (&self.gates, h_tile) {
+                    (Gates::Random, Some(h)) => {
+                        // P = X_blk · H_tileᵀ, then the mask in place.
+                        // SAFETY: the strides address xt[lo + b + k·len] (b < bl, k < d),
+                        // h[t·d + k] and m[b·T + t], all within their buffers.
+                        unsafe {
+                            matrixmultiply::sgemm(
+                                bl,
+                                d,
+                                t_len,
+                                1.0,
+                                x,
+                                1,
+                                len as isize,
+                                h.as_ptr(),
+                                1,
+                                d as isize,
+                                0.0,
+                                m.as_mut_ptr(),
+                                t_len as isize,
+                                1,
+                            );
+                        }
+                        for b in 0..bl {
+                            for q in &mut m[b * t_len..(b + 1) * t_len] {
+                                *q = if *q > 0.0 { r[lo + b] } else { 0.0 };
+                            }
+                        }
+                    }
+                    _ => self.masked_residual(tile, r, lo, bl, m),
+                }
+                // G += Mᵀ · X_blk
+                // SAFETY: as above; g is T × d.
+                unsafe {
+                    matrixmultiply::sgemm(
+                        t_len,
+                        bl,
+                        d,
+                        1.0,
+                        m.as_ptr(),
+                        1,
+                        t_len as isize,
+                        x,
+                        1,
+                        len as isize,
+                        1.0,
+                        g.as_mut_ptr(),
+                        d as isize,
+                        1,
+                    );
+                }
+            }
+        });
+        let (first, rest) = scratch.split_at_mut(1);
+        let g = &mut first[0][..gl];
+        for p in rest.iter() {
+            g.iter_mut().zip(&p[..gl]).for_each(|(a, &b)| *a += b);
+        }
+        g
     }
 
     pub(super) fn tile_neurons(&self) -> usize {

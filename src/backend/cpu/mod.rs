@@ -11,6 +11,7 @@ use rayon::prelude::*;
 use std::ops::Range;
 use std::sync::Arc;
 
+mod columns;
 mod dense;
 
 /// Samples per block in every pass (rows of the GEMM tiles).
@@ -57,7 +58,14 @@ struct Plan {
 
 pub struct CpuBackend {
     problem: Arc<Problem>,
-    cache: Option<Vec<f32>>,
+    /// Feature-major features for the column path (within the cache budget).
+    cols: columns::Columns,
+    /// Gate masks of the column path.
+    masks: columns::Masks,
+    /// The fit's nonzeros (bounds the mask cache).
+    s: usize,
+    /// The column path's per-thread dense-pass buffers, kept between calls.
+    dense_scratch: Vec<Vec<f32>>,
     slots: Vec<SparseVec>,
     gates: Gates,
     batch: Option<Vec<u32>>,
@@ -69,24 +77,25 @@ pub struct CpuBackend {
 }
 
 impl CpuBackend {
-    /// Prepares a fit of `problem` with at most `s` nonzeros. Grid features are cached when
-    /// they fit in `feature_cache` bytes.
+    /// Prepares a fit of `problem` with at most `s` nonzeros. The features are held
+    /// feature-major (the column path of the support and dense passes) when they fit in
+    /// `feature_cache` bytes; otherwise every pass reads or generates them row by row.
     pub fn new(problem: Arc<Problem>, s: usize, feature_cache: u64) -> Result<Self> {
         problem.validate()?;
         problem.check_nonzeros(s)?;
         let mut meter = MemoryMeter::default();
-        let cache = match &problem.features {
-            Features::Grid(g) if (problem.n * problem.d * 4) as u64 <= feature_cache => {
-                let d = problem.d;
-                let mut x = vec![0f32; problem.n * d];
-                x.par_chunks_mut(d)
-                    .enumerate()
-                    .for_each(|(i, row)| g.fill_row(i, row));
-                meter.alloc((x.len() * 4) as u64);
-                Some(x)
-            }
-            _ => None,
-        };
+        let (n, d) = (problem.n, problem.d);
+        let mut cols = columns::Columns::default();
+        if (n * d * 4) as u64 <= feature_cache {
+            let all = match &problem.features {
+                Features::Grid(g) => columns::transpose(d, n, None, |i, row| g.fill_row(i, row)),
+                Features::Dense(x) => columns::transpose(d, n, None, |i, row| {
+                    row.copy_from_slice(&x[i * d..(i + 1) * d])
+                }),
+            };
+            meter.alloc((all.len() * 4) as u64);
+            cols.all = Some(all);
+        }
         let n = problem.n;
         meter.alloc((2 * n * 4) as u64 + (Slot::COUNT * s * 8) as u64);
         let gates = match problem.gates {
@@ -94,7 +103,10 @@ impl CpuBackend {
             _ => Gates::Random,
         };
         Ok(Self {
-            cache,
+            cols,
+            masks: columns::Masks::default(),
+            s,
+            dense_scratch: Vec::new(),
             slots: vec![SparseVec::with_capacity(s); Slot::COUNT],
             gates,
             batch: None,
@@ -107,12 +119,23 @@ impl CpuBackend {
         })
     }
 
+    /// Row access for the row path.
     fn feat(&self) -> Feat<'_> {
-        match (&self.cache, &self.problem.features) {
-            (Some(x), _) => Feat::Dense(x, self.problem.d),
-            (None, Features::Dense(x)) => Feat::Dense(x, self.problem.d),
-            (None, Features::Grid(g)) => Feat::Grid(g),
+        match &self.problem.features {
+            Features::Dense(x) => Feat::Dense(x, self.problem.d),
+            Features::Grid(g) => Feat::Grid(g),
         }
+    }
+
+    /// Builds the gate masks the column path needs for the neurons of `slot`.
+    fn prepare(&mut self, slot: Slot) {
+        let d = self.problem.d;
+        let neurons: Vec<u32> = self.slots[slot.index()]
+            .neuron_runs(d)
+            .into_iter()
+            .map(|(j, _)| j)
+            .collect();
+        self.ensure_masks(&neurons);
     }
 
     fn n_active(&self) -> usize {
@@ -220,7 +243,11 @@ impl CpuBackend {
     }
 
     /// `out_i = (A v)_i − y_i` (or without `y`) over the active samples; returns `Σ out²`.
+    /// The column path needs [`Self::prepare`] for `v`'s neurons first.
     fn apply(&self, v: &SparseVec, subtract_y: bool, out: &mut [f32]) -> f64 {
+        if self.columns().is_some() {
+            return self.apply_cols(v, subtract_y, out);
+        }
         let plan = self.plan(v);
         let batch = self.batch.as_deref();
         let y = &self.problem.y;
@@ -262,6 +289,9 @@ impl CpuBackend {
 
     /// `g = A_Sᵀ r` on the support of `v` (values of `v` unused); returns `g`.
     fn apply_t(&self, v: &SparseVec, r: &[f32]) -> Vec<f32> {
+        if self.columns().is_some() {
+            return self.apply_t_cols(v, r);
+        }
         let plan = self.plan(v);
         let len = v.len();
         let partials: Vec<Vec<f64>> = parts(r.len(), self.threads)
@@ -301,6 +331,7 @@ impl CpuBackend {
 
     /// `g = A_Sᵀ r` on the support of `v` (current residual) into slot `g`; returns `‖g‖²`.
     fn gradient(&mut self, v: Slot, g: Slot) -> f64 {
+        self.prepare(v);
         let vv = &self.slots[v.index()];
         let gvec = SparseVec {
             indices: vv.indices.clone(),
@@ -320,8 +351,9 @@ impl CpuBackend {
     /// (features, targets). Nothing here grows with `m·d`, `n·m` or `n·d`:
     /// `12n` (two residuals and a scratch vector) + `(256 + 128·threads)·s` (slots, gates,
     /// top-s buffer, per-thread gradient partials and gate blocks) + the tile buffers
-    /// `4·(threads+2)·(2·T·d + 128·d + 128·T)` with `T = min(m, 65536/d)` neurons per tile
-    /// + `4·n·d` only when grid features are cached (below `feature_cache` bytes) + 1 MiB.
+    /// `4·(threads+2)·(2·T·d + 128·d + 128·T + 65536)` with `T = min(m, 65536/d)` neurons per
+    /// tile + only when the features fit `feature_cache` bytes: `8·n·d` (all columns and a
+    /// minibatch's) and the gate masks `(2s + 64)·8·⌈n/64⌉` + 1 MiB.
     pub fn working_memory_bound(
         problem: &Problem,
         s: usize,
@@ -330,9 +362,10 @@ impl CpuBackend {
     ) -> u64 {
         let (n, d) = (problem.n as u64, problem.d as u64);
         let t = (TILE_FLOATS / problem.d).clamp(1, problem.m);
-        let cache = match problem.features {
-            Features::Grid(_) if 4 * n * d <= feature_cache => 4 * n * d,
-            _ => 0,
+        let cache = if 4 * n * d <= feature_cache {
+            8 * n * d + (2 * s as u64 + 64) * 8 * n.div_ceil(64)
+        } else {
+            0
         };
         12 * n
             + (256 + 128 * threads as u64) * s as u64
@@ -343,7 +376,7 @@ impl CpuBackend {
 }
 
 fn tile_bytes(d: usize, t: usize, threads: usize) -> u64 {
-    (4 * (threads + 2) * (2 * t * d + BLOCK * d + BLOCK * t)) as u64
+    (4 * (threads + 2) * (2 * t * d + BLOCK * d + BLOCK * t + TILE_FLOATS)) as u64
 }
 
 /// Splits `0..len` into at most `threads` contiguous, block-aligned parts. A fixed partition
@@ -429,7 +462,12 @@ impl Backend for CpuBackend {
     }
 
     fn set_gates(&mut self, gates: GateSource) -> Result<()> {
-        self.gates = Gates::resolve(self.problem.gates, gates, |s| self.slots[s.index()].clone());
+        let new = Gates::resolve(self.problem.gates, gates, |s| self.slots[s.index()].clone());
+        // Random gates are a function of the seed alone: their masks stay valid.
+        if !(matches!(self.gates, Gates::Random) && matches!(new, Gates::Random)) {
+            self.masks.clear(&mut self.meter);
+        }
+        self.gates = new;
         Ok(())
     }
 
@@ -443,6 +481,21 @@ impl Backend for CpuBackend {
             }
         }
         self.batch = batch.map(|b| b.to_vec());
+        self.masks.clear(&mut self.meter);
+        if let Some(x) = self.cols.batch.take() {
+            self.meter.free((x.len() * 4) as u64);
+        }
+        if let (Some(all), Some(ids)) = (&self.cols.all, &self.batch) {
+            // The minibatch's columns, gathered once for all of its passes.
+            let (n, d) = (self.problem.n, self.problem.d);
+            let x = columns::transpose(d, ids.len(), Some(ids), |i, row| {
+                for (k, r) in row.iter_mut().enumerate() {
+                    *r = all[k * n + i];
+                }
+            });
+            self.meter.alloc((x.len() * 4) as u64);
+            self.cols.batch = Some(x);
+        }
         let n = self.n_active();
         self.residual.resize(n, 0.0);
         self.trial_residual.resize(n, 0.0);
@@ -450,6 +503,7 @@ impl Backend for CpuBackend {
     }
 
     fn forward(&mut self, v: Slot) -> Result<f64> {
+        self.prepare(v);
         let mut r = std::mem::take(&mut self.residual);
         let loss = self.apply(&self.slots[v.index()], true, &mut r);
         self.residual = r;
@@ -458,6 +512,7 @@ impl Backend for CpuBackend {
 
     fn step_size(&mut self, v: Slot, g: Slot) -> Result<(f64, f64)> {
         let gnorm = self.gradient(v, g);
+        self.prepare(g);
         // The trial residual is scratch until the next trial.
         let mut tmp = std::mem::take(&mut self.trial_residual);
         let curv = self.apply(&self.slots[g.index()], false, &mut tmp);
@@ -476,6 +531,7 @@ impl Backend for CpuBackend {
         if recompute_grad {
             self.gradient(v, g);
         }
+        self.prepare(v);
         let (vv, gv) = (&self.slots[v.index()], &self.slots[g.index()]);
         debug_assert_eq!(vv.indices, gv.indices);
         let out = SparseVec {
@@ -504,6 +560,7 @@ impl Backend for CpuBackend {
     }
 
     fn curvature(&mut self, p: Slot) -> Result<f64> {
+        self.prepare(p);
         // The trial residual is scratch until the next trial.
         let mut tmp = std::mem::take(&mut self.trial_residual);
         let curv = self.apply(&self.slots[p.index()], false, &mut tmp);
@@ -535,15 +592,26 @@ impl Backend for CpuBackend {
     fn threshold(&mut self, w: Slot, mu: f32, s: usize, dst: Slot) -> Result<()> {
         let d = self.problem.d;
         let neurons = self.candidate_neurons();
+        if matches!(self.gates, Gates::Weights(_)) {
+            self.ensure_masks(&neurons);
+        }
         let t_len = self.tile_neurons();
         let tile_bytes = self.tile_bytes();
         self.meter
             .alloc(tile_bytes + TopS::capacity_bytes(s) as u64);
         self.meter.set_tile(tile_bytes);
+        let mut scratch = std::mem::take(&mut self.dense_scratch);
         let wv = &self.slots[w.index()];
         let mut top = TopS::new(s);
         for tile in neurons.chunks(t_len) {
-            let mut g = self.tile_gradient(tile, &self.residual);
+            let mut owned;
+            let g: &mut [f32] = match self.columns() {
+                Some(cols) => self.tile_gradient_cols(tile, &self.residual, cols, &mut scratch),
+                None => {
+                    owned = self.tile_gradient(tile, &self.residual);
+                    &mut owned
+                }
+            };
             for (t, &j) in tile.iter().enumerate() {
                 // c_j = w_j − μ G_j, in place in the tile's gradient.
                 let c = &mut g[t * d..(t + 1) * d];
@@ -566,6 +634,7 @@ impl Backend for CpuBackend {
             }
         }
         self.slots[dst.index()] = top.finish();
+        self.dense_scratch = scratch;
         self.meter.free(tile_bytes + TopS::capacity_bytes(s) as u64);
         Ok(())
     }
@@ -574,8 +643,14 @@ impl Backend for CpuBackend {
         let mut out = vec![0f32; self.problem.n];
         // Every sample, whatever the current minibatch.
         let batch = self.batch.take();
+        if batch.is_some() {
+            self.set_batch(None)?;
+        }
+        self.prepare(v);
         self.apply(&self.slots[v.index()], false, &mut out);
-        self.batch = batch;
+        if let Some(b) = batch {
+            self.set_batch(Some(&b))?;
+        }
         Ok(out)
     }
 
