@@ -179,11 +179,27 @@ impl CpuBackend {
         let masks: Vec<Option<&[u64]>> = plan.runs.iter().map(|r| self.mask(r.neuron)).collect();
         let batch = self.batch.as_deref();
         let y = &self.problem.y;
-        let sums: Vec<f64> = out
-            .par_chunks_mut(CB)
-            .enumerate()
-            .map(|(blk, chunk)| {
-                let lo = blk * CB;
+        // Sub-blocks of CB samples within the threads' parts (balanced, mask-word aligned).
+        let blocks: Vec<Range<usize>> = parts(len, self.threads)
+            .into_iter()
+            .flat_map(|p| {
+                let end = p.end;
+                p.step_by(CB).map(move |lo| lo..(lo + CB).min(end))
+            })
+            .collect();
+        let mut chunks: Vec<&mut [f32]> = Vec::with_capacity(blocks.len());
+        let mut rest = out;
+        for b in &blocks {
+            let (head, tail) = rest.split_at_mut(b.len());
+            chunks.push(head);
+            rest = tail;
+        }
+        let sums: Vec<f64> = chunks
+            .into_par_iter()
+            .zip(blocks)
+            .with_min_len(blocks_per_thread(len, self.threads))
+            .map(|(chunk, range)| {
+                let lo = range.start;
                 let bl = chunk.len();
                 let mut pred = [0f64; CB];
                 let mut z = [0f64; CB];
@@ -263,6 +279,12 @@ impl CpuBackend {
         let g = sum_in_order(partials, s);
         g.into_iter().map(|x| x as f32).collect()
     }
+}
+
+/// Blocks of [`CB`] samples each thread should take at once, so rayon hands each thread its
+/// own part instead of splitting finer.
+fn blocks_per_thread(len: usize, threads: usize) -> usize {
+    len.div_ceil(CB).div_ceil(threads.max(1)).max(1)
 }
 
 /// `Σ a_t · b_t` in f64 with four independent lanes (vectorises; a fixed order).
