@@ -61,25 +61,30 @@ pub(super) fn transpose(
     row: impl Fn(usize, &mut [f32]) + Sync,
 ) -> Vec<f32> {
     let mut xt = vec![0f32; d * len];
-    // Blocks of samples in parallel, each writing its own column segments.
-    let blocks: Vec<(usize, Vec<f32>)> = (0..len.div_ceil(CB))
-        .into_par_iter()
-        .map(|b| {
-            let lo = b * CB;
-            let hi = (lo + CB).min(len);
-            let mut rows = vec![0f32; (hi - lo) * d];
-            for (t, i) in (lo..hi).enumerate() {
-                let sample = ids.map_or(i, |ids| ids[i] as usize);
-                row(sample, &mut rows[t * d..(t + 1) * d]);
-            }
-            (lo, rows)
-        })
-        .collect();
-    for (lo, rows) in blocks {
-        let bl = rows.len() / d.max(1);
-        for t in 0..bl {
-            for k in 0..d {
-                xt[k * len + lo + t] = rows[t * d + k];
+    // Rows are produced in parallel, a wave of blocks at a time (so the row copies never
+    // approach the size of `xt` itself), then written into their column segments.
+    let blocks: Vec<usize> = (0..len.div_ceil(CB)).collect();
+    let wave = 16 * rayon::current_num_threads().max(1);
+    for group in blocks.chunks(wave) {
+        let rows: Vec<(usize, Vec<f32>)> = group
+            .par_iter()
+            .map(|&b| {
+                let lo = b * CB;
+                let hi = (lo + CB).min(len);
+                let mut rows = vec![0f32; (hi - lo) * d];
+                for (t, i) in (lo..hi).enumerate() {
+                    let sample = ids.map_or(i, |ids| ids[i] as usize);
+                    row(sample, &mut rows[t * d..(t + 1) * d]);
+                }
+                (lo, rows)
+            })
+            .collect();
+        for (lo, rows) in rows {
+            let bl = rows.len() / d.max(1);
+            for t in 0..bl {
+                for k in 0..d {
+                    xt[k * len + lo + t] = rows[t * d + k];
+                }
             }
         }
     }
