@@ -16,6 +16,20 @@ impl SparseVec {
         Self::default()
     }
 
+    /// `self + beta · other` for a vector on the same support (`None` where the supports
+    /// differ): the update of a refinement step and of its momentum.
+    pub fn plus_scaled(&self, other: &SparseVec, beta: f32) -> Option<SparseVec> {
+        (self.indices == other.indices).then(|| SparseVec {
+            indices: self.indices.clone(),
+            values: self
+                .values
+                .iter()
+                .zip(&other.values)
+                .map(|(&x, &y)| x + beta * y)
+                .collect(),
+        })
+    }
+
     pub fn with_capacity(s: usize) -> Self {
         Self {
             indices: Vec::with_capacity(s),

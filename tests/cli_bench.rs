@@ -248,12 +248,7 @@ fn bench_json_on_the_cpu_compared_with_the_gpu() {
         "0",
         "--json",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: Report = serde_json::from_slice(&out.stdout).unwrap();
+    let r: Report = common::json(&out);
     check(&r, "cpu", 2);
     let g = r.compare.as_ref().unwrap();
     check(g, "gpu", 2);

@@ -50,9 +50,7 @@ fn classify(dir: &Path, extra: &[&str]) -> Report {
         "--json",
     ];
     args.extend(extra);
-    let out = common::spinr_in(dir, &args);
-    assert!(out.status.success(), "{}", common::stderr(&out));
-    serde_json::from_slice(&out.stdout).unwrap()
+    common::json(&common::spinr_in(dir, &args))
 }
 
 #[test]

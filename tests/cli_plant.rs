@@ -49,12 +49,7 @@ fn plant_json_reports_recovery() {
         "cpu",
         "--json",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: Report = serde_json::from_slice(&out.stdout).unwrap();
+    let r: Report = common::json(&out);
     assert!(r.recovered, "{r:?}");
     assert_eq!((r.gates.as_str(), r.backend.as_str()), ("convex", "cpu"));
     assert!(r.relative_error < 1e-4 && r.support_errors == 0);
@@ -82,12 +77,7 @@ fn plant_minibatch_recovers() {
         "cpu",
         "--json",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: Report = serde_json::from_slice(&out.stdout).unwrap();
+    let r: Report = common::json(&out);
     assert!(r.recovered, "{r:?}");
 }
 
@@ -134,12 +124,7 @@ fn plant_outputs_recovers_a_vector_output_network() {
         "cpu",
         "--json",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: Report = serde_json::from_slice(&out.stdout).unwrap();
+    let r: Report = common::json(&out);
     assert_eq!((r.outputs, r.gates.as_str()), (10, "sequential"));
     assert!(r.recovered, "{r:?}");
     assert!(r.relative_error < 1e-3 && r.support_errors == 0, "{r:?}");

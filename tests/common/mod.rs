@@ -44,6 +44,13 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// The JSON a successful run printed on stdout, read strictly into `T` (asserts success,
+/// showing stderr otherwise).
+pub fn json<T: serde::de::DeserializeOwned>(out: &Output) -> T {
+    assert!(out.status.success(), "{}", stderr(out));
+    serde_json::from_slice(&out.stdout).expect("stdout is one JSON document")
+}
+
 /// A file under `assets/`.
 pub fn asset(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

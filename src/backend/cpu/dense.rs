@@ -49,35 +49,10 @@ impl CpuBackend {
                     for b in 0..b_len {
                         feat.row(Self::sample(batch, blk + b), &mut x[b * d..(b + 1) * d]);
                     }
+                    let xb = Rows::sample_major(&x, b_len, d);
                     // Masked residual M (b×T): r_i where the gate of (i, t) is open.
                     match (&self.gates, &h_tile) {
-                        (Gates::Random, Some(h)) => {
-                            // P = X_blk · H_tileᵀ, then the mask in place.
-                            // SAFETY: dimensions and strides describe the live buffers above.
-                            unsafe {
-                                matrixmultiply::sgemm(
-                                    b_len,
-                                    d,
-                                    t_len,
-                                    1.0,
-                                    x.as_ptr(),
-                                    d as isize,
-                                    1,
-                                    h.as_ptr(),
-                                    1,
-                                    d as isize,
-                                    0.0,
-                                    m.as_mut_ptr(),
-                                    t_len as isize,
-                                    1,
-                                );
-                            }
-                            for b in 0..b_len {
-                                for q in &mut m[b * t_len..(b + 1) * t_len] {
-                                    *q = if *q > 0.0 { chunk[b] } else { 0.0 };
-                                }
-                            }
-                        }
+                        (Gates::Random, Some(h)) => random_mask(xb, h, t_len, chunk, &mut m),
                         (Gates::Weights(h), _) => {
                             for b in 0..b_len {
                                 let row = &x[b * d..(b + 1) * d];
@@ -97,26 +72,7 @@ impl CpuBackend {
                             }
                         }
                     }
-                    // G += Mᵀ · X_blk
-                    // SAFETY: as above.
-                    unsafe {
-                        matrixmultiply::sgemm(
-                            t_len,
-                            b_len,
-                            d,
-                            1.0,
-                            m.as_ptr(),
-                            1,
-                            t_len as isize,
-                            x.as_ptr(),
-                            d as isize,
-                            1,
-                            1.0,
-                            g.as_mut_ptr(),
-                            d as isize,
-                            1,
-                        );
-                    }
+                    accumulate(xb, &m, t_len, &mut g);
                 }
                 g
             })
@@ -169,59 +125,12 @@ impl CpuBackend {
             g.fill(0.0);
             for lo in part.clone().step_by(rows) {
                 let bl = rows.min(part.end - lo);
-                // X_blk (bl × d): element (b, k) at xt[k·len + lo + b].
-                let x = xt[lo..].as_ptr();
+                let xb = Rows::feature_major(xt, lo, bl, len, d);
                 match (&self.gates, h_tile) {
-                    (Gates::Random, Some(h)) => {
-                        // P = X_blk · H_tileᵀ, then the mask in place.
-                        // SAFETY: the strides address xt[lo + b + k·len] (b < bl, k < d),
-                        // h[t·d + k] and m[b·T + t], all within their buffers.
-                        unsafe {
-                            matrixmultiply::sgemm(
-                                bl,
-                                d,
-                                t_len,
-                                1.0,
-                                x,
-                                1,
-                                len as isize,
-                                h.as_ptr(),
-                                1,
-                                d as isize,
-                                0.0,
-                                m.as_mut_ptr(),
-                                t_len as isize,
-                                1,
-                            );
-                        }
-                        for b in 0..bl {
-                            for q in &mut m[b * t_len..(b + 1) * t_len] {
-                                *q = if *q > 0.0 { r[lo + b] } else { 0.0 };
-                            }
-                        }
-                    }
+                    (Gates::Random, Some(h)) => random_mask(xb, h, t_len, &r[lo..lo + bl], m),
                     _ => self.masked_residual(tile, r, lo, bl, m),
                 }
-                // G += Mᵀ · X_blk
-                // SAFETY: as above; g is T × d.
-                unsafe {
-                    matrixmultiply::sgemm(
-                        t_len,
-                        bl,
-                        d,
-                        1.0,
-                        m.as_ptr(),
-                        1,
-                        t_len as isize,
-                        x,
-                        1,
-                        len as isize,
-                        1.0,
-                        g.as_mut_ptr(),
-                        d as isize,
-                        1,
-                    );
-                }
+                accumulate(xb, m, t_len, g);
             }
         });
         let (first, rest) = scratch.split_at_mut(1);
@@ -234,5 +143,101 @@ impl CpuBackend {
 
     pub(super) fn tile_neurons(&self) -> usize {
         (TILE_FLOATS / self.problem.d).clamp(1, self.problem.m)
+    }
+}
+
+/// A block of `rows` feature rows of width `d` as a strided view: feature `k` of row `b` at
+/// `data[b·rs + k·cs]`. Sample-major rows (`rs = d, cs = 1`) and feature-major columns
+/// (`rs = 1, cs = stride`) feed the same GEMMs; matrixmultiply packs either.
+#[derive(Clone, Copy)]
+struct Rows<'a> {
+    data: &'a [f32],
+    rows: usize,
+    d: usize,
+    rs: usize,
+    cs: usize,
+}
+
+impl<'a> Rows<'a> {
+    /// `rows` rows of `x`, row `b` at `x[b·d..(b+1)·d]`.
+    fn sample_major(x: &'a [f32], rows: usize, d: usize) -> Self {
+        assert!(x.len() >= rows * d);
+        Self {
+            data: x,
+            rows,
+            d,
+            rs: d,
+            cs: 1,
+        }
+    }
+
+    /// Samples `lo..lo + rows` of the feature-major `xt` (d × stride).
+    fn feature_major(xt: &'a [f32], lo: usize, rows: usize, stride: usize, d: usize) -> Self {
+        assert!(lo + rows <= stride && xt.len() >= d * stride);
+        Self {
+            data: &xt[lo..],
+            rows,
+            d,
+            rs: 1,
+            cs: stride,
+        }
+    }
+}
+
+/// The masked residual of a block under random gates: `m[b·T + t] = r_b` where
+/// `x_b · h_t > 0`, else 0 (`h` holds the tile's `T` gate vectors, row-major).
+fn random_mask(x: Rows, h: &[f32], t_len: usize, r: &[f32], m: &mut [f32]) {
+    let (rows, d) = (x.rows, x.d);
+    assert!(h.len() >= t_len * d && m.len() >= rows * t_len && r.len() >= rows);
+    // P = X_blk · H_tileᵀ into m, then the mask in place.
+    // SAFETY: the asserts above and in the `Rows` constructors keep every index the strides
+    // address (x: b·rs + k·cs, h: t·d + k, m: b·T + t) within its slice.
+    unsafe {
+        matrixmultiply::sgemm(
+            rows,
+            d,
+            t_len,
+            1.0,
+            x.data.as_ptr(),
+            x.rs as isize,
+            x.cs as isize,
+            h.as_ptr(),
+            1,
+            d as isize,
+            0.0,
+            m.as_mut_ptr(),
+            t_len as isize,
+            1,
+        );
+    }
+    for (b, &rb) in r[..rows].iter().enumerate() {
+        for q in &mut m[b * t_len..(b + 1) * t_len] {
+            *q = if *q > 0.0 { rb } else { 0.0 };
+        }
+    }
+}
+
+/// `g (T × d) += mᵀ · X_blk` for a block's masked residual `m` (rows × T).
+fn accumulate(x: Rows, m: &[f32], t_len: usize, g: &mut [f32]) {
+    let (rows, d) = (x.rows, x.d);
+    assert!(m.len() >= rows * t_len && g.len() >= t_len * d);
+    // SAFETY: as in `random_mask`; g is addressed at t·d + k.
+    unsafe {
+        matrixmultiply::sgemm(
+            t_len,
+            rows,
+            d,
+            1.0,
+            m.as_ptr(),
+            1,
+            t_len as isize,
+            x.data.as_ptr(),
+            x.rs as isize,
+            x.cs as isize,
+            1.0,
+            g.as_mut_ptr(),
+            d as isize,
+            1,
+        );
     }
 }

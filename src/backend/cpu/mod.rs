@@ -544,17 +544,11 @@ impl Backend for CpuBackend {
             self.gradient(v, g);
         }
         self.prepare(v);
-        let (vv, gv) = (&self.slots[v.index()], &self.slots[g.index()]);
-        debug_assert_eq!(vv.indices, gv.indices);
-        let out = SparseVec {
-            indices: vv.indices.clone(),
-            values: vv
-                .values
-                .iter()
-                .zip(&gv.values)
-                .map(|(&a, &b)| a - mu * b)
-                .collect(),
-        };
+        let out = self.slots[v.index()]
+            .plus_scaled(&self.slots[g.index()], -mu)
+            .ok_or_else(|| {
+                Error::invalid(crate::error::Param::Slot, "trial needs g on v's support")
+            })?;
         let mut r = std::mem::take(&mut self.trial_residual);
         let loss = self.apply(&out, true, &mut r);
         self.trial_residual = r;
@@ -581,22 +575,14 @@ impl Backend for CpuBackend {
     }
 
     fn combine(&mut self, dst: Slot, a: Slot, b: Slot, beta: f32) -> Result<()> {
-        let (av, bv) = (&self.slots[a.index()], &self.slots[b.index()]);
-        if av.indices != bv.indices {
-            return Err(Error::invalid(
-                crate::error::Param::Slot,
-                "combine needs two vectors with the same support",
-            ));
-        }
-        let out = SparseVec {
-            indices: av.indices.clone(),
-            values: av
-                .values
-                .iter()
-                .zip(&bv.values)
-                .map(|(&x, &y)| x + beta * y)
-                .collect(),
-        };
+        let out = self.slots[a.index()]
+            .plus_scaled(&self.slots[b.index()], beta)
+            .ok_or_else(|| {
+                Error::invalid(
+                    crate::error::Param::Slot,
+                    "combine needs two vectors with the same support",
+                )
+            })?;
         self.slots[dst.index()] = out;
         Ok(())
     }

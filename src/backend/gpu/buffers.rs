@@ -278,7 +278,8 @@ pub(crate) struct Buffers {
     pub staging: wgpu::Buffer,
 }
 
-fn create(
+/// A buffer of at least `size` bytes (16 at least, a multiple of 4), counted by `meter`.
+pub(crate) fn create(
     ctx: &GpuContext,
     meter: &mut MemoryMeter,
     label: &str,

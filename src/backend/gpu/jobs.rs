@@ -188,13 +188,7 @@ impl<P: Pod> JobQueue<P> {
     /// A grid of `count` workgroups, folded into two dimensions past the per-dimension limit
     /// (kernels recover the index with `wid.x + wid.y · nwg.x`).
     pub fn grid1(&self, count: usize) -> [u32; 3] {
-        let count = count.max(1);
-        let max = self.max_wg as usize;
-        if count <= max {
-            [count as u32, 1, 1]
-        } else {
-            [max as u32, count.div_ceil(max) as u32, 1]
-        }
+        super::kernels::grid1(count, self.max_wg)
     }
 
     /// Test aid: with `on`, every job's outputs are filled with NaN just before it runs, so an

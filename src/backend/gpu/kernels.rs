@@ -224,13 +224,19 @@ impl Kernels {
     /// A 1-D job of `count` workgroups as a grid within the per-dimension limit (kernels
     /// linearise `x + y·nx` and bound-check).
     pub fn grid1(&self, count: usize) -> [u32; 3] {
-        let count = count.max(1);
-        let max = self.max_wg as usize;
-        if count <= max {
-            [count as u32, 1, 1]
-        } else {
-            [max as u32, count.div_ceil(max) as u32, 1]
-        }
+        grid1(count, self.max_wg)
+    }
+}
+
+/// `count` workgroups (at least one) as a grid of at most `max_per_dim` per dimension, folded
+/// into two dimensions past it; kernels recover the index as `wid.x + wid.y · nwg.x`.
+pub(crate) fn grid1(count: usize, max_per_dim: u32) -> [u32; 3] {
+    let count = count.max(1);
+    let max = max_per_dim as usize;
+    if count <= max {
+        [count as u32, 1, 1]
+    } else {
+        [max as u32, count.div_ceil(max) as u32, 1]
     }
 }
 

@@ -73,6 +73,8 @@ use super::{Backend, BackendInfo, GateSource, MemoryMeter, MemoryStats, RefineSt
 use crate::error::{Error, Result};
 use crate::problem::{Features, GateMode, Problem};
 use crate::sparse::SparseVec;
+/// Buffer creation counted by a [`MemoryMeter`], shared with the self-contained modules.
+pub(crate) use buffers::create as create_buffer;
 use buffers::{Buffers, Layout, APPLY_THREADS, NSLOT, SLOT_GATE};
 use interface::{Op, FLAG_STORE, FLAG_SUB_Y, GATE_OPEN, GATE_RANDOM, GATE_WEIGHTS, WG_SIZE};
 use kernels::{Kernels, K};

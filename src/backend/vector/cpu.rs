@@ -349,19 +349,9 @@ impl VectorBackend for CpuVector {
     }
 
     fn trial(&mut self, v: Slot, g: Slot, dst: Slot, mu: f32) -> Result<f64> {
-        let (vv, gv) = (&self.slots[v.index()], &self.slots[g.index()]);
-        if vv.indices != gv.indices {
-            return Err(Error::invalid(Param::Slot, "trial needs g on v's support"));
-        }
-        let t = SparseVec {
-            indices: vv.indices.clone(),
-            values: vv
-                .values
-                .iter()
-                .zip(&gv.values)
-                .map(|(&a, &b)| a - mu * b)
-                .collect(),
-        };
+        let t = self.slots[v.index()]
+            .plus_scaled(&self.slots[g.index()], -mu)
+            .ok_or_else(|| Error::invalid(Param::Slot, "trial needs g on v's support"))?;
         let mut r = std::mem::take(&mut self.trial_resid);
         let loss = self.loss_into(&t, &mut r);
         self.trial_resid = r;

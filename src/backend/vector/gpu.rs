@@ -192,14 +192,7 @@ impl GpuVector {
         use wgpu::BufferUsages as U;
         let storage = U::STORAGE | U::COPY_DST | U::COPY_SRC;
         let mut make = |label: &str, bytes: u64, usage: wgpu::BufferUsages| {
-            let size = bytes.max(16).next_multiple_of(4);
-            meter.alloc(size);
-            ctx.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some(label),
-                size,
-                usage,
-                mapped_at_creation: false,
-            })
+            crate::backend::gpu::create_buffer(&ctx, &mut meter, label, bytes, usage)
         };
         let units_max = m.min(s) as u64;
         let bufs = vec![
@@ -424,22 +417,11 @@ impl VectorBackend for GpuVector {
     }
 
     fn trial(&mut self, v: Slot, g: Slot, dst: Slot, mu: f32) -> Result<f64> {
-        let (vv, gv) = (&self.slots[v.index()], &self.slots[g.index()]);
-        if vv.indices != gv.indices {
-            return Err(Error::invalid(
-                crate::error::Param::Slot,
-                "trial needs g on v's support",
-            ));
-        }
-        let t = SparseVec {
-            indices: vv.indices.clone(),
-            values: vv
-                .values
-                .iter()
-                .zip(&gv.values)
-                .map(|(&a, &b)| a - mu * b)
-                .collect(),
-        };
+        let t = self.slots[v.index()]
+            .plus_scaled(&self.slots[g.index()], -mu)
+            .ok_or_else(|| {
+                Error::invalid(crate::error::Param::Slot, "trial needs g on v's support")
+            })?;
         let loss = self.loss(&t, 1 - self.cur)?;
         self.slots[dst.index()] = t;
         Ok(loss)

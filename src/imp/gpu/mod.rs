@@ -69,14 +69,7 @@ impl<'a> GpuMlp<'a> {
         use wgpu::BufferUsages as U;
         let storage = U::STORAGE | U::COPY_DST | U::COPY_SRC;
         let mut make = |label: &str, floats: u64, usage: wgpu::BufferUsages| {
-            let size = (4 * floats).max(16);
-            meter.alloc(size);
-            ctx.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some(label),
-                size,
-                usage,
-                mapped_at_creation: false,
-            })
+            crate::backend::gpu::create_buffer(&ctx, &mut meter, label, 4 * floats, usage)
         };
         let y_len = match data.targets {
             Targets::Values(y) => y.len(),
