@@ -492,6 +492,10 @@ impl Backend for CpuBackend {
                 ));
             }
         }
+        if batch.is_none() && self.batch.is_none() {
+            // Already all samples: the masks and columns stay valid.
+            return Ok(());
+        }
         self.batch = batch.map(|b| b.to_vec());
         self.masks.clear(&mut self.meter);
         if let Some(x) = self.cols.batch.take() {
