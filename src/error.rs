@@ -111,6 +111,9 @@ pub enum Error {
     #[error("cannot read data {path}: {msg}")]
     Data { path: PathBuf, msg: String },
 
+    #[error("cannot resume from {path}: {msg}")]
+    Checkpoint { path: PathBuf, msg: String },
+
     #[error("{path}: {msg}")]
     Io { path: PathBuf, msg: String },
 
@@ -172,6 +175,7 @@ impl Error {
                 | Error::Image { .. }
                 | Error::Model { .. }
                 | Error::Data { .. }
+                | Error::Checkpoint { .. }
         )
     }
 }

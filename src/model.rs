@@ -130,7 +130,44 @@ pub fn to_bytes(model: &ImageModel) -> Result<Vec<u8>> {
             TensorView::new(Dtype::F32, shape, &out).map_err(ser)?,
         ));
     }
-    safetensors::serialize(tensors, Some(meta)).map_err(ser)
+    Ok(canonical(safetensors::serialize(tensors, Some(meta)).map_err(ser)?))
+}
+
+/// The same safetensors bytes with the header's keys in sorted order: `safetensors` writes
+/// its metadata map in hash order, which differs from run to run, and a model (or checkpoint)
+/// of the same fit should be the same file.
+pub(crate) fn canonical(bytes: Vec<u8>) -> Vec<u8> {
+    use std::collections::BTreeMap;
+    let Some(len) = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+    else {
+        return bytes;
+    };
+    let Some(Ok(header)) = bytes
+        .get(8..8 + len)
+        .map(serde_json::from_slice::<BTreeMap<String, serde_json::Value>>)
+    else {
+        return bytes;
+    };
+    let sorted: BTreeMap<String, serde_json::Value> = header
+        .into_iter()
+        .map(|(k, v)| match v {
+            serde_json::Value::Object(o) => {
+                let o: BTreeMap<String, serde_json::Value> = o.into_iter().collect();
+                (k, serde_json::to_value(o).expect("a map"))
+            }
+            v => (k, v),
+        })
+        .collect();
+    let mut json = serde_json::to_vec(&sorted).expect("a map serialises");
+    // The data must start 8-byte aligned, as safetensors pads it.
+    json.resize(json.len().div_ceil(8) * 8, b' ');
+    let mut out = Vec::with_capacity(8 + json.len() + bytes.len() - 8 - len);
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&json);
+    out.extend_from_slice(&bytes[8 + len..]);
+    out
 }
 
 /// Writes a model file atomically.

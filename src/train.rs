@@ -81,36 +81,109 @@ pub struct LoopOutcome {
     pub history: Vec<f64>,
 }
 
+/// Where the loop stands between two updates: with the learner's own state, all it takes to
+/// go on from there exactly as if it had never stopped (a checkpoint).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoopState {
+    /// The epoch in progress (epochs finished so far).
+    pub epoch: usize,
+    /// Updates of that epoch already run (0 at an epoch boundary).
+    pub batch: usize,
+    /// Updates run in all.
+    pub updates: usize,
+    /// Lowest evaluated loss so far.
+    pub best_loss: Option<f64>,
+    /// Loss after each finished epoch.
+    pub history: Vec<f64>,
+}
+
 /// Runs `schedule.epochs` epochs. `observe` sees every epoch's report; `Break` stops after it
 /// (the best model is kept either way).
-pub fn run(
-    learner: &mut dyn Learner,
+pub fn run<L: Learner + ?Sized>(
+    learner: &mut L,
     schedule: &Schedule,
+    observe: impl FnMut(&EpochReport) -> ControlFlow<()>,
+) -> Result<LoopOutcome> {
+    run_from(learner, schedule, None, observe, |_, _| Ok(ControlFlow::Continue(())))
+}
+
+/// [`run`] from a saved point (`start`, from a checkpoint of this schedule) or from the
+/// beginning, with a `pause` between updates: after every update but an epoch's last, and
+/// after each epoch's evaluation and `observe`. A pause may save the learner (a checkpoint)
+/// and may stop the loop there (`Break`); the [`LoopState`] it sees is exactly what
+/// `start` needs to continue from that point.
+pub fn run_from<L: Learner + ?Sized>(
+    learner: &mut L,
+    schedule: &Schedule,
+    start: Option<LoopState>,
     mut observe: impl FnMut(&EpochReport) -> ControlFlow<()>,
+    mut pause: impl FnMut(&LoopState, &mut L) -> Result<ControlFlow<()>>,
 ) -> Result<LoopOutcome> {
     if schedule.batch_size == Some(0) {
         return Err(Error::invalid(Param::BatchSize, "must be at least 1"));
     }
     let n = schedule.n;
     let batch = schedule.batch();
+    let per_epoch = schedule.updates_per_epoch();
+    let mut at = start.unwrap_or_default();
+    if at.epoch > schedule.epochs
+        || at.batch >= per_epoch
+        || at.history.len() != at.epoch
+        || (at.epoch == schedule.epochs && at.batch > 0)
+    {
+        return Err(Error::invalid(
+            Param::Iters,
+            format!(
+                "cannot resume at epoch {} update {} of a schedule of {} epochs of {per_epoch} \
+                 updates",
+                at.epoch, at.batch, schedule.epochs
+            ),
+        ));
+    }
     let mut order: Vec<u32> = (0..n as u32).collect();
-    // One generator over the whole fit: epoch e's order depends on the orders before it.
+    // One generator over the whole fit: epoch e's order depends on the orders before it, so a
+    // resumed loop replays the shuffles of the epochs it skips.
     let mut rng = rand::rngs::StdRng::seed_from_u64(schedule.seed ^ 0x5bd1_e995);
-    let mut out = LoopOutcome::default();
-    for epoch in 0..schedule.epochs {
+    if batch.is_some() {
+        for _ in 0..at.epoch {
+            order.shuffle(&mut rng);
+        }
+    }
+    let mut out = LoopOutcome {
+        best_loss: at.best_loss,
+        epochs: at.epoch,
+        updates: at.updates,
+        stopped: false,
+        history: at.history.clone(),
+    };
+    while at.epoch < schedule.epochs {
+        let epoch = at.epoch;
         match batch {
             None => {
                 learner.update(None)?;
-                out.updates += 1;
+                at.updates += 1;
             }
             Some(b) => {
+                // Also when resumed mid-epoch: the epoch's order is the next shuffle, and
+                // the updates it already ran are skipped.
                 order.shuffle(&mut rng);
-                for chunk in order.chunks(b) {
+                let chunks: Vec<&[u32]> = order.chunks(b).collect();
+                for (k, chunk) in chunks.iter().enumerate().skip(at.batch) {
                     learner.update(Some(chunk))?;
-                    out.updates += 1;
+                    at.updates += 1;
+                    if k + 1 < chunks.len() {
+                        at.batch = k + 1;
+                        if pause(&at, learner)?.is_break() {
+                            out.updates = at.updates;
+                            out.stopped = true;
+                            return Ok(out);
+                        }
+                    }
                 }
             }
         }
+        out.updates = at.updates;
         let loss = learner.evaluate()?;
         if !loss.is_finite() {
             return Err(Error::Diverged(format!(
@@ -125,7 +198,15 @@ pub fn run(
             out.best_loss = Some(loss);
         }
         learner.end_epoch(epoch, loss)?;
-        if observe(&EpochReport { epoch, loss, n }).is_break() {
+        at = LoopState {
+            epoch: epoch + 1,
+            batch: 0,
+            updates: out.updates,
+            best_loss: out.best_loss,
+            history: out.history.clone(),
+        };
+        let seen = observe(&EpochReport { epoch, loss, n });
+        if pause(&at, learner)?.is_break() || seen.is_break() {
             out.stopped = true;
             break;
         }
@@ -216,6 +297,66 @@ mod tests {
         assert_eq!(l.best_at, vec![0, 1]);
         assert_eq!(out.best_loss, Some(1.0));
         assert!(l.batches.iter().all(|b| b.is_none()));
+    }
+
+    #[test]
+    fn a_run_resumed_from_any_pause_continues_exactly() {
+        let s = Schedule {
+            n: 10,
+            epochs: 4,
+            batch_size: Some(3),
+            seed: 11,
+        };
+        let losses = [5.0, 2.0, 3.0, 1.0];
+        let mut full = script(&losses);
+        let mut points = Vec::new();
+        let whole = run_from(
+            &mut full,
+            &s,
+            None,
+            |_| ControlFlow::Continue(()),
+            |at, _| {
+                points.push(at.clone());
+                Ok(ControlFlow::Continue(()))
+            },
+        )
+        .unwrap();
+        // Three pauses inside each epoch of four updates, one after it.
+        assert_eq!(points.len(), 4 * 4);
+        for at in points.iter().filter(|a| a.epoch < s.epochs) {
+            // The first run stops at this pause; a new learner goes on from there.
+            let mut first = script(&losses);
+            let stopped = run_from(
+                &mut first,
+                &s,
+                None,
+                |_| ControlFlow::Continue(()),
+                |p, _| Ok(if p == at { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }),
+            )
+            .unwrap();
+            assert!(stopped.stopped);
+            let mut rest = script(&losses);
+            rest.evals = at.epoch;
+            let out = run_from(&mut rest, &s, Some(at.clone()), |_| ControlFlow::Continue(()), |_, _| {
+                Ok(ControlFlow::Continue(()))
+            })
+            .unwrap();
+            let mut batches = first.batches.clone();
+            batches.extend(rest.batches.iter().cloned());
+            assert_eq!(batches, full.batches, "resumed at {at:?}");
+            assert_eq!(out.history, whole.history);
+            assert_eq!(out.best_loss, whole.best_loss);
+            assert_eq!((out.epochs, out.updates), (whole.epochs, whole.updates));
+        }
+        let bad = LoopState {
+            epoch: 2,
+            batch: 9,
+            ..Default::default()
+        };
+        assert!(run_from(&mut script(&losses), &s, Some(bad), |_| ControlFlow::Continue(()), |_, _| {
+            Ok(ControlFlow::Continue(()))
+        })
+        .is_err());
     }
 
     #[test]

@@ -75,7 +75,8 @@ pub enum Task {
 }
 
 /// The IHT choices a caller may leave to the variant (`None` = the variant's default).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct IhtChoices {
     pub inner: Option<usize>,
     pub refine: Option<Refine>,

@@ -5,13 +5,15 @@ use crate::backend::{armijo_accepts, Backend, GateSource, Slot};
 use crate::error::{Error, Param, Result};
 use crate::problem::{GateMode, Problem};
 use crate::sparse::SparseVec;
-use crate::train::{self, Learner, Schedule};
+use crate::train::{Learner, LoopOutcome};
 use std::ops::ControlFlow;
 
 mod config;
+mod resume;
 pub mod vector;
 
 pub use config::*;
+pub use resume::{fit_from, Checkpointer, IhtCounters, IhtState, NoCheckpoints, Resume};
 
 /// How a fitted model is evaluated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -249,22 +251,30 @@ pub fn fit_with(
     cfg: &IhtConfig,
     observe: impl FnMut(&EpochReport) -> ControlFlow<()>,
 ) -> Result<FitResult> {
-    let schedule = Schedule {
-        n,
-        epochs: cfg.iters,
-        batch_size: cfg.batch_size,
-        seed: cfg.seed,
-    };
-    let mut learner = IhtLearner::new(backend, cfg)?;
-    if let Some(p) = problem {
-        learner = learner.with_problem(p);
-    }
-    let out = train::run(&mut learner, &schedule, observe)?;
-    let gating = learner.best_gating();
-    let mut loss = out.best_loss.unwrap_or(f64::INFINITY);
+    fit_from(backend, problem, n, cfg, None, observe, &mut NoCheckpoints)
+}
+
+/// After the epochs: the polish rounds where they apply (full batch, ReLU gating, not
+/// stopped). Returns the best loss.
+fn polish_if_due(
+    backend: &mut dyn Backend,
+    cfg: &IhtConfig,
+    gating: Gating,
+    out: &LoopOutcome,
+) -> Result<f64> {
+    let loss = out.best_loss.unwrap_or(f64::INFINITY);
     if cfg.polish > 0 && gating == Gating::SelfGated && cfg.batch_size.is_none() && !out.stopped {
-        loss = polish(backend, cfg, loss)?;
+        return polish(backend, cfg, loss);
     }
+    Ok(loss)
+}
+
+fn fit_result(
+    backend: &mut dyn Backend,
+    gating: Gating,
+    loss: f64,
+    out: LoopOutcome,
+) -> Result<FitResult> {
     Ok(FitResult {
         w: backend.read(Slot::BEST)?,
         gating,

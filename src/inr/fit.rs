@@ -6,7 +6,10 @@
 use super::{grid_axes, sigma_per_axis, Coords, Image, ImageModel, InrSpec};
 use crate::backend::{Backend, BackendInfo};
 use crate::error::{Error, Param, Result};
-use crate::iht::{self, EpochReport, FitResult, Gating, IhtChoices, IhtConfig, Task, Variant};
+use crate::iht::{
+    self, Checkpointer, EpochReport, FitResult, Gating, IhtChoices, IhtConfig, NoCheckpoints, Resume,
+    Task, Variant,
+};
 use crate::metrics;
 use crate::problem::{GateMode, Problem};
 use serde::{Deserialize, Serialize};
@@ -50,7 +53,8 @@ pub fn auto_batch(n: usize) -> Option<usize> {
 }
 
 /// Samples per update.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum BatchChoice {
     /// Full batch up to [`FULL_BATCH_MAX`] samples, else [`auto_batch`].
     #[default]
@@ -80,7 +84,9 @@ impl Method {
 }
 
 /// What a user chooses for an image fit. `None` and empty fields take the variant's defaults.
-#[derive(Clone, Debug, PartialEq)]
+/// Serialised into checkpoints (a resumed fit must ask for the same).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct FitOptions {
     pub method: Method,
     pub variant: Variant,
@@ -265,9 +271,30 @@ pub fn fit_iht(
     backend: &mut dyn Backend,
     observe: impl FnMut(&EpochReport) -> ControlFlow<()>,
 ) -> Result<ImageFit> {
+    fit_iht_from(image, plan, problem, backend, None, observe, &mut NoCheckpoints)
+}
+
+/// [`fit_iht`] from a checkpoint (`resume`, of this plan and image) or the start, saving
+/// checkpoints when `checkpoints` asks. `seconds` then counts only this run's fitting.
+pub fn fit_iht_from(
+    image: &Image,
+    plan: &FitPlan,
+    problem: &Problem,
+    backend: &mut dyn Backend,
+    resume: Option<&Resume>,
+    observe: impl FnMut(&EpochReport) -> ControlFlow<()>,
+    checkpoints: &mut dyn Checkpointer,
+) -> Result<ImageFit> {
     let start = Instant::now();
-    let fit: FitResult =
-        iht::fit_with(backend, Some(problem), image.data.len(), &plan.cfg, observe)?;
+    let fit: FitResult = iht::fit_from(
+        backend,
+        Some(problem),
+        image.data.len(),
+        &plan.cfg,
+        resume,
+        observe,
+        checkpoints,
+    )?;
     let seconds = start.elapsed().as_secs_f64();
     // Evaluate the best model exactly as `spinr render` will: clamped predictions.
     let data = super::predict(backend, &fit.w, fit.gating)?;

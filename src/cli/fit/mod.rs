@@ -3,12 +3,17 @@
 //! The CLI parses flags into [`FitOptions`], prints and saves; the fit itself is
 //! `crate::inr::fit`. Messages and the progress bar go to stderr, results to stdout. Every
 //! output file is written atomically; Ctrl-C stops after the current epoch and still writes
-//! the best model so far.
+//! the best model so far, and a checkpoint that `--resume` continues from
+//! ([`checkpoints`]).
+
+pub mod checkpoints;
 
 use super::{progress, DeviceArgs};
+use checkpoints::{ImageRun, Saver, CHECKPOINT_FILE};
 use crate::backend;
+use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Param};
-use crate::iht::{EpochReport, FirstStep, IhtChoices, Refine, Variant};
+use crate::iht::{EpochReport, FirstStep, IhtChoices, Refine, Resume, Variant};
 use crate::inr::fit::{
     self as inr_fit, BatchChoice, FitOptions, FitPlan, FitReport, ImageFit, Method,
 };
@@ -168,8 +173,10 @@ impl ImageArgs {
 #[derive(Args, Debug)]
 pub struct FitArgs {
     /// The image to fit: PNG, JPEG, TIFF, BMP, GIF, WebP (gray or colour, 8 or 16 bit) or an
-    /// MNIST IDX file (*.idx3-ubyte[.gz], see --index).
-    pub image: PathBuf,
+    /// MNIST IDX file (*.idx3-ubyte[.gz], see --index). With --resume: optional (the
+    /// checkpoint's), and if given it must be the same image with the same options.
+    #[arg(required_unless_present = "resume")]
+    pub image: Option<PathBuf>,
     #[command(flatten)]
     pub which: ImageArgs,
     /// Hidden neurons m.
@@ -202,6 +209,17 @@ pub struct FitArgs {
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Save a checkpoint (DIR/checkpoint.safetensors) every this many seconds of fitting, and
+    /// always when interrupted (Ctrl-C, SIGTERM, SIGHUP); 0 = after every update.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
+    pub checkpoint_every: f64,
+    /// Continue the stopped fit whose output folder is DIR from its checkpoint (IHT fits). A
+    /// resumed CPU fit ends exactly as an uninterrupted one would. Without IMAGE the
+    /// checkpoint's image and options are used (only --backend, --adapter, --json and
+    /// --checkpoint-every are taken from the command line); with IMAGE, the image and every
+    /// option must be the checkpoint's.
+    #[arg(long, value_name = "DIR")]
+    pub resume: Option<PathBuf>,
 }
 
 /// `--batch-size`: a number of samples or the full batch.
@@ -287,21 +305,33 @@ fn write_report(dir: &Path, report: &FitReport) -> crate::Result<()> {
     crate::output::write_bytes(&dir.join(REPORT_FILE), &json)
 }
 
-/// Refuses to clobber an earlier fit (before spending any time) and creates the folder.
-fn prepare_out_dir(a: &FitArgs) -> anyhow::Result<PathBuf> {
+/// Refuses to clobber an earlier fit (before spending any time) and creates the folder. A
+/// resumed fit writes into its own folder.
+fn prepare_out_dir(a: &FitArgs, job: &Job) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = &a.resume {
+        if a.out.as_ref().is_some_and(|o| o != dir) {
+            return Err(Error::arg(
+                "--out",
+                "a resumed fit writes into the folder it resumes (--resume DIR); drop --out",
+            )
+            .into());
+        }
+        return Ok(dir.clone());
+    }
     let out_dir = a
         .out
         .clone()
-        .unwrap_or_else(|| default_out_dir(&a.image, a.which.index));
+        .unwrap_or_else(|| default_out_dir(&job.path, job.run.index));
     if !a.force {
-        let outputs = [MODEL_FILE, RECONSTRUCTION_FILE, REPORT_FILE];
+        let outputs = [MODEL_FILE, RECONSTRUCTION_FILE, REPORT_FILE, CHECKPOINT_FILE];
         if let Some(f) = outputs.iter().find(|f| out_dir.join(f).exists()) {
             return Err(Error::arg(
                 "--force",
                 format!(
                     "{} already exists (outputs of an earlier fit); pass --force to overwrite \
-                     them or --out to write elsewhere",
-                    out_dir.join(f).display()
+                     them, --out to write elsewhere, or --resume {} to continue a stopped fit",
+                    out_dir.join(f).display(),
+                    out_dir.display()
                 ),
             )
             .into());
@@ -314,29 +344,66 @@ fn prepare_out_dir(a: &FitArgs) -> anyhow::Result<PathBuf> {
     Ok(out_dir)
 }
 
+/// The fit to run, resolved from the flags or from the checkpoint it resumes.
+struct Job {
+    /// The image file.
+    path: PathBuf,
+    run: ImageRun,
+    resume: Option<Checkpoint>,
+}
+
 pub fn run(a: FitArgs) -> anyhow::Result<()> {
     progress::install_interrupt_handler(
-        "stopping after this epoch and saving the best model so far",
+        "stopping at the next update and saving a checkpoint and the best model so far",
     );
-    let image = a.which.load(&a.image)?;
-    let options = a
-        .tuning
-        .options(a.method, a.variant, a.neurons, a.nonzeros, a.seed);
-    let plan = options.plan(&image)?;
-    let out_dir = prepare_out_dir(&a)?;
-    let fit = match plan.method {
-        Method::Iht => fit_iht(&a, &image, &plan, &out_dir)?,
-        Method::Imp => fit_imp(&a, &image, &plan)?,
+    if !(a.checkpoint_every.is_finite() && a.checkpoint_every >= 0.0) {
+        return Err(Error::arg("--checkpoint-every", "must be a number of seconds ≥ 0").into());
+    }
+    let resume = a.resume.as_deref().map(checkpoints::load).transpose()?;
+    let (path, which, options) = match (&a.image, &resume) {
+        (Some(p), _) => (
+            p.clone(),
+            a.which.clone(),
+            a.tuning
+                .options(a.method, a.variant, a.neurons, a.nonzeros, a.seed),
+        ),
+        (None, Some((_, r))) => (r.image.clone(), r.which(), r.options.clone()),
+        (None, None) => {
+            return Err(Error::arg("IMAGE", "give the image to fit (or --resume DIR)").into())
+        }
     };
-    save_and_print(&a, &image, &plan, &out_dir, fit)
+    let image = which.load(&path)?;
+    let plan = options.plan(&image)?;
+    let run = ImageRun::new(&path, &which, &image, &options);
+    if let (Some(dir), Some((c, _))) = (&a.resume, &resume) {
+        if plan.method == Method::Imp {
+            return Err(Error::arg(
+                "--method",
+                "IMP fits cannot be resumed (they restart); --resume continues IHT fits",
+            )
+            .into());
+        }
+        checkpoints::check(dir, c, &run)?;
+    }
+    let job = Job {
+        path,
+        run,
+        resume: resume.map(|(c, _)| c),
+    };
+    let out_dir = prepare_out_dir(&a, &job)?;
+    let fit = match plan.method {
+        Method::Iht => fit_iht(&a, &job, &image, &plan, &out_dir)?,
+        Method::Imp => fit_imp(&a, &job, &image, &plan)?,
+    };
+    save_and_print(&a, &job, &image, &plan, &out_dir, fit)
 }
 
 /// Announces the fit on stderr.
-fn announce(a: &FitArgs, image: &Image, plan: &FitPlan, info: &backend::BackendInfo) {
+fn announce(a: &FitArgs, job: &Job, image: &Image, plan: &FitPlan, info: &backend::BackendInfo) {
     a.device.announce(info);
     eprintln!(
         "spinr: fitting {} ({}×{} {}, {} samples): {} m={} s={} d={} σ={:?} ({} coords) on {} ({}), {}",
-        a.image.display(),
+        job.path.display(),
         image.height,
         image.width,
         image.kind(),
@@ -360,24 +427,34 @@ fn announce(a: &FitArgs, image: &Image, plan: &FitPlan, info: &backend::BackendI
     );
 }
 
-/// Keeps report.json current and the progress bar moving; stops on Ctrl-C.
+/// Keeps report.json current and the progress bar moving.
 struct Progress {
     bar: indicatif::ProgressBar,
     verbose: bool,
     start: Instant,
+    /// Fitting time of the runs this one resumes.
+    earlier_seconds: f64,
     last_write: Option<Instant>,
     best: f64,
     write_error: Option<crate::Error>,
 }
 
 impl Progress {
-    fn new(epochs: usize) -> Self {
+    /// Progress of a fit of `epochs`, resumed after `history` (the losses of the epochs run
+    /// before) and `earlier_seconds`.
+    fn new(epochs: usize, n: usize, history: &[f64], earlier_seconds: f64) -> Self {
+        let bar = progress::bar(epochs as u64, "epochs");
+        bar.set_position(history.len() as u64);
         Self {
-            bar: progress::bar(epochs as u64, "epochs"),
+            bar,
             verbose: super::verbose(),
             start: Instant::now(),
+            earlier_seconds,
             last_write: None,
-            best: f64::NEG_INFINITY,
+            best: history
+                .iter()
+                .map(|l| inr_fit::psnr(l / n as f64))
+                .fold(f64::NEG_INFINITY, f64::max),
             write_error: None,
         }
     }
@@ -409,22 +486,25 @@ impl Progress {
         {
             report.iterations = r.epoch + 1;
             report.psnr = self.best;
-            report.seconds = self.start.elapsed().as_secs_f64();
+            report.seconds = self.earlier_seconds + self.start.elapsed().as_secs_f64();
             if let Err(e) = write_report(out_dir, report) {
                 self.write_error = Some(e);
                 return ControlFlow::Break(());
             }
             self.last_write = Some(Instant::now());
         }
-        if progress::stop_requested() {
-            ControlFlow::Break(())
-        } else {
-            ControlFlow::Continue(())
-        }
+        // An IHT fit stops in its checkpointer (after saving), at the next pause.
+        ControlFlow::Continue(())
     }
 }
 
-fn fit_iht(a: &FitArgs, image: &Image, plan: &FitPlan, out_dir: &Path) -> anyhow::Result<ImageFit> {
+fn fit_iht(
+    a: &FitArgs,
+    job: &Job,
+    image: &Image,
+    plan: &FitPlan,
+    out_dir: &Path,
+) -> anyhow::Result<ImageFit> {
     let problem = plan.problem(image)?;
     let mut be = backend::create_with(
         a.device.backend,
@@ -434,30 +514,98 @@ fn fit_iht(a: &FitArgs, image: &Image, plan: &FitPlan, out_dir: &Path) -> anyhow
         super::gpu_options(plan.minibatch()),
     )?;
     let info = be.info();
-    announce(a, image, plan, &info);
+    announce(a, job, image, plan, &info);
     let mut report = FitReport::start(
-        &a.image.display().to_string(),
+        &job.path.display().to_string(),
         plan,
         &info,
         &out_dir.display().to_string(),
     );
-    let mut progress = Progress::new(plan.cfg.iters);
-    let fit = inr_fit::fit_iht(image, plan, &problem, be.as_backend(), |r| {
-        progress.epoch(r, &mut report, out_dir)
-    })?;
+    let resume = job.resume.as_ref().map(|c| Resume {
+        at: c.at.clone(),
+        state: c.state.clone(),
+    });
+    let earlier = job.resume.as_ref().map_or(0.0, |c| c.seconds);
+    if let Some(r) = &resume {
+        eprintln!(
+            "spinr: resuming at epoch {} (update {} of it) from {}",
+            r.at.epoch,
+            r.at.batch,
+            out_dir.join(CHECKPOINT_FILE).display()
+        );
+    }
+    let mut saver = Saver::new(
+        out_dir.join(CHECKPOINT_FILE),
+        checkpoints::describe(&job.run),
+        Duration::from_secs_f64(a.checkpoint_every),
+        earlier,
+        progress::stop_requested,
+    );
+    let history = resume.as_ref().map_or(&[][..], |r| &r.at.history[..]);
+    let mut progress = Progress::new(plan.cfg.iters, image.data.len(), history, earlier);
+    let result = inr_fit::fit_iht_from(
+        image,
+        plan,
+        &problem,
+        be.as_backend(),
+        resume.as_ref(),
+        |r| progress.epoch(r, &mut report, out_dir),
+        &mut saver,
+    );
     progress.bar.finish_and_clear();
+    let mut fit = match result {
+        Ok(fit) => fit,
+        Err(e) => return Err(salvage(e, job, plan, &saver, out_dir)),
+    };
     super::print_dispatch_profile(be.as_ref());
-    if let Some(e) = progress.write_error {
+    if let Some(e) = progress.write_error.or(saver.error) {
         return Err(e.into());
     }
+    fit.seconds += earlier;
     Ok(fit)
 }
 
-fn fit_imp(a: &FitArgs, image: &Image, plan: &FitPlan) -> anyhow::Result<ImageFit> {
+/// A fit that failed at run time (a GPU out of memory, a lost device): the best model of the
+/// last checkpoint still goes to `model.safetensors`, and the error says how to go on.
+fn salvage(e: Error, job: &Job, plan: &FitPlan, saver: &Saver, out_dir: &Path) -> anyhow::Error {
+    let last = saver
+        .saved
+        .as_ref()
+        .map(|(at, st)| (at, st))
+        .or(job.resume.as_ref().map(|c| (&c.at, &c.state)));
+    let Some((at, state)) = last.filter(|(at, _)| at.best_loss.is_some()) else {
+        return e.into();
+    };
+    let model = crate::inr::ImageModel {
+        spec: plan.spec.clone(),
+        height: plan.height,
+        width: plan.width,
+        channels: plan.channels,
+        gating: state.counters.best_gating,
+        w: state.best.clone(),
+        output: None,
+    };
+    let path = out_dir.join(MODEL_FILE);
+    let saved = match model::save(&model, &path) {
+        Ok(()) => format!(
+            "the best model of the last checkpoint (after {} epochs) is in {}",
+            at.epoch,
+            path.display()
+        ),
+        Err(w) => format!("the best model could not be saved either ({w})"),
+    };
+    anyhow::Error::from(e).context(format!(
+        "the fit failed; {saved}; `spinr fit --resume {}` continues from the checkpoint (add \
+         --backend cpu to finish on the CPU)",
+        out_dir.display()
+    ))
+}
+
+fn fit_imp(a: &FitArgs, job: &Job, image: &Image, plan: &FitPlan) -> anyhow::Result<ImageFit> {
     let problem = plan.problem(image)?;
     let device = crate::imp::ImpDevice::from_choice(a.device.backend, a.device.adapter.as_deref())?;
     let info = device.info();
-    announce(a, image, plan, &info);
+    announce(a, job, image, plan, &info);
     let opts = inr_fit::imp_options(plan);
     let total = plan.spec.neurons * (plan.spec.features + 1);
     let rounds = crate::imp::prune::rounds(total, opts.nonzeros, opts.prune_fraction);
@@ -497,6 +645,7 @@ fn fit_imp(a: &FitArgs, image: &Image, plan: &FitPlan) -> anyhow::Result<ImageFi
 /// Writes the model, the reconstruction and the final report, and prints the summary.
 fn save_and_print(
     a: &FitArgs,
+    job: &Job,
     image: &Image,
     plan: &FitPlan,
     out_dir: &Path,
@@ -512,7 +661,7 @@ fn save_and_print(
             msg: e.to_string(),
         })?;
     let mut report = FitReport::start(
-        &a.image.display().to_string(),
+        &job.path.display().to_string(),
         plan,
         &fit.backend,
         &out_dir.display().to_string(),
@@ -525,7 +674,7 @@ fn save_and_print(
     } else {
         println!(
             "{}: {}×{} {}, m={} s={} d={}: {} epochs in {:.1} s on {} ({})",
-            a.image.display(),
+            job.path.display(),
             image.height,
             image.width,
             image.kind(),
@@ -554,13 +703,26 @@ fn save_and_print(
             println!("  wrote {}", out_dir.join(f).display());
         }
     }
+    let checkpoint = out_dir.join(CHECKPOINT_FILE);
     if fit.stopped {
+        let resume = if checkpoint.exists() {
+            format!("; `spinr fit --resume {}` continues it", out_dir.display())
+        } else {
+            String::new()
+        };
         eprintln!(
-            "spinr: stopped after {} epochs; the best model so far is in {}",
+            "spinr: stopped after {} epochs; the best model so far is in {}{resume}",
             report.iterations,
             out_dir.display()
         );
         return Err(Error::Interrupted.into());
+    }
+    // Finished: nothing left to resume.
+    if checkpoint.exists() {
+        std::fs::remove_file(&checkpoint).map_err(|e| Error::Io {
+            path: checkpoint.clone(),
+            msg: format!("cannot remove the finished fit's checkpoint: {e}"),
+        })?;
     }
     Ok(())
 }

@@ -1,0 +1,287 @@
+//! Checkpoint files: where an IHT fit stood at a pause, so that it can go on later
+//! (ARCHITECTURE.md, "Checkpoints").
+//!
+//! A safetensors file (written atomically, like every output): the weights `W` and the best
+//! model as `(index, value)` tensors, and in its metadata the loop position, the learner's
+//! counters, the fitting time so far and a description of the run (`run`: the caller's
+//! options and the identity of its data, compared on resume). Floats in the JSON metadata
+//! round-trip exactly (serde_json's `float_roundtrip`). A checkpoint is only ever read by the
+//! spinr version that wrote it: anything else is refused rather than mixed.
+
+use crate::error::{Error, Result};
+use crate::iht::{IhtCounters, IhtState};
+use crate::sparse::SparseVec;
+use crate::train::LoopState;
+use safetensors::tensor::{Dtype, TensorView};
+use std::collections::HashMap;
+use std::path::Path;
+
+pub const FORMAT: &str = "spinr-checkpoint";
+pub const FORMAT_VERSION: u32 = 1;
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+const KEYS: [&str; 7] = [
+    "format",
+    "format_version",
+    "spinr_version",
+    "run",
+    "at",
+    "counters",
+    "seconds",
+];
+
+/// One saved pause of a fit.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Checkpoint {
+    /// What is being fitted, as the caller describes it (compared field by field on resume).
+    pub run: serde_json::Value,
+    pub at: LoopState,
+    pub state: IhtState,
+    /// Seconds spent fitting before this point (over every earlier run of the fit).
+    pub seconds: f64,
+}
+
+fn le_bytes<T: Copy, const N: usize>(xs: &[T], f: impl Fn(T) -> [u8; N]) -> Vec<u8> {
+    xs.iter().flat_map(|&x| f(x)).collect()
+}
+
+impl Checkpoint {
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        self.to_bytes_as(VERSION)
+    }
+
+    fn to_bytes_as(&self, version: &str) -> Result<Vec<u8>> {
+        let meta: HashMap<String, String> = [
+            ("format", FORMAT.to_string()),
+            ("format_version", FORMAT_VERSION.to_string()),
+            ("spinr_version", version.to_string()),
+            ("run", self.run.to_string()),
+            ("at", json(&self.at)),
+            ("counters", json(&self.state.counters)),
+            ("seconds", json(&self.seconds)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let ser = |e: safetensors::SafeTensorError| Error::Io {
+            path: "checkpoint".into(),
+            msg: format!("cannot serialise the checkpoint: {e}"),
+        };
+        let (w, best) = (&self.state.w, &self.state.best);
+        let bufs = [
+            le_bytes(&w.indices, u32::to_le_bytes),
+            le_bytes(&w.values, f32::to_le_bytes),
+            le_bytes(&best.indices, u32::to_le_bytes),
+            le_bytes(&best.values, f32::to_le_bytes),
+        ];
+        fn view(dtype: Dtype, len: usize, buf: &[u8]) -> std::result::Result<TensorView<'_>, safetensors::SafeTensorError> {
+            TensorView::new(dtype, vec![len], buf)
+        }
+        let tensors = vec![
+            ("w_indices", view(Dtype::U32, w.len(), &bufs[0]).map_err(ser)?),
+            ("w_values", view(Dtype::F32, w.len(), &bufs[1]).map_err(ser)?),
+            ("best_indices", view(Dtype::U32, best.len(), &bufs[2]).map_err(ser)?),
+            ("best_values", view(Dtype::F32, best.len(), &bufs[3]).map_err(ser)?),
+        ];
+        Ok(crate::model::canonical(
+            safetensors::serialize(tensors, Some(meta)).map_err(ser)?,
+        ))
+    }
+
+    /// Parses and checks checkpoint bytes; the error says what is wrong.
+    pub fn from_bytes(bytes: &[u8]) -> std::result::Result<Self, String> {
+        let st = safetensors::SafeTensors::deserialize(bytes)
+            .map_err(|e| format!("not a complete safetensors file ({e})"))?;
+        let (_, header) =
+            safetensors::SafeTensors::read_metadata(bytes).map_err(|e| e.to_string())?;
+        let meta = header
+            .metadata()
+            .as_ref()
+            .ok_or("no metadata: this is not a spinr checkpoint")?;
+        if let Some(k) = meta.keys().find(|k| !KEYS.contains(&k.as_str())) {
+            return Err(format!("unknown metadata key {k:?}"));
+        }
+        if let Some(k) = KEYS.iter().find(|k| !meta.contains_key(**k)) {
+            return Err(format!("metadata key {k:?} is missing"));
+        }
+        if meta["format"] != FORMAT {
+            return Err(format!("format is {:?}, expected {FORMAT:?}", meta["format"]));
+        }
+        if meta["spinr_version"] != VERSION || meta["format_version"] != FORMAT_VERSION.to_string()
+        {
+            return Err(format!(
+                "it was written by spinr {} (checkpoint format {}); this is spinr {VERSION} \
+                 (format {FORMAT_VERSION}), which does not continue another version's fits: \
+                 finish it with that version, or start over without --resume",
+                meta["spinr_version"], meta["format_version"]
+            ));
+        }
+        fn parse<T: serde::de::DeserializeOwned>(
+            meta: &HashMap<String, String>,
+            k: &str,
+        ) -> std::result::Result<T, String> {
+            serde_json::from_str(&meta[k]).map_err(|e| format!("metadata {k}: {e}"))
+        }
+        let run: serde_json::Value = parse(meta, "run")?;
+        let at: LoopState = parse(meta, "at")?;
+        let counters: IhtCounters = parse(meta, "counters")?;
+        let seconds: f64 = parse(meta, "seconds")?;
+        if !seconds.is_finite() || seconds < 0.0 {
+            return Err(format!("seconds = {seconds} is not a duration"));
+        }
+        if at.history.len() != at.epoch || at.history.iter().any(|l| !l.is_finite()) {
+            return Err("the loss history does not match the epoch".into());
+        }
+        let pairs = |name: &str| -> std::result::Result<SparseVec, String> {
+            let get = |t: &str, dtype| {
+                let v = st
+                    .tensor(&format!("{name}_{t}"))
+                    .map_err(|_| format!("tensor {name}_{t} is missing"))?;
+                if v.dtype() != dtype || v.shape().len() != 1 {
+                    return Err(format!("tensor {name}_{t} is not a vector of {dtype:?}"));
+                }
+                Ok(v.data().to_vec())
+            };
+            let idx = get("indices", Dtype::U32)?;
+            let val = get("values", Dtype::F32)?;
+            if idx.len() != val.len() {
+                return Err(format!("{name}: indices and values differ in length"));
+            }
+            let indices: Vec<u32> = idx
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
+                .collect();
+            let values: Vec<f32> = val
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+                .collect();
+            if indices.windows(2).any(|p| p[0] >= p[1]) {
+                return Err(format!("{name}: indices are not strictly increasing"));
+            }
+            if values.iter().any(|v| !v.is_finite()) {
+                return Err(format!("{name}: a weight is not finite"));
+            }
+            Ok(SparseVec { indices, values })
+        };
+        let state = IhtState {
+            w: pairs("w")?,
+            best: pairs("best")?,
+            counters,
+        };
+        Ok(Checkpoint {
+            run,
+            at,
+            state,
+            seconds,
+        })
+    }
+
+    /// Writes the checkpoint atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        crate::output::write_bytes(path, &self.to_bytes()?)
+    }
+
+    /// Reads a checkpoint file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::Checkpoint {
+            path: path.to_path_buf(),
+            msg: e.to_string(),
+        })?;
+        Self::from_bytes(&bytes).map_err(|msg| Error::Checkpoint {
+            path: path.to_path_buf(),
+            msg,
+        })
+    }
+
+    /// Refuses to continue a run with different options or data: names every field of `run`
+    /// that differs (`now` is the same description of the run asked for).
+    pub fn check_run(&self, now: &serde_json::Value) -> std::result::Result<(), String> {
+        if &self.run == now {
+            return Ok(());
+        }
+        let empty = serde_json::Map::new();
+        let (a, b) = (
+            self.run.as_object().unwrap_or(&empty),
+            now.as_object().unwrap_or(&empty),
+        );
+        let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+        keys.sort();
+        keys.dedup();
+        let diffs: Vec<String> = keys
+            .into_iter()
+            .filter(|k| a.get(*k) != b.get(*k))
+            .map(|k| {
+                let show = |v: Option<&serde_json::Value>| v.map_or("-".into(), |v| v.to_string());
+                format!("{k}: {} in the checkpoint, {} now", show(a.get(k)), show(b.get(k)))
+            })
+            .collect();
+        Err(format!(
+            "it is a checkpoint of a different fit ({}); resume with the checkpoint's own \
+             options (`--resume DIR` alone), or start over without --resume",
+            diffs.join("; ")
+        ))
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("checkpoint metadata serialises")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::iht::Gating;
+
+    fn sample() -> Checkpoint {
+        Checkpoint {
+            run: serde_json::json!({"neurons": 5, "sigma": [0.1, 1.0 / 3.0]}),
+            at: LoopState {
+                epoch: 2,
+                batch: 1,
+                updates: 9,
+                best_loss: Some(0.1 + 0.2),
+                history: vec![1.0 / 3.0, 0.1 + 0.2],
+            },
+            state: IhtState {
+                w: SparseVec::from_pairs(vec![(3, 0.5), (1, -1.0 / 3.0)]),
+                best: SparseVec::from_pairs(vec![(7, f32::MIN_POSITIVE)]),
+                counters: IhtCounters {
+                    w_empty: false,
+                    updates: 9,
+                    gating: Gating::SelfGated,
+                    best_gating: Gating::Random,
+                    rescues: 1,
+                },
+            },
+            seconds: 12.25,
+        }
+    }
+
+    #[test]
+    fn round_trips_exactly() {
+        let c = sample();
+        let back = Checkpoint::from_bytes(&c.to_bytes().unwrap()).unwrap();
+        assert_eq!(back, c);
+        // Bit for bit, not just equal as floats.
+        assert_eq!(
+            back.at.best_loss.unwrap().to_bits(),
+            (0.1f64 + 0.2).to_bits()
+        );
+    }
+
+    #[test]
+    fn refuses_other_versions_truncations_and_other_runs() {
+        let bytes = sample().to_bytes().unwrap();
+        for cut in [0, 8, bytes.len() / 2, bytes.len() - 1] {
+            assert!(Checkpoint::from_bytes(&bytes[..cut]).is_err());
+        }
+        let other = sample().to_bytes_as("0.0.0-other").unwrap();
+        let e = Checkpoint::from_bytes(&other).unwrap_err();
+        assert!(e.contains("0.0.0-other") && e.contains("without --resume"), "{e}");
+        let c = sample();
+        let now = serde_json::json!({"neurons": 6, "sigma": [0.1, 1.0 / 3.0]});
+        let e = c.check_run(&now).unwrap_err();
+        assert!(e.contains("neurons: 5 in the checkpoint, 6 now"), "{e}");
+        assert!(!e.contains("sigma"), "{e}");
+        assert!(c.check_run(&c.run).is_ok());
+    }
+}

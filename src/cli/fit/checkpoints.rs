@@ -1,0 +1,213 @@
+//! `spinr fit --checkpoint-every` and `--resume`: what a checkpoint of an image fit records of
+//! the run (so that `--resume DIR` alone can rebuild it, and a different run is refused), and
+//! the checkpointer that saves one every so often and at an interrupt.
+
+use super::{ImageArgs, Resize};
+use crate::checkpoint::Checkpoint;
+use crate::error::Error;
+use crate::iht::{Checkpointer, IhtState};
+use crate::inr::fit::FitOptions;
+use crate::inr::Image;
+use crate::train::LoopState;
+use serde::{Deserialize, Serialize};
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The checkpoint, inside the output folder.
+pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
+
+/// An image fit as its checkpoint records it: the options, where the image came from, and the
+/// identity of the pixels actually fitted (size and a hash, so a changed file is noticed).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageRun {
+    /// The image file, absolute (a resume from another folder finds it).
+    pub image: PathBuf,
+    pub index: Option<usize>,
+    /// `WxH` when the image was resampled (`--resize`).
+    pub resize: Option<String>,
+    pub height: usize,
+    pub width: usize,
+    pub channels: usize,
+    /// FNV-1a of the fitted values' bits.
+    pub pixels: String,
+    pub options: FitOptions,
+}
+
+impl ImageRun {
+    pub fn new(path: &Path, which: &ImageArgs, image: &Image, options: &FitOptions) -> Self {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for v in &image.data {
+            for b in v.to_bits().to_le_bytes() {
+                h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        ImageRun {
+            image: std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()),
+            index: which.index,
+            resize: which
+                .resize
+                .map(|_| format!("{}x{}", image.width, image.height)),
+            height: image.height,
+            width: image.width,
+            channels: image.channels,
+            pixels: format!("{h:016x}"),
+            options: options.clone(),
+        }
+    }
+
+    /// The image arguments that load the same pixels again.
+    pub fn which(&self) -> ImageArgs {
+        ImageArgs {
+            index: self.index,
+            resize: self.resize.as_ref().map(|_| Resize::Exact {
+                width: self.width,
+                height: self.height,
+            }),
+        }
+    }
+
+    /// As the checkpoint compares it: the options' fields beside the image's, so that a
+    /// refusal names the option (`neurons`, `seed`, …) that differs. The file's path is left
+    /// out: the same pixels from a moved file are the same fit.
+    pub fn to_value(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).expect("serialises");
+        let obj = v.as_object_mut().expect("a struct");
+        obj.remove("image");
+        if let Some(serde_json::Value::Object(o)) = obj.remove("options") {
+            obj.extend(o);
+        }
+        v
+    }
+}
+
+/// Reads the checkpoint of `dir`.
+pub fn load(dir: &Path) -> anyhow::Result<(Checkpoint, ImageRun)> {
+    let path = dir.join(CHECKPOINT_FILE);
+    if !path.exists() {
+        return Err(Error::arg(
+            "--resume",
+            format!(
+                "{} has no {CHECKPOINT_FILE}: give the --out folder of a fit that was stopped \
+                 (fits save one every --checkpoint-every seconds and when interrupted)",
+                dir.display()
+            ),
+        )
+        .into());
+    }
+    let c = Checkpoint::load(&path)?;
+    let bad = |msg: String| Error::Checkpoint {
+        path: path.clone(),
+        msg,
+    };
+    let run = c
+        .run
+        .get("run")
+        .cloned()
+        .ok_or_else(|| bad("it is not the checkpoint of an image fit".into()))?;
+    let run: ImageRun =
+        serde_json::from_value(run).map_err(|e| bad(format!("its run description: {e}")))?;
+    Ok((c, run))
+}
+
+/// The `run` field of an image fit's checkpoint: the compared description and, under `run`,
+/// everything needed to rebuild it.
+pub fn describe(run: &ImageRun) -> serde_json::Value {
+    let mut v = run.to_value();
+    v.as_object_mut()
+        .expect("an object")
+        .insert("run".into(), serde_json::to_value(run).expect("serialises"));
+    v
+}
+
+/// Refuses a resume whose options or pixels differ from the checkpoint's.
+pub fn check(dir: &Path, c: &Checkpoint, now: &ImageRun) -> anyhow::Result<()> {
+    let strip = |v: &serde_json::Value| {
+        let mut v = v.clone();
+        if let Some(o) = v.as_object_mut() {
+            o.remove("run");
+        }
+        v
+    };
+    let mut saved = c.clone();
+    saved.run = strip(&c.run);
+    saved.check_run(&strip(&describe(now))).map_err(|msg| {
+        Error::Checkpoint {
+            path: dir.join(CHECKPOINT_FILE),
+            msg,
+        }
+        .into()
+    })
+}
+
+/// Saves a checkpoint every `every` and whenever a stop was asked for (then stops the fit).
+pub struct Saver {
+    pub path: PathBuf,
+    pub run: serde_json::Value,
+    pub every: Duration,
+    /// Fitting time of the earlier runs of this fit.
+    pub earlier_seconds: f64,
+    pub start: Instant,
+    last: Instant,
+    /// The last state saved (the best model survives a lost device through it).
+    pub saved: Option<(LoopState, IhtState)>,
+    pub error: Option<Error>,
+    pub stop_requested: fn() -> bool,
+}
+
+impl Saver {
+    pub fn new(
+        path: PathBuf,
+        run: serde_json::Value,
+        every: Duration,
+        earlier_seconds: f64,
+        stop_requested: fn() -> bool,
+    ) -> Self {
+        let now = Instant::now();
+        Saver {
+            path,
+            run,
+            every,
+            earlier_seconds,
+            start: now,
+            last: now,
+            saved: None,
+            error: None,
+            stop_requested,
+        }
+    }
+
+    /// Seconds of fitting over every run so far.
+    pub fn seconds(&self) -> f64 {
+        self.earlier_seconds + self.start.elapsed().as_secs_f64()
+    }
+}
+
+impl Checkpointer for Saver {
+    fn due(&mut self, _: &LoopState) -> bool {
+        (self.stop_requested)() || self.last.elapsed() >= self.every
+    }
+
+    fn save(&mut self, at: &LoopState, state: IhtState) -> crate::Result<ControlFlow<()>> {
+        let c = Checkpoint {
+            run: self.run.clone(),
+            at: at.clone(),
+            state,
+            seconds: self.seconds(),
+        };
+        if let Err(e) = c.save(&self.path) {
+            // The fit stops: going on without the checkpoint it was asked to keep would risk
+            // more than it saves.
+            self.error = Some(e);
+            return Ok(ControlFlow::Break(()));
+        }
+        self.last = Instant::now();
+        self.saved = Some((c.at, c.state));
+        Ok(if (self.stop_requested)() {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        })
+    }
+}

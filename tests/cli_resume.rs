@@ -1,0 +1,192 @@
+//! `spinr fit --checkpoint-every` / `--resume` through the real binary: a fit interrupted twice
+//! (SIGINT, then SIGTERM, as Slurm sends before a time limit) and resumed each time ends with
+//! exactly the files of an uninterrupted run; resumes of another fit, of a folder without a
+//! checkpoint or of a damaged checkpoint are refused with exit code 2.
+
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+mod common;
+
+const CHECKPOINT: &str = "checkpoint.safetensors";
+
+fn camera() -> String {
+    common::asset("camera.png").display().to_string()
+}
+
+/// A CPU fit of a few seconds with minibatches, so that it pauses after every update.
+fn fit_args(image: &str) -> Vec<String> {
+    [
+        "fit",
+        image,
+        "--resize",
+        "64",
+        "--iters",
+        "30",
+        "--batch-size",
+        "1024",
+        "--backend",
+        "cpu",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn start(dir: &Path, args: &[String]) -> Child {
+    common::command(dir)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start spinr")
+}
+
+/// Waits until `path` exists with contents other than `old`, then sends `signal`.
+fn signal_after_checkpoint(child: &mut Child, path: &Path, old: Option<&[u8]>, signal: i32) {
+    let t = Instant::now();
+    loop {
+        if let Ok(now) = std::fs::read(path) {
+            if old != Some(&now[..]) {
+                break;
+            }
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the fit ended before it could be interrupted"
+        );
+        assert!(t.elapsed() < Duration::from_secs(120), "no checkpoint came");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: kill has no memory-safety preconditions; the pid is our live child's.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
+}
+
+fn finish(child: Child) -> (i32, String) {
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The report without the one field that cannot repeat: wall time.
+fn report(dir: &Path) -> serde_json::Value {
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap();
+    v.as_object_mut().unwrap().remove("seconds").expect("seconds");
+    v
+}
+
+fn run_in(dir: &Path, args: &[String]) -> std::process::Output {
+    common::command(dir).args(args).output().expect("run spinr")
+}
+
+fn with(mut args: Vec<String>, more: &[&str]) -> Vec<String> {
+    args.extend(more.iter().map(|s| s.to_string()));
+    args
+}
+
+#[test]
+fn a_fit_interrupted_twice_and_resumed_ends_exactly_as_an_uninterrupted_one() {
+    let image = camera();
+    let whole = tempfile::tempdir().unwrap();
+    let o = run_in(whole.path(), &with(fit_args(&image), &["--out", "out"]));
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    assert!(!whole.path().join("out").join(CHECKPOINT).exists());
+
+    let parts = tempfile::tempdir().unwrap();
+    let out: PathBuf = parts.path().join("out");
+    let ckpt = out.join(CHECKPOINT);
+    // 1. SIGINT (Ctrl-C) soon after the first checkpoint.
+    let mut c = start(
+        parts.path(),
+        &with(fit_args(&image), &["--out", "out", "--checkpoint-every", "0"]),
+    );
+    signal_after_checkpoint(&mut c, &ckpt, None, libc::SIGINT);
+    let (code, err) = finish(c);
+    assert_eq!(code, 130, "{err}");
+    assert!(err.contains("--resume out"), "{err}");
+    let first = std::fs::read(&ckpt).unwrap();
+    // The stopped run left its best model, reconstruction and report too.
+    assert_eq!(report(&out)["stopped"], true);
+
+    // 2. Resumed with the checkpoint's own options, then SIGTERM once it has moved on.
+    let args: Vec<String> = ["fit", "--resume", "out", "--checkpoint-every", "0"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let mut c = start(parts.path(), &args);
+    signal_after_checkpoint(&mut c, &ckpt, Some(&first), libc::SIGTERM);
+    let (code, err) = finish(c);
+    assert_eq!(code, 130, "{err}");
+    assert!(err.contains("resuming at epoch"), "{err}");
+    assert_ne!(std::fs::read(&ckpt).unwrap(), first);
+
+    // 3. Resumed again, this time with the image and flags repeated, to the end.
+    let o = run_in(parts.path(), &with(fit_args(&image), &["--resume", "out"]));
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    assert!(!ckpt.exists(), "a finished fit leaves no checkpoint");
+
+    let w = whole.path().join("out");
+    for f in ["model.safetensors", "reconstruction.png"] {
+        assert!(
+            std::fs::read(w.join(f)).unwrap() == std::fs::read(out.join(f)).unwrap(),
+            "{f} differs"
+        );
+    }
+    assert_eq!(report(&w), report(&out));
+    assert_eq!(report(&out)["stopped"], false);
+}
+
+#[test]
+fn resumes_of_another_fit_or_without_a_checkpoint_are_refused() {
+    let image = camera();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let ckpt = out.join(CHECKPOINT);
+    let mut c = start(
+        dir.path(),
+        &with(fit_args(&image), &["--out", "out", "--checkpoint-every", "0"]),
+    );
+    signal_after_checkpoint(&mut c, &ckpt, None, libc::SIGINT);
+    assert_eq!(finish(c).0, 130);
+    let saved = std::fs::read(&ckpt).unwrap();
+
+    let run = |more: &[&str]| run_in(dir.path(), &with(fit_args(&image), more));
+    let refused = |o: &std::process::Output, needles: &[&str]| {
+        let err = common::stderr(o);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        for n in needles {
+            assert!(err.contains(n), "{n:?} not in {err}");
+        }
+    };
+    // Other options: named, with both values.
+    refused(
+        &run(&["--resume", "out", "--neurons", "60"]),
+        &["neurons: 50 in the checkpoint, 60 now"],
+    );
+    refused(&run(&["--resume", "out", "--seed", "3"]), &["seed: 0"]);
+    // Other pixels (another size of the same file).
+    let mut other = fit_args(&image);
+    other[3] = "48".into();
+    other.extend(["--resume".to_string(), "out".to_string()]);
+    refused(&run_in(dir.path(), &other), &["height: 64 in the checkpoint, 48 now"]);
+    // IMP cannot resume.
+    refused(&run(&["--resume", "out", "--method", "imp"]), &["--method"]);
+    // A folder without a checkpoint.
+    std::fs::create_dir_all(dir.path().join("empty")).unwrap();
+    refused(&run(&["--resume", "empty"]), &["--resume", "no checkpoint"]);
+    // --out elsewhere.
+    refused(&run(&["--resume", "out", "--out", "x"]), &["--out"]);
+    // A damaged checkpoint.
+    std::fs::write(&ckpt, &saved[..saved.len() / 2]).unwrap();
+    refused(&run(&["--resume", "out"]), &["cannot resume", "checkpoint"]);
+    // A fresh fit into the stopped fit's folder needs --force, and the message offers --resume.
+    std::fs::write(&ckpt, &saved).unwrap();
+    refused(&run(&["--out", "out"]), &["--force", "--resume out"]);
+    // The untouched checkpoint still resumes.
+    let o = common::spinr_in(dir.path(), &["fit", "--resume", "out"]);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+}
