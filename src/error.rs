@@ -125,13 +125,29 @@ pub enum Error {
     NoAdapter(String),
 
     #[error(
-        "GPU limit exceeded: {what} needs {needed} bytes but the device allows {limit}; {fix}"
+        "GPU limit exceeded: {what} needs {} but the device allows {}; {fix}",
+        human_bytes(*needed),
+        human_bytes(*limit)
     )]
     DeviceLimit {
         what: &'static str,
         needed: u64,
         limit: u64,
         fix: &'static str,
+    },
+
+    /// An operation would need more memory than it may use (checked before allocating).
+    #[error(
+        "not enough memory: {what} needs about {} but {limited_by} is {}; {fix}",
+        human_bytes(*needed),
+        human_bytes(*budget)
+    )]
+    Memory {
+        what: String,
+        needed: u64,
+        budget: u64,
+        limited_by: String,
+        fix: String,
     },
 
     #[error("GPU error: {0}")]
@@ -176,8 +192,31 @@ impl Error {
                 | Error::Model { .. }
                 | Error::Data { .. }
                 | Error::Checkpoint { .. }
+                | Error::Memory { .. }
+                | Error::DeviceLimit { .. }
         )
     }
+}
+
+/// Bytes for people: "1.5 GiB", "300 MiB", "12 KiB", "17 bytes".
+pub fn human_bytes(bytes: u64) -> String {
+    let b = bytes as f64;
+    for (unit, size) in [
+        ("TiB", 1u64 << 40),
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+    ] {
+        if bytes >= size {
+            let v = b / size as f64;
+            return if v >= 100.0 {
+                format!("{v:.0} {unit}")
+            } else {
+                format!("{v:.1} {unit}")
+            };
+        }
+    }
+    format!("{bytes} bytes")
 }
 
 /// Checks that every value is finite, naming the first offender.

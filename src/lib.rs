@@ -6,6 +6,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod budget;
 pub mod checkpoint;
 pub mod classify;
 pub mod cli;

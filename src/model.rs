@@ -130,7 +130,9 @@ pub fn to_bytes(model: &ImageModel) -> Result<Vec<u8>> {
             TensorView::new(Dtype::F32, shape, &out).map_err(ser)?,
         ));
     }
-    Ok(canonical(safetensors::serialize(tensors, Some(meta)).map_err(ser)?))
+    Ok(canonical(
+        safetensors::serialize(tensors, Some(meta)).map_err(ser)?,
+    ))
 }
 
 /// The same safetensors bytes with the header's keys in sorted order: `safetensors` writes

@@ -105,7 +105,9 @@ pub fn run<L: Learner + ?Sized>(
     schedule: &Schedule,
     observe: impl FnMut(&EpochReport) -> ControlFlow<()>,
 ) -> Result<LoopOutcome> {
-    run_from(learner, schedule, None, observe, |_, _| Ok(ControlFlow::Continue(())))
+    run_from(learner, schedule, None, observe, |_, _| {
+        Ok(ControlFlow::Continue(()))
+    })
 }
 
 /// [`run`] from a saved point (`start`, from a checkpoint of this schedule) or from the
@@ -331,15 +333,25 @@ mod tests {
                 &s,
                 None,
                 |_| ControlFlow::Continue(()),
-                |p, _| Ok(if p == at { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }),
+                |p, _| {
+                    Ok(if p == at {
+                        ControlFlow::Break(())
+                    } else {
+                        ControlFlow::Continue(())
+                    })
+                },
             )
             .unwrap();
             assert!(stopped.stopped);
             let mut rest = script(&losses);
             rest.evals = at.epoch;
-            let out = run_from(&mut rest, &s, Some(at.clone()), |_| ControlFlow::Continue(()), |_, _| {
-                Ok(ControlFlow::Continue(()))
-            })
+            let out = run_from(
+                &mut rest,
+                &s,
+                Some(at.clone()),
+                |_| ControlFlow::Continue(()),
+                |_, _| Ok(ControlFlow::Continue(())),
+            )
             .unwrap();
             let mut batches = first.batches.clone();
             batches.extend(rest.batches.iter().cloned());
@@ -353,9 +365,13 @@ mod tests {
             batch: 9,
             ..Default::default()
         };
-        assert!(run_from(&mut script(&losses), &s, Some(bad), |_| ControlFlow::Continue(()), |_, _| {
-            Ok(ControlFlow::Continue(()))
-        })
+        assert!(run_from(
+            &mut script(&losses),
+            &s,
+            Some(bad),
+            |_| ControlFlow::Continue(()),
+            |_, _| { Ok(ControlFlow::Continue(())) }
+        )
         .is_err());
     }
 

@@ -1,6 +1,7 @@
 //! `spinr fit --checkpoint-every` / `--resume` through the real binary: a fit interrupted twice
 //! (SIGINT, then SIGTERM, as Slurm sends before a time limit) and resumed each time ends with
-//! exactly the files of an uninterrupted run; resumes of another fit, of a folder without a
+//! exactly the files of an uninterrupted run, for IHT and for IMP (which resumes at its last
+//! round boundary); resumes of another fit, of a folder without a
 //! checkpoint or of a damaged checkpoint are refused with exit code 2.
 
 use std::path::{Path, PathBuf};
@@ -75,7 +76,10 @@ fn finish(child: Child) -> (i32, String) {
 fn report(dir: &Path) -> serde_json::Value {
     let mut v: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap();
-    v.as_object_mut().unwrap().remove("seconds").expect("seconds");
+    v.as_object_mut()
+        .unwrap()
+        .remove("seconds")
+        .expect("seconds");
     v
 }
 
@@ -102,7 +106,10 @@ fn a_fit_interrupted_twice_and_resumed_ends_exactly_as_an_uninterrupted_one() {
     // 1. SIGINT (Ctrl-C) soon after the first checkpoint.
     let mut c = start(
         parts.path(),
-        &with(fit_args(&image), &["--out", "out", "--checkpoint-every", "0"]),
+        &with(
+            fit_args(&image),
+            &["--out", "out", "--checkpoint-every", "0"],
+        ),
     );
     signal_after_checkpoint(&mut c, &ckpt, None, libc::SIGINT);
     let (code, err) = finish(c);
@@ -148,7 +155,10 @@ fn resumes_of_another_fit_or_without_a_checkpoint_are_refused() {
     let ckpt = out.join(CHECKPOINT);
     let mut c = start(
         dir.path(),
-        &with(fit_args(&image), &["--out", "out", "--checkpoint-every", "0"]),
+        &with(
+            fit_args(&image),
+            &["--out", "out", "--checkpoint-every", "0"],
+        ),
     );
     signal_after_checkpoint(&mut c, &ckpt, None, libc::SIGINT);
     assert_eq!(finish(c).0, 130);
@@ -172,9 +182,15 @@ fn resumes_of_another_fit_or_without_a_checkpoint_are_refused() {
     let mut other = fit_args(&image);
     other[3] = "48".into();
     other.extend(["--resume".to_string(), "out".to_string()]);
-    refused(&run_in(dir.path(), &other), &["height: 64 in the checkpoint, 48 now"]);
-    // IMP cannot resume.
-    refused(&run(&["--resume", "out", "--method", "imp"]), &["--method"]);
+    refused(
+        &run_in(dir.path(), &other),
+        &["height: 64 in the checkpoint, 48 now"],
+    );
+    // An IHT checkpoint is not an IMP run's.
+    refused(
+        &run(&["--resume", "out", "--method", "imp"]),
+        &["method: \"iht\" in the checkpoint, \"imp\" now"],
+    );
     // A folder without a checkpoint.
     std::fs::create_dir_all(dir.path().join("empty")).unwrap();
     refused(&run(&["--resume", "empty"]), &["--resume", "no checkpoint"]);
@@ -189,4 +205,54 @@ fn resumes_of_another_fit_or_without_a_checkpoint_are_refused() {
     // The untouched checkpoint still resumes.
     let o = common::spinr_in(dir.path(), &["fit", "--resume", "out"]);
     assert!(o.status.success(), "{}", common::stderr(&o));
+}
+
+#[test]
+fn an_interrupted_imp_fit_resumes_from_its_last_round() {
+    let image = camera();
+    let args: Vec<String> = [
+        "fit",
+        &image,
+        "--resize",
+        "64",
+        "--method",
+        "imp",
+        "--neurons",
+        "20",
+        "--nonzeros",
+        "200",
+        "--features",
+        "64",
+        "--iters",
+        "60",
+        "--backend",
+        "cpu",
+        "--out",
+        "out",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let whole = tempfile::tempdir().unwrap();
+    let o = run_in(whole.path(), &args);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let parts = tempfile::tempdir().unwrap();
+    let out = parts.path().join("out");
+    let mut c = start(parts.path(), &args);
+    signal_after_checkpoint(&mut c, &out.join(CHECKPOINT), None, libc::SIGTERM);
+    let (code, err) = finish(c);
+    assert_eq!(code, 130, "{err}");
+    let o = common::spinr_in(parts.path(), &["fit", "--resume", "out"]);
+    let err = common::stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("resuming at round"), "{err}");
+    let w = whole.path().join("out");
+    for f in ["model.safetensors", "reconstruction.png"] {
+        assert!(
+            std::fs::read(w.join(f)).unwrap() == std::fs::read(out.join(f)).unwrap(),
+            "{f} differs"
+        );
+    }
+    assert_eq!(report(&w), report(&out));
+    assert!(!out.join(CHECKPOINT).exists());
 }

@@ -222,6 +222,94 @@ fn fuzz_model_files() {
     report("model files", &out, start);
 }
 
+// ---- checkpoints ------------------------------------------------------------------------
+
+#[test]
+fn fuzz_checkpoints() {
+    use spinr::checkpoint::Checkpoint;
+    use spinr::iht::{IhtCounters, IhtState};
+    let start = Instant::now();
+    let seed = Checkpoint {
+        run: serde_json::json!({"neurons": 3, "sigma": [12.5, 3.0], "run": {"image": "x.png"}}),
+        at: spinr::train::LoopState {
+            epoch: 2,
+            batch: 1,
+            updates: 7,
+            best_loss: Some(0.25),
+            history: vec![0.5, 0.25],
+        },
+        state: IhtState {
+            w: SparseVec::from_pairs(vec![(0, 1.5), (9, -2.25), (23, 0.125)]),
+            best: SparseVec::from_pairs(vec![(4, 0.5)]),
+            counters: IhtCounters {
+                w_empty: false,
+                updates: 7,
+                gating: Gating::SelfGated,
+                best_gating: Gating::Random,
+                rescues: 0,
+            },
+        },
+        seconds: 3.5,
+    }
+    .to_bytes()
+    .unwrap();
+    let imp = spinr::checkpoint::ImpCheckpoint {
+        run: serde_json::json!({"neurons": 3, "run": {"image": "x.png"}}),
+        resume: spinr::imp::ImpResume {
+            round: 1,
+            masks: spinr::imp::prune::Masks {
+                u: vec![true, false, true, true],
+                v: vec![false, true],
+            },
+            rounds: vec![spinr::imp::RoundSummary {
+                round: 0,
+                nonzeros: 6,
+                loss: 0.5,
+                epochs: 2,
+                seconds: 0.1,
+            }],
+            epochs: 2,
+        },
+        seconds: 0.5,
+    }
+    .to_bytes()
+    .unwrap();
+    let seeds = [seed, imp];
+    let mut rng = Rng(5);
+    let mut out = new_outcome();
+    let bound = |len: usize| 16 * len + (64 << 10);
+    // As `spinr fit --resume` reads them: by their format.
+    let read = |b: &[u8]| -> Result<(), String> {
+        match spinr::checkpoint::format_of(b).as_deref() {
+            Some(spinr::checkpoint::imp::FORMAT) => {
+                spinr::checkpoint::ImpCheckpoint::from_bytes(b).map(|_| ())
+            }
+            _ => Checkpoint::from_bytes(b).map(|_| ()),
+        }
+    };
+    for seed in &seeds {
+        run_case(&mut out, "checkpoint seed", seed, &bound, &read);
+        assert!(read(seed).is_ok());
+    }
+    for case in 0..cases(4000) {
+        let mut data = seeds[case % 2].clone();
+        let what = if case % 4 < 2 {
+            mutate(&mut rng, &mut data)
+        } else {
+            mutate_safetensors_header(&mut rng, &mut data);
+            "header number"
+        };
+        run_case(
+            &mut out,
+            &format!("checkpoint #{case} ({what})"),
+            &data,
+            &bound,
+            &read,
+        );
+    }
+    report("checkpoints", &out, start);
+}
+
 // ---- images -----------------------------------------------------------------------------
 
 /// Small images with structure (gradients, edges, noise) so every decoder path is exercised.

@@ -78,3 +78,61 @@ fn peak_device_bytes_do_not_grow_with_neurons() {
     // And nothing close to an m·d array (4096·64 floats = 1 MiB) beyond the tiles.
     assert!(g4k.0 - g4k.1 < 4 * 4096 * 64, "GPU peak {} B", g4k.0);
 }
+
+#[test]
+fn fits_beyond_the_device_are_refused_before_allocating() {
+    let ctx = common::gpu_ctx();
+    // 1. A budget (`--max-memory`) below the fit's buffers, on any adapter.
+    let (axes, y) = image();
+    let p = Arc::new(spec(64).problem(&axes, &axes, y).unwrap());
+    let opts = spinr::backend::gpu::GpuOptions {
+        device_budget: 64 << 10,
+        ..Default::default()
+    };
+    let e = GpuBackend::with_options(ctx.clone(), p, 150, opts)
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(e, spinr::Error::DeviceLimit { limit, .. } if limit == 64 << 10),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("--max-memory") && e.is_bad_input(),
+        "{e}"
+    );
+
+    // 2. Through the CLI: a fit whose per-sample state (about 20 bytes a sample) exceeds the
+    // adapter's largest buffer binding exits 2, naming the size and the fix.
+    let binding = ctx
+        .limits()
+        .max_storage_buffer_binding_size
+        .min(ctx.limits().max_buffer_size);
+    let side = ((binding / 16) as f64).sqrt().ceil() as usize;
+    if side > 8192 {
+        eprintln!(
+            "this adapter binds {binding} bytes: every image spinr accepts (8192²) fits it; \
+             only the budget case ran"
+        );
+        return;
+    }
+    let side = side.to_string();
+    let camera = common::asset("camera.png");
+    let out = common::spinr(&[
+        "fit",
+        camera.to_str().unwrap(),
+        "--resize",
+        &side,
+        "--iters",
+        "1",
+        "--backend",
+        "gpu",
+        "--out",
+        "o",
+    ]);
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("GPU limit exceeded") && err.contains("MiB") && err.contains("--backend cpu"),
+        "{err}"
+    );
+}

@@ -293,22 +293,24 @@ pub fn create_for(
         feature_major: !minibatch,
         ..Default::default()
     };
-    create_with(choice, adapter, problem, s, opts)
+    create_with(choice, adapter, problem, s, opts, DEFAULT_FEATURE_CACHE)
 }
 
-/// [`create`] with the GPU backend's options (ignored by the CPU backend).
+/// [`create`] with the GPU backend's options and the CPU backend's feature cache (bytes of
+/// features it may hold; a budget below the features' size means the row path).
 pub fn create_with(
     choice: BackendChoice,
     adapter: Option<&str>,
     problem: std::sync::Arc<crate::problem::Problem>,
     s: usize,
     opts: gpu::GpuOptions,
+    cpu_feature_cache: u64,
 ) -> Result<Box<dyn Device>> {
     let cpu = |problem| -> Result<Box<dyn Device>> {
         Ok(Box::new(cpu::CpuBackend::new(
             problem,
             s,
-            DEFAULT_FEATURE_CACHE,
+            cpu_feature_cache,
         )?))
     };
     match choice {

@@ -72,6 +72,7 @@ fn measure(
         bp.problem.clone(),
         bp.size.s,
         super::gpu_options(false),
+        backend::DEFAULT_FEATURE_CACHE,
     )?;
     let info = b.info();
     if !quiet {

@@ -99,6 +99,33 @@ fn gpu_options_from(minibatch: bool, var: impl Fn(&str) -> Option<String>) -> Gp
     }
 }
 
+/// `--max-memory SIZE`: bytes, or with a unit (512M, 8G).
+pub fn parse_memory(s: &str) -> Result<u64, String> {
+    crate::budget::parse_size(s)
+}
+
+/// The memory an operation may use: `--max-memory` if given, else what the machine has
+/// available (Linux `MemAvailable`), else no limit.
+pub fn memory_budget(max: Option<u64>) -> crate::budget::Budget {
+    use crate::budget::{available_memory, Budget};
+    match (max, available_memory()) {
+        (Some(bytes), _) => Budget {
+            bytes,
+            source: "--max-memory".into(),
+        },
+        (None, Some(bytes)) => Budget {
+            bytes,
+            source: "the memory this machine has available (MemAvailable; --max-memory sets \
+                     another budget)"
+                .into(),
+        },
+        (None, None) => Budget {
+            bytes: u64::MAX,
+            source: "unlimited".into(),
+        },
+    }
+}
+
 /// The per-dispatch wall-clock profile (`SPINR_GPU_PROFILE`) on stderr, slowest first.
 pub fn print_dispatch_profile(dev: &dyn Device) {
     let Some(mut p) = dev.dispatch_profile() else {

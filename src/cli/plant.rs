@@ -142,6 +142,7 @@ pub fn run(a: PlantArgs) -> anyhow::Result<()> {
                 planted.train.clone(),
                 a.nonzeros,
                 super::gpu_options(a.batch_size.is_some()),
+                backend::DEFAULT_FEATURE_CACHE,
             )?;
             let info = be.info();
             a.device.announce(&info);

@@ -22,6 +22,10 @@ pub struct RenderArgs {
     pub out: PathBuf,
     #[command(flatten)]
     pub device: DeviceArgs,
+    /// Memory the render may use (e.g. 8G, 512M), checked before allocating. Default: what
+    /// the machine has available.
+    #[arg(long, value_name = "SIZE", value_parser = super::parse_memory)]
+    pub max_memory: Option<u64>,
 }
 
 /// The flag of `spinr render` that sets each quantity.
@@ -58,6 +62,13 @@ pub fn run(a: RenderArgs) -> anyhow::Result<()> {
     if height == 0 || width == 0 {
         return Err(Error::arg("--width", "the rendered image needs at least 1×1 pixels").into());
     }
+    // The pixel limit first (its message names the size), then the memory budget.
+    crate::inr::image::check_pixels(height, width)?;
+    m.render_memory(height, width).check(
+        "this render",
+        &super::memory_budget(a.max_memory),
+        "render fewer pixels (--width, --height), or raise --max-memory",
+    )?;
     let start = Instant::now();
     let image = m.render(a.device.backend, a.device.adapter.as_deref(), height, width)?;
     image.save_png(&a.out)?;

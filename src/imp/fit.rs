@@ -128,8 +128,35 @@ pub fn fit_observed(
     problem: &Problem,
     opts: &ImpOptions,
     device: &ImpDevice,
+    on_epoch: impl FnMut(&ImpEpoch) -> ControlFlow<()>,
+    on_round: impl FnMut(&RoundReport) -> ControlFlow<()>,
+) -> Result<ImpResult> {
+    fit_from(problem, opts, device, None, on_epoch, on_round, |_| Ok(()))
+}
+
+/// Where an IMP run stands between two rounds: the masks the next round trains (from the
+/// rewound initial weights, with a fresh Adam), and what the rounds before it did. All a
+/// resumed run needs: on the CPU it then ends bit for bit as the uninterrupted one.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImpResume {
+    /// The round about to run.
+    pub round: usize,
+    pub masks: Masks,
+    pub rounds: Vec<RoundSummary>,
+    /// Epochs run in all.
+    pub epochs: usize,
+}
+
+/// [`fit_observed`] from a round boundary of an earlier run of the same problem and options
+/// (`resume`) or from the start; `on_boundary` sees every boundary it reaches (a checkpoint).
+pub fn fit_from(
+    problem: &Problem,
+    opts: &ImpOptions,
+    device: &ImpDevice,
+    resume: Option<ImpResume>,
     mut on_epoch: impl FnMut(&ImpEpoch) -> ControlFlow<()>,
     mut on_round: impl FnMut(&RoundReport) -> ControlFlow<()>,
+    mut on_boundary: impl FnMut(&ImpResume) -> Result<()>,
 ) -> Result<ImpResult> {
     validate(problem, opts)?;
     let start = Instant::now();
@@ -144,12 +171,20 @@ pub fn fit_observed(
     let mut mlp = device.mlp(data, opts.neurons, c, opts.feature_budget)?;
     let shape = mlp.shape();
     let (u0, v0) = init_weights(&shape, opts.seed);
-    let mut masks = Masks::full(shape.u_len(), shape.v_len());
+    let (mut masks, mut rounds, mut epochs, mut round) = match resume {
+        Some(r) => {
+            if r.masks.u.len() != shape.u_len() || r.masks.v.len() != shape.v_len() {
+                return Err(Error::invalid(
+                    Param::Model,
+                    "the saved masks do not match the network's shape",
+                ));
+            }
+            (r.masks, r.rounds, r.epochs, r.round)
+        }
+        None => (Masks::full(shape.u_len(), shape.v_len()), Vec::new(), 0, 0),
+    };
     // Host state beside the network: initial values, masks, one round's weights.
     let host_bytes = 8 * shape.weights() as u64 + masks.bytes();
-    let mut rounds = Vec::new();
-    let mut epochs = 0;
-    let mut round = 0usize;
     let (last_u, last_v, stopped) = loop {
         let t0 = Instant::now();
         let nonzeros = masks.count();
@@ -213,6 +248,12 @@ pub fn fit_observed(
             prune::prune_count(nonzeros, opts.prune_fraction),
         );
         round += 1;
+        on_boundary(&ImpResume {
+            round,
+            masks: masks.clone(),
+            rounds: rounds.clone(),
+            epochs,
+        })?;
     };
     let last = rounds.last().expect("at least one round ran");
     let peak = peak_bytes(mlp.as_ref(), host_bytes);

@@ -35,7 +35,7 @@ pub mod prune;
 #[cfg(test)]
 mod tests;
 
-pub use fit::{fit, fit_observed, init_weights, ImpEpoch};
+pub use fit::{fit, fit_from, fit_observed, init_weights, ImpEpoch, ImpResume};
 pub use mlp::{DenseMlp, MlpData, MlpShape, Targets};
 
 use crate::backend::gpu::GpuContext;
@@ -214,7 +214,8 @@ impl RoundReport<'_> {
 }
 
 /// One round of a finished run.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RoundSummary {
     pub round: usize,
     pub nonzeros: usize,

@@ -5,10 +5,11 @@
 
 use super::{grid_axes, sigma_per_axis, Coords, Image, ImageModel, InrSpec};
 use crate::backend::{Backend, BackendInfo};
+use crate::budget::Estimate;
 use crate::error::{Error, Param, Result};
 use crate::iht::{
-    self, Checkpointer, EpochReport, FitResult, Gating, IhtChoices, IhtConfig, NoCheckpoints, Resume,
-    Task, Variant,
+    self, Checkpointer, EpochReport, FitResult, Gating, IhtChoices, IhtConfig, NoCheckpoints,
+    Resume, Task, Variant,
 };
 use crate::metrics;
 use crate::problem::{GateMode, Problem};
@@ -242,6 +243,37 @@ impl FitPlan {
         )?))
     }
 
+    /// Host memory a fit of this plan will hold (`crate::budget`): the pixels and per-pixel
+    /// state (image, targets, residuals, prediction, reconstruction, the DCT yardstick's
+    /// planes), the sparse slots, and — when the features fit `feature_cache` bytes and the
+    /// CPU backend caches them — the feature columns, a minibatch's copy and the gate masks.
+    pub fn host_memory(&self, feature_cache: u64) -> Estimate {
+        let n = (self.height * self.width * self.channels) as u64;
+        let (d, m, s) = (
+            self.spec.features as u64,
+            self.spec.neurons as u64,
+            self.cfg.s as u64,
+        );
+        let mut e = Estimate::default();
+        e.add("spinr itself", crate::budget::BASE_BYTES);
+        // f32: image, targets, 2 residuals, prediction, reconstruction; f64: 2 DCT planes;
+        // the 8-bit PNG.
+        e.add("per-pixel state", n * (6 * 4 + 2 * 8 + 1));
+        e.add(
+            "sparse weights",
+            (crate::backend::Slot::COUNT as u64 + 4) * s * 8,
+        );
+        let features = n * d * 4;
+        if features <= feature_cache {
+            e.add("cached features", features);
+            if let Some(b) = self.batch_size {
+                e.add("minibatch features", b as u64 * d * 4);
+            }
+            e.add("gate masks", m.min(2 * s + 64) * n.div_ceil(64) * 8);
+        }
+        e
+    }
+
     /// Whether updates run on minibatches (the GPU then keeps features sample-major).
     pub fn minibatch(&self) -> bool {
         self.batch_size.is_some()
@@ -271,7 +303,15 @@ pub fn fit_iht(
     backend: &mut dyn Backend,
     observe: impl FnMut(&EpochReport) -> ControlFlow<()>,
 ) -> Result<ImageFit> {
-    fit_iht_from(image, plan, problem, backend, None, observe, &mut NoCheckpoints)
+    fit_iht_from(
+        image,
+        plan,
+        problem,
+        backend,
+        None,
+        observe,
+        &mut NoCheckpoints,
+    )
 }
 
 /// [`fit_iht`] from a checkpoint (`resume`, of this plan and image) or the start, saving
@@ -520,7 +560,40 @@ pub fn fit_imp(
     on_epoch: impl FnMut(&crate::imp::ImpEpoch) -> ControlFlow<()>,
     on_round: impl FnMut(&crate::imp::RoundReport) -> ControlFlow<()>,
 ) -> Result<ImageFit> {
-    let r = crate::imp::fit_observed(problem, &imp_options(plan), device, on_epoch, on_round)?;
+    fit_imp_from(
+        image,
+        plan,
+        problem,
+        device,
+        None,
+        on_epoch,
+        on_round,
+        |_| Ok(()),
+    )
+}
+
+/// [`fit_imp`] from a round boundary of an earlier run (`resume`), with `on_boundary` seeing
+/// every boundary (checkpoints). `seconds` counts only this run.
+#[allow(clippy::too_many_arguments)]
+pub fn fit_imp_from(
+    image: &Image,
+    plan: &FitPlan,
+    problem: &Problem,
+    device: &crate::imp::ImpDevice,
+    resume: Option<crate::imp::ImpResume>,
+    on_epoch: impl FnMut(&crate::imp::ImpEpoch) -> ControlFlow<()>,
+    on_round: impl FnMut(&crate::imp::RoundReport) -> ControlFlow<()>,
+    on_boundary: impl FnMut(&crate::imp::ImpResume) -> Result<()>,
+) -> Result<ImageFit> {
+    let r = crate::imp::fit_from(
+        problem,
+        &imp_options(plan),
+        device,
+        resume,
+        on_epoch,
+        on_round,
+        on_boundary,
+    )?;
     let run = ImpRunSoFar {
         seconds: r.seconds,
         epochs: r.epochs,

@@ -278,6 +278,27 @@ pub const RENDER_TILE_BYTES: u64 = 256 << 20;
 
 impl ImageModel {
     /// Renders on the CPU in bands of rows, each with its features cached.
+    /// Host memory a render at `height × width` will hold (`crate::budget`): the per-pixel
+    /// buffers (targets, residuals, prediction, the image, its PNG) and the cached features
+    /// (at most one band of [`RENDER_TILE_BYTES`] beyond the CPU backend's cache).
+    pub fn render_memory(&self, height: usize, width: usize) -> crate::budget::Estimate {
+        let n = height as u64 * width as u64 * self.channels as u64;
+        let mut e = crate::budget::Estimate::default();
+        e.add("spinr itself", crate::budget::BASE_BYTES);
+        e.add("per-pixel state", n * (5 * 4 + 1));
+        let features = n * self.spec.features as u64 * 4;
+        e.add(
+            "cached features",
+            if features <= backend::DEFAULT_FEATURE_CACHE {
+                features
+            } else {
+                RENDER_TILE_BYTES
+            },
+        );
+        e.add("sparse weights", 8 * 8 * self.w.len() as u64);
+        e
+    }
+
     fn render_cpu_bands(&self, height: usize, width: usize, band_bytes: u64) -> Result<Vec<f32>> {
         let row_samples = width * self.channels;
         let rows = ((band_bytes / (row_samples as u64 * self.spec.features as u64 * 4)) as usize)

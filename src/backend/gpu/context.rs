@@ -163,6 +163,16 @@ impl GpuContext {
                 v.push(e.to_string());
             }
         }));
+        // A lost device (driver reset, out of memory, a GPU removed) surfaces as an error at
+        // the next check, which the fit reports after saving what its checkpoint holds.
+        let sink = errors.clone();
+        device.set_device_lost_callback(move |reason, msg| {
+            if reason != wgpu::DeviceLostReason::Destroyed {
+                if let Ok(mut v) = sink.lock() {
+                    v.push(format!("the GPU device was lost ({reason:?}): {msg}"));
+                }
+            }
+        });
         Ok(Arc::new(GpuContext {
             device,
             queue,

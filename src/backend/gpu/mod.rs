@@ -137,7 +137,10 @@ impl GpuBackend {
         // Whole rows per binding, four bindings.
         let fits = (binding / (4 * d as u64)) * 4 >= n as u64;
         let cached: Option<Vec<f32>> = match &problem.features {
-            Features::Grid(g) if (n * d * 4) as u64 <= opts.feature_cache_bytes && fits => {
+            Features::Grid(g)
+                if (n * d * 4) as u64 <= opts.feature_cache_bytes.min(opts.device_budget / 2)
+                    && fits =>
+            {
                 let mut x = vec![0f32; n * d];
                 use rayon::prelude::*;
                 x.par_chunks_mut(d)
@@ -154,6 +157,18 @@ impl GpuBackend {
                 (Features::Grid(g), None) => (Some(g), None),
             };
         let lay = Layout::new(&problem, s, grid, &opts, &ctx.limits)?;
+        // Checked before any buffer exists: wgpu cannot say how much memory an adapter has,
+        // so the budget is the caller's (`--max-memory`); the limits were checked above.
+        let device_bytes =
+            4 * (lay.f_floats + lay.u_words) as u64 + dense.map_or(0, |x| 4 * x.len() as u64);
+        if device_bytes > opts.device_budget {
+            return Err(Error::DeviceLimit {
+                what: "the fit's GPU buffers",
+                needed: device_bytes,
+                limit: opts.device_budget,
+                fix: "fit fewer samples (--resize) or features, or raise --max-memory",
+            });
+        }
         let mut meter = MemoryMeter::default();
         let bufs = Buffers::new(&ctx, &problem, &lay, dense, &mut meter)?;
         meter.set_tile(lay.tile_bytes);

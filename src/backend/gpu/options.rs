@@ -37,6 +37,9 @@ pub struct GpuOptions {
     /// Largest grid-feature matrix, in bytes, that is materialised on the device (grid
     /// features are then loaded instead of evaluating sin/cos).
     pub feature_cache_bytes: u64,
+    /// Device memory the backend may use (its buffers are counted before any is created);
+    /// `u64::MAX`: only the adapter's limits.
+    pub device_budget: u64,
     /// Neurons per dense-pass tile (rounded up to a multiple of 8); `None`: about 128 Ki
     /// candidates per tile. Small tiles exercise the streaming merge.
     pub tile_neurons: Option<usize>,
@@ -68,6 +71,7 @@ impl Default for GpuOptions {
     fn default() -> Self {
         Self {
             feature_cache_bytes: DEFAULT_FEATURE_CACHE,
+            device_budget: u64::MAX,
             tile_neurons: None,
             feature_binding_bytes: None,
             apply_threads: None,

@@ -3,7 +3,7 @@
 //! the checkpointer that saves one every so often and at an interrupt.
 
 use super::{ImageArgs, Resize};
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{self, Checkpoint, ImpCheckpoint};
 use crate::error::Error;
 use crate::iht::{Checkpointer, IhtState};
 use crate::inr::fit::FitOptions;
@@ -82,8 +82,32 @@ impl ImageRun {
     }
 }
 
+/// A saved fit: an IHT fit at a pause, or an IMP run at a round boundary.
+#[derive(Clone, Debug)]
+pub enum Saved {
+    Iht(Checkpoint),
+    Imp(ImpCheckpoint),
+}
+
+impl Saved {
+    fn run(&self) -> &serde_json::Value {
+        match self {
+            Saved::Iht(c) => &c.run,
+            Saved::Imp(c) => &c.run,
+        }
+    }
+
+    /// Fitting time before the checkpoint.
+    pub fn seconds(&self) -> f64 {
+        match self {
+            Saved::Iht(c) => c.seconds,
+            Saved::Imp(c) => c.seconds,
+        }
+    }
+}
+
 /// Reads the checkpoint of `dir`.
-pub fn load(dir: &Path) -> anyhow::Result<(Checkpoint, ImageRun)> {
+pub fn load(dir: &Path) -> anyhow::Result<(Saved, ImageRun)> {
     let path = dir.join(CHECKPOINT_FILE);
     if !path.exists() {
         return Err(Error::arg(
@@ -96,19 +120,24 @@ pub fn load(dir: &Path) -> anyhow::Result<(Checkpoint, ImageRun)> {
         )
         .into());
     }
-    let c = Checkpoint::load(&path)?;
     let bad = |msg: String| Error::Checkpoint {
         path: path.clone(),
         msg,
     };
-    let run = c
-        .run
+    let bytes = std::fs::read(&path).map_err(|e| bad(e.to_string()))?;
+    let saved = if checkpoint::format_of(&bytes).as_deref() == Some(checkpoint::imp::FORMAT) {
+        Saved::Imp(ImpCheckpoint::from_bytes(&bytes).map_err(bad)?)
+    } else {
+        Saved::Iht(Checkpoint::from_bytes(&bytes).map_err(bad)?)
+    };
+    let run = saved
+        .run()
         .get("run")
         .cloned()
         .ok_or_else(|| bad("it is not the checkpoint of an image fit".into()))?;
     let run: ImageRun =
         serde_json::from_value(run).map_err(|e| bad(format!("its run description: {e}")))?;
-    Ok((c, run))
+    Ok((saved, run))
 }
 
 /// The `run` field of an image fit's checkpoint: the compared description and, under `run`,
@@ -122,7 +151,7 @@ pub fn describe(run: &ImageRun) -> serde_json::Value {
 }
 
 /// Refuses a resume whose options or pixels differ from the checkpoint's.
-pub fn check(dir: &Path, c: &Checkpoint, now: &ImageRun) -> anyhow::Result<()> {
+pub fn check(dir: &Path, saved: &Saved, now: &ImageRun) -> anyhow::Result<()> {
     let strip = |v: &serde_json::Value| {
         let mut v = v.clone();
         if let Some(o) = v.as_object_mut() {
@@ -130,9 +159,7 @@ pub fn check(dir: &Path, c: &Checkpoint, now: &ImageRun) -> anyhow::Result<()> {
         }
         v
     };
-    let mut saved = c.clone();
-    saved.run = strip(&c.run);
-    saved.check_run(&strip(&describe(now))).map_err(|msg| {
+    checkpoint::check_run(&strip(saved.run()), &strip(&describe(now))).map_err(|msg| {
         Error::Checkpoint {
             path: dir.join(CHECKPOINT_FILE),
             msg,

@@ -6,298 +6,22 @@
 //! the best model so far, and a checkpoint that `--resume` continues from
 //! ([`checkpoints`]).
 
+mod args;
 pub mod checkpoints;
 
-use super::{progress, DeviceArgs};
-use checkpoints::{ImageRun, Saver, CHECKPOINT_FILE};
+pub use args::*;
+
+use super::progress;
 use crate::backend;
-use crate::checkpoint::Checkpoint;
-use crate::error::{Error, Param};
-use crate::iht::{EpochReport, FirstStep, IhtChoices, Refine, Resume, Variant};
-use crate::inr::fit::{
-    self as inr_fit, BatchChoice, FitOptions, FitPlan, FitReport, ImageFit, Method,
-};
-use crate::inr::{image as img, Coords, Image};
+use crate::error::Error;
+use crate::iht::{EpochReport, Resume, Variant};
+use crate::inr::fit::{self as inr_fit, FitPlan, FitReport, ImageFit, Method};
+use crate::inr::Image;
 use crate::model;
-use crate::problem::GateMode;
-use clap::Args;
+use checkpoints::{ImageRun, Saved, Saver, CHECKPOINT_FILE};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-/// The output files, all inside `--out`.
-pub const MODEL_FILE: &str = "model.safetensors";
-pub const RECONSTRUCTION_FILE: &str = "reconstruction.png";
-pub const REPORT_FILE: &str = "report.json";
-
-/// The flag of `spinr fit` that sets each quantity.
-pub fn flag(p: Param) -> Option<&'static str> {
-    Some(match p {
-        Param::Samples | Param::Size => "--resize",
-        Param::Inputs => "--features",
-        Param::Neurons => "--neurons",
-        Param::Nonzeros => "--nonzeros",
-        Param::BatchSize => "--batch-size",
-        Param::Iters => "--iters",
-        Param::Inner => "--inner",
-        Param::Sigma => "--sigma",
-        Param::Gates => "--gates",
-        Param::Index => "--index",
-        Param::Method => "--method",
-        _ => return None,
-    })
-}
-
-/// The fit flags that do not name one cell of a sweep (shared with `spinr sweep`).
-#[derive(Args, Debug, Clone)]
-pub struct FitTuning {
-    /// Fourier features d (even: sin and cos pairs).
-    #[arg(long, short = 'd', value_name = "D", default_value_t = inr_fit::DEFAULT_FEATURES)]
-    pub features: usize,
-    /// Frequency standard deviation of the spatial axes: one value, or rows,cols. With unit
-    /// coordinates in cycles per image along the longer side (default 20, at most a third of
-    /// the longer side in pixels), with pixel coordinates in cycles per pixel (default 2).
-    #[arg(long, value_name = "σ", value_delimiter = ',', num_args = 1)]
-    pub sigma: Vec<f64>,
-    /// Frequency standard deviation of the channel axis (integer coordinates 0, 1, 2).
-    #[arg(long, value_name = "σ", default_value_t = inr_fit::DEFAULT_SIGMA_CHANNEL)]
-    pub sigma_channel: f64,
-    /// unit: pixel centres in (0,1), renders at any size; pixel: the paper's integer indices.
-    #[arg(long, value_enum, default_value = "unit")]
-    pub coords: Coords,
-    /// Draw all frequencies at random as the paper does (no constant feature).
-    #[arg(long)]
-    pub plain_features: bool,
-    /// Epochs (full passes over the samples): default 30 for images; in `spinr sweep`, 100 for
-    /// planted networks and 15 / 50 for binary / multiclass classifiers.
-    #[arg(long, value_name = "T")]
-    pub iters: Option<usize>,
-    /// Samples (pixel-channels) per IHT update, or "full". Default: full batch up to 8192
-    /// samples, above that n/64 clamped to 2048..65536 (the paper's variant: full batch).
-    #[arg(long, value_name = "B|full")]
-    pub batch_size: Option<BatchSize>,
-    /// sequential (the paper's ReLU network) or convex (fixed random gates).
-    #[arg(long, value_enum, default_value = "sequential")]
-    pub gates: GateMode,
-    /// Refinement steps K per IHT step (default 10, 3 with minibatches; the paper's variant: 10).
-    #[arg(long, value_name = "K")]
-    pub inner: Option<usize>,
-    /// Step size of the first step: paper (μ = 1e-14, the default) or normalized.
-    #[arg(long, value_enum)]
-    pub first_step: Option<FirstStep>,
-    /// Refinement step size: armijo (the normalised step once, then halved: the default and the
-    /// paper's) or exact (the normalised step recomputed at every inner step).
-    #[arg(long, value_enum)]
-    pub refine: Option<Refine>,
-    /// Every 5 epochs re-seed a neuron around samples no neuron reaches (true, the default for
-    /// full-batch fits; false for minibatches and the paper's variant).
-    #[arg(long, value_name = "true|false")]
-    pub rescue: Option<bool>,
-    /// Rounds of 20 conjugate-gradient steps on the final support after the last epoch, gates
-    /// updated between rounds (full batch, ReLU gating; default 3, the paper's variant 0).
-    #[arg(long, value_name = "R")]
-    pub polish: Option<usize>,
-}
-
-impl FitTuning {
-    /// The library options of one fit with these flags.
-    pub fn options(
-        &self,
-        method: Method,
-        variant: Variant,
-        neurons: usize,
-        nonzeros: usize,
-        seed: u64,
-    ) -> FitOptions {
-        FitOptions {
-            method,
-            variant,
-            neurons,
-            nonzeros,
-            features: self.features,
-            sigma: self.sigma.clone(),
-            sigma_channel: self.sigma_channel,
-            coords: self.coords,
-            constant_feature: self.plain_features.then_some(false),
-            iters: self.iters.unwrap_or(inr_fit::DEFAULT_ITERS),
-            batch: match self.batch_size {
-                None => BatchChoice::Auto,
-                Some(BatchSize::Full) => BatchChoice::Full,
-                Some(BatchSize::Samples(b)) => BatchChoice::Samples(b),
-            },
-            gates: self.gates,
-            iht: IhtChoices {
-                inner: self.inner,
-                refine: self.refine,
-                first_step: self.first_step,
-                rescue: self.rescue,
-                polish: self.polish,
-            },
-            seed,
-        }
-    }
-}
-
-/// Which image to fit (shared with `spinr sweep`).
-#[derive(Args, Debug, Clone)]
-pub struct ImageArgs {
-    /// Which image of an MNIST IDX file to fit.
-    #[arg(long, value_name = "N")]
-    pub index: Option<usize>,
-    /// Fit a resampled copy: N = longer side in pixels (aspect kept), or WxH. A unit-coordinate
-    /// model still renders at any size (`spinr render --width`).
-    #[arg(long, value_name = "N|WxH")]
-    pub resize: Option<Resize>,
-}
-
-impl ImageArgs {
-    /// Loads the image (or digit) and resamples it if asked.
-    pub fn load(&self, path: &Path) -> anyhow::Result<Image> {
-        let mut image = img::load(path, self.index)?;
-        if let Some(r) = self.resize {
-            let (nh, nw) = r.apply(image.height, image.width);
-            // Its Param::Size error names --resize (`flag`).
-            img::check_pixels(nh, nw)?;
-            if (nh, nw) != (image.height, image.width) {
-                eprintln!(
-                    "spinr: resampling {}×{} to {nw}×{nh} (--resize)",
-                    image.width, image.height
-                );
-                image = image.resized(nh, nw);
-            }
-        }
-        Ok(image)
-    }
-}
-
-#[derive(Args, Debug)]
-pub struct FitArgs {
-    /// The image to fit: PNG, JPEG, TIFF, BMP, GIF, WebP (gray or colour, 8 or 16 bit) or an
-    /// MNIST IDX file (*.idx3-ubyte[.gz], see --index). With --resume: optional (the
-    /// checkpoint's), and if given it must be the same image with the same options.
-    #[arg(required_unless_present = "resume")]
-    pub image: Option<PathBuf>,
-    #[command(flatten)]
-    pub which: ImageArgs,
-    /// Hidden neurons m.
-    #[arg(long, short = 'm', value_name = "M", default_value_t = inr_fit::DEFAULT_NEURONS)]
-    pub neurons: usize,
-    /// Nonzero weights s: the size of the model.
-    #[arg(long, short = 's', value_name = "S", default_value_t = inr_fit::DEFAULT_NONZEROS)]
-    pub nonzeros: usize,
-    /// iht (iterative hard thresholding, memory linear in s) or imp (iterative magnitude
-    /// pruning of the dense network, the paper's baseline).
-    #[arg(long, value_enum, default_value = "iht")]
-    pub method: Method,
-    /// spinr (defaults chosen by sweeps) or paper (the paper's code's choices: Armijo
-    /// refinement, no constant feature, K = 10, full batch).
-    #[arg(long, value_enum, default_value = "spinr")]
-    pub variant: Variant,
-    /// Seed of the Fourier features (the gate seed is derived from it) and minibatch order.
-    #[arg(long, value_name = "K", default_value_t = 0)]
-    pub seed: u64,
-    #[command(flatten)]
-    pub tuning: FitTuning,
-    #[command(flatten)]
-    pub device: DeviceArgs,
-    /// Output folder (default: beside the image, IMAGE-STEM.spinr-out).
-    #[arg(long, value_name = "DIR")]
-    pub out: Option<PathBuf>,
-    /// Overwrite the outputs of an earlier fit.
-    #[arg(long)]
-    pub force: bool,
-    /// Print the report as JSON on stdout.
-    #[arg(long)]
-    pub json: bool,
-    /// Save a checkpoint (DIR/checkpoint.safetensors) every this many seconds of fitting, and
-    /// always when interrupted (Ctrl-C, SIGTERM, SIGHUP); 0 = after every update.
-    #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
-    pub checkpoint_every: f64,
-    /// Continue the stopped fit whose output folder is DIR from its checkpoint (IHT fits). A
-    /// resumed CPU fit ends exactly as an uninterrupted one would. Without IMAGE the
-    /// checkpoint's image and options are used (only --backend, --adapter, --json and
-    /// --checkpoint-every are taken from the command line); with IMAGE, the image and every
-    /// option must be the checkpoint's.
-    #[arg(long, value_name = "DIR")]
-    pub resume: Option<PathBuf>,
-}
-
-/// `--batch-size`: a number of samples or the full batch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BatchSize {
-    Full,
-    Samples(usize),
-}
-
-impl std::str::FromStr for BatchSize {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "full" => Ok(BatchSize::Full),
-            _ => match s.parse::<usize>() {
-                Ok(0) | Err(_) => Err(format!(
-                    "{s:?} is not a positive number of samples or \"full\""
-                )),
-                Ok(b) => Ok(BatchSize::Samples(b)),
-            },
-        }
-    }
-}
-
-/// `--resize`: the longer side, or both sides.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Resize {
-    Long(usize),
-    Exact { width: usize, height: usize },
-}
-
-impl Resize {
-    /// (height, width) for an image of `h × w`.
-    pub fn apply(self, h: usize, w: usize) -> (usize, usize) {
-        match self {
-            Resize::Exact { width, height } => (height, width),
-            Resize::Long(n) => {
-                let long = h.max(w) as f64;
-                let f = |x: usize| ((x as f64 * n as f64 / long).round() as usize).max(1);
-                (f(h), f(w))
-            }
-        }
-    }
-}
-
-impl std::str::FromStr for Resize {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad =
-            || format!("{s:?} is not a size: give N (the longer side) or WxH, e.g. 256 or 320x240");
-        let pos = |t: &str| t.trim().parse::<usize>().ok().filter(|&v| v > 0);
-        match s.split_once(['x', 'X']) {
-            Some((w, h)) => Ok(Resize::Exact {
-                width: pos(w).ok_or_else(bad)?,
-                height: pos(h).ok_or_else(bad)?,
-            }),
-            None => Ok(Resize::Long(pos(s).ok_or_else(bad)?)),
-        }
-    }
-}
-
-/// The default output folder: beside the image, named after it.
-pub fn default_out_dir(image: &Path, index: Option<usize>) -> PathBuf {
-    let name = image
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "image".into());
-    let stem = if crate::data::idx::is_idx(image, 3) {
-        let base = name.strip_suffix(".gz").unwrap_or(&name);
-        format!("{base}-{}", index.unwrap_or(0))
-    } else {
-        Path::new(&name)
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or(name.clone())
-    };
-    image.with_file_name(format!("{stem}.spinr-out"))
-}
 
 fn write_report(dir: &Path, report: &FitReport) -> crate::Result<()> {
     let mut json = serde_json::to_vec_pretty(report).expect("report serialises");
@@ -323,7 +47,12 @@ fn prepare_out_dir(a: &FitArgs, job: &Job) -> anyhow::Result<PathBuf> {
         .clone()
         .unwrap_or_else(|| default_out_dir(&job.path, job.run.index));
     if !a.force {
-        let outputs = [MODEL_FILE, RECONSTRUCTION_FILE, REPORT_FILE, CHECKPOINT_FILE];
+        let outputs = [
+            MODEL_FILE,
+            RECONSTRUCTION_FILE,
+            REPORT_FILE,
+            CHECKPOINT_FILE,
+        ];
         if let Some(f) = outputs.iter().find(|f| out_dir.join(f).exists()) {
             return Err(Error::arg(
                 "--force",
@@ -349,7 +78,37 @@ struct Job {
     /// The image file.
     path: PathBuf,
     run: ImageRun,
-    resume: Option<Checkpoint>,
+    resume: Option<Saved>,
+    memory: MemoryPlan,
+}
+
+/// What the fit may hold, decided before anything large is allocated.
+struct MemoryPlan {
+    /// The CPU backend's feature cache: the default, or none if the budget cannot hold it.
+    cpu_feature_cache: u64,
+    /// The GPU backend's budget.
+    device_budget: u64,
+}
+
+/// Refuses a fit whose host memory would exceed the budget (`--max-memory`, else what the
+/// machine has available), and drops the CPU feature cache where only that does not fit.
+fn plan_memory(plan: &FitPlan, max_memory: Option<u64>) -> anyhow::Result<MemoryPlan> {
+    let budget = super::memory_budget(max_memory);
+    plan.host_memory(0).check(
+        "this fit",
+        &budget,
+        "fit fewer pixels (--resize), or raise --max-memory",
+    )?;
+    let cached = plan.host_memory(backend::DEFAULT_FEATURE_CACHE);
+    let cpu_feature_cache = if cached.total() <= budget.bytes {
+        backend::DEFAULT_FEATURE_CACHE
+    } else {
+        0
+    };
+    Ok(MemoryPlan {
+        cpu_feature_cache,
+        device_budget: max_memory.unwrap_or(u64::MAX),
+    })
 }
 
 pub fn run(a: FitArgs) -> anyhow::Result<()> {
@@ -376,24 +135,18 @@ pub fn run(a: FitArgs) -> anyhow::Result<()> {
     let plan = options.plan(&image)?;
     let run = ImageRun::new(&path, &which, &image, &options);
     if let (Some(dir), Some((c, _))) = (&a.resume, &resume) {
-        if plan.method == Method::Imp {
-            return Err(Error::arg(
-                "--method",
-                "IMP fits cannot be resumed (they restart); --resume continues IHT fits",
-            )
-            .into());
-        }
         checkpoints::check(dir, c, &run)?;
     }
     let job = Job {
         path,
         run,
         resume: resume.map(|(c, _)| c),
+        memory: plan_memory(&plan, a.max_memory)?,
     };
     let out_dir = prepare_out_dir(&a, &job)?;
     let fit = match plan.method {
         Method::Iht => fit_iht(&a, &job, &image, &plan, &out_dir)?,
-        Method::Imp => fit_imp(&a, &job, &image, &plan)?,
+        Method::Imp => fit_imp(&a, &job, &image, &plan, &out_dir)?,
     };
     save_and_print(&a, &job, &image, &plan, &out_dir, fit)
 }
@@ -511,7 +264,11 @@ fn fit_iht(
         a.device.adapter.as_deref(),
         problem.clone(),
         plan.cfg.s,
-        super::gpu_options(plan.minibatch()),
+        crate::backend::gpu::GpuOptions {
+            device_budget: job.memory.device_budget,
+            ..super::gpu_options(plan.minibatch())
+        },
+        job.memory.cpu_feature_cache,
     )?;
     let info = be.info();
     announce(a, job, image, plan, &info);
@@ -521,11 +278,15 @@ fn fit_iht(
         &info,
         &out_dir.display().to_string(),
     );
-    let resume = job.resume.as_ref().map(|c| Resume {
+    let saved = match &job.resume {
+        Some(Saved::Iht(c)) => Some(c),
+        _ => None,
+    };
+    let resume = saved.map(|c| Resume {
         at: c.at.clone(),
         state: c.state.clone(),
     });
-    let earlier = job.resume.as_ref().map_or(0.0, |c| c.seconds);
+    let earlier = saved.map_or(0.0, |c| c.seconds);
     if let Some(r) = &resume {
         eprintln!(
             "spinr: resuming at epoch {} (update {} of it) from {}",
@@ -572,7 +333,10 @@ fn salvage(e: Error, job: &Job, plan: &FitPlan, saver: &Saver, out_dir: &Path) -
         .saved
         .as_ref()
         .map(|(at, st)| (at, st))
-        .or(job.resume.as_ref().map(|c| (&c.at, &c.state)));
+        .or(match &job.resume {
+            Some(Saved::Iht(c)) => Some((&c.at, &c.state)),
+            _ => None,
+        });
     let Some((at, state)) = last.filter(|(at, _)| at.best_loss.is_some()) else {
         return e.into();
     };
@@ -601,7 +365,13 @@ fn salvage(e: Error, job: &Job, plan: &FitPlan, saver: &Saver, out_dir: &Path) -
     ))
 }
 
-fn fit_imp(a: &FitArgs, job: &Job, image: &Image, plan: &FitPlan) -> anyhow::Result<ImageFit> {
+fn fit_imp(
+    a: &FitArgs,
+    job: &Job,
+    image: &Image,
+    plan: &FitPlan,
+    out_dir: &Path,
+) -> anyhow::Result<ImageFit> {
     let problem = plan.problem(image)?;
     let device = crate::imp::ImpDevice::from_choice(a.device.backend, a.device.adapter.as_deref())?;
     let info = device.info();
@@ -618,11 +388,29 @@ fn fit_imp(a: &FitArgs, job: &Job, image: &Image, plan: &FitPlan) -> anyhow::Res
             ControlFlow::Continue(())
         }
     };
-    let fit = inr_fit::fit_imp(
+    // IMP's state between rounds is small (the masks): saved at every round boundary.
+    let resume = match &job.resume {
+        Some(Saved::Imp(c)) => Some(c.resume.clone()),
+        _ => None,
+    };
+    let earlier = job.resume.as_ref().map_or(0.0, Saved::seconds);
+    if let Some(r) = &resume {
+        eprintln!(
+            "spinr: resuming at round {} from {}",
+            r.round,
+            out_dir.join(CHECKPOINT_FILE).display()
+        );
+        bar.set_position(r.round as u64);
+    }
+    let start = Instant::now();
+    let run = checkpoints::describe(&job.run);
+    let path = out_dir.join(CHECKPOINT_FILE);
+    let mut fit = inr_fit::fit_imp_from(
         image,
         plan,
         &problem,
         &device,
+        resume,
         |_| stop(),
         |r| {
             bar.set_position(r.round as u64 + 1);
@@ -637,8 +425,17 @@ fn fit_imp(a: &FitArgs, job: &Job, image: &Image, plan: &FitPlan) -> anyhow::Res
             }
             stop()
         },
+        |boundary| {
+            crate::checkpoint::ImpCheckpoint {
+                run: run.clone(),
+                resume: boundary.clone(),
+                seconds: earlier + start.elapsed().as_secs_f64(),
+            }
+            .save(&path)
+        },
     )?;
     bar.finish_and_clear();
+    fit.seconds += earlier;
     Ok(fit)
 }
 

@@ -8,6 +8,10 @@
 //! round-trip exactly (serde_json's `float_roundtrip`). A checkpoint is only ever read by the
 //! spinr version that wrote it: anything else is refused rather than mixed.
 
+pub mod imp;
+
+pub use imp::ImpCheckpoint;
+
 use crate::error::{Error, Result};
 use crate::iht::{IhtCounters, IhtState};
 use crate::sparse::SparseVec;
@@ -73,14 +77,30 @@ impl Checkpoint {
             le_bytes(&best.indices, u32::to_le_bytes),
             le_bytes(&best.values, f32::to_le_bytes),
         ];
-        fn view(dtype: Dtype, len: usize, buf: &[u8]) -> std::result::Result<TensorView<'_>, safetensors::SafeTensorError> {
+        fn view(
+            dtype: Dtype,
+            len: usize,
+            buf: &[u8],
+        ) -> std::result::Result<TensorView<'_>, safetensors::SafeTensorError> {
             TensorView::new(dtype, vec![len], buf)
         }
         let tensors = vec![
-            ("w_indices", view(Dtype::U32, w.len(), &bufs[0]).map_err(ser)?),
-            ("w_values", view(Dtype::F32, w.len(), &bufs[1]).map_err(ser)?),
-            ("best_indices", view(Dtype::U32, best.len(), &bufs[2]).map_err(ser)?),
-            ("best_values", view(Dtype::F32, best.len(), &bufs[3]).map_err(ser)?),
+            (
+                "w_indices",
+                view(Dtype::U32, w.len(), &bufs[0]).map_err(ser)?,
+            ),
+            (
+                "w_values",
+                view(Dtype::F32, w.len(), &bufs[1]).map_err(ser)?,
+            ),
+            (
+                "best_indices",
+                view(Dtype::U32, best.len(), &bufs[2]).map_err(ser)?,
+            ),
+            (
+                "best_values",
+                view(Dtype::F32, best.len(), &bufs[3]).map_err(ser)?,
+            ),
         ];
         Ok(crate::model::canonical(
             safetensors::serialize(tensors, Some(meta)).map_err(ser)?,
@@ -89,38 +109,8 @@ impl Checkpoint {
 
     /// Parses and checks checkpoint bytes; the error says what is wrong.
     pub fn from_bytes(bytes: &[u8]) -> std::result::Result<Self, String> {
-        let st = safetensors::SafeTensors::deserialize(bytes)
-            .map_err(|e| format!("not a complete safetensors file ({e})"))?;
-        let (_, header) =
-            safetensors::SafeTensors::read_metadata(bytes).map_err(|e| e.to_string())?;
-        let meta = header
-            .metadata()
-            .as_ref()
-            .ok_or("no metadata: this is not a spinr checkpoint")?;
-        if let Some(k) = meta.keys().find(|k| !KEYS.contains(&k.as_str())) {
-            return Err(format!("unknown metadata key {k:?}"));
-        }
-        if let Some(k) = KEYS.iter().find(|k| !meta.contains_key(**k)) {
-            return Err(format!("metadata key {k:?} is missing"));
-        }
-        if meta["format"] != FORMAT {
-            return Err(format!("format is {:?}, expected {FORMAT:?}", meta["format"]));
-        }
-        if meta["spinr_version"] != VERSION || meta["format_version"] != FORMAT_VERSION.to_string()
-        {
-            return Err(format!(
-                "it was written by spinr {} (checkpoint format {}); this is spinr {VERSION} \
-                 (format {FORMAT_VERSION}), which does not continue another version's fits: \
-                 finish it with that version, or start over without --resume",
-                meta["spinr_version"], meta["format_version"]
-            ));
-        }
-        fn parse<T: serde::de::DeserializeOwned>(
-            meta: &HashMap<String, String>,
-            k: &str,
-        ) -> std::result::Result<T, String> {
-            serde_json::from_str(&meta[k]).map_err(|e| format!("metadata {k}: {e}"))
-        }
+        let (st, meta) = open(bytes, FORMAT, &KEYS)?;
+        let meta = &meta;
         let run: serde_json::Value = parse(meta, "run")?;
         let at: LoopState = parse(meta, "at")?;
         let counters: IhtCounters = parse(meta, "counters")?;
@@ -182,10 +172,7 @@ impl Checkpoint {
 
     /// Reads a checkpoint file.
     pub fn load(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| Error::Checkpoint {
-            path: path.to_path_buf(),
-            msg: e.to_string(),
-        })?;
+        let bytes = read(path)?;
         Self::from_bytes(&bytes).map_err(|msg| Error::Checkpoint {
             path: path.to_path_buf(),
             msg,
@@ -195,12 +182,23 @@ impl Checkpoint {
     /// Refuses to continue a run with different options or data: names every field of `run`
     /// that differs (`now` is the same description of the run asked for).
     pub fn check_run(&self, now: &serde_json::Value) -> std::result::Result<(), String> {
-        if &self.run == now {
+        check_run(&self.run, now)
+    }
+}
+
+/// Refuses to continue a run with different options or data: names every field of the saved
+/// description `saved` that differs from `now`.
+pub fn check_run(
+    saved: &serde_json::Value,
+    now: &serde_json::Value,
+) -> std::result::Result<(), String> {
+    {
+        if saved == now {
             return Ok(());
         }
         let empty = serde_json::Map::new();
         let (a, b) = (
-            self.run.as_object().unwrap_or(&empty),
+            saved.as_object().unwrap_or(&empty),
             now.as_object().unwrap_or(&empty),
         );
         let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
@@ -211,7 +209,11 @@ impl Checkpoint {
             .filter(|k| a.get(*k) != b.get(*k))
             .map(|k| {
                 let show = |v: Option<&serde_json::Value>| v.map_or("-".into(), |v| v.to_string());
-                format!("{k}: {} in the checkpoint, {} now", show(a.get(k)), show(b.get(k)))
+                format!(
+                    "{k}: {} in the checkpoint, {} now",
+                    show(a.get(k)),
+                    show(b.get(k))
+                )
             })
             .collect();
         Err(format!(
@@ -220,6 +222,75 @@ impl Checkpoint {
             diffs.join("; ")
         ))
     }
+}
+
+/// The format and version checks every checkpoint kind shares.
+fn check_format(meta: &HashMap<String, String>, format: &str) -> std::result::Result<(), String> {
+    match meta.get("format") {
+        Some(f) if f == format => {}
+        Some(f) => {
+            return Err(format!(
+                "format is {f:?}, expected {format:?} (a checkpoint of another kind of run)"
+            ))
+        }
+        None => return Err("metadata key \"format\" is missing".into()),
+    }
+    let get = |k: &str| meta.get(k).map_or("?", |v| v.as_str());
+    if get("spinr_version") != VERSION || get("format_version") != FORMAT_VERSION.to_string() {
+        return Err(format!(
+            "it was written by spinr {} (checkpoint format {}); this is spinr {VERSION} \
+             (format {FORMAT_VERSION}), which does not continue another version's fits: \
+             finish it with that version, or start over without --resume",
+            get("spinr_version"),
+            get("format_version")
+        ));
+    }
+    Ok(())
+}
+
+/// The safetensors view and metadata of checkpoint bytes of `format` (this version's) with
+/// exactly `keys`.
+fn open<'a>(
+    bytes: &'a [u8],
+    format: &str,
+    keys: &[&str],
+) -> std::result::Result<(safetensors::SafeTensors<'a>, HashMap<String, String>), String> {
+    let st = safetensors::SafeTensors::deserialize(bytes)
+        .map_err(|e| format!("not a complete safetensors file ({e})"))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| e.to_string())?;
+    let meta = header
+        .metadata()
+        .clone()
+        .ok_or("no metadata: this is not a spinr checkpoint")?;
+    check_format(&meta, format)?;
+    if let Some(k) = meta.keys().find(|k| !keys.contains(&k.as_str())) {
+        return Err(format!("unknown metadata key {k:?}"));
+    }
+    if let Some(k) = keys.iter().find(|k| !meta.contains_key(**k)) {
+        return Err(format!("metadata key {k:?} is missing"));
+    }
+    Ok((st, meta))
+}
+
+fn parse<T: serde::de::DeserializeOwned>(
+    meta: &HashMap<String, String>,
+    k: &str,
+) -> std::result::Result<T, String> {
+    serde_json::from_str(&meta[k]).map_err(|e| format!("metadata {k}: {e}"))
+}
+
+/// The `format` of checkpoint bytes ([`FORMAT`] or [`imp::FORMAT`]), if they have one.
+pub fn format_of(bytes: &[u8]) -> Option<String> {
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes).ok()?;
+    header.metadata().as_ref()?.get("format").cloned()
+}
+
+/// Reads a checkpoint file's bytes, naming the file on failure.
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| Error::Checkpoint {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    })
 }
 
 fn json<T: serde::Serialize>(v: &T) -> String {
@@ -276,7 +347,10 @@ mod tests {
         }
         let other = sample().to_bytes_as("0.0.0-other").unwrap();
         let e = Checkpoint::from_bytes(&other).unwrap_err();
-        assert!(e.contains("0.0.0-other") && e.contains("without --resume"), "{e}");
+        assert!(
+            e.contains("0.0.0-other") && e.contains("without --resume"),
+            "{e}"
+        );
         let c = sample();
         let now = serde_json::json!({"neurons": 6, "sigma": [0.1, 1.0 / 3.0]});
         let e = c.check_run(&now).unwrap_err();
