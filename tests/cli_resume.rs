@@ -256,3 +256,63 @@ fn an_interrupted_imp_fit_resumes_from_its_last_round() {
     assert_eq!(report(&w), report(&out));
     assert!(!out.join(CHECKPOINT).exists());
 }
+
+/// `spinr plant --checkpoint FILE`: the same command resumes. IHT resumes at the update it
+/// stopped after, IMP at its last round boundary; both end with the uninterrupted report
+/// (but for `seconds`, and for IHT `peak_device_bytes`: the resumed process never held the
+/// random-gate masks of the first epochs).
+#[test]
+fn planted_runs_resume_with_the_same_command() {
+    for (method, extra, drop_peak) in [
+        ("iht", ["--samples", "20000", "--nonzeros", "200"], true),
+        ("imp", ["--samples", "3000", "--nonzeros", "100"], false),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut args: Vec<String> = [
+            "plant",
+            "--gates",
+            "sequential",
+            "--inputs",
+            "200",
+            "--neurons",
+            "50",
+            "--iters",
+            "40",
+            "--seed",
+            "1",
+            "--backend",
+            "cpu",
+            "--json",
+            "--method",
+            method,
+        ]
+        .iter()
+        .chain(extra.iter())
+        .map(|s| s.to_string())
+        .collect();
+        let whole = run_in(dir.path(), &args);
+        assert!(whole.status.success(), "{}", common::stderr(&whole));
+        args.extend(["--checkpoint", "c.st", "--checkpoint-every", "0"].map(String::from));
+        let ckpt = dir.path().join("c.st");
+        let mut c = start(dir.path(), &args);
+        signal_after_checkpoint(&mut c, &ckpt, None, libc::SIGINT);
+        let (code, err) = finish(c);
+        assert_eq!(code, 130, "{method}: {err}");
+        assert!(err.contains("rerun the same command"), "{err}");
+        let rest = run_in(dir.path(), &args);
+        let err = common::stderr(&rest);
+        assert!(rest.status.success(), "{err}");
+        assert!(err.contains("resuming from"), "{err}");
+        assert!(!ckpt.exists());
+        let strip = |o: &std::process::Output| {
+            let mut v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            let m = v.as_object_mut().unwrap();
+            m.remove("seconds").expect("seconds");
+            if drop_peak {
+                m.remove("peak_device_bytes").expect("peak_device_bytes");
+            }
+            v
+        };
+        assert_eq!(strip(&whole), strip(&rest), "{method}");
+    }
+}

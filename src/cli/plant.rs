@@ -1,14 +1,16 @@
 //! `spinr plant`: the paper's planted-network experiments.
 
-use super::DeviceArgs;
+use super::fit::checkpoints::{self, Saved, Saver};
+use super::{progress, DeviceArgs};
 use crate::backend;
-use crate::error::Param;
+use crate::error::{Error, Param};
 use crate::iht::{FirstStep, IhtChoices, Refine, Task, Variant};
 use crate::inr::fit::Method;
 use crate::plant::{self, PlantSpec};
 use crate::problem::GateMode;
 use clap::Args;
-use std::time::Instant;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 /// The flag of `spinr plant` that sets each quantity.
 pub fn flag(p: Param) -> Option<&'static str> {
@@ -90,6 +92,82 @@ pub struct PlantArgs {
     /// Print one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Keep a checkpoint in FILE (every --checkpoint-every seconds, and when interrupted:
+    /// Ctrl-C, SIGTERM, SIGHUP); if FILE exists, continue from it (the same command resumes).
+    /// The finished run deletes it. Not with --outputs above 1.
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: Option<PathBuf>,
+    /// Seconds between checkpoints (IMP: at every round boundary); 0 = after every update.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
+    pub checkpoint_every: f64,
+}
+
+/// What a planted run's checkpoint records of it (compared on resume).
+fn describe(a: &PlantArgs, gates: GateMode) -> serde_json::Value {
+    serde_json::json!({
+        "kind": "plant",
+        "gates": gates,
+        "outputs": a.outputs,
+        "inputs": a.inputs,
+        "neurons": a.neurons,
+        "nonzeros": a.nonzeros,
+        "samples": a.samples,
+        "iters": a.iters,
+        "inner": a.inner,
+        "variant": a.variant,
+        "method": a.method,
+        "batch_size": a.batch_size,
+        "first_step": a.first_step,
+        "refine": a.refine,
+        "rescue": a.rescue,
+        "polish": a.polish,
+        "seed": a.seed,
+    })
+}
+
+/// The checkpoint to resume, if `--checkpoint FILE` names one that exists (checked against
+/// this run).
+fn saved(a: &PlantArgs, run: &serde_json::Value) -> anyhow::Result<Option<Saved>> {
+    let Some(path) = a.checkpoint.as_ref().filter(|p| p.exists()) else {
+        return Ok(None);
+    };
+    let saved = checkpoints::read(path)?;
+    crate::checkpoint::check_run(saved.run(), run).map_err(|msg| Error::Checkpoint {
+        path: path.clone(),
+        msg: msg
+            .replace("`--resume DIR` alone", "the same command")
+            .replace(
+                "without --resume",
+                &format!("after deleting {}", path.display()),
+            ),
+    })?;
+    eprintln!("spinr: resuming from {}", path.display());
+    Ok(Some(saved))
+}
+
+/// An interrupted run: the checkpoint holds it.
+fn interrupted(a: &PlantArgs) -> anyhow::Error {
+    if let Some(p) = &a.checkpoint {
+        eprintln!(
+            "spinr: stopped; {} holds the run: rerun the same command to continue it",
+            p.display()
+        );
+    }
+    Error::Interrupted.into()
+}
+
+/// The finished run's checkpoint is of no further use.
+fn remove_checkpoint(a: &PlantArgs) -> anyhow::Result<()> {
+    match &a.checkpoint {
+        Some(p) if p.exists() => std::fs::remove_file(p).map_err(|e| {
+            Error::Io {
+                path: p.clone(),
+                msg: format!("cannot remove the finished run's checkpoint: {e}"),
+            }
+            .into()
+        }),
+        _ => Ok(()),
+    }
 }
 
 pub fn run(a: PlantArgs) -> anyhow::Result<()> {
@@ -127,8 +205,26 @@ pub fn run(a: PlantArgs) -> anyhow::Result<()> {
         polish: a.polish,
     };
     if a.outputs > 1 {
+        if a.checkpoint.is_some() {
+            return Err(Error::arg(
+                "--checkpoint",
+                "planted networks with --outputs above 1 are not checkpointed (they restart)",
+            )
+            .into());
+        }
         return run_vector(&a, &spec);
     }
+    if !(a.checkpoint_every.is_finite() && a.checkpoint_every >= 0.0) {
+        return Err(Error::arg("--checkpoint-every", "must be a number of seconds ≥ 0").into());
+    }
+    if a.checkpoint.is_some() {
+        progress::install_interrupt_handler(
+            "stopping at the next update (IMP: ending this round) and saving the checkpoint",
+        );
+    }
+    let run = describe(&a, gates);
+    let saved = saved(&a, &run)?;
+    let earlier = saved.as_ref().map_or(0.0, Saved::seconds);
     let mut cfg = choices.resolve(a.variant, Task::Planted, a.nonzeros, a.iters, gates)?;
     cfg.batch_size = a.batch_size;
     cfg.seed = a.seed;
@@ -147,12 +243,47 @@ pub fn run(a: PlantArgs) -> anyhow::Result<()> {
             let info = be.info();
             a.device.announce(&info);
             let start = Instant::now();
-            let fit = plant::run(be.as_backend(), &planted, &cfg, |r| {
-                if verbose {
-                    eprintln!("epoch {:4}  loss {:.6e}", r.epoch, r.loss);
-                }
-            })?;
-            let seconds = start.elapsed().as_secs_f64();
+            let resume = match &saved {
+                Some(Saved::Iht(c)) => Some(crate::iht::Resume {
+                    at: c.at.clone(),
+                    state: c.state.clone(),
+                }),
+                _ => None,
+            };
+            let mut saver = Saver::new(
+                a.checkpoint.clone().unwrap_or_default(),
+                run.clone(),
+                if a.checkpoint.is_some() {
+                    Duration::from_secs_f64(a.checkpoint_every)
+                } else {
+                    Duration::MAX
+                },
+                earlier,
+                if a.checkpoint.is_some() {
+                    progress::stop_requested
+                } else {
+                    || false
+                },
+            );
+            let fit = plant::run_from(
+                be.as_backend(),
+                &planted,
+                &cfg,
+                resume.as_ref(),
+                |r| {
+                    if verbose {
+                        eprintln!("epoch {:4}  loss {:.6e}", r.epoch, r.loss);
+                    }
+                },
+                &mut saver,
+            )?;
+            if let Some(e) = saver.error {
+                return Err(e.into());
+            }
+            if fit.stopped {
+                return Err(interrupted(&a));
+            }
+            let seconds = earlier + start.elapsed().as_secs_f64();
             super::print_dispatch_profile(be.as_ref());
             let mut report =
                 plant::score_iht(&spec, &planted, &fit, info.kind, &info.adapter, seconds)?;
@@ -163,19 +294,51 @@ pub fn run(a: PlantArgs) -> anyhow::Result<()> {
             let device =
                 crate::imp::ImpDevice::from_choice(a.device.backend, a.device.adapter.as_deref())?;
             a.device.announce(&device.info());
-            plant::run_imp(&spec, &planted, a.iters, a.batch_size, &device, |r| {
-                if verbose {
-                    eprintln!(
-                        "round {:3}  {:8} weights  loss {:.6e}",
-                        r.round, r.nonzeros, r.loss
-                    );
-                }
-                std::ops::ControlFlow::Continue(())
-            })?
+            let resume = match &saved {
+                Some(Saved::Imp(c)) => Some(c.resume.clone()),
+                _ => None,
+            };
+            let start = Instant::now();
+            let mut report = plant::run_imp_from(
+                &spec,
+                &planted,
+                a.iters,
+                a.batch_size,
+                &device,
+                resume,
+                |r| {
+                    if verbose {
+                        eprintln!(
+                            "round {:3}  {:8} weights  loss {:.6e}",
+                            r.round, r.nonzeros, r.loss
+                        );
+                    }
+                    if a.checkpoint.is_some() && progress::stop_requested() {
+                        std::ops::ControlFlow::Break(())
+                    } else {
+                        std::ops::ControlFlow::Continue(())
+                    }
+                },
+                |boundary| match &a.checkpoint {
+                    Some(path) => crate::checkpoint::ImpCheckpoint {
+                        run: run.clone(),
+                        resume: boundary.clone(),
+                        seconds: earlier + start.elapsed().as_secs_f64(),
+                    }
+                    .save(path),
+                    None => Ok(()),
+                },
+            )?;
+            if a.checkpoint.is_some() && progress::stop_requested() {
+                return Err(interrupted(&a));
+            }
+            report.seconds += earlier;
+            report
         }
     };
     report.method = a.method;
     report.variant = a.variant;
+    remove_checkpoint(&a)?;
     print(&report, a.json)
 }
 

@@ -299,6 +299,31 @@ pub fn run_imp(
     device: &crate::imp::ImpDevice,
     on_round: impl FnMut(&crate::imp::RoundReport) -> ControlFlow<()>,
 ) -> Result<PlantReport> {
+    run_imp_from(
+        spec,
+        planted,
+        epochs,
+        batch_size,
+        device,
+        None,
+        on_round,
+        |_| Ok(()),
+    )
+}
+
+/// [`run_imp`] from a round boundary of an earlier run (`resume`), `on_boundary` seeing each
+/// boundary (checkpoints).
+#[allow(clippy::too_many_arguments)]
+pub fn run_imp_from(
+    spec: &PlantSpec,
+    planted: &Planted,
+    epochs: usize,
+    batch_size: Option<usize>,
+    device: &crate::imp::ImpDevice,
+    resume: Option<crate::imp::ImpResume>,
+    on_round: impl FnMut(&crate::imp::RoundReport) -> ControlFlow<()>,
+    on_boundary: impl FnMut(&crate::imp::ImpResume) -> Result<()>,
+) -> Result<PlantReport> {
     if spec.gates != GateMode::Sequential {
         return Err(crate::error::Error::invalid(
             crate::error::Param::Gates,
@@ -306,7 +331,15 @@ pub fn run_imp(
         ));
     }
     let opts = imp_options(spec, epochs, batch_size);
-    let r = crate::imp::fit(&planted.train, &opts, device, on_round)?;
+    let r = crate::imp::fit_from(
+        &planted.train,
+        &opts,
+        device,
+        resume,
+        |_| ControlFlow::Continue(()),
+        on_round,
+        on_boundary,
+    )?;
     let mut report = score_imp(
         spec,
         planted,
@@ -328,16 +361,39 @@ pub fn run(
     backend: &mut dyn Backend,
     planted: &Planted,
     cfg: &IhtConfig,
+    on_epoch: impl FnMut(&EpochReport),
+) -> Result<FitResult> {
+    run_from(
+        backend,
+        planted,
+        cfg,
+        None,
+        on_epoch,
+        &mut crate::iht::NoCheckpoints,
+    )
+}
+
+/// [`run`] from a checkpoint of the same instance and configuration (`resume`), saving through
+/// `checkpoints`; `stopped` then means a checkpointer stopped it (an interrupt), never the
+/// early stop of an exact or stalled fit.
+pub fn run_from(
+    backend: &mut dyn Backend,
+    planted: &Planted,
+    cfg: &IhtConfig,
+    resume: Option<&crate::iht::Resume>,
     mut on_epoch: impl FnMut(&EpochReport),
+    checkpoints: &mut dyn crate::iht::Checkpointer,
 ) -> Result<FitResult> {
     let y2: f64 = planted.train.y.iter().map(|&v| (v as f64).powi(2)).sum();
-    let mut recent: Vec<f64> = Vec::new();
+    // The stall test looks 20 epochs back: a resumed run sees the epochs before it too.
+    let mut recent: Vec<f64> = resume.map_or_else(Vec::new, |r| r.at.history.clone());
     let mut stopped_early = false;
-    let mut fit = crate::iht::fit_with(
+    let mut fit = crate::iht::fit_from(
         backend,
         Some(&planted.train),
         planted.train.n,
         cfg,
+        resume,
         |r: &EpochReport| {
             on_epoch(r);
             recent.push(r.loss);
@@ -350,6 +406,7 @@ pub fn run(
                 ControlFlow::Continue(())
             }
         },
+        checkpoints,
     )?;
     // An early stop is not an interrupt: the polish still runs.
     if stopped_early
@@ -360,6 +417,6 @@ pub fn run(
         fit.loss = crate::iht::polish(backend, cfg, fit.loss)?;
         fit.w = backend.read(Slot::BEST)?;
     }
-    fit.stopped = false;
+    fit.stopped &= !stopped_early;
     Ok(fit)
 }

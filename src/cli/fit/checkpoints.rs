@@ -90,7 +90,7 @@ pub enum Saved {
 }
 
 impl Saved {
-    fn run(&self) -> &serde_json::Value {
+    pub fn run(&self) -> &serde_json::Value {
         match self {
             Saved::Iht(c) => &c.run,
             Saved::Imp(c) => &c.run,
@@ -104,6 +104,22 @@ impl Saved {
             Saved::Imp(c) => c.seconds,
         }
     }
+}
+
+/// Reads a checkpoint file of either kind.
+pub fn read(path: &Path) -> crate::Result<Saved> {
+    let bad = |msg: String| Error::Checkpoint {
+        path: path.to_path_buf(),
+        msg,
+    };
+    let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    Ok(
+        if checkpoint::format_of(&bytes).as_deref() == Some(checkpoint::imp::FORMAT) {
+            Saved::Imp(ImpCheckpoint::from_bytes(&bytes).map_err(bad)?)
+        } else {
+            Saved::Iht(Checkpoint::from_bytes(&bytes).map_err(bad)?)
+        },
+    )
 }
 
 /// Reads the checkpoint of `dir`.
@@ -124,12 +140,7 @@ pub fn load(dir: &Path) -> anyhow::Result<(Saved, ImageRun)> {
         path: path.clone(),
         msg,
     };
-    let bytes = std::fs::read(&path).map_err(|e| bad(e.to_string()))?;
-    let saved = if checkpoint::format_of(&bytes).as_deref() == Some(checkpoint::imp::FORMAT) {
-        Saved::Imp(ImpCheckpoint::from_bytes(&bytes).map_err(bad)?)
-    } else {
-        Saved::Iht(Checkpoint::from_bytes(&bytes).map_err(bad)?)
-    };
+    let saved = read(&path)?;
     let run = saved
         .run()
         .get("run")
