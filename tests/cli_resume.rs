@@ -257,15 +257,29 @@ fn an_interrupted_imp_fit_resumes_from_its_last_round() {
     assert!(!out.join(CHECKPOINT).exists());
 }
 
-/// `spinr plant --checkpoint FILE`: the same command resumes. IHT resumes at the update it
-/// stopped after, IMP at its last round boundary; both end with the uninterrupted report
+/// `spinr plant --checkpoint FILE`: the same command resumes. IHT (scalar and vector outputs)
+/// resumes at the update it stopped after, IMP at its last round boundary; all end with the uninterrupted report
 /// (but for `seconds`, and for IHT `peak_device_bytes`: the resumed process never held the
 /// random-gate masks of the first epochs).
 #[test]
 fn planted_runs_resume_with_the_same_command() {
     for (method, extra, drop_peak) in [
-        ("iht", ["--samples", "20000", "--nonzeros", "200"], true),
-        ("imp", ["--samples", "3000", "--nonzeros", "100"], false),
+        (
+            "iht",
+            &["--samples", "20000", "--nonzeros", "200"][..],
+            true,
+        ),
+        (
+            "imp",
+            &["--samples", "3000", "--nonzeros", "100"][..],
+            false,
+        ),
+        // Vector outputs (the paper's Fig. 2): W, BEST and the carried step μ.
+        (
+            "iht",
+            &["--outputs", "10", "--samples", "6000", "--nonzeros", "200"][..],
+            false,
+        ),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let mut args: Vec<String> = [

@@ -273,3 +273,94 @@ fn a_classify_sweep_scores_iht_and_imp_with_its_dense_reference() {
         }
     }
 }
+
+/// Splits a CSV line, keeping quoted fields (the confusion matrix) whole.
+fn fields(line: &str) -> Vec<String> {
+    let (mut out, mut cur, mut quoted) = (Vec::new(), String::new(), false);
+    for ch in line.chars() {
+        match ch {
+            '"' => {
+                quoted = !quoted;
+                cur.push(ch);
+            }
+            ',' if !quoted => out.push(std::mem::take(&mut cur)),
+            _ => cur.push(ch),
+        }
+    }
+    out.push(cur);
+    out
+}
+
+/// results.csv without its wall-clock column, read with quoted fields.
+fn rows_quoted(path: &Path) -> Vec<Vec<(String, String)>> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    let header = fields(lines.next().unwrap());
+    lines
+        .map(|l| {
+            header
+                .iter()
+                .cloned()
+                .zip(fields(l))
+                .filter(|(k, _)| k != "seconds")
+                .collect()
+        })
+        .collect()
+}
+
+/// A sweep killed outright (SIGKILL, as after a time limit's grace period) in the middle of an
+/// IMP run resumes that run from its last round boundary, dense reference included, and ends
+/// with the rows of an uninterrupted sweep.
+#[test]
+fn a_killed_sweep_resumes_its_imp_run_from_the_last_round() {
+    let digits = common::mnist();
+    let args = [
+        "sweep",
+        "--task",
+        "classify",
+        "--data",
+        digits.to_str().unwrap(),
+        "--neurons",
+        "60",
+        "--nonzeros",
+        "50,2000",
+        "--methods",
+        "imp",
+        "--iters",
+        "8",
+        "--backend",
+        "cpu",
+        "--out",
+        "c",
+    ];
+    let whole = tempfile::tempdir().unwrap();
+    let o = common::spinr_in(whole.path(), &args);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let parts = tempfile::tempdir().unwrap();
+    let mut child = common::command(parts.path())
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ckpt = parts
+        .path()
+        .join("c/imp-classify-m60-seed0.checkpoint.safetensors");
+    let t = std::time::Instant::now();
+    while !ckpt.exists() {
+        assert!(child.try_wait().unwrap().is_none(), "the sweep ended first");
+        assert!(t.elapsed().as_secs() < 120, "no checkpoint came");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let o = common::spinr_in(parts.path(), &args);
+    let err = common::stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("resuming an IMP run at round"), "{err}");
+    assert!(!ckpt.exists(), "the finished run removes its checkpoint");
+    assert_eq!(
+        rows_quoted(&parts.path().join("c/results.csv")),
+        rows_quoted(&whole.path().join("c/results.csv"))
+    );
+}

@@ -247,6 +247,7 @@ fn fuzz_checkpoints() {
                 gating: Gating::SelfGated,
                 best_gating: Gating::Random,
                 rescues: 0,
+                step: None,
             },
         },
         seconds: 3.5,
@@ -271,6 +272,7 @@ fn fuzz_checkpoints() {
             epochs: 2,
         },
         seconds: 0.5,
+        extra: serde_json::json!({"dense_test_accuracy": 0.75}),
     }
     .to_bytes()
     .unwrap();

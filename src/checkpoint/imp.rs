@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 pub const FORMAT: &str = "spinr-imp-checkpoint";
-const KEYS: [&str; 8] = [
+const KEYS: [&str; 9] = [
     "format",
     "format_version",
     "spinr_version",
@@ -20,6 +20,7 @@ const KEYS: [&str; 8] = [
     "rounds",
     "epochs",
     "seconds",
+    "extra",
 ];
 
 /// One saved round boundary of an IMP run.
@@ -30,6 +31,9 @@ pub struct ImpCheckpoint {
     pub resume: ImpResume,
     /// Seconds spent before this point (over every earlier run).
     pub seconds: f64,
+    /// What the caller needs beyond the state (not compared; e.g. a sweep's dense accuracy
+    /// of round 0).
+    pub extra: serde_json::Value,
 }
 
 impl ImpCheckpoint {
@@ -44,6 +48,7 @@ impl ImpCheckpoint {
             ("rounds", json(&r.rounds)),
             ("epochs", json(&r.epochs)),
             ("seconds", json(&self.seconds)),
+            ("extra", self.extra.to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -77,6 +82,7 @@ impl ImpCheckpoint {
         let rounds: Vec<RoundSummary> = parse(&meta, "rounds")?;
         let epochs: usize = parse(&meta, "epochs")?;
         let seconds: f64 = parse(&meta, "seconds")?;
+        let extra: serde_json::Value = parse(&meta, "extra")?;
         if !seconds.is_finite() || seconds < 0.0 {
             return Err(format!("seconds = {seconds} is not a duration"));
         }
@@ -112,6 +118,7 @@ impl ImpCheckpoint {
                 epochs,
             },
             seconds,
+            extra,
         })
     }
 
@@ -155,6 +162,7 @@ mod tests {
                 epochs: 6,
             },
             seconds: 1.5,
+            extra: serde_json::json!({"dense": 0.5}),
         };
         let bytes = c.to_bytes().unwrap();
         assert_eq!(ImpCheckpoint::from_bytes(&bytes).unwrap(), c);

@@ -321,6 +321,7 @@ mod tests {
                     gating: Gating::SelfGated,
                     best_gating: Gating::Random,
                     rescues: 1,
+                    step: Some(0.375),
                 },
             },
             seconds: 12.25,

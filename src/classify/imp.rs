@@ -51,8 +51,25 @@ pub fn train(
     plan: &ClassifyPlan,
     split: &Split,
     device: &ImpDevice,
-    mut on_round: impl FnMut(&RoundReport) -> ControlFlow<()>,
+    on_round: impl FnMut(&RoundReport) -> ControlFlow<()>,
 ) -> Result<ImpTrained> {
+    let (trained, dense) = train_from(plan, split, device, None, on_round, |_| Ok(()))?;
+    Ok(ImpTrained {
+        trained,
+        dense: dense.expect("round 0 always runs from the start"),
+    })
+}
+
+/// [`train`] from a round boundary of an earlier run (`resume`), `on_boundary` seeing each
+/// boundary (checkpoints). The dense network (round 0) comes back only if round 0 ran.
+pub fn train_from(
+    plan: &ClassifyPlan,
+    split: &Split,
+    device: &ImpDevice,
+    resume: Option<crate::imp::ImpResume>,
+    mut on_round: impl FnMut(&RoundReport) -> ControlFlow<()>,
+    on_boundary: impl FnMut(&crate::imp::ImpResume) -> Result<()>,
+) -> Result<(Trained, Option<SparseNet>)> {
     if plan.layers != 1 {
         return Err(Error::invalid(
             Param::Layers,
@@ -79,15 +96,22 @@ pub fn train(
         ..Default::default()
     };
     let mut dense = None;
-    let r = crate::imp::fit(&problem, &opts, device, |r| {
-        if r.round == 0 {
-            dense = Some(r.model());
-        }
-        on_round(r)
-    })?;
-    let dense = dense.expect("round 0 always runs");
-    Ok(ImpTrained {
-        trained: Trained {
+    let r = crate::imp::fit_from(
+        &problem,
+        &opts,
+        device,
+        resume,
+        |_| ControlFlow::Continue(()),
+        |r| {
+            if r.round == 0 {
+                dense = Some(r.model());
+            }
+            on_round(r)
+        },
+        on_boundary,
+    )?;
+    Ok((
+        Trained {
             net: network(plan, &r.model),
             seconds: r.seconds,
             peak_device_bytes: r.peak_device_bytes,
@@ -95,6 +119,6 @@ pub fn train(
             epochs: r.epochs,
             stopped: r.stopped,
         },
-        dense: network(plan, &dense),
-    })
+        dense.map(|d| network(plan, &d)),
+    ))
 }

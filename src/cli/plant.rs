@@ -204,16 +204,6 @@ pub fn run(a: PlantArgs) -> anyhow::Result<()> {
         rescue: a.rescue,
         polish: a.polish,
     };
-    if a.outputs > 1 {
-        if a.checkpoint.is_some() {
-            return Err(Error::arg(
-                "--checkpoint",
-                "planted networks with --outputs above 1 are not checkpointed (they restart)",
-            )
-            .into());
-        }
-        return run_vector(&a, &spec);
-    }
     if !(a.checkpoint_every.is_finite() && a.checkpoint_every >= 0.0) {
         return Err(Error::arg("--checkpoint-every", "must be a number of seconds ≥ 0").into());
     }
@@ -225,6 +215,9 @@ pub fn run(a: PlantArgs) -> anyhow::Result<()> {
     let run = describe(&a, gates);
     let saved = saved(&a, &run)?;
     let earlier = saved.as_ref().map_or(0.0, Saved::seconds);
+    if a.outputs > 1 {
+        return run_vector(&a, &spec, run, saved);
+    }
     let mut cfg = choices.resolve(a.variant, Task::Planted, a.nonzeros, a.iters, gates)?;
     cfg.batch_size = a.batch_size;
     cfg.seed = a.seed;
@@ -250,21 +243,7 @@ pub fn run(a: PlantArgs) -> anyhow::Result<()> {
                 }),
                 _ => None,
             };
-            let mut saver = Saver::new(
-                a.checkpoint.clone().unwrap_or_default(),
-                run.clone(),
-                if a.checkpoint.is_some() {
-                    Duration::from_secs_f64(a.checkpoint_every)
-                } else {
-                    Duration::MAX
-                },
-                earlier,
-                if a.checkpoint.is_some() {
-                    progress::stop_requested
-                } else {
-                    || false
-                },
-            );
+            let mut saver = saver(&a, run.clone(), earlier);
             let fit = plant::run_from(
                 be.as_backend(),
                 &planted,
@@ -324,6 +303,7 @@ pub fn run(a: PlantArgs) -> anyhow::Result<()> {
                         run: run.clone(),
                         resume: boundary.clone(),
                         seconds: earlier + start.elapsed().as_secs_f64(),
+                        extra: serde_json::Value::Null,
                     }
                     .save(path),
                     None => Ok(()),
@@ -342,8 +322,27 @@ pub fn run(a: PlantArgs) -> anyhow::Result<()> {
     print(&report, a.json)
 }
 
+/// Saves `--checkpoint FILE` when due and on an interrupt; without the flag, never.
+fn saver(a: &PlantArgs, run: serde_json::Value, earlier: f64) -> Saver {
+    match &a.checkpoint {
+        Some(path) => Saver::new(
+            path.clone(),
+            run,
+            Duration::from_secs_f64(a.checkpoint_every),
+            earlier,
+            progress::stop_requested,
+        ),
+        None => Saver::new(PathBuf::new(), run, Duration::MAX, earlier, || false),
+    }
+}
+
 /// `--outputs C`: the vector-output planted network.
-fn run_vector(a: &PlantArgs, spec: &PlantSpec) -> anyhow::Result<()> {
+fn run_vector(
+    a: &PlantArgs,
+    spec: &PlantSpec,
+    run: serde_json::Value,
+    saved: Option<Saved>,
+) -> anyhow::Result<()> {
     let unsupported = |p: Param, what: &str| -> anyhow::Result<()> {
         Err(crate::error::Error::invalid(
             p,
@@ -374,15 +373,39 @@ fn run_vector(a: &PlantArgs, spec: &PlantSpec) -> anyhow::Result<()> {
     let training = plant::vector::training(spec, a.variant, a.iters, a.batch_size, a.inner);
     let verbose = super::verbose();
     let start = Instant::now();
-    let (w, epochs) = plant::vector::run(be.as_mut(), spec, &planted, &training, |r| {
-        if verbose {
-            eprintln!("epoch {:4}  loss {:.6e}", r.epoch, r.loss);
-        }
-    })?;
-    let seconds = start.elapsed().as_secs_f64();
+    let resume = match &saved {
+        Some(Saved::Iht(c)) => Some(crate::iht::Resume {
+            at: c.at.clone(),
+            state: c.state.clone(),
+        }),
+        _ => None,
+    };
+    let earlier = saved.as_ref().map_or(0.0, Saved::seconds);
+    let mut saver = saver(a, run, earlier);
+    let (w, epochs, stopped) = plant::vector::run_from(
+        be.as_mut(),
+        spec,
+        &planted,
+        &training,
+        resume.as_ref(),
+        |r| {
+            if verbose {
+                eprintln!("epoch {:4}  loss {:.6e}", r.epoch, r.loss);
+            }
+        },
+        &mut saver,
+    )?;
+    if let Some(e) = saver.error {
+        return Err(e.into());
+    }
+    if stopped {
+        return Err(interrupted(a));
+    }
+    let seconds = earlier + start.elapsed().as_secs_f64();
     let mut report = plant::vector::score(spec, c, &planted, &w, epochs, &info, seconds)?;
     report.peak_device_bytes = be.memory().peak_bytes;
     report.variant = a.variant;
+    remove_checkpoint(a)?;
     print(&report, a.json)
 }
 

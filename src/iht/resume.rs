@@ -16,7 +16,7 @@ use crate::train::{self, EpochReport, LoopState, Schedule};
 use std::ops::ControlFlow;
 
 /// The learner's counters at a pause.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IhtCounters {
     /// `W` is still empty (the next step is the first).
@@ -26,6 +26,10 @@ pub struct IhtCounters {
     pub gating: Gating,
     pub best_gating: Gating,
     pub rescues: usize,
+    /// A step size carried from update to update (the vector-output loop's μ; `None` for
+    /// the scalar loop, whose step is recomputed every update).
+    #[serde(default)]
+    pub step: Option<f32>,
 }
 
 /// An IHT learner between two updates.
@@ -76,6 +80,7 @@ impl IhtLearner<'_> {
                 gating: self.gating,
                 best_gating: self.best_gating,
                 rescues: self.rescues,
+                step: None,
             },
         })
     }

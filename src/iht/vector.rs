@@ -173,12 +173,59 @@ pub fn train(
     t: &VectorTraining,
     observe: impl FnMut(&EpochReport) -> ControlFlow<()>,
 ) -> Result<(SparseVec, LoopOutcome)> {
-    let first = match t.variant {
-        Variant::Spinr => initial(p, t.s),
-        Variant::Paper => paper_initial(p, t.s),
-    };
-    be.load(Slot::W, &first)?;
-    let mut learner = VectorLearner::new(be, t.s, t.variant, t.inner, t.mu);
-    let out = train::run(&mut learner, &t.schedule, observe)?;
+    train_from(be, p, t, None, observe, &mut super::NoCheckpoints)
+}
+
+/// [`train`] from a checkpoint of the same problem and training (`resume`), saving through
+/// `checkpoints`. The state at a pause is `W`, `BEST` and the carried step μ
+/// (`IhtCounters::step`); it ends as the uninterrupted run would (bit for bit on the CPU).
+pub fn train_from(
+    be: &mut dyn VectorBackend,
+    p: &VectorProblem,
+    t: &VectorTraining,
+    resume: Option<&super::Resume>,
+    observe: impl FnMut(&EpochReport) -> ControlFlow<()>,
+    checkpoints: &mut dyn super::Checkpointer,
+) -> Result<(SparseVec, LoopOutcome)> {
+    let mut mu = t.mu;
+    match resume {
+        Some(r) => {
+            be.load(Slot::BEST, &r.state.best)?;
+            be.load(Slot::W, &r.state.w)?;
+            mu = r.state.counters.step.unwrap_or(mu);
+        }
+        None => {
+            let first = match t.variant {
+                Variant::Spinr => initial(p, t.s),
+                Variant::Paper => paper_initial(p, t.s),
+            };
+            be.load(Slot::W, &first)?;
+        }
+    }
+    let mut learner = VectorLearner::new(be, t.s, t.variant, t.inner, mu);
+    let out = train::run_from(
+        &mut learner,
+        &t.schedule,
+        resume.map(|r| r.at.clone()),
+        observe,
+        |at, l| {
+            if !checkpoints.due(at) {
+                return Ok(ControlFlow::Continue(()));
+            }
+            let state = super::IhtState {
+                w: l.be.read(Slot::W)?,
+                best: l.be.read(Slot::BEST)?,
+                counters: super::IhtCounters {
+                    w_empty: false,
+                    updates: at.updates,
+                    gating: super::Gating::SelfGated,
+                    best_gating: super::Gating::SelfGated,
+                    rescues: 0,
+                    step: Some(l.mu),
+                },
+            };
+            checkpoints.save(at, state)
+        },
+    )?;
     Ok((be.read(Slot::BEST)?, out))
 }

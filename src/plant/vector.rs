@@ -149,23 +149,56 @@ pub fn run(
     spec: &PlantSpec,
     planted: &PlantedVector,
     t: &VectorTraining,
-    mut on_epoch: impl FnMut(&EpochReport),
+    on_epoch: impl FnMut(&EpochReport),
 ) -> Result<(SparseVec, usize)> {
+    let (w, epochs, _) = run_from(
+        be,
+        spec,
+        planted,
+        t,
+        None,
+        on_epoch,
+        &mut crate::iht::NoCheckpoints,
+    )?;
+    Ok((w, epochs))
+}
+
+/// [`run`] from a checkpoint (`resume`), saving through `checkpoints`; also says whether a
+/// checkpointer stopped it (an interrupt; not the early stop of an exact or stalled fit).
+pub fn run_from(
+    be: &mut dyn VectorBackend,
+    spec: &PlantSpec,
+    planted: &PlantedVector,
+    t: &VectorTraining,
+    resume: Option<&crate::iht::Resume>,
+    mut on_epoch: impl FnMut(&EpochReport),
+    checkpoints: &mut dyn crate::iht::Checkpointer,
+) -> Result<(SparseVec, usize, bool)> {
     let y = values(&planted.train);
     let scale = y.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / spec.samples as f64;
-    let mut recent: Vec<f64> = Vec::new();
-    let (w, out) = vector::train(be, &planted.train, t, |r| {
-        on_epoch(r);
-        recent.push(r.loss);
-        let exact = r.loss <= 1e-14 * scale;
-        let stalled = recent.len() > 20 && r.loss >= 0.999 * recent[recent.len() - 21];
-        if exact || stalled {
-            ControlFlow::Break(())
-        } else {
-            ControlFlow::Continue(())
-        }
-    })?;
-    Ok((w, out.epochs))
+    // The stall test looks 20 epochs back: a resumed run sees the epochs before it too.
+    let mut recent: Vec<f64> = resume.map_or_else(Vec::new, |r| r.at.history.clone());
+    let mut early = false;
+    let (w, out) = vector::train_from(
+        be,
+        &planted.train,
+        t,
+        resume,
+        |r| {
+            on_epoch(r);
+            recent.push(r.loss);
+            let exact = r.loss <= 1e-14 * scale;
+            let stalled = recent.len() > 20 && r.loss >= 0.999 * recent[recent.len() - 21];
+            if exact || stalled {
+                early = true;
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        },
+        checkpoints,
+    )?;
+    Ok((w, out.epochs, out.stopped && !early))
 }
 
 /// One unit's rows: `W1` entries (feature, value) and its dense output row.

@@ -430,6 +430,7 @@ fn fit_imp(
                 run: run.clone(),
                 resume: boundary.clone(),
                 seconds: earlier + start.elapsed().as_secs_f64(),
+                extra: serde_json::Value::Null,
             }
             .save(&path)
         },

@@ -6,20 +6,87 @@
 use super::super::fit::{FitTuning, ImageArgs};
 use super::super::DeviceArgs;
 use crate::backend;
+use crate::checkpoint::{check_run, ImpCheckpoint};
 use crate::classify::binary::{Device, LayerEpoch, Trained};
 use crate::classify::report::{evaluate, report};
 use crate::classify::{ClassTask, ClassifyOptions, ClassifyPlan};
 use crate::data::Split;
 use crate::error::{Error, Result};
 use crate::iht::{IhtChoices, Task as IhtTask, Variant};
-use crate::imp::{ImpDevice, RoundReport};
+use crate::imp::{ImpDevice, ImpResume, RoundReport};
 use crate::inr::fit::{self as inr_fit, FitPlan, FitReport, ImageFit, Method as FitMethod};
 use crate::inr::Image;
 use crate::plant::{self, PlantReport, PlantSpec};
 use crate::sweep::{report_fields, Cell, CellRunner, Method, Row};
 use std::ops::ControlFlow;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+/// The round-boundary checkpoint of one IMP run of a sweep, in the sweep's folder: a sweep
+/// restarted after an interrupt continues an unfinished IMP run from its last boundary instead
+/// of its first round (the finished cells it skips anyway). `sweep.json` already refuses a
+/// restart with other options, so the run's name (task and cell group) identifies it.
+pub struct ImpSaves {
+    path: Option<PathBuf>,
+    run: serde_json::Value,
+    start: Instant,
+    earlier: f64,
+}
+
+impl ImpSaves {
+    /// `dir`: the sweep's folder (`None`: no checkpoints).
+    pub fn new(dir: Option<&Path>, name: String) -> Self {
+        ImpSaves {
+            path: dir.map(|d| d.join(format!("imp-{name}.checkpoint.safetensors"))),
+            run: serde_json::json!({ "sweep_imp_run": name }),
+            start: Instant::now(),
+            earlier: 0.0,
+        }
+    }
+
+    /// The saved boundary and what was saved with it, if there is one.
+    fn resume(&mut self) -> Result<Option<(ImpResume, serde_json::Value)>> {
+        let Some(path) = self.path.as_ref().filter(|p| p.exists()) else {
+            return Ok(None);
+        };
+        let c = ImpCheckpoint::load(path)?;
+        check_run(&c.run, &self.run).map_err(|msg| Error::Checkpoint {
+            path: path.clone(),
+            msg,
+        })?;
+        self.earlier = c.seconds;
+        eprintln!(
+            "spinr: resuming an IMP run at round {} from {}",
+            c.resume.round,
+            path.display()
+        );
+        Ok(Some((c.resume, c.extra)))
+    }
+
+    fn save(&self, r: &ImpResume, extra: serde_json::Value) -> Result<()> {
+        match &self.path {
+            Some(path) => ImpCheckpoint {
+                run: self.run.clone(),
+                resume: r.clone(),
+                seconds: self.earlier + self.start.elapsed().as_secs_f64(),
+                extra,
+            }
+            .save(path),
+            None => Ok(()),
+        }
+    }
+
+    /// The run is over (its rows are saved): nothing to resume.
+    fn finish(&self) -> Result<()> {
+        match &self.path {
+            Some(p) if p.exists() => std::fs::remove_file(p).map_err(|e| Error::Io {
+                path: p.clone(),
+                msg: format!("cannot remove a finished IMP run's checkpoint: {e}"),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
 
 /// How a sweep method maps onto `spinr fit`/`spinr plant`'s `--method` and `--variant`.
 fn method_variant(m: Method) -> (FitMethod, Variant) {
@@ -118,6 +185,8 @@ pub struct InrRunner {
     pub image: Image,
     pub tuning: FitTuning,
     pub device: DeviceArgs,
+    /// Where IMP runs keep their checkpoints (the sweep's folder).
+    pub imp_checkpoints: Option<PathBuf>,
 }
 
 impl InrRunner {
@@ -133,6 +202,7 @@ impl InrRunner {
             image,
             tuning,
             device,
+            imp_checkpoints: None,
         })
     }
 
@@ -172,12 +242,29 @@ impl InrRunner {
         let plan = self.plan(smallest)?;
         let problem = plan.problem(&self.image)?;
         let device = ImpDevice::from_choice(self.device.backend, self.device.adapter.as_deref())?;
-        crate::imp::fit(&problem, &inr_fit::imp_options(&plan), &device, |r| {
-            rows.round(r.nonzeros, |cell| {
-                self.imp_round(*cell, r, &problem, &device)
-            })
-        })?;
-        Ok(())
+        let mut saves = ImpSaves::new(
+            self.imp_checkpoints.as_deref(),
+            format!("inr-m{}-seed{}", smallest.neurons, smallest.seed),
+        );
+        let resume = saves.resume()?.map(|(r, _)| r);
+        crate::imp::fit_from(
+            &problem,
+            &inr_fit::imp_options(&plan),
+            &device,
+            resume,
+            |_| ControlFlow::Continue(()),
+            |r| {
+                rows.round(r.nonzeros, |cell| {
+                    self.imp_round(*cell, r, &problem, &device)
+                })
+            },
+            |b| saves.save(b, serde_json::Value::Null),
+        )?;
+        // A run cut short (a failed or interrupted row) keeps its checkpoint.
+        match rows.failure {
+            None => saves.finish(),
+            Some(_) => Ok(()),
+        }
     }
 
     fn imp_round(
@@ -217,6 +304,8 @@ pub struct PlantRunner {
     pub samples: usize,
     pub tuning: FitTuning,
     pub device: DeviceArgs,
+    /// Where IMP runs keep their checkpoints (the sweep's folder).
+    pub imp_checkpoints: Option<PathBuf>,
 }
 
 impl PlantRunner {
@@ -279,14 +368,26 @@ impl PlantRunner {
             FitMethod::Imp => {
                 let device =
                     ImpDevice::from_choice(self.device.backend, self.device.adapter.as_deref())?;
-                plant::run_imp(
+                let mut saves = ImpSaves::new(
+                    self.imp_checkpoints.as_deref(),
+                    format!(
+                        "plant-m{}-s{}-seed{}",
+                        cell.neurons, cell.nonzeros, cell.seed
+                    ),
+                );
+                let resume = saves.resume()?.map(|(r, _)| r);
+                let report = plant::run_imp_from(
                     &spec,
                     &planted,
                     self.iters(),
                     self.batch_size(),
                     &device,
+                    resume,
                     |_| ControlFlow::Continue(()),
-                )?
+                    |b| saves.save(b, serde_json::Value::Null),
+                )?;
+                saves.finish()?;
+                report
             }
         };
         report.method = method;
@@ -317,6 +418,8 @@ pub struct ClassifyRunner {
     pub split: Split,
     pub options: ClassifyOptions,
     pub device: Device,
+    /// Where IMP runs keep their checkpoints (the sweep's folder).
+    pub imp_checkpoints: Option<PathBuf>,
 }
 
 impl ClassifyRunner {
@@ -354,25 +457,53 @@ impl ClassifyRunner {
         let split = plan.select(&self.split)?;
         let device = ImpDevice::from_choice(self.device.backend, self.device.adapter.as_deref())?;
         let info = device.info();
-        let mut dense_accuracy = None;
-        crate::classify::imp::train(&plan, &split, &device, |r| {
-            let net = crate::classify::imp::network(&plan, &r.model());
-            let dense = *dense_accuracy.get_or_insert_with(|| evaluate(&net, &split.test).accuracy);
-            let t = Trained {
-                net,
-                seconds: r.run_seconds,
-                peak_device_bytes: r.peak_device_bytes,
-                backend: info.clone(),
-                epochs: r.run_epochs,
-                stopped: false,
-            };
-            rows.round(r.nonzeros, |cell| {
-                let mut rep = report(&self.plan(cell)?, &split, &t, &self.data_path);
-                rep.dense_test_accuracy = Some(dense);
-                row(&rep)
-            })
-        })?;
-        Ok(())
+        let mut saves = ImpSaves::new(
+            self.imp_checkpoints.as_deref(),
+            format!("classify-m{}-seed{}", smallest.neurons, smallest.seed),
+        );
+        // Every row carries the dense network's accuracy (round 0): a resumed run has it
+        // from its checkpoint.
+        let (resume, mut dense_accuracy) = match saves.resume()? {
+            Some((r, extra)) => (Some(r), extra["dense_test_accuracy"].as_f64()),
+            None => (None, None),
+        };
+        let dense_cell = std::cell::Cell::new(dense_accuracy);
+        crate::classify::imp::train_from(
+            &plan,
+            &split,
+            &device,
+            resume,
+            |r| {
+                let net = crate::classify::imp::network(&plan, &r.model());
+                let dense =
+                    *dense_accuracy.get_or_insert_with(|| evaluate(&net, &split.test).accuracy);
+                dense_cell.set(Some(dense));
+                let t = Trained {
+                    net,
+                    seconds: r.run_seconds,
+                    peak_device_bytes: r.peak_device_bytes,
+                    backend: info.clone(),
+                    epochs: r.run_epochs,
+                    stopped: false,
+                };
+                rows.round(r.nonzeros, |cell| {
+                    let mut rep = report(&self.plan(cell)?, &split, &t, &self.data_path);
+                    rep.dense_test_accuracy = Some(dense);
+                    row(&rep)
+                })
+            },
+            |b| {
+                saves.save(
+                    b,
+                    serde_json::json!({ "dense_test_accuracy": dense_cell.get() }),
+                )
+            },
+        )?;
+        // A run cut short (a failed or interrupted row) keeps its checkpoint.
+        match rows.failure {
+            None => saves.finish(),
+            Some(_) => Ok(()),
+        }
     }
 }
 

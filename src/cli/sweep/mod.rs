@@ -232,12 +232,9 @@ fn runner(task: Task, a: &SweepArgs) -> anyhow::Result<Box<dyn CellRunner>> {
                 )
                 .into());
             };
-            Box::new(cells::InrRunner::new(
-                image,
-                &a.which,
-                a.tuning.clone(),
-                a.device.clone(),
-            )?)
+            let mut r = cells::InrRunner::new(image, &a.which, a.tuning.clone(), a.device.clone())?;
+            r.imp_checkpoints = a.out.clone();
+            Box::new(r)
         }
         Task::Plant => {
             let mut tuning = a.tuning.clone();
@@ -247,6 +244,7 @@ fn runner(task: Task, a: &SweepArgs) -> anyhow::Result<Box<dyn CellRunner>> {
                 samples: a.samples,
                 tuning,
                 device: a.device.clone(),
+                imp_checkpoints: a.out.clone(),
             })
         }
         Task::Classify => {
@@ -282,6 +280,7 @@ fn runner(task: Task, a: &SweepArgs) -> anyhow::Result<Box<dyn CellRunner>> {
                     backend: a.device.backend,
                     adapter: a.device.adapter.clone(),
                 },
+                imp_checkpoints: a.out.clone(),
             })
         }
     })
