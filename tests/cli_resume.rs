@@ -330,3 +330,54 @@ fn planted_runs_resume_with_the_same_command() {
         assert_eq!(strip(&whole), strip(&rest), "{method}");
     }
 }
+
+/// A fit whose GPU fails mid-run (a lost device, simulated after N device checks with
+/// `SPINR_GPU_FAIL_AFTER`) exits 1 without a panic, leaves the best model of its last
+/// checkpoint in `model.safetensors` and says how to go on; `--resume --backend cpu` then
+/// finishes it. Needs a GPU adapter (lavapipe will do).
+#[test]
+fn a_fit_whose_gpu_fails_saves_its_best_model_and_resumes_on_the_cpu() {
+    let _ = common::gpu_ctx();
+    let image = camera();
+    let dir = tempfile::tempdir().unwrap();
+    let o = common::command(dir.path())
+        .args([
+            "fit",
+            &image,
+            "--resize",
+            "16",
+            "--neurons",
+            "20",
+            "--nonzeros",
+            "300",
+            "--features",
+            "64",
+            "--iters",
+            "40",
+            "--backend",
+            "gpu",
+            "--checkpoint-every",
+            "0",
+            "--out",
+            "out",
+        ])
+        .env("SPINR_GPU_FAIL_AFTER", "300")
+        .output()
+        .unwrap();
+    let err = common::stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        err.contains("device was lost") && err.contains("the best model of the last checkpoint"),
+        "{err}"
+    );
+    assert!(err.contains("--resume out"), "{err}");
+    let out = dir.path().join("out");
+    let model = spinr::model::load(&out.join("model.safetensors")).expect("a complete model");
+    assert!(!model.w.is_empty());
+    let o = common::spinr_in(dir.path(), &["fit", "--resume", "out", "--backend", "cpu"]);
+    let err = common::stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("resuming at epoch"), "{err}");
+    assert_eq!(report(&out)["iterations"], 40);
+}

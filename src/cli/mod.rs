@@ -95,6 +95,8 @@ fn gpu_options_from(minibatch: bool, var: impl Fn(&str) -> Option<String>) -> Gp
             _ => ShaderChecks::Bounds,
         },
         profile_dispatches: var("SPINR_GPU_PROFILE").is_some(),
+        // A test aid: a lost device after N device checks (the failed-fit recovery).
+        fail_after_checks: var("SPINR_GPU_FAIL_AFTER").and_then(|v| v.parse().ok()),
         ..GpuOptions::default()
     }
 }
@@ -167,14 +169,20 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// Rewrites a library error about a quantity into one naming the command's flag for it.
 fn name_flag(e: anyhow::Error, flags: fn(Param) -> Option<&'static str>) -> anyhow::Error {
-    match e.downcast::<Error>() {
-        Ok(Error::Invalid { param, msg }) => match flags(param) {
-            Some(flag) => Error::InvalidArgument { flag, msg }.into(),
-            None => Error::Invalid { param, msg }.into(),
-        },
-        Ok(other) => other.into(),
-        Err(e) => e,
+    // Only a bare quantity error is rewritten; anything else keeps its context (a failed
+    // fit's note on what was saved, say).
+    if let Some(Error::Invalid { param, msg }) = e.downcast_ref::<Error>() {
+        if e.chain().count() == 1 {
+            if let Some(flag) = flags(*param) {
+                return Error::InvalidArgument {
+                    flag,
+                    msg: msg.clone(),
+                }
+                .into();
+            }
+        }
     }
+    e
 }
 
 /// Exit code for an error: 2 for bad arguments or input, 130 for an interrupt, 1 otherwise.

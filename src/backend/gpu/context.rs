@@ -18,6 +18,9 @@ pub struct GpuContext {
     /// Validation and out-of-memory errors raised outside an error scope, drained after each
     /// submission so that a broken dispatch becomes an `Err`, never a silent wrong answer.
     errors: Arc<Mutex<Vec<String>>>,
+    /// Device checks left before a simulated device loss (`usize::MAX`: never); a test aid
+    /// for the recovery of a fit whose GPU fails (`GpuOptions::fail_after_checks`).
+    fail_after: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for GpuContext {
@@ -180,6 +183,7 @@ impl GpuContext {
             limits,
             features,
             errors,
+            fail_after: std::sync::atomic::AtomicUsize::new(usize::MAX),
         }))
     }
 
@@ -210,8 +214,24 @@ impl GpuContext {
         &self.info
     }
 
+    /// Simulates a lost device after `checks` more device checks (a test aid).
+    pub fn fail_after(&self, checks: usize) {
+        self.fail_after
+            .store(checks, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// The first uncaptured device error since the last call, as an `Err`.
     pub(crate) fn take_error(&self) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        let left = self.fail_after.load(Ordering::SeqCst);
+        if left != usize::MAX {
+            if left == 0 {
+                return Err(Error::Gpu(
+                    "the GPU device was lost (simulated: SPINR_GPU_FAIL_AFTER)".into(),
+                ));
+            }
+            self.fail_after.store(left - 1, Ordering::SeqCst);
+        }
         let mut v = self
             .errors
             .lock()

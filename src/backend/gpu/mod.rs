@@ -156,6 +156,9 @@ impl GpuBackend {
                 (Features::Dense(x), None) => (None, Some(x)),
                 (Features::Grid(g), None) => (Some(g), None),
             };
+        if let Some(n) = opts.fail_after_checks {
+            ctx.fail_after(n);
+        }
         let lay = Layout::new(&problem, s, grid, &opts, &ctx.limits)?;
         // Checked before any buffer exists: wgpu cannot say how much memory an adapter has,
         // so the budget is the caller's (`--max-memory`); the limits were checked above.

@@ -65,6 +65,9 @@ pub struct GpuOptions {
     /// ([`crate::backend::Profiler::dispatch_profile`]): slow, for finding hot kernels where
     /// the adapter has no timestamp queries.
     pub profile_dispatches: bool,
+    /// A test aid: report a lost device after this many device checks, to exercise what a
+    /// fit does when its GPU fails.
+    pub fail_after_checks: Option<usize>,
 }
 
 impl Default for GpuOptions {
@@ -80,6 +83,7 @@ impl Default for GpuOptions {
             feature_major: true,
             shader_checks: ShaderChecks::default(),
             profile_dispatches: false,
+            fail_after_checks: None,
         }
     }
 }

@@ -337,7 +337,9 @@ fn salvage(e: Error, job: &Job, plan: &FitPlan, saver: &Saver, out_dir: &Path) -
             Some(Saved::Iht(c)) => Some((&c.at, &c.state)),
             _ => None,
         });
-    let Some((at, state)) = last.filter(|(at, _)| at.best_loss.is_some()) else {
+    // Bad input is reported as such (its flag named); only a failure at run time salvages.
+    let Some((at, state)) = last.filter(|(at, _)| at.best_loss.is_some() && !e.is_bad_input())
+    else {
         return e.into();
     };
     let model = crate::inr::ImageModel {
