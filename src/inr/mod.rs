@@ -7,6 +7,7 @@
 
 pub mod dct;
 pub mod fit;
+mod fit_imp;
 pub mod image;
 
 use crate::backend::{self, cpu::CpuBackend, BackendChoice, GateSource, Slot};
