@@ -152,14 +152,9 @@ pub fn run_from<L: Learner + ?Sized>(
             order.shuffle(&mut rng);
         }
     }
-    let mut out = LoopOutcome {
-        best_loss: at.best_loss,
-        epochs: at.epoch,
-        updates: at.updates,
-        stopped: false,
-        history: at.history.clone(),
-    };
-    while at.epoch < schedule.epochs {
+    // `at` is the loop's one record of where it stands; the outcome is read off it.
+    let mut stopped = false;
+    'epochs: while at.epoch < schedule.epochs {
         let epoch = at.epoch;
         match batch {
             None => {
@@ -177,15 +172,13 @@ pub fn run_from<L: Learner + ?Sized>(
                     if k + 1 < chunks.len() {
                         at.batch = k + 1;
                         if pause(&at, learner)?.is_break() {
-                            out.updates = at.updates;
-                            out.stopped = true;
-                            return Ok(out);
+                            stopped = true;
+                            break 'epochs;
                         }
                     }
                 }
             }
         }
-        out.updates = at.updates;
         let loss = learner.evaluate()?;
         if !loss.is_finite() {
             return Err(Error::Diverged(format!(
@@ -193,27 +186,27 @@ pub fn run_from<L: Learner + ?Sized>(
                  features should be of order 1)"
             )));
         }
-        out.history.push(loss);
-        out.epochs += 1;
-        if out.best_loss.is_none_or(|l| loss < l) {
+        at.history.push(loss);
+        if at.best_loss.is_none_or(|l| loss < l) {
             learner.keep_best()?;
-            out.best_loss = Some(loss);
+            at.best_loss = Some(loss);
         }
         learner.end_epoch(epoch, loss)?;
-        at = LoopState {
-            epoch: epoch + 1,
-            batch: 0,
-            updates: out.updates,
-            best_loss: out.best_loss,
-            history: out.history.clone(),
-        };
+        at.epoch = epoch + 1;
+        at.batch = 0;
         let seen = observe(&EpochReport { epoch, loss, n });
         if pause(&at, learner)?.is_break() || seen.is_break() {
-            out.stopped = true;
+            stopped = true;
             break;
         }
     }
-    Ok(out)
+    Ok(LoopOutcome {
+        best_loss: at.best_loss,
+        epochs: at.epoch,
+        updates: at.updates,
+        stopped,
+        history: at.history,
+    })
 }
 
 #[cfg(test)]

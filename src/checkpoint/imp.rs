@@ -2,12 +2,11 @@
 //! of the next round (its weights are the rewound initial ones and Adam starts afresh) and the
 //! rounds before it (`imp::ImpResume`).
 
-use super::{json, open, parse, read, FORMAT_VERSION, VERSION};
+use super::{json, open, parse, read, serialize, VERSION};
 use crate::error::{Error, Result};
 use crate::imp::prune::Masks;
 use crate::imp::{ImpResume, RoundSummary};
-use safetensors::tensor::{Dtype, TensorView};
-use std::collections::HashMap;
+use safetensors::tensor::Dtype;
 use std::path::Path;
 
 pub const FORMAT: &str = "spinr-imp-checkpoint";
@@ -39,39 +38,21 @@ pub struct ImpCheckpoint {
 impl ImpCheckpoint {
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let r = &self.resume;
-        let meta: HashMap<String, String> = [
-            ("format", FORMAT.to_string()),
-            ("format_version", FORMAT_VERSION.to_string()),
-            ("spinr_version", VERSION.to_string()),
-            ("run", self.run.to_string()),
-            ("round", json(&r.round)),
-            ("rounds", json(&r.rounds)),
-            ("epochs", json(&r.epochs)),
-            ("seconds", json(&self.seconds)),
-            ("extra", self.extra.to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-        let ser = |e: safetensors::SafeTensorError| Error::Io {
-            path: "checkpoint".into(),
-            msg: format!("cannot serialise the checkpoint: {e}"),
-        };
         let u: Vec<u8> = r.masks.u.iter().map(|&b| b as u8).collect();
         let v: Vec<u8> = r.masks.v.iter().map(|&b| b as u8).collect();
-        let tensors = vec![
-            (
-                "mask_u",
-                TensorView::new(Dtype::U8, vec![u.len()], &u).map_err(ser)?,
-            ),
-            (
-                "mask_v",
-                TensorView::new(Dtype::U8, vec![v.len()], &v).map_err(ser)?,
-            ),
-        ];
-        Ok(crate::model::canonical(
-            safetensors::serialize(tensors, Some(meta)).map_err(ser)?,
-        ))
+        serialize(
+            FORMAT,
+            VERSION,
+            &self.run,
+            &[
+                ("round", json(&r.round)),
+                ("rounds", json(&r.rounds)),
+                ("epochs", json(&r.epochs)),
+                ("seconds", json(&self.seconds)),
+                ("extra", self.extra.to_string()),
+            ],
+            &[("mask_u", Dtype::U8, &u), ("mask_v", Dtype::U8, &v)],
+        )
     }
 
     /// Parses and checks checkpoint bytes; the error says what is wrong.

@@ -54,22 +54,6 @@ impl Checkpoint {
     }
 
     fn to_bytes_as(&self, version: &str) -> Result<Vec<u8>> {
-        let meta: HashMap<String, String> = [
-            ("format", FORMAT.to_string()),
-            ("format_version", FORMAT_VERSION.to_string()),
-            ("spinr_version", version.to_string()),
-            ("run", self.run.to_string()),
-            ("at", json(&self.at)),
-            ("counters", json(&self.state.counters)),
-            ("seconds", json(&self.seconds)),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-        let ser = |e: safetensors::SafeTensorError| Error::Io {
-            path: "checkpoint".into(),
-            msg: format!("cannot serialise the checkpoint: {e}"),
-        };
         let (w, best) = (&self.state.w, &self.state.best);
         let bufs = [
             le_bytes(&w.indices, u32::to_le_bytes),
@@ -77,34 +61,22 @@ impl Checkpoint {
             le_bytes(&best.indices, u32::to_le_bytes),
             le_bytes(&best.values, f32::to_le_bytes),
         ];
-        fn view(
-            dtype: Dtype,
-            len: usize,
-            buf: &[u8],
-        ) -> std::result::Result<TensorView<'_>, safetensors::SafeTensorError> {
-            TensorView::new(dtype, vec![len], buf)
-        }
-        let tensors = vec![
-            (
-                "w_indices",
-                view(Dtype::U32, w.len(), &bufs[0]).map_err(ser)?,
-            ),
-            (
-                "w_values",
-                view(Dtype::F32, w.len(), &bufs[1]).map_err(ser)?,
-            ),
-            (
-                "best_indices",
-                view(Dtype::U32, best.len(), &bufs[2]).map_err(ser)?,
-            ),
-            (
-                "best_values",
-                view(Dtype::F32, best.len(), &bufs[3]).map_err(ser)?,
-            ),
-        ];
-        Ok(crate::model::canonical(
-            safetensors::serialize(tensors, Some(meta)).map_err(ser)?,
-        ))
+        serialize(
+            FORMAT,
+            version,
+            &self.run,
+            &[
+                ("at", json(&self.at)),
+                ("counters", json(&self.state.counters)),
+                ("seconds", json(&self.seconds)),
+            ],
+            &[
+                ("w_indices", Dtype::U32, &bufs[0]),
+                ("w_values", Dtype::F32, &bufs[1]),
+                ("best_indices", Dtype::U32, &bufs[2]),
+                ("best_values", Dtype::F32, &bufs[3]),
+            ],
+        )
     }
 
     /// Parses and checks checkpoint bytes; the error says what is wrong.
@@ -187,41 +159,73 @@ impl Checkpoint {
 }
 
 /// Refuses to continue a run with different options or data: names every field of the saved
-/// description `saved` that differs from `now`.
+/// description `saved` that differs from `now` (the caller says how to go on).
 pub fn check_run(
     saved: &serde_json::Value,
     now: &serde_json::Value,
 ) -> std::result::Result<(), String> {
-    {
-        if saved == now {
-            return Ok(());
-        }
-        let empty = serde_json::Map::new();
-        let (a, b) = (
-            saved.as_object().unwrap_or(&empty),
-            now.as_object().unwrap_or(&empty),
-        );
-        let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
-        keys.sort();
-        keys.dedup();
-        let diffs: Vec<String> = keys
-            .into_iter()
-            .filter(|k| a.get(*k) != b.get(*k))
-            .map(|k| {
-                let show = |v: Option<&serde_json::Value>| v.map_or("-".into(), |v| v.to_string());
-                format!(
-                    "{k}: {} in the checkpoint, {} now",
-                    show(a.get(k)),
-                    show(b.get(k))
-                )
-            })
-            .collect();
-        Err(format!(
-            "it is a checkpoint of a different fit ({}); resume with the checkpoint's own \
-             options (`--resume DIR` alone), or start over without --resume",
-            diffs.join("; ")
-        ))
+    if saved == now {
+        return Ok(());
     }
+    let empty = serde_json::Map::new();
+    let (a, b) = (
+        saved.as_object().unwrap_or(&empty),
+        now.as_object().unwrap_or(&empty),
+    );
+    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let show = |v: Option<&serde_json::Value>| v.map_or("-".into(), |v| v.to_string());
+    let diffs: Vec<String> = keys
+        .into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| {
+            format!(
+                "{k}: {} in the checkpoint, {} now",
+                show(a.get(k)),
+                show(b.get(k))
+            )
+        })
+        .collect();
+    Err(format!(
+        "it is a checkpoint of a different run ({})",
+        diffs.join("; ")
+    ))
+}
+
+/// Checkpoint bytes of `format`: the shared metadata (format, versions, `run`) and `fields`,
+/// and 1-d tensors of `(name, dtype, little-endian bytes)`; the header in sorted order.
+fn serialize(
+    format: &str,
+    version: &str,
+    run: &serde_json::Value,
+    fields: &[(&str, String)],
+    tensors: &[(&str, Dtype, &[u8])],
+) -> Result<Vec<u8>> {
+    let mut meta: HashMap<String, String> = [
+        ("format", format.to_string()),
+        ("format_version", FORMAT_VERSION.to_string()),
+        ("spinr_version", version.to_string()),
+        ("run", run.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    meta.extend(fields.iter().map(|(k, v)| (k.to_string(), v.clone())));
+    let ser = |e: safetensors::SafeTensorError| Error::Io {
+        path: "checkpoint".into(),
+        msg: format!("cannot serialise the checkpoint: {e}"),
+    };
+    let views = tensors
+        .iter()
+        .map(|&(name, dtype, bytes)| {
+            let len = 8 * bytes.len() / dtype.bitsize();
+            Ok((name, TensorView::new(dtype, vec![len], bytes).map_err(ser)?))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(crate::model::canonical(
+        safetensors::serialize(views, Some(meta)).map_err(ser)?,
+    ))
 }
 
 /// The format and version checks every checkpoint kind shares.

@@ -1,6 +1,6 @@
 //! `spinr plant`: the paper's planted-network experiments.
 
-use super::fit::checkpoints::{self, Saved, Saver};
+use super::fit::checkpoints::{self, ImpSaver, Saved, Saver};
 use super::{progress, DeviceArgs};
 use crate::backend;
 use crate::error::{Error, Param};
@@ -134,12 +134,10 @@ fn saved(a: &PlantArgs, run: &serde_json::Value) -> anyhow::Result<Option<Saved>
     let saved = checkpoints::read(path)?;
     crate::checkpoint::check_run(saved.run(), run).map_err(|msg| Error::Checkpoint {
         path: path.clone(),
-        msg: msg
-            .replace("`--resume DIR` alone", "the same command")
-            .replace(
-                "without --resume",
-                &format!("after deleting {}", path.display()),
-            ),
+        msg: format!(
+            "{msg}; rerun with the options it was made with, or delete {} to start over",
+            path.display()
+        ),
     })?;
     eprintln!("spinr: resuming from {}", path.display());
     Ok(Some(saved))
@@ -236,13 +234,7 @@ pub fn run(a: PlantArgs) -> anyhow::Result<()> {
             let info = be.info();
             a.device.announce(&info);
             let start = Instant::now();
-            let resume = match &saved {
-                Some(Saved::Iht(c)) => Some(crate::iht::Resume {
-                    at: c.at.clone(),
-                    state: c.state.clone(),
-                }),
-                _ => None,
-            };
+            let resume = saved.as_ref().and_then(Saved::iht_resume);
             let mut saver = saver(&a, run.clone(), earlier);
             let fit = plant::run_from(
                 be.as_backend(),
@@ -273,11 +265,8 @@ pub fn run(a: PlantArgs) -> anyhow::Result<()> {
             let device =
                 crate::imp::ImpDevice::from_choice(a.device.backend, a.device.adapter.as_deref())?;
             a.device.announce(&device.info());
-            let resume = match &saved {
-                Some(Saved::Imp(c)) => Some(c.resume.clone()),
-                _ => None,
-            };
-            let start = Instant::now();
+            let resume = saved.as_ref().and_then(Saved::imp_resume);
+            let saver = ImpSaver::new(a.checkpoint.clone(), run.clone(), earlier);
             let mut report = plant::run_imp_from(
                 &spec,
                 &planted,
@@ -298,16 +287,7 @@ pub fn run(a: PlantArgs) -> anyhow::Result<()> {
                         std::ops::ControlFlow::Continue(())
                     }
                 },
-                |boundary| match &a.checkpoint {
-                    Some(path) => crate::checkpoint::ImpCheckpoint {
-                        run: run.clone(),
-                        resume: boundary.clone(),
-                        seconds: earlier + start.elapsed().as_secs_f64(),
-                        extra: serde_json::Value::Null,
-                    }
-                    .save(path),
-                    None => Ok(()),
-                },
+                |boundary| saver.save(boundary, serde_json::Value::Null),
             )?;
             if a.checkpoint.is_some() && progress::stop_requested() {
                 return Err(interrupted(&a));
@@ -373,13 +353,7 @@ fn run_vector(
     let training = plant::vector::training(spec, a.variant, a.iters, a.batch_size, a.inner);
     let verbose = super::verbose();
     let start = Instant::now();
-    let resume = match &saved {
-        Some(Saved::Iht(c)) => Some(crate::iht::Resume {
-            at: c.at.clone(),
-            state: c.state.clone(),
-        }),
-        _ => None,
-    };
+    let resume = saved.as_ref().and_then(Saved::iht_resume);
     let earlier = saved.as_ref().map_or(0.0, Saved::seconds);
     let mut saver = saver(a, run, earlier);
     let (w, epochs, stopped) = plant::vector::run_from(

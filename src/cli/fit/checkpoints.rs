@@ -5,7 +5,8 @@
 use super::{ImageArgs, Resize};
 use crate::checkpoint::{self, Checkpoint, ImpCheckpoint};
 use crate::error::Error;
-use crate::iht::{Checkpointer, IhtState};
+use crate::iht::{Checkpointer, IhtState, Resume};
+use crate::imp::ImpResume;
 use crate::inr::fit::FitOptions;
 use crate::inr::Image;
 use crate::train::LoopState;
@@ -97,6 +98,25 @@ impl Saved {
         }
     }
 
+    /// Where an IHT fit goes on from, if this is one.
+    pub fn iht_resume(&self) -> Option<Resume> {
+        match self {
+            Saved::Iht(c) => Some(Resume {
+                at: c.at.clone(),
+                state: c.state.clone(),
+            }),
+            Saved::Imp(_) => None,
+        }
+    }
+
+    /// Where an IMP run goes on from, if this is one.
+    pub fn imp_resume(&self) -> Option<ImpResume> {
+        match self {
+            Saved::Imp(c) => Some(c.resume.clone()),
+            Saved::Iht(_) => None,
+        }
+    }
+
     /// Fitting time before the checkpoint.
     pub fn seconds(&self) -> f64 {
         match self {
@@ -141,39 +161,25 @@ pub fn load(dir: &Path) -> anyhow::Result<(Saved, ImageRun)> {
         msg,
     };
     let saved = read(&path)?;
-    let run = saved
-        .run()
-        .get("run")
-        .cloned()
-        .ok_or_else(|| bad("it is not the checkpoint of an image fit".into()))?;
-    let run: ImageRun =
-        serde_json::from_value(run).map_err(|e| bad(format!("its run description: {e}")))?;
+    let run: ImageRun = serde_json::from_value(saved.run().clone())
+        .map_err(|e| bad(format!("it is not the checkpoint of an image fit ({e})")))?;
     Ok((saved, run))
 }
 
-/// The `run` field of an image fit's checkpoint: the compared description and, under `run`,
-/// everything needed to rebuild it.
+/// The `run` field of an image fit's checkpoint: all that is needed to rebuild the fit.
 pub fn describe(run: &ImageRun) -> serde_json::Value {
-    let mut v = run.to_value();
-    v.as_object_mut()
-        .expect("an object")
-        .insert("run".into(), serde_json::to_value(run).expect("serialises"));
-    v
+    serde_json::to_value(run).expect("serialises")
 }
 
-/// Refuses a resume whose options or pixels differ from the checkpoint's.
-pub fn check(dir: &Path, saved: &Saved, now: &ImageRun) -> anyhow::Result<()> {
-    let strip = |v: &serde_json::Value| {
-        let mut v = v.clone();
-        if let Some(o) = v.as_object_mut() {
-            o.remove("run");
-        }
-        v
-    };
-    checkpoint::check_run(&strip(saved.run()), &strip(&describe(now))).map_err(|msg| {
+/// Refuses a resume whose options or pixels differ from the checkpoint's (`saved`).
+pub fn check(dir: &Path, saved: &ImageRun, now: &ImageRun) -> anyhow::Result<()> {
+    checkpoint::check_run(&saved.to_value(), &now.to_value()).map_err(|msg| {
         Error::Checkpoint {
             path: dir.join(CHECKPOINT_FILE),
-            msg,
+            msg: format!(
+                "{msg}; resume with the checkpoint's own options (`--resume DIR` alone), or \
+                 start over without --resume"
+            ),
         }
         .into()
     })
@@ -181,17 +187,18 @@ pub fn check(dir: &Path, saved: &Saved, now: &ImageRun) -> anyhow::Result<()> {
 
 /// Saves a checkpoint every `every` and whenever a stop was asked for (then stops the fit).
 pub struct Saver {
-    pub path: PathBuf,
-    pub run: serde_json::Value,
-    pub every: Duration,
+    path: PathBuf,
+    run: serde_json::Value,
+    every: Duration,
     /// Fitting time of the earlier runs of this fit.
-    pub earlier_seconds: f64,
-    pub start: Instant,
+    earlier_seconds: f64,
+    start: Instant,
     last: Instant,
+    stop_requested: fn() -> bool,
     /// The last state saved (the best model survives a lost device through it).
     pub saved: Option<(LoopState, IhtState)>,
+    /// Why a save failed (the fit then stopped).
     pub error: Option<Error>,
-    pub stop_requested: fn() -> bool,
 }
 
 impl Saver {
@@ -247,5 +254,38 @@ impl Checkpointer for Saver {
         } else {
             ControlFlow::Continue(())
         })
+    }
+}
+
+/// Saves an IMP run's round boundaries to `path` (`None`: nowhere).
+pub struct ImpSaver {
+    path: Option<PathBuf>,
+    run: serde_json::Value,
+    earlier_seconds: f64,
+    start: Instant,
+}
+
+impl ImpSaver {
+    pub fn new(path: Option<PathBuf>, run: serde_json::Value, earlier_seconds: f64) -> Self {
+        ImpSaver {
+            path,
+            run,
+            earlier_seconds,
+            start: Instant::now(),
+        }
+    }
+
+    /// Saves one boundary, with what the caller needs beside it (`extra`).
+    pub fn save(&self, r: &ImpResume, extra: serde_json::Value) -> crate::Result<()> {
+        match &self.path {
+            Some(path) => ImpCheckpoint {
+                run: self.run.clone(),
+                resume: r.clone(),
+                seconds: self.earlier_seconds + self.start.elapsed().as_secs_f64(),
+                extra,
+            }
+            .save(path),
+            None => Ok(()),
+        }
     }
 }

@@ -14,11 +14,11 @@ pub use args::*;
 use super::progress;
 use crate::backend;
 use crate::error::Error;
-use crate::iht::{EpochReport, Resume, Variant};
+use crate::iht::{EpochReport, Variant};
 use crate::inr::fit::{self as inr_fit, FitPlan, FitReport, ImageFit, Method};
 use crate::inr::Image;
 use crate::model;
-use checkpoints::{ImageRun, Saved, Saver, CHECKPOINT_FILE};
+use checkpoints::{ImageRun, ImpSaver, Saved, Saver, CHECKPOINT_FILE};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -134,8 +134,8 @@ pub fn run(a: FitArgs) -> anyhow::Result<()> {
     let image = which.load(&path)?;
     let plan = options.plan(&image)?;
     let run = ImageRun::new(&path, &which, &image, &options);
-    if let (Some(dir), Some((c, _))) = (&a.resume, &resume) {
-        checkpoints::check(dir, c, &run)?;
+    if let (Some(dir), Some((_, saved))) = (&a.resume, &resume) {
+        checkpoints::check(dir, saved, &run)?;
     }
     let job = Job {
         path,
@@ -278,15 +278,8 @@ fn fit_iht(
         &info,
         &out_dir.display().to_string(),
     );
-    let saved = match &job.resume {
-        Some(Saved::Iht(c)) => Some(c),
-        _ => None,
-    };
-    let resume = saved.map(|c| Resume {
-        at: c.at.clone(),
-        state: c.state.clone(),
-    });
-    let earlier = saved.map_or(0.0, |c| c.seconds);
+    let resume = job.resume.as_ref().and_then(Saved::iht_resume);
+    let earlier = job.resume.as_ref().map_or(0.0, Saved::seconds);
     if let Some(r) = &resume {
         eprintln!(
             "spinr: resuming at epoch {} (update {} of it) from {}",
@@ -391,10 +384,7 @@ fn fit_imp(
         }
     };
     // IMP's state between rounds is small (the masks): saved at every round boundary.
-    let resume = match &job.resume {
-        Some(Saved::Imp(c)) => Some(c.resume.clone()),
-        _ => None,
-    };
+    let resume = job.resume.as_ref().and_then(Saved::imp_resume);
     let earlier = job.resume.as_ref().map_or(0.0, Saved::seconds);
     if let Some(r) = &resume {
         eprintln!(
@@ -404,9 +394,11 @@ fn fit_imp(
         );
         bar.set_position(r.round as u64);
     }
-    let start = Instant::now();
-    let run = checkpoints::describe(&job.run);
-    let path = out_dir.join(CHECKPOINT_FILE);
+    let saver = ImpSaver::new(
+        Some(out_dir.join(CHECKPOINT_FILE)),
+        checkpoints::describe(&job.run),
+        earlier,
+    );
     let mut fit = inr_fit::fit_imp_from(
         image,
         plan,
@@ -427,15 +419,7 @@ fn fit_imp(
             }
             stop()
         },
-        |boundary| {
-            crate::checkpoint::ImpCheckpoint {
-                run: run.clone(),
-                resume: boundary.clone(),
-                seconds: earlier + start.elapsed().as_secs_f64(),
-                extra: serde_json::Value::Null,
-            }
-            .save(&path)
-        },
+        |boundary| saver.save(boundary, serde_json::Value::Null),
     )?;
     bar.finish_and_clear();
     fit.seconds += earlier;

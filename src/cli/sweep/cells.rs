@@ -3,6 +3,7 @@
 //! as `spinr fit` and `spinr plant`. A row is the command's report minus the cell's own
 //! columns (method, m, s, seed), with the model's actual size as `weights`.
 
+use super::super::fit::checkpoints::ImpSaver;
 use super::super::fit::{FitTuning, ImageArgs};
 use super::super::DeviceArgs;
 use crate::backend;
@@ -28,52 +29,39 @@ use std::time::Instant;
 /// restart with other options, so the run's name (task and cell group) identifies it.
 pub struct ImpSaves {
     path: Option<PathBuf>,
-    run: serde_json::Value,
-    start: Instant,
-    earlier: f64,
+    saver: ImpSaver,
 }
 
-impl ImpSaves {
-    /// `dir`: the sweep's folder (`None`: no checkpoints).
-    pub fn new(dir: Option<&Path>, name: String) -> Self {
-        ImpSaves {
-            path: dir.map(|d| d.join(format!("imp-{name}.checkpoint.safetensors"))),
-            run: serde_json::json!({ "sweep_imp_run": name }),
-            start: Instant::now(),
-            earlier: 0.0,
-        }
-    }
+/// Where an IMP run goes on from, and what was saved with it.
+type Resumed = Option<(ImpResume, serde_json::Value)>;
 
-    /// The saved boundary and what was saved with it, if there is one.
-    fn resume(&mut self) -> Result<Option<(ImpResume, serde_json::Value)>> {
-        let Some(path) = self.path.as_ref().filter(|p| p.exists()) else {
-            return Ok(None);
-        };
-        let c = ImpCheckpoint::load(path)?;
-        check_run(&c.run, &self.run).map_err(|msg| Error::Checkpoint {
-            path: path.clone(),
-            msg,
-        })?;
-        self.earlier = c.seconds;
-        eprintln!(
-            "spinr: resuming an IMP run at round {} from {}",
-            c.resume.round,
-            path.display()
-        );
-        Ok(Some((c.resume, c.extra)))
+impl ImpSaves {
+    /// The checkpoint of run `name` in `dir` (the sweep's folder; `None`: no checkpoints),
+    /// and where the run goes on from if an earlier sweep left it unfinished.
+    fn open(dir: Option<&Path>, name: String) -> Result<(Self, Resumed)> {
+        let path = dir.map(|d| d.join(format!("imp-{name}.checkpoint.safetensors")));
+        let run = serde_json::json!({ "sweep_imp_run": name });
+        let (mut earlier, mut resumed) = (0.0, None);
+        if let Some(p) = path.as_ref().filter(|p| p.exists()) {
+            let c = ImpCheckpoint::load(p)?;
+            check_run(&c.run, &run).map_err(|msg| Error::Checkpoint {
+                path: p.clone(),
+                msg,
+            })?;
+            eprintln!(
+                "spinr: resuming an IMP run at round {} from {}",
+                c.resume.round,
+                p.display()
+            );
+            earlier = c.seconds;
+            resumed = Some((c.resume, c.extra));
+        }
+        let saver = ImpSaver::new(path.clone(), run, earlier);
+        Ok((ImpSaves { path, saver }, resumed))
     }
 
     fn save(&self, r: &ImpResume, extra: serde_json::Value) -> Result<()> {
-        match &self.path {
-            Some(path) => ImpCheckpoint {
-                run: self.run.clone(),
-                resume: r.clone(),
-                seconds: self.earlier + self.start.elapsed().as_secs_f64(),
-                extra,
-            }
-            .save(path),
-            None => Ok(()),
-        }
+        self.saver.save(r, extra)
     }
 
     /// The run is over (its rows are saved): nothing to resume.
@@ -242,11 +230,11 @@ impl InrRunner {
         let plan = self.plan(smallest)?;
         let problem = plan.problem(&self.image)?;
         let device = ImpDevice::from_choice(self.device.backend, self.device.adapter.as_deref())?;
-        let mut saves = ImpSaves::new(
+        let (saves, resumed) = ImpSaves::open(
             self.imp_checkpoints.as_deref(),
             format!("inr-m{}-seed{}", smallest.neurons, smallest.seed),
-        );
-        let resume = saves.resume()?.map(|(r, _)| r);
+        )?;
+        let resume = resumed.map(|(r, _)| r);
         crate::imp::fit_from(
             &problem,
             &inr_fit::imp_options(&plan),
@@ -368,14 +356,14 @@ impl PlantRunner {
             FitMethod::Imp => {
                 let device =
                     ImpDevice::from_choice(self.device.backend, self.device.adapter.as_deref())?;
-                let mut saves = ImpSaves::new(
+                let (saves, resumed) = ImpSaves::open(
                     self.imp_checkpoints.as_deref(),
                     format!(
                         "plant-m{}-s{}-seed{}",
                         cell.neurons, cell.nonzeros, cell.seed
                     ),
-                );
-                let resume = saves.resume()?.map(|(r, _)| r);
+                )?;
+                let resume = resumed.map(|(r, _)| r);
                 let report = plant::run_imp_from(
                     &spec,
                     &planted,
@@ -457,13 +445,13 @@ impl ClassifyRunner {
         let split = plan.select(&self.split)?;
         let device = ImpDevice::from_choice(self.device.backend, self.device.adapter.as_deref())?;
         let info = device.info();
-        let mut saves = ImpSaves::new(
+        let (saves, resumed) = ImpSaves::open(
             self.imp_checkpoints.as_deref(),
             format!("classify-m{}-seed{}", smallest.neurons, smallest.seed),
-        );
+        )?;
         // Every row carries the dense network's accuracy (round 0): a resumed run has it
         // from its checkpoint.
-        let (resume, mut dense_accuracy) = match saves.resume()? {
+        let (resume, mut dense_accuracy) = match resumed {
             Some((r, extra)) => (Some(r), extra["dense_test_accuracy"].as_f64()),
             None => (None, None),
         };
