@@ -21,6 +21,7 @@ pub mod output;
 pub mod plant;
 pub mod problem;
 pub mod rng;
+pub mod samples;
 pub mod sparse;
 pub mod sweep;
 pub mod train;

@@ -270,19 +270,22 @@ fn cases(rng: &mut impl Rng) -> Vec<Case> {
     ];
     out.push(Case {
         // 36-byte rows, 34 rows a binding: the features span three bindings.
-        name: "convex dense 101×9, m 7, X in three bindings".into(),
+        // Loaded and read back in blocks of 13 samples, which straddle the bindings.
+        name: "convex dense 101×9, m 7, X in three bindings, blocks of 13".into(),
         problem: dense_problem(rng, GateMode::Convex, 101, 9, 7),
         opts: GpuOptions {
             feature_binding_bytes: Some(34 * 36),
+            move_block_samples: Some(13),
             ..Default::default()
         },
     });
     out.push(Case {
         // Sample-major X (what minibatch fits use): 36-byte rows, 34 a binding.
-        name: "sequential dense 101×9, m 7, X sample-major in three bindings".into(),
+        name: "sequential dense 101×9, m 7, X sample-major in three bindings, blocks of 13".into(),
         problem: dense_problem(rng, GateMode::Sequential, 101, 9, 7),
         opts: GpuOptions {
             feature_binding_bytes: Some(34 * 36),
+            move_block_samples: Some(13),
             feature_major: false,
             ..Default::default()
         },
@@ -307,6 +310,15 @@ fn cases(rng: &mut impl Rng) -> Vec<Case> {
         name: "grid 9×11×3 cached, m 6".into(),
         problem: g3.clone(),
         opts: def,
+    });
+    out.push(Case {
+        // The cached grid generated and loaded 40 samples at a time.
+        name: "grid 9×11×3 cached in blocks of 40, m 6".into(),
+        problem: g3.clone(),
+        opts: GpuOptions {
+            move_block_samples: Some(40),
+            ..def
+        },
     });
     out.push(Case {
         name: "grid 9×11×3 on the fly, m 6".into(),

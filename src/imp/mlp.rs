@@ -111,6 +111,46 @@ pub struct MlpData<'a> {
     pub targets: &'a Targets,
 }
 
+impl crate::samples::SampleSource for MlpData<'_> {
+    fn samples(&self) -> usize {
+        self.n
+    }
+
+    fn features(&self) -> usize {
+        self.d
+    }
+
+    fn read_rows(&self, range: std::ops::Range<usize>, out: &mut [f32]) -> Result<()> {
+        crate::samples::check_read(self, &range, out.len(), self.d)?;
+        crate::samples::read_feature_rows(self.features, self.d, range, out);
+        Ok(())
+    }
+
+    fn targets_per_sample(&self) -> usize {
+        match self.targets {
+            Targets::Values(y) => y.len() / self.n.max(1),
+            Targets::Labels(_) => 1,
+            Targets::None => 0,
+        }
+    }
+
+    /// Values as they are; class labels as floats (what the GPU kernels read).
+    fn read_targets(&self, range: std::ops::Range<usize>, out: &mut [f32]) -> Result<()> {
+        let t = self.targets_per_sample();
+        crate::samples::check_read(self, &range, out.len(), t)?;
+        match self.targets {
+            Targets::Values(y) => out.copy_from_slice(&y[range.start * t..range.end * t]),
+            Targets::Labels(l) => {
+                for (o, &v) in out.iter_mut().zip(&l[range]) {
+                    *o = v as f32;
+                }
+            }
+            Targets::None => {}
+        }
+        Ok(())
+    }
+}
+
 impl MlpData<'_> {
     /// Fills the `d` features of sample `i`.
     #[inline]

@@ -5,10 +5,11 @@
 //! them), built once per gate snapshot and minibatch instead of once per pass.
 //!
 //! Used when the features fit the cache budget (`CpuBackend::new`'s `feature_cache`); the
-//! row path in `mod.rs` (features generated or read row by row, gates evaluated per pass)
+//! row path in `rows.rs` (features generated or read row by row, gates evaluated per pass)
 //! serves the rest and is tested against the same oracle.
 
 use super::*;
+use crate::samples::{self, SampleBlocks, SampleSource};
 use std::collections::HashMap;
 
 /// Samples per block of a support pass: the per-block accumulators stay in L1.
@@ -52,14 +53,27 @@ fn expand<T: From<u8>>(mask: &[u64], lo: usize, out: &mut [T]) {
     }
 }
 
-/// Transposes sample-major rows (`row(i, out)` fills sample `i`'s `d` features) into a d × len
-/// column block, for the samples `ids` (or `0..len`).
-pub(super) fn transpose(
-    d: usize,
-    len: usize,
-    ids: Option<&[u32]>,
-    row: impl Fn(usize, &mut [f32]) + Sync,
-) -> Vec<f32> {
+/// Samples per block when the columns are loaded from a source: a block's rows stay a few MiB
+/// whatever `n` is.
+const LOAD_BLOCK_BYTES: u64 = 8 << 20;
+
+/// All features of `src`, feature-major (d columns of n samples), read a block of samples at a
+/// time.
+pub(super) fn from_source(src: &dyn SampleSource) -> Result<Vec<f32>> {
+    let (n, d) = (src.samples(), src.features());
+    let mut xt = vec![0f32; d * n];
+    let blocks = SampleBlocks::within(n, d, LOAD_BLOCK_BYTES, CB);
+    samples::for_each_rows(src, blocks, |range, rows| {
+        samples::scatter_columns(&mut xt, n, 0, range, rows, d);
+        Ok(())
+    })?;
+    Ok(xt)
+}
+
+/// The columns (d × `ids.len()`) of the samples `ids`, where `row(i, out)` fills sample `i`'s
+/// `d` features: a minibatch's own copy.
+pub(super) fn gather(d: usize, ids: &[u32], row: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
+    let len = ids.len();
     let mut xt = vec![0f32; d * len];
     // Rows are produced in parallel, a wave of blocks at a time (so the row copies never
     // approach the size of `xt` itself), then written into their column segments.
@@ -72,9 +86,8 @@ pub(super) fn transpose(
                 let lo = b * CB;
                 let hi = (lo + CB).min(len);
                 let mut rows = vec![0f32; (hi - lo) * d];
-                for (t, i) in (lo..hi).enumerate() {
-                    let sample = ids.map_or(i, |ids| ids[i] as usize);
-                    row(sample, &mut rows[t * d..(t + 1) * d]);
+                for (t, &sample) in ids[lo..hi].iter().enumerate() {
+                    row(sample as usize, &mut rows[t * d..(t + 1) * d]);
                 }
                 (lo, rows)
             })

@@ -13,28 +13,12 @@ use std::sync::Arc;
 
 mod columns;
 mod dense;
+mod rows;
 
 /// Samples per block in every pass (rows of the GEMM tiles).
 const BLOCK: usize = 128;
 /// Floats per dense-pass tile of the gradient (`tile·d`).
 const TILE_FLOATS: usize = 1 << 16;
-
-/// Read access to the features: a dense matrix (given or cached) or generated on the fly.
-#[derive(Clone, Copy)]
-enum Feat<'a> {
-    Dense(&'a [f32], usize),
-    Grid(&'a GridFourier),
-}
-
-impl Feat<'_> {
-    #[inline]
-    fn row(&self, i: usize, out: &mut [f32]) {
-        match *self {
-            Feat::Dense(x, d) => out.copy_from_slice(&x[i * d..(i + 1) * d]),
-            Feat::Grid(g) => g.fill_row(i, out),
-        }
-    }
-}
 
 /// The gates in force, weight gates as host data.
 type Gates = super::ActiveGates<SparseVec>;
@@ -87,12 +71,7 @@ impl CpuBackend {
         let (n, d) = (problem.n, problem.d);
         let mut cols = columns::Columns::default();
         if (n * d * 4) as u64 <= feature_cache {
-            let all = match &problem.features {
-                Features::Grid(g) => columns::transpose(d, n, None, |i, row| g.fill_row(i, row)),
-                Features::Dense(x) => columns::transpose(d, n, None, |i, row| {
-                    row.copy_from_slice(&x[i * d..(i + 1) * d])
-                }),
-            };
+            let all = columns::from_source(problem.as_ref())?;
             meter.alloc((all.len() * 4) as u64);
             cols.all = Some(all);
         }
@@ -119,14 +98,6 @@ impl CpuBackend {
         })
     }
 
-    /// Row access for the row path.
-    fn feat(&self) -> Feat<'_> {
-        match &self.problem.features {
-            Features::Dense(x) => Feat::Dense(x, self.problem.d),
-            Features::Grid(g) => Feat::Grid(g),
-        }
-    }
-
     /// Builds the gate masks the column path needs for the neurons of `slot`.
     fn prepare(&mut self, slot: Slot) {
         let d = self.problem.d;
@@ -147,6 +118,7 @@ impl CpuBackend {
         batch.map_or(idx, |b| b[idx] as usize)
     }
 
+    /// Each neuron's entries of `v` and of the weight gates, with their feature columns.
     fn plan(&self, v: &SparseVec) -> Plan {
         let d = self.problem.d;
         let runs = v
@@ -175,116 +147,13 @@ impl CpuBackend {
         }
     }
 
-    /// Visits the active samples `blk` (indices into the batch): computes each sample's feature
-    /// row and the gates of every run, then calls `op(index, row, open)`.
-    fn visit_block(
-        &self,
-        plan: &Plan,
-        blk: Range<usize>,
-        rows: &mut Vec<f32>,
-        open: &mut Vec<bool>,
-        gate: &mut Vec<f32>,
-        mut op: impl FnMut(usize, &[f32], &[bool]),
-    ) {
-        let d = self.problem.d;
-        let nr = plan.runs.len();
-        let batch = self.batch.as_deref();
-        let b_len = blk.len();
-        let feat = self.feat();
-        // Rows of the block: borrowed from a dense matrix, or generated into `rows`.
-        if let Feat::Grid(g) = feat {
-            rows.resize(b_len * d, 0.0);
-            for b in 0..b_len {
-                g.fill_row(
-                    Self::sample(batch, blk.start + b),
-                    &mut rows[b * d..(b + 1) * d],
-                );
-            }
-        }
-        let row = |b: usize| -> &[f32] {
-            match feat {
-                Feat::Dense(x, _) => {
-                    let i = Self::sample(batch, blk.start + b);
-                    &x[i * d..(i + 1) * d]
-                }
-                Feat::Grid(_) => &rows[b * d..(b + 1) * d],
-            }
-        };
-        open.clear();
-        open.resize(b_len * nr, false);
-        match &self.gates {
-            Gates::Open => open.fill(true),
-            Gates::Weights(h) => {
-                for b in 0..b_len {
-                    let x = row(b);
-                    for (r, run) in plan.runs.iter().enumerate() {
-                        let mut pre = 0f64;
-                        for p in run.gate.clone() {
-                            pre += x[plan.gate_cols[p] as usize] as f64 * h.values[p] as f64;
-                        }
-                        open[b * nr + r] = pre > 0.0;
-                    }
-                }
-            }
-            Gates::Random => {
-                let seed = self.problem.gate_seed;
-                gate.resize(d, 0.0);
-                for (r, run) in plan.runs.iter().enumerate() {
-                    rng::gate_vector(seed, run.neuron, gate);
-                    for b in 0..b_len {
-                        open[b * nr + r] = dot(row(b), gate) > 0.0;
-                    }
-                }
-            }
-        }
-        for b in 0..b_len {
-            op(blk.start + b, row(b), &open[b * nr..(b + 1) * nr]);
-        }
-    }
-
     /// `out_i = (A v)_i − y_i` (or without `y`) over the active samples; returns `Σ out²`.
     /// The column path needs [`Self::prepare`] for `v`'s neurons first.
     fn apply(&self, v: &SparseVec, subtract_y: bool, out: &mut [f32]) -> f64 {
         if self.columns().is_some() {
             return self.apply_cols(v, subtract_y, out);
         }
-        let plan = self.plan(v);
-        let batch = self.batch.as_deref();
-        let y = &self.problem.y;
-        let len = out.len();
-        let sums: Vec<f64> = out
-            .par_chunks_mut(BLOCK)
-            .enumerate()
-            .map(|(blk, chunk)| {
-                let (mut rows, mut open, mut gate) = (Vec::new(), Vec::new(), Vec::new());
-                let start = blk * BLOCK;
-                let mut acc = 0f64;
-                let range = start..(start + BLOCK).min(len);
-                self.visit_block(
-                    &plan,
-                    range,
-                    &mut rows,
-                    &mut open,
-                    &mut gate,
-                    |idx, x, open| {
-                        let mut pred = 0f64;
-                        for (run, &o) in plan.runs.iter().zip(open) {
-                            if o {
-                                for p in run.entries.clone() {
-                                    pred += x[plan.cols[p] as usize] as f64 * v.values[p] as f64;
-                                }
-                            }
-                        }
-                        let i = Self::sample(batch, idx);
-                        let o = if subtract_y { pred - y[i] as f64 } else { pred };
-                        chunk[idx - start] = o as f32;
-                        acc += o * o;
-                    },
-                );
-                acc
-            })
-            .collect();
-        sums.iter().sum() // in block order: the same rounding on every run
+        self.apply_rows(v, subtract_y, out)
     }
 
     /// `g = A_Sᵀ r` on the support of `v` (values of `v` unused); returns `g`.
@@ -292,41 +161,7 @@ impl CpuBackend {
         if self.columns().is_some() {
             return self.apply_t_cols(v, r);
         }
-        let plan = self.plan(v);
-        let len = v.len();
-        let partials: Vec<Vec<f64>> = parts(r.len(), self.threads)
-            .into_par_iter()
-            .map(|part| {
-                let mut acc = vec![0f64; len];
-                let (mut rows, mut open, mut gate) = (Vec::new(), Vec::new(), Vec::new());
-                for blk in part.clone().step_by(BLOCK) {
-                    let range = blk..(blk + BLOCK).min(part.end);
-                    self.visit_block(
-                        &plan,
-                        range,
-                        &mut rows,
-                        &mut open,
-                        &mut gate,
-                        |idx, x, open| {
-                            let ri = r[idx] as f64;
-                            if ri == 0.0 {
-                                return;
-                            }
-                            for (run, &o) in plan.runs.iter().zip(open) {
-                                if o {
-                                    for p in run.entries.clone() {
-                                        acc[p] += ri * x[plan.cols[p] as usize] as f64;
-                                    }
-                                }
-                            }
-                        },
-                    );
-                }
-                acc
-            })
-            .collect();
-        let g = sum_in_order(partials, len);
-        g.into_iter().map(|x| x as f32).collect()
+        self.apply_t_rows(v, r)
     }
 
     /// `g = A_Sᵀ r` on the support of `v` (current residual) into slot `g`; returns `‖g‖²`.
@@ -504,7 +339,7 @@ impl Backend for CpuBackend {
         if let (Some(all), Some(ids)) = (&self.cols.all, &self.batch) {
             // The minibatch's columns, gathered once for all of its passes.
             let (n, d) = (self.problem.n, self.problem.d);
-            let x = columns::transpose(d, ids.len(), Some(ids), |i, row| {
+            let x = columns::gather(d, ids, |i, row| {
                 for (k, r) in row.iter_mut().enumerate() {
                     *r = all[k * n + i];
                 }

@@ -13,6 +13,7 @@ use super::GpuOptions;
 use crate::backend::MemoryMeter;
 use crate::error::{Error, Result};
 use crate::problem::{Features, GridFourier, Problem};
+use crate::samples::{self, SampleBlocks, SampleSource};
 
 /// Slot registers on the device: the trait's six, the gate snapshot, the top-s ping-pong pair.
 pub(crate) const NSLOT: usize = 9;
@@ -39,6 +40,9 @@ pub(crate) const REFINE_MAX: usize = 32;
 const SCALAR_REGION: usize = SC_REC + REC_LEN * REFINE_MAX;
 /// Dynamic op blocks per submission before a call is split into several submissions.
 pub(crate) const OPS_PER_SUBMIT: usize = 2048;
+/// Host bytes of one block of samples moved to or from the device (feature rows on upload,
+/// predictions on readback): loading and reading back stay this size whatever `n` is.
+pub(crate) const MOVE_BLOCK_BYTES: u64 = 16 << 20;
 
 /// Where everything lives inside the float buffer `F` and the integer buffer `U` (in
 /// elements), plus the derived sizes of the dense pass.
@@ -64,6 +68,9 @@ pub(crate) struct Layout {
     /// the number of bindings used.
     pub x_lines_per_binding: usize,
     pub x_bindings: usize,
+    /// Blocks in which feature rows are loaded, and targets and predictions moved.
+    pub load_blocks: SampleBlocks,
+    pub read_blocks: SampleBlocks,
     pub cfg: Cfg,
 }
 
@@ -261,6 +268,14 @@ impl Layout {
             tile_bytes: 4 * (tile_f + tile_u) as u64,
             x_lines_per_binding,
             x_bindings,
+            load_blocks: opts.move_block_samples.map_or(
+                SampleBlocks::within(n, d, MOVE_BLOCK_BYTES, SAMPLE_BLOCK),
+                |len| SampleBlocks::new(n, len),
+            ),
+            read_blocks: opts.move_block_samples.map_or(
+                SampleBlocks::within(n, 1, MOVE_BLOCK_BYTES, SAMPLE_BLOCK),
+                |len| SampleBlocks::new(n, len),
+            ),
             cfg,
         })
     }
@@ -276,6 +291,81 @@ pub(crate) struct Buffers {
     pub u: wgpu::Buffer,
     pub h: wgpu::Buffer,
     pub staging: wgpu::Buffer,
+}
+
+/// The bindings of X, filled from `src` a block of samples at a time: each buffer is created
+/// mapped and the rows are written (transposed, when feature-major) straight into it, so the
+/// host holds one block of rows, never a copy of the matrix.
+fn load_x(
+    ctx: &GpuContext,
+    lay: &Layout,
+    src: &dyn SampleSource,
+    meter: &mut MemoryMeter,
+    usage: wgpu::BufferUsages,
+) -> Result<Vec<wgpu::Buffer>> {
+    let (n, d) = (lay.n, lay.d);
+    let fm = lay.cfg.x_feature_major != 0;
+    let all = if fm { d } else { n };
+    // Binding c holds lines (features or samples) lo..hi.
+    let lines: Vec<std::ops::Range<usize>> = (0..lay.x_bindings)
+        .map(|c| c * lay.x_lines_per_binding..((c + 1) * lay.x_lines_per_binding).min(all))
+        .collect();
+    let per_line = if fm { n } else { d };
+    let bufs: Vec<wgpu::Buffer> = lines
+        .iter()
+        .map(|l| {
+            let size = (l.len() * per_line * 4).max(16).div_ceil(4) as u64 * 4;
+            meter.alloc(size);
+            ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("spinr X"),
+                size,
+                usage,
+                mapped_at_creation: true,
+            })
+        })
+        .collect();
+    {
+        let mut views = bufs
+            .iter()
+            .map(|b| b.slice(..).get_mapped_range_mut())
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::Gpu(format!("mapping X for upload: {e}")))?;
+        // Mapped memory is write-only (it may be write-combined): whole segments are copied in.
+        let mut block_cols = Vec::new();
+        samples::for_each_rows(src, lay.load_blocks, |range, rows| {
+            let len = range.len();
+            if fm {
+                // The block transposed (d columns of `len`), then each column's segment.
+                block_cols.resize(d * len, 0.0);
+                samples::scatter_columns(&mut block_cols, len, 0, 0..len, rows, d);
+            }
+            for (view, l) in views.iter_mut().zip(&lines) {
+                if fm {
+                    for k in l.clone() {
+                        let at = ((k - l.start) * n + range.start) * 4;
+                        let seg = &block_cols[k * len..(k + 1) * len];
+                        view.slice(at..at + 4 * len)
+                            .copy_from_slice(bytemuck::cast_slice(seg));
+                    }
+                } else {
+                    // Sample-major: the block's rows that fall in this binding.
+                    let lo = range.start.max(l.start);
+                    let hi = range.end.min(l.end);
+                    if lo < hi {
+                        let from = &rows[(lo - range.start) * d..(hi - range.start) * d];
+                        let at = (lo - l.start) * d * 4;
+                        view.slice(at..at + 4 * from.len())
+                            .copy_from_slice(bytemuck::cast_slice(from));
+                    }
+                }
+            }
+            Ok(())
+        })?;
+    }
+    for b in &bufs {
+        b.unmap();
+    }
+    Ok(bufs)
 }
 
 /// A buffer of at least `size` bytes (16 at least, a multiple of 4), counted by `meter`.
@@ -302,7 +392,7 @@ impl Buffers {
         ctx: &GpuContext,
         problem: &Problem,
         lay: &Layout,
-        dense_x: Option<&[f32]>,
+        x_source: Option<&dyn SampleSource>,
         meter: &mut MemoryMeter,
     ) -> Result<Buffers> {
         use wgpu::BufferUsages as B;
@@ -324,33 +414,8 @@ impl Buffers {
             B::UNIFORM | B::COPY_DST,
         );
         let mut x = Vec::new();
-        if let Some(data) = dense_x {
-            use rayon::prelude::*;
-            let (n, d) = (lay.n, lay.d);
-            for c in 0..lay.x_bindings {
-                if lay.cfg.x_feature_major == 0 {
-                    // Sample-major: rows lo..hi as given.
-                    let lo = c * lay.x_lines_per_binding;
-                    let hi = ((c + 1) * lay.x_lines_per_binding).min(n);
-                    let rows = &data[lo * d..hi * d];
-                    let buf = create(ctx, meter, "spinr X", (rows.len() * 4) as u64, storage);
-                    ctx.queue.write_buffer(&buf, 0, bytemuck::cast_slice(rows));
-                    x.push(buf);
-                    continue;
-                }
-                let lo = c * lay.x_lines_per_binding;
-                let hi = ((c + 1) * lay.x_lines_per_binding).min(d);
-                // Columns lo..hi of the row-major input, transposed.
-                let mut cols = vec![0f32; (hi - lo) * n];
-                cols.par_chunks_mut(n).enumerate().for_each(|(k, col)| {
-                    for (i, v) in col.iter_mut().enumerate() {
-                        *v = data[i * d + lo + k];
-                    }
-                });
-                let buf = create(ctx, meter, "spinr X", (cols.len() * 4) as u64, storage);
-                ctx.queue.write_buffer(&buf, 0, bytemuck::cast_slice(&cols));
-                x.push(buf);
-            }
+        if let Some(src) = x_source {
+            x = load_x(ctx, lay, src, meter, storage)?;
         }
         while x.len() < 4 {
             x.push(create(ctx, meter, "spinr X (unused)", 16, storage));
@@ -358,7 +423,9 @@ impl Buffers {
         let f = create(ctx, meter, "spinr F", lay.f_floats as u64 * 4, storage);
         let u = create(ctx, meter, "spinr U", lay.u_words as u64 * 4, storage);
         let h = create(ctx, meter, "spinr histogram", HIST_BINS as u64 * 4, storage);
-        let staging_bytes = (4 * lay.n).max(8 * lay.cap + 16).max(4 * SCALAR_REGION + 8) as u64;
+        let staging_bytes = (4 * lay.read_blocks.block_len())
+            .max(8 * lay.cap + 16)
+            .max(4 * SCALAR_REGION + 8) as u64;
         let staging = create(
             ctx,
             meter,
@@ -368,8 +435,11 @@ impl Buffers {
         );
         // Initial contents: targets, phase tables, zeroed lengths and histogram.
         let c = &lay.cfg;
-        ctx.queue
-            .write_buffer(&f, c.f_targets as u64 * 4, bytemuck::cast_slice(&problem.y));
+        samples::for_each_targets(problem, lay.read_blocks, |range, y| {
+            let at = (c.f_targets as usize + range.start) as u64 * 4;
+            ctx.queue.write_buffer(&f, at, bytemuck::cast_slice(y));
+            Ok(())
+        })?;
         if let (1, Features::Grid(g)) = (c.grid_features, &problem.features) {
             for (a, table) in g.phases.iter().enumerate() {
                 ctx.queue.write_buffer(

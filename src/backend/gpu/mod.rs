@@ -72,6 +72,7 @@ pub use options::{GpuOptions, ShaderChecks};
 use super::{Backend, BackendInfo, GateSource, MemoryMeter, MemoryStats, RefineStep, Slot};
 use crate::error::{Error, Result};
 use crate::problem::{Features, GateMode, Problem};
+use crate::samples::SampleSource;
 use crate::sparse::SparseVec;
 /// Buffer creation counted by a [`MemoryMeter`], shared with the self-contained modules.
 pub(crate) use buffers::create as create_buffer;
@@ -128,7 +129,9 @@ impl GpuBackend {
         problem.validate()?;
         problem.check_nonzeros(s)?;
         let (n, d) = (problem.n, problem.d);
-        // Dense features: given, or a grid small enough to materialise.
+        // X is bound as a matrix when the features are given, or are a grid small enough to
+        // materialise on the device; either way it is loaded from the problem a block of
+        // samples at a time (`Buffers::new`), with no host copy of the whole matrix.
         let binding = ctx
             .limits
             .max_storage_buffer_binding_size
@@ -136,34 +139,27 @@ impl GpuBackend {
             .min(opts.feature_binding_bytes.unwrap_or(u64::MAX));
         // Whole rows per binding, four bindings.
         let fits = (binding / (4 * d as u64)) * 4 >= n as u64;
-        let cached: Option<Vec<f32>> = match &problem.features {
+        let x_bytes = (n * d * 4) as u64;
+        let grid = match &problem.features {
             Features::Grid(g)
-                if (n * d * 4) as u64 <= opts.feature_cache_bytes.min(opts.device_budget / 2)
-                    && fits =>
+                if !(x_bytes <= opts.feature_cache_bytes.min(opts.device_budget / 2) && fits) =>
             {
-                let mut x = vec![0f32; n * d];
-                use rayon::prelude::*;
-                x.par_chunks_mut(d)
-                    .enumerate()
-                    .for_each(|(i, row)| g.fill_row(i, row));
-                Some(x)
+                Some(g)
             }
             _ => None,
         };
-        let (grid, dense): (Option<&crate::problem::GridFourier>, Option<&[f32]>) =
-            match (&problem.features, &cached) {
-                (_, Some(x)) => (None, Some(x)),
-                (Features::Dense(x), None) => (None, Some(x)),
-                (Features::Grid(g), None) => (Some(g), None),
-            };
         if let Some(n) = opts.fail_after_checks {
             ctx.fail_after(n);
         }
         let lay = Layout::new(&problem, s, grid, &opts, &ctx.limits)?;
         // Checked before any buffer exists: wgpu cannot say how much memory an adapter has,
         // so the budget is the caller's (`--max-memory`); the limits were checked above.
+        let x_source: Option<&dyn SampleSource> = match grid {
+            None => Some(problem.as_ref()),
+            Some(_) => None,
+        };
         let device_bytes =
-            4 * (lay.f_floats + lay.u_words) as u64 + dense.map_or(0, |x| 4 * x.len() as u64);
+            4 * (lay.f_floats + lay.u_words) as u64 + x_source.map_or(0, |_| x_bytes);
         if device_bytes > opts.device_budget {
             return Err(Error::DeviceLimit {
                 what: "the fit's GPU buffers",
@@ -173,9 +169,8 @@ impl GpuBackend {
             });
         }
         let mut meter = MemoryMeter::default();
-        let bufs = Buffers::new(&ctx, &problem, &lay, dense, &mut meter)?;
+        let bufs = Buffers::new(&ctx, &problem, &lay, x_source, &mut meter)?;
         meter.set_tile(lay.tile_bytes);
-        drop(cached);
         let kernels = Kernels::new(&ctx, &bufs, &opts)?;
         let ctx_software = ctx.is_software();
         let gates = match problem.gates {
@@ -550,13 +545,19 @@ impl Backend for GpuBackend {
         self.ensure_mask(&mut rec, q, true);
         let out = self.res(2);
         self.rec_apply(&mut rec, q, FLAG_STORE, out, 2, true);
-        let read = Read {
-            buffer: &self.bufs.f,
-            offset: out as u64 * 4,
-            bytes: self.lay.n as u64 * 4,
-        };
-        let bytes = self.run(rec, &[read])?;
-        Ok(bytemuck::pod_collect_to_vec(&bytes))
+        // Read back a block of samples at a time: the staging buffer stays one block.
+        let mut pred = Vec::with_capacity(self.lay.n);
+        let mut rec = Some(rec);
+        for range in self.lay.read_blocks.iter() {
+            let read = Read {
+                buffer: &self.bufs.f,
+                offset: (out as usize + range.start) as u64 * 4,
+                bytes: range.len() as u64 * 4,
+            };
+            let bytes = self.run(rec.take().unwrap_or_default(), &[read])?;
+            pred.extend(bytemuck::pod_collect_to_vec::<u8, f32>(&bytes));
+        }
+        Ok(pred)
     }
 
     fn memory(&self) -> MemoryStats {

@@ -68,6 +68,9 @@ pub struct GpuOptions {
     /// A test aid: report a lost device after this many device checks, to exercise what a
     /// fit does when its GPU fails.
     pub fail_after_checks: Option<usize>,
+    /// Samples per block when per-sample data (feature rows, targets, predictions) moves
+    /// between host and device; `None`: 16 MiB worth. Small blocks exercise the block seams.
+    pub move_block_samples: Option<usize>,
 }
 
 impl Default for GpuOptions {
@@ -84,6 +87,7 @@ impl Default for GpuOptions {
             shader_checks: ShaderChecks::default(),
             profile_dispatches: false,
             fail_after_checks: None,
+            move_block_samples: None,
         }
     }
 }

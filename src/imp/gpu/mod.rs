@@ -23,7 +23,7 @@ use crate::backend::gpu::jobs::{JobQueue, Module};
 use crate::backend::gpu::GpuContext;
 use crate::backend::{BackendInfo, MemoryMeter, MemoryStats};
 use crate::error::{Error, Param, Result};
-use crate::problem::Features;
+use crate::samples::{self, SampleBlocks, SampleSource};
 use rayon::prelude::*;
 use setup::*;
 use std::sync::Arc;
@@ -129,41 +129,32 @@ impl<'a> GpuMlp<'a> {
     /// Targets, the mask (all alive), and the resident features.
     fn upload_static(&mut self) -> Result<()> {
         let q = &self.ctx.queue;
-        match self.data.targets {
-            Targets::Values(y) => q.write_buffer(&self.q.bufs[B_Y], 0, bytemuck::cast_slice(y)),
-            Targets::Labels(l) => {
-                let y: Vec<f32> = l.iter().map(|&v| v as f32).collect();
-                q.write_buffer(&self.q.bufs[B_Y], 0, bytemuck::cast_slice(&y));
-            }
-            Targets::None => {}
+        // Targets and features are moved a block of samples at a time: no n×d copy on the host.
+        let blocks = SampleBlocks::within(self.data.n, self.data.d, 16 << 20, 1);
+        let data = &self.data;
+        let t = data.targets_per_sample();
+        if t > 0 {
+            samples::for_each_targets(data, blocks, |range, y| {
+                let at = (4 * range.start * t) as u64;
+                q.write_buffer(&self.q.bufs[B_Y], at, bytemuck::cast_slice(y));
+                Ok(())
+            })?;
         }
         let ones = vec![1f32; self.shape.weights()];
         q.write_buffer(&self.q.bufs[B_MASK], 0, bytemuck::cast_slice(&ones));
         if self.resident {
-            let d = self.data.d;
-            match self.data.features {
-                Features::Dense(x) => q.write_buffer(&self.q.bufs[B_X], 0, bytemuck::cast_slice(x)),
-                Features::Grid(g) => {
-                    // Generated in chunks of rows: no n×d copy on the host.
-                    let rows = ((16usize << 20) / (4 * d)).max(1);
-                    let mut buf = vec![0f32; rows.min(self.data.n) * d];
-                    for r0 in (0..self.data.n).step_by(rows) {
-                        let r = rows.min(self.data.n - r0);
-                        buf[..r * d]
-                            .par_chunks_mut(d)
-                            .enumerate()
-                            .for_each(|(t, row)| g.fill_row(r0 + t, row));
-                        q.write_buffer(
-                            &self.q.bufs[B_X],
-                            (4 * r0 * d) as u64,
-                            bytemuck::cast_slice(&buf[..r * d]),
-                        );
-                        // Each write is staged until the next submission: flush so that the
-                        // staging memory does not grow to the whole matrix.
-                        q.submit([]);
-                    }
-                }
-            }
+            let d = data.d;
+            samples::for_each_rows(data, blocks, |range, rows| {
+                q.write_buffer(
+                    &self.q.bufs[B_X],
+                    (4 * range.start * d) as u64,
+                    bytemuck::cast_slice(rows),
+                );
+                // Each write is staged until the next submission: flush so that the staging
+                // memory does not grow to the whole matrix.
+                q.submit([]);
+                Ok(())
+            })?;
         }
         q.submit([]);
         self.ctx.take_error()
