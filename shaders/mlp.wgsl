@@ -1,5 +1,5 @@
 // The dense two-layer network of IMP, f(x) = Vᵀ relu(U x), one entry point per job
-// (src/imp/gpu.rs records them; src/imp/cpu.rs is the oracle). Self-contained: it shares no
+// (src/imp/gpu/ records them; src/imp/cpu.rs is the oracle). Self-contained: it shares no
 // declarations with common.wgsl.
 //
 // Layout: W = [U | V] (U row-major m×d, V row-major m×C from p.v_off), and the gradient G,
