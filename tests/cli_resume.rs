@@ -72,6 +72,17 @@ fn finish(child: Child) -> (i32, String) {
     )
 }
 
+/// Two fit folders hold the same model, reconstruction and report (minus `seconds`).
+fn assert_same_fit(a: &Path, b: &Path) {
+    for f in ["model.safetensors", "reconstruction.png"] {
+        assert!(
+            std::fs::read(a.join(f)).unwrap() == std::fs::read(b.join(f)).unwrap(),
+            "{f} differs"
+        );
+    }
+    assert_eq!(report(a), report(b));
+}
+
 /// The report without the one field that cannot repeat: wall time.
 fn report(dir: &Path) -> serde_json::Value {
     let mut v: serde_json::Value =
@@ -137,13 +148,7 @@ fn a_fit_interrupted_twice_and_resumed_ends_exactly_as_an_uninterrupted_one() {
     assert!(!ckpt.exists(), "a finished fit leaves no checkpoint");
 
     let w = whole.path().join("out");
-    for f in ["model.safetensors", "reconstruction.png"] {
-        assert!(
-            std::fs::read(w.join(f)).unwrap() == std::fs::read(out.join(f)).unwrap(),
-            "{f} differs"
-        );
-    }
-    assert_eq!(report(&w), report(&out));
+    assert_same_fit(&w, &out);
     assert_eq!(report(&out)["stopped"], false);
 }
 
@@ -247,13 +252,7 @@ fn an_interrupted_imp_fit_resumes_from_its_last_round() {
     assert!(o.status.success(), "{err}");
     assert!(err.contains("resuming at round"), "{err}");
     let w = whole.path().join("out");
-    for f in ["model.safetensors", "reconstruction.png"] {
-        assert!(
-            std::fs::read(w.join(f)).unwrap() == std::fs::read(out.join(f)).unwrap(),
-            "{f} differs"
-        );
-    }
-    assert_eq!(report(&w), report(&out));
+    assert_same_fit(&w, &out);
     assert!(!out.join(CHECKPOINT).exists());
 }
 

@@ -85,14 +85,7 @@ pub fn save(model: &ClassifierModel, path: &Path) -> Result<()> {
 }
 
 pub fn load(path: &Path) -> Result<ClassifierModel> {
-    let bytes = std::fs::read(path).map_err(|e| Error::Model {
-        path: path.to_path_buf(),
-        msg: e.to_string(),
-    })?;
-    from_bytes(&bytes).map_err(|msg| Error::Model {
-        path: path.to_path_buf(),
-        msg,
-    })
+    crate::model::load_with(path, from_bytes)
 }
 
 pub fn from_bytes(bytes: &[u8]) -> std::result::Result<ClassifierModel, String> {

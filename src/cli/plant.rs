@@ -154,6 +154,27 @@ fn interrupted(a: &PlantArgs) -> anyhow::Error {
     Error::Interrupted.into()
 }
 
+/// `--verbose`'s line per epoch of an IHT run.
+fn log_epoch(verbose: bool) -> impl FnMut(&crate::train::EpochReport) {
+    move |r| {
+        if verbose {
+            eprintln!("epoch {:4}  loss {:.6e}", r.epoch, r.loss);
+        }
+    }
+}
+
+/// After an IHT run: a checkpoint that could not be written, or an interrupt (the checkpoint
+/// then holds the run), ends the command.
+fn settle(saver: Saver, stopped: bool, a: &PlantArgs) -> anyhow::Result<()> {
+    if let Some(e) = saver.error {
+        return Err(e.into());
+    }
+    if stopped {
+        return Err(interrupted(a));
+    }
+    Ok(())
+}
+
 /// The finished run's checkpoint is of no further use.
 fn remove_checkpoint(a: &PlantArgs) -> anyhow::Result<()> {
     match &a.checkpoint {
@@ -241,19 +262,10 @@ pub fn run(a: PlantArgs) -> anyhow::Result<()> {
                 &planted,
                 &cfg,
                 resume.as_ref(),
-                |r| {
-                    if verbose {
-                        eprintln!("epoch {:4}  loss {:.6e}", r.epoch, r.loss);
-                    }
-                },
+                log_epoch(verbose),
                 &mut saver,
             )?;
-            if let Some(e) = saver.error {
-                return Err(e.into());
-            }
-            if fit.stopped {
-                return Err(interrupted(&a));
-            }
+            settle(saver, fit.stopped, &a)?;
             let seconds = earlier + start.elapsed().as_secs_f64();
             super::print_dispatch_profile(be.as_ref());
             let mut report =
@@ -362,19 +374,10 @@ fn run_vector(
         &planted,
         &training,
         resume.as_ref(),
-        |r| {
-            if verbose {
-                eprintln!("epoch {:4}  loss {:.6e}", r.epoch, r.loss);
-            }
-        },
+        log_epoch(verbose),
         &mut saver,
     )?;
-    if let Some(e) = saver.error {
-        return Err(e.into());
-    }
-    if stopped {
-        return Err(interrupted(a));
-    }
+    settle(saver, stopped, a)?;
     let seconds = earlier + start.elapsed().as_secs_f64();
     let mut report = plant::vector::score(spec, c, &planted, &w, epochs, &info, seconds)?;
     report.peak_device_bytes = be.memory().peak_bytes;

@@ -179,14 +179,20 @@ pub fn save(model: &ImageModel, path: &Path) -> Result<()> {
 
 /// Reads and validates a model file.
 pub fn load(path: &Path) -> Result<ImageModel> {
-    let bytes = std::fs::read(path).map_err(|e| Error::Model {
-        path: path.to_path_buf(),
-        msg: e.to_string(),
-    })?;
-    from_bytes(&bytes).map_err(|msg| Error::Model {
+    load_with(path, from_bytes)
+}
+
+/// Reads a model file of any kind with its parser; an I/O or parse error names the file.
+pub(crate) fn load_with<T>(
+    path: &Path,
+    parse: impl FnOnce(&[u8]) -> std::result::Result<T, String>,
+) -> Result<T> {
+    let err = |msg| Error::Model {
         path: path.to_path_buf(),
         msg,
-    })
+    };
+    let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    parse(&bytes).map_err(err)
 }
 
 /// Parses and validates model bytes; the error says what is wrong.

@@ -53,16 +53,12 @@ fn expand<T: From<u8>>(mask: &[u64], lo: usize, out: &mut [T]) {
     }
 }
 
-/// Samples per block when the columns are loaded from a source: a block's rows stay a few MiB
-/// whatever `n` is.
-const LOAD_BLOCK_BYTES: u64 = 8 << 20;
-
 /// All features of `src`, feature-major (d columns of n samples), read a block of samples at a
 /// time.
 pub(super) fn from_source(src: &dyn SampleSource) -> Result<Vec<f32>> {
     let (n, d) = (src.samples(), src.features());
     let mut xt = vec![0f32; d * n];
-    let blocks = SampleBlocks::within(n, d, LOAD_BLOCK_BYTES, CB);
+    let blocks = SampleBlocks::within(n, d, samples::BLOCK_BYTES, CB);
     samples::for_each_rows(src, blocks, |range, rows| {
         samples::scatter_columns(&mut xt, n, 0, range, rows, d);
         Ok(())

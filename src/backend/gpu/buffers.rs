@@ -40,9 +40,6 @@ pub(crate) const REFINE_MAX: usize = 32;
 const SCALAR_REGION: usize = SC_REC + REC_LEN * REFINE_MAX;
 /// Dynamic op blocks per submission before a call is split into several submissions.
 pub(crate) const OPS_PER_SUBMIT: usize = 2048;
-/// Host bytes of one block of samples moved to or from the device (feature rows on upload,
-/// predictions on readback): loading and reading back stay this size whatever `n` is.
-pub(crate) const MOVE_BLOCK_BYTES: u64 = 16 << 20;
 
 /// Where everything lives inside the float buffer `F` and the integer buffer `U` (in
 /// elements), plus the derived sizes of the dense pass.
@@ -209,6 +206,13 @@ impl Layout {
                 });
             }
         }
+        // Blocks of per-sample data moved to or from the device, `per` floats a sample.
+        let blocks = |per: usize| {
+            opts.move_block_samples.map_or(
+                SampleBlocks::within(n, per, samples::BLOCK_BYTES, SAMPLE_BLOCK),
+                |len| SampleBlocks::new(n, len),
+            )
+        };
         let seed = problem.gate_seed;
         let cfg = Cfg {
             n: u32_of("samples", n)?,
@@ -268,14 +272,8 @@ impl Layout {
             tile_bytes: 4 * (tile_f + tile_u) as u64,
             x_lines_per_binding,
             x_bindings,
-            load_blocks: opts.move_block_samples.map_or(
-                SampleBlocks::within(n, d, MOVE_BLOCK_BYTES, SAMPLE_BLOCK),
-                |len| SampleBlocks::new(n, len),
-            ),
-            read_blocks: opts.move_block_samples.map_or(
-                SampleBlocks::within(n, 1, MOVE_BLOCK_BYTES, SAMPLE_BLOCK),
-                |len| SampleBlocks::new(n, len),
-            ),
+            load_blocks: blocks(d),
+            read_blocks: blocks(1),
             cfg,
         })
     }

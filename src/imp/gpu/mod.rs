@@ -130,7 +130,7 @@ impl<'a> GpuMlp<'a> {
     fn upload_static(&mut self) -> Result<()> {
         let q = &self.ctx.queue;
         // Targets and features are moved a block of samples at a time: no n×d copy on the host.
-        let blocks = SampleBlocks::within(self.data.n, self.data.d, 16 << 20, 1);
+        let blocks = SampleBlocks::within(self.data.n, self.data.d, samples::BLOCK_BYTES, 1);
         let data = &self.data;
         let t = data.targets_per_sample();
         if t > 0 {
