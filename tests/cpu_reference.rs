@@ -255,3 +255,196 @@ fn all_gates_closed(budget: u64) {
     b.threshold(Slot::W, 1.0, s, Slot::V).unwrap();
     assert_eq!(b.read(Slot::V).unwrap(), w);
 }
+
+/// The column path's fused refinement (one pass per step, residual and gradient carried by
+/// recurrence) against the trait's loop on the row path (a fresh `A_S` product per trial), on
+/// every problem, support size and gate kind, with and without a minibatch. Records, iterate,
+/// gradient slot and the residual it leaves current agree to f32 rounding; the records follow
+/// the trait's rules; and the fused version is bit-deterministic.
+#[test]
+fn fused_refinement_follows_the_trait_loop() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(21);
+    let mut probs = problems(&mut rng);
+    // More samples than one fused block (256), not a multiple of 64.
+    let (n, d, m) = (517usize, 11usize, 7usize);
+    let x: Vec<f32> = (0..n * d).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    let y: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    probs.push(Problem::new(d, m, Features::Dense(x), y, GateMode::Sequential, 8).unwrap());
+    let mut cases = 0;
+    for p in probs {
+        let p = Arc::new(p);
+        let len = p.m * p.d;
+        for &s in &[1usize, len / 2, len] {
+            for (weight_gates, batched) in [(false, false), (true, false), (false, true)] {
+                let tag = format!(
+                    "n {} d {} m {} s {s} wg {weight_gates} batch {batched}",
+                    p.n, p.d, p.m
+                );
+                let mut fused = CpuBackend::new(p.clone(), s, u64::MAX).unwrap();
+                let mut host = CpuBackend::new(p.clone(), s, 0).unwrap();
+                let w = random_sparse(&mut rng, len, s);
+                let h = random_sparse(&mut rng, len, len.div_ceil(2));
+                let junk = random_sparse(&mut rng, len, s);
+                let batch: Vec<u32> =
+                    rand::seq::index::sample(&mut rng, p.n, p.n.div_ceil(3).max(1))
+                        .into_iter()
+                        .map(|i| i as u32)
+                        .collect();
+                let mut starts = Vec::new();
+                for b in [&mut fused, &mut host] {
+                    b.load(Slot::G, &junk).unwrap();
+                    b.load(Slot::TRIAL, &junk).unwrap();
+                    if weight_gates && p.gates != GateMode::Gaussian {
+                        b.load(Slot::BEST, &h).unwrap();
+                        b.set_gates(GateSource::Slot(Slot::BEST)).unwrap();
+                    }
+                    if batched {
+                        b.set_batch(Some(&batch)).unwrap();
+                    }
+                    b.load(Slot::V, &w).unwrap();
+                    starts.push(b.forward(Slot::V).unwrap());
+                }
+                let f0 = starts[0];
+                assert!(
+                    rel(f0, starts[1]) < 1e-12,
+                    "{tag}: the same forward on both paths"
+                );
+                let steps = 6;
+                let rf = fused
+                    .refine_exact(Slot::V, Slot::G, Slot::TRIAL, f0, steps)
+                    .unwrap();
+                let rh = host
+                    .refine_exact(Slot::V, Slot::G, Slot::TRIAL, f0, steps)
+                    .unwrap();
+                // The trait's rules, on the fused records themselves.
+                let mut f_v = f0;
+                for (i, r) in rf.iter().enumerate() {
+                    let ok = spinr::backend::armijo_accepts(f_v, r.f_t, r.mu, r.gn);
+                    assert_eq!(r.accepted, ok, "{tag}: record {i} decided by Armijo");
+                    assert!(
+                        r.accepted || i + 1 == rf.len(),
+                        "{tag}: only the last is rejected"
+                    );
+                    if r.accepted {
+                        f_v = r.f_t;
+                    }
+                }
+                assert!(rf.len() == steps || rf.last().is_some_and(|r| !r.accepted));
+                // Against the trait loop, while above the f32 floor.
+                let (g0, c0) = (rh[0].gn, rh[0].curv);
+                for (i, (a, b)) in rf.iter().zip(&rh).enumerate() {
+                    // Past the floor (the gradient has vanished to rounding), the two
+                    // paths' rounding decides acceptance.
+                    if a.gn.min(b.gn) < 1e-8 * g0 || a.f_t.min(b.f_t) < 1e-6 * f0 {
+                        break;
+                    }
+                    assert_eq!(a.accepted, b.accepted, "{tag}: record {i} accepted");
+                    let close =
+                        |x: f64, y: f64, scale: f64| (x - y).abs() <= 1e-4 * scale.max(1e-30);
+                    assert!(
+                        close(a.gn, b.gn, g0),
+                        "{tag}: record {i} gn {} vs {}",
+                        a.gn,
+                        b.gn
+                    );
+                    assert!(
+                        close(a.curv, b.curv, c0),
+                        "{tag}: record {i} curv {} vs {}",
+                        a.curv,
+                        b.curv
+                    );
+                    assert!(
+                        close(a.f_t, b.f_t, f0),
+                        "{tag}: record {i} f_t {} vs {}",
+                        a.f_t,
+                        b.f_t
+                    );
+                    assert!(
+                        rel(a.mu as f64, b.mu as f64) < 1e-3,
+                        "{tag}: record {i} mu {} vs {}",
+                        a.mu,
+                        b.mu
+                    );
+                    cases += 1;
+                }
+                if rf.len() == rh.len() && rf.iter().zip(&rh).all(|(a, b)| a.accepted == b.accepted)
+                {
+                    let (vf, vh) = (fused.read(Slot::V).unwrap(), host.read(Slot::V).unwrap());
+                    assert_eq!(vf.indices, vh.indices, "{tag}: iterate support");
+                    let scale = vh
+                        .values
+                        .iter()
+                        .fold(0f32, |a, &v| a.max(v.abs()))
+                        .max(1e-6);
+                    for (a, b) in vf.values.iter().zip(&vh.values) {
+                        assert!((a - b).abs() <= 1e-3 * scale, "{tag}: iterate {a} vs {b}");
+                    }
+                }
+                // The residual left current is the iterate's: a fresh product agrees with the
+                // last accepted loss, and a step size from it with a fresh gradient.
+                let last = rf.iter().rev().find(|r| r.accepted).map_or(f0, |r| r.f_t);
+                let (gn, _) = fused.step_size(Slot::V, Slot::G).unwrap();
+                let mut check = CpuBackend::new(p.clone(), s, 0).unwrap();
+                if weight_gates && p.gates != GateMode::Gaussian {
+                    check.load(Slot::BEST, &h).unwrap();
+                    check.set_gates(GateSource::Slot(Slot::BEST)).unwrap();
+                }
+                if batched {
+                    check.set_batch(Some(&batch)).unwrap();
+                }
+                check.load(Slot::V, &fused.read(Slot::V).unwrap()).unwrap();
+                let fresh = check.forward(Slot::V).unwrap();
+                let (gn_fresh, _) = check.step_size(Slot::V, Slot::G).unwrap();
+                assert!(
+                    (fresh - last).abs() <= 1e-5 * f0 + 1e-12,
+                    "{tag}: loss {fresh} vs {last}"
+                );
+                assert!(
+                    (gn - gn_fresh).abs() <= 1e-4 * g0 + 1e-20,
+                    "{tag}: gradient {gn} vs {gn_fresh}"
+                );
+                // Bit-deterministic.
+                let mut again = CpuBackend::new(p.clone(), s, u64::MAX).unwrap();
+                if weight_gates && p.gates != GateMode::Gaussian {
+                    again.load(Slot::BEST, &h).unwrap();
+                    again.set_gates(GateSource::Slot(Slot::BEST)).unwrap();
+                }
+                if batched {
+                    again.set_batch(Some(&batch)).unwrap();
+                }
+                again.load(Slot::V, &w).unwrap();
+                let fa = again.forward(Slot::V).unwrap();
+                let ra = again
+                    .refine_exact(Slot::V, Slot::G, Slot::TRIAL, fa, steps)
+                    .unwrap();
+                assert_eq!(format!("{ra:?}"), format!("{rf:?}"), "{tag}: deterministic");
+            }
+        }
+    }
+    assert!(cases > 50, "only {cases} records compared");
+}
+
+/// A zero gradient (every gate closed) is rejected at once on the fused path, leaving the
+/// iterate, its residual and a zero gradient in place.
+#[test]
+fn fused_refinement_stops_on_a_zero_gradient() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(6);
+    let p = Arc::new(problems(&mut rng).remove(1));
+    let s = 5;
+    let mut b = CpuBackend::new(p.clone(), s, u64::MAX).unwrap();
+    let w = random_sparse(&mut rng, p.m * p.d, s);
+    b.load(Slot::G, &random_sparse(&mut rng, p.m * p.d, s))
+        .unwrap();
+    b.load(Slot::V, &w).unwrap();
+    b.load(Slot::BEST, &SparseVec::new()).unwrap();
+    b.set_gates(GateSource::Slot(Slot::BEST)).unwrap();
+    let f = b.forward(Slot::V).unwrap();
+    let recs = b.refine_exact(Slot::V, Slot::G, Slot::TRIAL, f, 4).unwrap();
+    assert_eq!(recs.len(), 1);
+    assert!(!recs[0].accepted && recs[0].gn == 0.0);
+    assert_eq!(b.read(Slot::V).unwrap(), w);
+    let g = b.read(Slot::G).unwrap();
+    assert_eq!(g.indices, w.indices);
+    assert!(g.values.iter().all(|&v| v == 0.0));
+    assert_eq!(b.forward(Slot::V).unwrap(), f);
+}
