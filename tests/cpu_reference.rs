@@ -256,13 +256,19 @@ fn all_gates_closed(budget: u64) {
     assert_eq!(b.read(Slot::V).unwrap(), w);
 }
 
-/// The column path's fused refinement (one pass per step, residual and gradient carried by
-/// recurrence) against the trait's loop on the row path (a fresh `A_S` product per trial), on
+/// The fused refinement (one pass per step, residual and gradient carried by recurrence), on
+/// the column and the row path, against the trait's loop (a fresh `A_S` product per trial), on
 /// every problem, support size and gate kind, with and without a minibatch. Records, iterate,
 /// gradient slot and the residual it leaves current agree to f32 rounding; the records follow
 /// the trait's rules; and the fused version is bit-deterministic.
 #[test]
 fn fused_refinement_follows_the_trait_loop() {
+    for budget in BUDGETS {
+        fused_refinement_follows(budget);
+    }
+}
+
+fn fused_refinement_follows(budget: u64) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(21);
     let mut probs = problems(&mut rng);
     // More samples than one fused block (256), not a multiple of 64.
@@ -280,7 +286,7 @@ fn fused_refinement_follows_the_trait_loop() {
                     "n {} d {} m {} s {s} wg {weight_gates} batch {batched}",
                     p.n, p.d, p.m
                 );
-                let mut fused = CpuBackend::new(p.clone(), s, u64::MAX).unwrap();
+                let mut fused = CpuBackend::new(p.clone(), s, budget).unwrap();
                 let mut host = CpuBackend::new(p.clone(), s, 0).unwrap();
                 let w = random_sparse(&mut rng, len, s);
                 let h = random_sparse(&mut rng, len, len.div_ceil(2));
@@ -313,9 +319,15 @@ fn fused_refinement_follows_the_trait_loop() {
                 let rf = fused
                     .refine_exact(Slot::V, Slot::G, Slot::TRIAL, f0, steps)
                     .unwrap();
-                let rh = host
-                    .refine_exact(Slot::V, Slot::G, Slot::TRIAL, f0, steps)
-                    .unwrap();
+                let rh = spinr::backend::refine_exact_host(
+                    &mut host,
+                    Slot::V,
+                    Slot::G,
+                    Slot::TRIAL,
+                    f0,
+                    steps,
+                )
+                .unwrap();
                 // The trait's rules, on the fused records themselves.
                 let mut f_v = f0;
                 for (i, r) in rf.iter().enumerate() {
@@ -404,7 +416,7 @@ fn fused_refinement_follows_the_trait_loop() {
                     "{tag}: gradient {gn} vs {gn_fresh}"
                 );
                 // Bit-deterministic.
-                let mut again = CpuBackend::new(p.clone(), s, u64::MAX).unwrap();
+                let mut again = CpuBackend::new(p.clone(), s, budget).unwrap();
                 if weight_gates && p.gates != GateMode::Gaussian {
                     again.load(Slot::BEST, &h).unwrap();
                     again.set_gates(GateSource::Slot(Slot::BEST)).unwrap();
@@ -428,10 +440,16 @@ fn fused_refinement_follows_the_trait_loop() {
 /// iterate, its residual and a zero gradient in place.
 #[test]
 fn fused_refinement_stops_on_a_zero_gradient() {
+    for budget in BUDGETS {
+        stops_on_a_zero_gradient(budget);
+    }
+}
+
+fn stops_on_a_zero_gradient(budget: u64) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(6);
     let p = Arc::new(problems(&mut rng).remove(1));
     let s = 5;
-    let mut b = CpuBackend::new(p.clone(), s, u64::MAX).unwrap();
+    let mut b = CpuBackend::new(p.clone(), s, budget).unwrap();
     let w = random_sparse(&mut rng, p.m * p.d, s);
     b.load(Slot::G, &random_sparse(&mut rng, p.m * p.d, s))
         .unwrap();

@@ -767,7 +767,7 @@ fn assert_vec_rel(what: &str, gpu: &SparseVec, cpu: &SparseVec, rel: f64) {
     }
 }
 
-/// The GPU's one-submission `refine_exact` against the CPU's (the trait's host loop), from a
+/// The GPU's one-submission `refine_exact` against the CPU's (one fused pass per step), from a
 /// random iterate: every case, both gate kinds, odd and even step counts (the iterate ends in
 /// the other slot of the pair or not), both slot orders, a minibatch, poisoned device state
 /// and stale scalars of an earlier batch.
@@ -855,7 +855,13 @@ fn refine_exact_matches_the_cpu() {
                             "{tag}: step_size after the batch: gpu ({gg}, {cg}) vs cpu ({gc}, {cc})"
                         );
                         let (lg, lc) = pair.both(|b| b.forward(v));
-                        assert_eq!(lc, final_loss(fc, &rc), "{tag}: cpu loss at the iterate");
+                        // The CPU carries its residual by recurrence (one pass per step): a
+                        // fresh product agrees to f32 rounding on the batch's first scale.
+                        let want = final_loss(fc, &rc);
+                        assert!(
+                            (lc - want).abs() <= REFINE_REL * fc.max(want),
+                            "{tag}: cpu loss at the iterate {lc} vs {want}"
+                        );
                         assert_eq!(lg, final_loss(fg, &rg), "{tag}: gpu loss at the iterate");
                     }
                     Batches::ReachTheFloor => {

@@ -173,6 +173,23 @@ impl CpuBackend {
         self.apply_t_rows(v, r)
     }
 
+    /// [`Self::apply_t`] before rounding to f32.
+    fn apply_t64(&self, v: &SparseVec, r: &[f32]) -> Vec<f64> {
+        if self.columns().is_some() {
+            return self.apply_t_cols64(v, r);
+        }
+        self.apply_t_rows64(v, r)
+    }
+
+    /// `u = A_S g` (active samples, gates in force) and `A_Sᵀ u` in one pass over the
+    /// features; returns `(A_Sᵀ u, ‖u‖²)`. The column path needs [`Self::prepare`] first.
+    fn normal(&self, g: &SparseVec, u: &mut [f32]) -> (Vec<f64>, f64) {
+        if self.columns().is_some() {
+            return self.normal_cols(g, u);
+        }
+        self.normal_rows(g, u)
+    }
+
     /// `g = A_Sᵀ r` on the support of `v` (current residual) into slot `g`; returns `‖g‖²`.
     fn gradient(&mut self, v: Slot, g: Slot) -> f64 {
         self.prepare(v);
@@ -431,12 +448,11 @@ impl Backend for CpuBackend {
         Ok(curv)
     }
 
-    /// On the column path, one pass over the features per step instead of three. The trial
+    /// One pass over the features per step instead of three. The trial
     /// residual is `r − μ A_S g` and the next gradient `g − μ A_Sᵀ A_S g` (kept in f64): equal to
     /// `A(v − μg) − y` and `A_Sᵀ r'` in exact arithmetic, and both halves come from one fused
-    /// pass ([`Self::normal_cols`]). The records follow the trait's rules; their losses carry
-    /// the f32 rounding of the tracked residual, which every `forward` resets. The row path
-    /// keeps the trait's loop.
+    /// pass ([`Self::normal`]). The records follow the trait's rules; their losses carry
+    /// the f32 rounding of the tracked residual, which every `forward` resets.
     fn refine_exact(
         &mut self,
         v: Slot,
@@ -446,15 +462,12 @@ impl Backend for CpuBackend {
         steps: usize,
     ) -> Result<Vec<RefineStep>> {
         check_refine_slots(v, g, trial)?;
-        if self.columns().is_none() {
-            return super::refine_exact_host(self, v, g, trial, f_v, steps);
-        }
         let mut out = Vec::with_capacity(steps);
         if steps == 0 {
             return Ok(out);
         }
         self.prepare(v);
-        let mut grad = self.apply_t_cols64(&self.slots[v.index()], &self.residual);
+        let mut grad = self.apply_t64(&self.slots[v.index()], &self.residual);
         for _ in 0..steps {
             let gvec = SparseVec {
                 indices: self.slots[v.index()].indices.clone(),
@@ -463,7 +476,7 @@ impl Backend for CpuBackend {
             let gn = gvec.norm2();
             self.last_gnorm = gn;
             let mut u = std::mem::take(&mut self.direction);
-            let (h, curv) = self.normal_cols(&gvec, &mut u);
+            let (h, curv) = self.normal(&gvec, &mut u);
             self.direction = u;
             let mu = (gn / (curv + 1e-8)) as f32;
             let dst = self.slots[v.index()]

@@ -141,6 +141,12 @@ impl CpuBackend {
 
     /// The row path of [`CpuBackend::apply_t`].
     pub(super) fn apply_t_rows(&self, v: &SparseVec, r: &[f32]) -> Vec<f32> {
+        let g = self.apply_t_rows64(v, r);
+        g.into_iter().map(|x| x as f32).collect()
+    }
+
+    /// [`Self::apply_t_rows`] before rounding to f32.
+    pub(super) fn apply_t_rows64(&self, v: &SparseVec, r: &[f32]) -> Vec<f64> {
         let plan = self.plan(v);
         let len = v.len();
         let partials: Vec<Vec<f64>> = parts(r.len(), self.threads)
@@ -156,25 +162,80 @@ impl CpuBackend {
                         &mut rows,
                         &mut open,
                         &mut gate,
-                        |idx, x, open| {
-                            let ri = r[idx] as f64;
-                            if ri == 0.0 {
-                                return;
-                            }
-                            for (run, &o) in plan.runs.iter().zip(open) {
-                                if o {
-                                    for p in run.entries.clone() {
-                                        acc[p] += ri * x[plan.cols[p] as usize] as f64;
-                                    }
-                                }
-                            }
-                        },
+                        |idx, x, open| add_gated(&plan, x, open, r[idx] as f64, &mut acc),
                     );
                 }
                 acc
             })
             .collect();
-        let g = sum_in_order(partials, len);
-        g.into_iter().map(|x| x as f32).collect()
+        sum_in_order(partials, len)
+    }
+
+    /// The row path of [`CpuBackend::normal_cols`]: each sample's `u_i = (A_S g)_i` from its
+    /// row and gates, then `h += u_i ·` (its gated row on the support) while the row is at
+    /// hand, so a refinement step generates the features once instead of three times.
+    pub(super) fn normal_rows(&self, g: &SparseVec, u: &mut [f32]) -> (Vec<f64>, f64) {
+        let plan = self.plan(g);
+        let s = g.len();
+        let ps = parts(u.len(), self.threads);
+        let mut chunks: Vec<&mut [f32]> = Vec::with_capacity(ps.len());
+        let mut rest = u;
+        for p in &ps {
+            let (head, tail) = rest.split_at_mut(p.len());
+            chunks.push(head);
+            rest = tail;
+        }
+        let partials: Vec<(Vec<f64>, f64)> = chunks
+            .into_par_iter()
+            .zip(ps)
+            .map(|(chunk, part)| {
+                let mut acc = vec![0f64; s];
+                let mut sq = 0f64;
+                let (mut rows, mut open, mut gate) = (Vec::new(), Vec::new(), Vec::new());
+                for blk in part.clone().step_by(BLOCK) {
+                    let range = blk..(blk + BLOCK).min(part.end);
+                    self.visit_block(
+                        &plan,
+                        range,
+                        &mut rows,
+                        &mut open,
+                        &mut gate,
+                        |idx, x, open| {
+                            let mut pred = 0f64;
+                            for (run, &o) in plan.runs.iter().zip(open) {
+                                if o {
+                                    for p in run.entries.clone() {
+                                        pred +=
+                                            x[plan.cols[p] as usize] as f64 * g.values[p] as f64;
+                                    }
+                                }
+                            }
+                            chunk[idx - part.start] = pred as f32;
+                            sq += pred * pred;
+                            add_gated(&plan, x, open, pred, &mut acc);
+                        },
+                    );
+                }
+                (acc, sq)
+            })
+            .collect();
+        let sq = partials.iter().map(|p| p.1).sum();
+        let h = sum_in_order(partials.into_iter().map(|p| p.0).collect(), s);
+        (h, sq)
+    }
+}
+
+/// `acc[p] += c · x[col p]` for the entries of every open run (nothing when `c` is 0).
+#[inline]
+fn add_gated(plan: &Plan, x: &[f32], open: &[bool], c: f64, acc: &mut [f64]) {
+    if c == 0.0 {
+        return;
+    }
+    for (run, &o) in plan.runs.iter().zip(open) {
+        if o {
+            for p in run.entries.clone() {
+                acc[p] += c * x[plan.cols[p] as usize] as f64;
+            }
+        }
     }
 }
