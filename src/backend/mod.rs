@@ -146,7 +146,7 @@ pub fn armijo_accepts(f_v: f64, f_t: f64, mu: f32, gn: f64) -> bool {
 
 /// [`Backend::refine_exact`] in terms of the other trait methods (one `step_size` and one
 /// `trial` per step, each read back): the default, and the reference the GPU's single-submission
-/// version is tested against.
+/// version and the CPU's fused one are tested against.
 pub fn refine_exact_host<B: Backend + ?Sized>(
     b: &mut B,
     v: Slot,
@@ -237,7 +237,9 @@ pub trait Backend {
     /// acceptance). Stops after the first step that is not accepted, leaving `v` and its residual
     /// unchanged and `g` holding the gradient at `v`. Returns one record per step run.
     ///
-    /// Backends override it to run the steps speculatively without reading back in between.
+    /// Backends override it: the GPU runs the steps speculatively without reading back in
+    /// between; the CPU takes one fused pass per step, carrying the residual and gradient by
+    /// recurrence (equal in exact arithmetic, so its records agree to f32 rounding).
     fn refine_exact(
         &mut self,
         v: Slot,

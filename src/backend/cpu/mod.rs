@@ -451,7 +451,7 @@ impl Backend for CpuBackend {
     /// One pass over the features per step instead of three. The trial
     /// residual is `r − μ A_S g` and the next gradient `g − μ A_Sᵀ A_S g` (kept in f64): equal to
     /// `A(v − μg) − y` and `A_Sᵀ r'` in exact arithmetic, and both halves come from one fused
-    /// pass ([`Self::normal`]). The records follow the trait's rules; their losses carry
+    /// pass (`CpuBackend::normal`). The records follow the trait's rules; their losses carry
     /// the f32 rounding of the tracked residual, which every `forward` resets.
     fn refine_exact(
         &mut self,
