@@ -286,8 +286,6 @@ fn fused_refinement_follows(budget: u64) {
                     "n {} d {} m {} s {s} wg {weight_gates} batch {batched}",
                     p.n, p.d, p.m
                 );
-                let mut fused = CpuBackend::new(p.clone(), s, budget).unwrap();
-                let mut host = CpuBackend::new(p.clone(), s, 0).unwrap();
                 let w = random_sparse(&mut rng, len, s);
                 let h = random_sparse(&mut rng, len, len.div_ceil(2));
                 let junk = random_sparse(&mut rng, len, s);
@@ -296,10 +294,9 @@ fn fused_refinement_follows(budget: u64) {
                         .into_iter()
                         .map(|i| i as u32)
                         .collect();
-                let mut starts = Vec::new();
-                for b in [&mut fused, &mut host] {
-                    b.load(Slot::G, &junk).unwrap();
-                    b.load(Slot::TRIAL, &junk).unwrap();
+                // The gates and samples of the case on a fresh backend, with `v` loaded.
+                let new_backend = |budget: u64, v: &SparseVec| {
+                    let mut b = CpuBackend::new(p.clone(), s, budget).unwrap();
                     if weight_gates && p.gates != GateMode::Gaussian {
                         b.load(Slot::BEST, &h).unwrap();
                         b.set_gates(GateSource::Slot(Slot::BEST)).unwrap();
@@ -307,7 +304,15 @@ fn fused_refinement_follows(budget: u64) {
                     if batched {
                         b.set_batch(Some(&batch)).unwrap();
                     }
-                    b.load(Slot::V, &w).unwrap();
+                    b.load(Slot::V, v).unwrap();
+                    b
+                };
+                let mut fused = new_backend(budget, &w);
+                let mut host = new_backend(0, &w);
+                let mut starts = Vec::new();
+                for b in [&mut fused, &mut host] {
+                    b.load(Slot::G, &junk).unwrap();
+                    b.load(Slot::TRIAL, &junk).unwrap();
                     starts.push(b.forward(Slot::V).unwrap());
                 }
                 let f0 = starts[0];
@@ -396,15 +401,7 @@ fn fused_refinement_follows(budget: u64) {
                 // last accepted loss, and a step size from it with a fresh gradient.
                 let last = rf.iter().rev().find(|r| r.accepted).map_or(f0, |r| r.f_t);
                 let (gn, _) = fused.step_size(Slot::V, Slot::G).unwrap();
-                let mut check = CpuBackend::new(p.clone(), s, 0).unwrap();
-                if weight_gates && p.gates != GateMode::Gaussian {
-                    check.load(Slot::BEST, &h).unwrap();
-                    check.set_gates(GateSource::Slot(Slot::BEST)).unwrap();
-                }
-                if batched {
-                    check.set_batch(Some(&batch)).unwrap();
-                }
-                check.load(Slot::V, &fused.read(Slot::V).unwrap()).unwrap();
+                let mut check = new_backend(0, &fused.read(Slot::V).unwrap());
                 let fresh = check.forward(Slot::V).unwrap();
                 let (gn_fresh, _) = check.step_size(Slot::V, Slot::G).unwrap();
                 assert!(
@@ -416,15 +413,7 @@ fn fused_refinement_follows(budget: u64) {
                     "{tag}: gradient {gn} vs {gn_fresh}"
                 );
                 // Bit-deterministic.
-                let mut again = CpuBackend::new(p.clone(), s, budget).unwrap();
-                if weight_gates && p.gates != GateMode::Gaussian {
-                    again.load(Slot::BEST, &h).unwrap();
-                    again.set_gates(GateSource::Slot(Slot::BEST)).unwrap();
-                }
-                if batched {
-                    again.set_batch(Some(&batch)).unwrap();
-                }
-                again.load(Slot::V, &w).unwrap();
+                let mut again = new_backend(budget, &w);
                 let fa = again.forward(Slot::V).unwrap();
                 let ra = again
                     .refine_exact(Slot::V, Slot::G, Slot::TRIAL, fa, steps)

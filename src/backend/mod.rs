@@ -139,6 +139,26 @@ pub struct RefineStep {
     pub accepted: bool,
 }
 
+impl RefineStep {
+    /// The record of a step from its norms and trial loss, judged by [`armijo_accepts`] against
+    /// the loss `f_v` at its start point.
+    pub fn judged(gn: f64, curv: f64, mu: f32, f_t: f64, f_v: f64) -> Self {
+        Self {
+            gn,
+            curv,
+            mu,
+            f_t,
+            accepted: armijo_accepts(f_v, f_t, mu, gn),
+        }
+    }
+}
+
+/// The normalised step size `‖g‖² / (‖A_S g‖² + 1e-8)` in f32, from [`Backend::step_size`]'s
+/// two halves.
+pub fn normalised_step(gn: f64, curv: f64) -> f32 {
+    (gn / (curv + 1e-8)) as f32
+}
+
 /// The Armijo test of the refinement: `f(t) ≤ f(v) − 0.9·μ·‖g‖²` (and a nonzero gradient).
 pub fn armijo_accepts(f_v: f64, f_t: f64, mu: f32, gn: f64) -> bool {
     gn != 0.0 && f_t <= f_v - 0.9 * mu as f64 * gn
@@ -159,17 +179,11 @@ pub fn refine_exact_host<B: Backend + ?Sized>(
     let mut out = Vec::with_capacity(steps);
     for _ in 0..steps {
         let (gn, curv) = b.step_size(v, g)?;
-        let mu = (gn / (curv + 1e-8)) as f32;
+        let mu = normalised_step(gn, curv);
         let (_, f_t) = b.trial(v, g, trial, mu, false)?;
-        let accepted = armijo_accepts(f_v, f_t, mu, gn);
-        out.push(RefineStep {
-            gn,
-            curv,
-            mu,
-            f_t,
-            accepted,
-        });
-        if !accepted {
+        let rec = RefineStep::judged(gn, curv, mu, f_t, f_v);
+        out.push(rec);
+        if !rec.accepted {
             break;
         }
         // The trial residual becomes current; the copy keeps the iterate in `v`.

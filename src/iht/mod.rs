@@ -1,7 +1,7 @@
 //! The accelerated IHT step (ARCHITECTURE.md, "The IHT step"), written once against
 //! [`Backend`], and [`IhtLearner`], which lets the shared epoch loop (`crate::train`) drive it.
 
-use crate::backend::{armijo_accepts, Backend, GateSource, Slot};
+use crate::backend::{armijo_accepts, normalised_step, Backend, GateSource, Slot};
 use crate::error::{Error, Param, Result};
 use crate::problem::{GateMode, Problem};
 use crate::sparse::SparseVec;
@@ -323,12 +323,12 @@ pub fn step(backend: &mut dyn Backend, cfg: &IhtConfig, w_empty: bool) -> Result
                 // Support of the s largest gradient entries, then the exact line-search step.
                 backend.threshold(Slot::W, 1.0, cfg.s, Slot::V)?;
                 let (gn, curv) = backend.step_size(Slot::V, Slot::G)?;
-                (gn / (curv + 1e-8)) as f32
+                normalised_step(gn, curv)
             }
         }
     } else {
         let (gn, curv) = backend.step_size(Slot::W, Slot::G)?;
-        (gn / (curv + 1e-8)) as f32
+        normalised_step(gn, curv)
     };
     // 2. Dense pass + top-s.
     backend.threshold(Slot::W, mu, cfg.s, Slot::V)?;
@@ -457,7 +457,7 @@ fn refine_cg(backend: &mut dyn Backend, cfg: &IhtConfig, mut f_v: f64) -> Result
 /// `Refine::Armijo`, the paper's code: the normalised step once, then only halved.
 fn refine_armijo(backend: &mut dyn Backend, cfg: &IhtConfig, mut f_v: f64) -> Result<Slot> {
     let (gn, curv) = backend.step_size(Slot::V, Slot::G)?;
-    let mut mu_r = (gn / (curv + 1e-8)) as f32;
+    let mut mu_r = normalised_step(gn, curv);
     let (mut v, mut trial) = (Slot::V, Slot::TRIAL);
     for it in 0..cfg.inner {
         // After the first inner step (accepted or reset) the gradient at v is stale.

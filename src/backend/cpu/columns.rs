@@ -176,13 +176,7 @@ impl CpuBackend {
                 p.step_by(CB).map(move |lo| lo..(lo + CB).min(end))
             })
             .collect();
-        let mut chunks: Vec<&mut [f32]> = Vec::with_capacity(blocks.len());
-        let mut rest = out;
-        for b in &blocks {
-            let (head, tail) = rest.split_at_mut(b.len());
-            chunks.push(head);
-            rest = tail;
-        }
+        let chunks = split_by(out, &blocks);
         let pass = Pass {
             plan: &plan,
             masks: &masks,
@@ -242,13 +236,7 @@ impl CpuBackend {
         let plan = self.plan(g);
         let masks: Vec<Option<&[u64]>> = plan.runs.iter().map(|r| self.mask(r.neuron)).collect();
         let ps = parts(len, self.threads);
-        let mut chunks: Vec<&mut [f32]> = Vec::with_capacity(ps.len());
-        let mut rest = &mut u[..len];
-        for p in &ps {
-            let (head, tail) = rest.split_at_mut(p.len());
-            chunks.push(head);
-            rest = tail;
-        }
+        let chunks = split_by(&mut u[..len], &ps);
         let pass = Pass {
             plan: &plan,
             masks: &masks,

@@ -3,8 +3,8 @@
 //! (matrixmultiply) over blocks of samples, so no `n×m` gate matrix or `m×d` gradient exists.
 
 use super::{
-    armijo_accepts, check_refine_slots, Backend, BackendInfo, GateSource, MemoryMeter, MemoryStats,
-    RefineStep, Slot,
+    check_refine_slots, normalised_step, Backend, BackendInfo, GateSource, MemoryMeter,
+    MemoryStats, RefineStep, Slot,
 };
 use crate::error::{Error, Result};
 use crate::problem::{Features, GateMode, GridFourier, Problem};
@@ -276,6 +276,18 @@ fn parts(len: usize, threads: usize) -> Vec<Range<usize>> {
     out
 }
 
+/// `out` cut into the consecutive pieces `ranges` (which tile a prefix of it), one per worker.
+fn split_by<'a>(out: &'a mut [f32], ranges: &[Range<usize>]) -> Vec<&'a mut [f32]> {
+    let mut chunks = Vec::with_capacity(ranges.len());
+    let mut rest = out;
+    for r in ranges {
+        let (head, tail) = std::mem::take(&mut rest).split_at_mut(r.len());
+        chunks.push(head);
+        rest = tail;
+    }
+    chunks
+}
+
 /// Sums partial vectors in order.
 fn sum_in_order<T: Copy + std::ops::AddAssign + Default>(parts: Vec<Vec<T>>, len: usize) -> Vec<T> {
     let mut it = parts.into_iter();
@@ -468,46 +480,49 @@ impl Backend for CpuBackend {
         }
         self.prepare(v);
         let mut grad = self.apply_t64(&self.slots[v.index()], &self.residual);
+        // The gradient slot's vector, rewritten in place each step: `v`'s support never changes.
+        let mut gvec = SparseVec {
+            indices: self.slots[v.index()].indices.clone(),
+            values: vec![0.0; grad.len()],
+        };
         for _ in 0..steps {
-            let gvec = SparseVec {
-                indices: self.slots[v.index()].indices.clone(),
-                values: grad.iter().map(|&x| x as f32).collect(),
-            };
+            gvec.values
+                .iter_mut()
+                .zip(&grad)
+                .for_each(|(o, &x)| *o = x as f32);
             let gn = gvec.norm2();
-            self.last_gnorm = gn;
             let mut u = std::mem::take(&mut self.direction);
             let (h, curv) = self.normal(&gvec, &mut u);
             self.direction = u;
-            let mu = (gn / (curv + 1e-8)) as f32;
-            let dst = self.slots[v.index()]
-                .plus_scaled(&gvec, -mu)
-                .expect("g has v's support");
+            let mu = normalised_step(gn, curv);
+            // trial = v − μ g, in the trial slot's own buffers.
+            let mut t = std::mem::take(&mut self.slots[trial.index()]);
+            t.indices.clone_from(&gvec.indices);
+            t.values.clear();
+            let vv = &self.slots[v.index()].values;
+            t.values
+                .extend(vv.iter().zip(&gvec.values).map(|(&x, &y)| x + -mu * y));
+            self.slots[trial.index()] = t;
             let f_t = residual_update(
                 &self.residual,
                 &self.direction,
                 mu,
                 &mut self.trial_residual,
             );
-            self.slots[g.index()] = gvec;
-            self.slots[trial.index()] = dst;
-            let accepted = armijo_accepts(f_v, f_t, mu, gn);
-            out.push(RefineStep {
-                gn,
-                curv,
-                mu,
-                f_t,
-                accepted,
-            });
-            if !accepted {
+            let rec = RefineStep::judged(gn, curv, mu, f_t, f_v);
+            out.push(rec);
+            if !rec.accepted {
                 break;
             }
+            // The trial becomes the iterate (the old one stays in `trial`, as on the GPU).
             std::mem::swap(&mut self.residual, &mut self.trial_residual);
-            let t = self.slots[trial.index()].clone();
-            self.slots[v.index()] = t;
+            self.slots.swap(v.index(), trial.index());
             f_v = f_t;
             let mu = mu as f64;
             grad.iter_mut().zip(&h).for_each(|(a, &b)| *a -= mu * b);
         }
+        self.last_gnorm = out.last().map_or(self.last_gnorm, |r| r.gn);
+        self.slots[g.index()] = gvec;
         Ok(out)
     }
 

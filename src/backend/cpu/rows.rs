@@ -119,14 +119,7 @@ impl CpuBackend {
                     &mut open,
                     &mut gate,
                     |idx, x, open| {
-                        let mut pred = 0f64;
-                        for (run, &o) in plan.runs.iter().zip(open) {
-                            if o {
-                                for p in run.entries.clone() {
-                                    pred += x[plan.cols[p] as usize] as f64 * v.values[p] as f64;
-                                }
-                            }
-                        }
+                        let pred = gated_sum(&plan, x, open, &v.values);
                         let i = Self::sample(batch, idx);
                         let o = if subtract_y { pred - y[i] as f64 } else { pred };
                         chunk[idx - start] = o as f32;
@@ -178,13 +171,7 @@ impl CpuBackend {
         let plan = self.plan(g);
         let s = g.len();
         let ps = parts(u.len(), self.threads);
-        let mut chunks: Vec<&mut [f32]> = Vec::with_capacity(ps.len());
-        let mut rest = u;
-        for p in &ps {
-            let (head, tail) = rest.split_at_mut(p.len());
-            chunks.push(head);
-            rest = tail;
-        }
+        let chunks = split_by(u, &ps);
         let partials: Vec<(Vec<f64>, f64)> = chunks
             .into_par_iter()
             .zip(ps)
@@ -201,15 +188,7 @@ impl CpuBackend {
                         &mut open,
                         &mut gate,
                         |idx, x, open| {
-                            let mut pred = 0f64;
-                            for (run, &o) in plan.runs.iter().zip(open) {
-                                if o {
-                                    for p in run.entries.clone() {
-                                        pred +=
-                                            x[plan.cols[p] as usize] as f64 * g.values[p] as f64;
-                                    }
-                                }
-                            }
+                            let pred = gated_sum(&plan, x, open, &g.values);
                             chunk[idx - part.start] = pred as f32;
                             sq += pred * pred;
                             add_gated(&plan, x, open, pred, &mut acc);
@@ -223,6 +202,20 @@ impl CpuBackend {
         let h = sum_in_order(partials.into_iter().map(|p| p.0).collect(), s);
         (h, sq)
     }
+}
+
+/// `Σ vals[p] · x[col p]` over the entries of every open run, in entry order (f64).
+#[inline]
+fn gated_sum(plan: &Plan, x: &[f32], open: &[bool], vals: &[f32]) -> f64 {
+    let mut sum = 0f64;
+    for (run, &o) in plan.runs.iter().zip(open) {
+        if o {
+            for p in run.entries.clone() {
+                sum += x[plan.cols[p] as usize] as f64 * vals[p] as f64;
+            }
+        }
+    }
+    sum
 }
 
 /// `acc[p] += c · x[col p]` for the entries of every open run (nothing when `c` is 0).
