@@ -25,10 +25,14 @@ const_assert DENSE_BLOCK_NEURONS == 128u && DENSE_BLOCK_FEATURES == 128u;
 const_assert WG_SIZE == 256u && BK == 32u;
 
 var<workgroup> am: array<vec4<f32>, 1024>;  // BK × DENSE_BLOCK_NEURONS/4: masked residual
-// BK × DENSE_BLOCK_FEATURES/4 features, by 4; rows padded to 33 so that the transposing
-// stores (one sample per lane) fall in different banks.
-const BXS: u32 = 33u;
-var<workgroup> bx: array<vec4<f32>, 1056>;
+// BK × DENSE_BLOCK_FEATURES/4 features, by 4. Entry (row, col) lives at row·32 + (col ^ (row & 7)):
+// the transposing stores (one row per lane) then fall in different banks without padding,
+// which would take the two arrays past the 32 KiB D3D12 and Metal allow, and a row's 16
+// consecutive columns read by a half-warp stay 16 consecutive slots.
+fn bx_at(row: u32, col: u32) -> u32 {
+    return row * 32u + (col ^ (row & 7u));
+}
+var<workgroup> bx: array<vec4<f32>, 1024>;
 
 // Features k..k+3 of sample i: four coalesced column reads when they lie in the first
 // binding (the usual case), the general path otherwise.
@@ -134,11 +138,10 @@ fn dense_mm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
         am[mb + 32u] = sm[1];
         am[mb + 64u] = sm[2];
         am[mb + 96u] = sm[3];
-        let xb = lq * BXS + lb * 4u;
-        bx[xb] = sx[0];
-        bx[xb + 1u] = sx[1];
-        bx[xb + 2u] = sx[2];
-        bx[xb + 3u] = sx[3];
+        bx[bx_at(lq, lb * 4u)] = sx[0];
+        bx[bx_at(lq, lb * 4u + 1u)] = sx[1];
+        bx[bx_at(lq, lb * 4u + 2u)] = sx[2];
+        bx[bx_at(lq, lb * 4u + 3u)] = sx[3];
         workgroupBarrier();
         if (blk + 1u < b_hi) {
             sm = load_m(blk + 1u, lq, lb, t0);
@@ -147,8 +150,8 @@ fn dense_mm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
         for (var kk = 0u; kk < BK; kk = kk + 1u) {
             let ml = am[kk * 32u + ty];
             let mh = am[kk * 32u + 16u + ty];
-            let xl = bx[kk * BXS + tx];
-            let xh = bx[kk * BXS + 16u + tx];
+            let xl = bx[bx_at(kk, tx)];
+            let xh = bx[bx_at(kk, 16u + tx)];
             c00 = fma(vec4<f32>(ml.x), xl, c00); c01 = fma(vec4<f32>(ml.x), xh, c01);
             c10 = fma(vec4<f32>(ml.y), xl, c10); c11 = fma(vec4<f32>(ml.y), xh, c11);
             c20 = fma(vec4<f32>(ml.z), xl, c20); c21 = fma(vec4<f32>(ml.z), xh, c21);

@@ -23,8 +23,26 @@ fn validate(name: &str, source: &str) {
         naga::valid::ValidationFlags::all(),
         naga::valid::Capabilities::all(),
     );
-    if let Err(e) = validator.validate(&module) {
-        panic!("{name}: {}", e.emit_to_string(source));
+    let info = validator
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(source)));
+    // Workgroup memory per entry point (the variables it uses): D3D12 and Metal allow at most
+    // 32 KiB, and a kernel over it fails to compile there while Vulkan drivers may accept it.
+    for (i, ep) in module.entry_points.iter().enumerate() {
+        let uses = info.get_entry_point(i);
+        let bytes: u32 = module
+            .global_variables
+            .iter()
+            .filter(|(h, v)| v.space == naga::AddressSpace::WorkGroup && !uses[*h].is_empty())
+            .map(|(_, v)| module.types[v.ty].inner.size(module.to_ctx()))
+            .sum();
+        assert!(
+            bytes <= spinr::backend::gpu::WORKGROUP_MEMORY_LIMIT,
+            "{name}: entry point {} uses {bytes} bytes of workgroup memory, over the {} that \
+             D3D12 and Metal allow",
+            ep.name,
+            spinr::backend::gpu::WORKGROUP_MEMORY_LIMIT
+        );
     }
 }
 

@@ -69,8 +69,12 @@ fn usable(adapter: &wgpu::Adapter) -> bool {
         && limits.max_storage_buffers_per_shader_stage >= 5
         && limits.max_compute_invocations_per_workgroup >= 256
         && limits.max_compute_workgroup_size_x >= 256
-        && limits.max_compute_workgroup_storage_size >= 16384
+        && limits.max_compute_workgroup_storage_size >= WORKGROUP_MEMORY_LIMIT
 }
+
+/// Workgroup memory the largest kernel may use, and an adapter must offer: 32 KiB, what D3D12
+/// and Metal allow (`tests/shaders_validate.rs` holds every entry point to it).
+pub const WORKGROUP_MEMORY_LIMIT: u32 = 32768;
 
 impl GpuContext {
     /// Waits for the submitted work, then maps the first `bytes` of the `MAP_READ` buffer and

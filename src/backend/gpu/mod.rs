@@ -63,7 +63,9 @@ mod support;
 mod threshold;
 mod timer;
 
-pub use context::{list_adapters, AdapterReport, GpuContext, NO_ADAPTER_HELP};
+pub use context::{
+    list_adapters, AdapterReport, GpuContext, NO_ADAPTER_HELP, WORKGROUP_MEMORY_LIMIT,
+};
 pub use kernels::{
     compose_shader, BITS_ATOMIC_WGSL, BITS_SUBGROUP_WGSL, COMMON_WGSL, SHADER_FILES,
 };
