@@ -455,3 +455,101 @@ fn stops_on_a_zero_gradient(budget: u64) {
     assert!(g.values.iter().all(|&v| v == 0.0));
     assert_eq!(b.forward(Slot::V).unwrap(), f);
 }
+
+#[test]
+fn trials_along_a_held_direction_match_fresh_ones() {
+    for budget in BUDGETS {
+        held_direction_trials(budget);
+    }
+}
+
+/// The loss of `x` from a backend that has computed nothing yet (gates from `gates`, or the
+/// random ones).
+fn fresh_loss(
+    p: &Arc<Problem>,
+    budget: u64,
+    gates: Option<&SparseVec>,
+    batch: &[u32],
+    x: &SparseVec,
+) -> f64 {
+    let mut c = CpuBackend::new(p.clone(), p.m * p.d, budget).unwrap();
+    if let Some(h) = gates {
+        c.load(Slot::BEST, h).unwrap();
+        c.set_gates(GateSource::Slot(Slot::BEST)).unwrap();
+    }
+    c.set_batch(Some(batch)).unwrap();
+    c.load(Slot::W, x).unwrap();
+    c.forward(Slot::W).unwrap()
+}
+
+/// A trial from the point whose residual is current, along a direction a pass already applied
+/// (`step_size`, `curvature`), is `r − μ·A_S g` without a pass: it must give the loss of the
+/// trial point computed afresh, and every change that makes a held vector stale (a new
+/// direction in the slot, new gates, a new point) must be noticed.
+fn held_direction_trials(budget: u64) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(21);
+    for p in problems(&mut rng) {
+        let p = Arc::new(p);
+        let len = p.m * p.d;
+        let s = (len / 3).max(1);
+        let w = random_sparse(&mut rng, len, s);
+        let gates = random_sparse(&mut rng, len, s);
+        // An awkward batch: unsorted, not a multiple of 64.
+        let mut batch: Vec<u32> = rand::seq::index::sample(&mut rng, p.n, p.n * 2 / 3)
+            .into_iter()
+            .map(|i| i as u32)
+            .collect();
+        batch.reverse();
+        let start = |w: &SparseVec| {
+            let mut b = CpuBackend::new(p.clone(), s, budget).unwrap();
+            b.load(Slot::BEST, &gates).unwrap();
+            b.set_gates(GateSource::Slot(Slot::BEST)).unwrap();
+            b.set_batch(Some(&batch)).unwrap();
+            b.load(Slot::W, w).unwrap();
+            b.forward(Slot::W).unwrap();
+            b.step_size(Slot::W, Slot::G).unwrap();
+            b
+        };
+        let check = |b: &mut CpuBackend, gated: bool, mu: f32, recompute: bool, what: &str| {
+            let (_, got) = b
+                .trial(Slot::W, Slot::G, Slot::TRIAL, mu, recompute)
+                .unwrap();
+            let x = b.read(Slot::TRIAL).unwrap();
+            let want = fresh_loss(&p, budget, gated.then_some(&gates), &batch, &x);
+            assert!(
+                rel(got, want) < 1e-5,
+                "{what} (n = {}, budget {budget}): trial loss {got} against {want}",
+                p.n
+            );
+        };
+        let mut b = start(&w);
+        // Backtracks along the held direction.
+        for mu in [0.3f32, 0.15, 0.075] {
+            check(&mut b, true, mu, false, "backtrack");
+        }
+        // A new direction in the same slot (same support, other values).
+        let mut g2 = b.read(Slot::G).unwrap();
+        g2.values
+            .iter_mut()
+            .for_each(|v| *v = rng.random_range(-1.0..1.0));
+        b.load(Slot::G, &g2).unwrap();
+        check(&mut b, true, 0.2, false, "new direction");
+        // A copy carries the direction along: START holds the same vector.
+        b.copy(Slot::START, Slot::G).unwrap();
+        b.curvature(Slot::START).unwrap();
+        check(&mut b, true, 0.1, false, "copied direction");
+        // Accepting moves the point; the next trial recomputes the gradient there.
+        b.accept_trial().unwrap();
+        b.copy(Slot::W, Slot::TRIAL).unwrap();
+        check(&mut b, true, 0.1, true, "after acceptance");
+        // New gates: the held residual and direction are stale.
+        b.set_gates(GateSource::Random).unwrap();
+        check(&mut b, false, 0.1, false, "after new gates");
+        // A new point loaded into W: its residual is not the current one.
+        let mut b = start(&w);
+        let mut w2 = w.clone();
+        w2.values.iter_mut().for_each(|v| *v *= -0.5);
+        b.load(Slot::W, &w2).unwrap();
+        check(&mut b, true, 0.2, false, "new point");
+    }
+}

@@ -112,22 +112,28 @@ fn minibatch_planted_fit_matches_the_cpu() {
 /// so compare the quality of the fits rather than the weights.
 #[test]
 fn sequential_planted_fit_is_as_good_as_the_cpu() {
-    // A sequential fit is non-convex: f32 rounding on the GPU can send one seed to another
-    // local optimum (seen on an H100: seed 0 at 30.3 dB against 36.3 on the CPU, seeds 1–3
-    // within 0.3 dB). So every GPU fit must generalise, and the mean over seeds must match.
-    let (mut gpu, mut cpu) = (0.0, 0.0);
-    let seeds = 4;
-    for seed in 0..seeds {
+    // A sequential fit is non-convex: f32 rounding on either backend can send one seed to
+    // another local optimum (seen on an H100: seed 0 at 30.3 dB against 36.3 on the CPU; on
+    // lavapipe, since the CPU's trials follow a held direction, the CPU recovers seed 0
+    // exactly, 163 dB, where the GPU stops at 36 dB). So every GPU fit must generalise, and
+    // the median over seeds, which one such seed cannot move far, must match.
+    let (mut gpu, mut cpu) = (Vec::new(), Vec::new());
+    for seed in 0..4 {
         let sp = spec(GateMode::Sequential, 50, 10, 10, 2000, seed);
         let cfg = IhtConfig::new(sp.nonzeros, 15, sp.gates);
         let ((rg, _), (rc, _)) = both(&sp, &cfg, GpuOptions::default());
         assert!(rg.test_psnr > 22.0, "{rg:?}");
-        gpu += rg.train_psnr / seeds as f64;
-        cpu += rc.train_psnr / seeds as f64;
+        gpu.push(rg.train_psnr);
+        cpu.push(rc.train_psnr);
     }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        (v[1] + v[2]) / 2.0
+    };
+    let (g, c) = (median(&mut gpu), median(&mut cpu));
     assert!(
-        (gpu - cpu).abs() < 2.0,
-        "mean train PSNR: gpu {gpu:.2} dB, cpu {cpu:.2} dB"
+        (g - c).abs() < 2.0,
+        "median train PSNR: gpu {g:.2} dB ({gpu:?}), cpu {c:.2} dB ({cpu:?})"
     );
 }
 

@@ -140,6 +140,10 @@ impl IhtChoices {
 
 /// Polish rounds of spinr's full-batch image fits (`IhtConfig::polish`).
 pub const DEFAULT_POLISH: usize = 3;
+/// Polish rounds of minibatch image fits: the updates leave the values a few refinement steps
+/// on a minibatch from the least-squares fit of their support; one full-batch round gains
+/// 0.2–1.0 dB on the photos at 128² (median +0.45), a second about 0.1 more.
+pub const DEFAULT_MINIBATCH_POLISH: usize = 1;
 
 /// Refinement steps per IHT step of spinr's full-batch image fits (the digit grid with Armijo:
 /// median 71.1 dB with K = 3 against 151.9 with K = 10 at (10, 1000)).
@@ -168,8 +172,9 @@ pub struct IhtConfig {
     /// Sequential mode: when the loss stalls while some sample with a positive residual has
     /// every neuron switched off, re-seed the weakest neuron around that sample.
     pub rescue: bool,
-    /// After the last epoch: rounds of [`POLISH_STEPS`] conjugate-gradient steps on the best
-    /// model's support, its gates fixed, then the gates updated (sequential, full batch).
+    /// After the last epoch: rounds of [`POLISH_STEPS`] conjugate-gradient steps over all
+    /// samples on the best model's support, its gates fixed, then the gates updated (ReLU
+    /// gating).
     pub polish: usize,
 }
 

@@ -254,8 +254,8 @@ pub fn fit_with(
     fit_from(backend, problem, n, cfg, None, observe, &mut NoCheckpoints)
 }
 
-/// After the epochs: the polish rounds where they apply (full batch, ReLU gating, not
-/// stopped). Returns the best loss.
+/// After the epochs: the polish rounds where they apply (ReLU gating, not stopped; a
+/// minibatch fit's polish runs over all samples). Returns the best loss.
 fn polish_if_due(
     backend: &mut dyn Backend,
     cfg: &IhtConfig,
@@ -263,7 +263,7 @@ fn polish_if_due(
     out: &LoopOutcome,
 ) -> Result<f64> {
     let loss = out.best_loss.unwrap_or(f64::INFINITY);
-    if cfg.polish > 0 && gating == Gating::SelfGated && cfg.batch_size.is_none() && !out.stopped {
+    if cfg.polish > 0 && gating == Gating::SelfGated && !out.stopped {
         return polish(backend, cfg, loss);
     }
     Ok(loss)

@@ -200,6 +200,7 @@ impl FitOptions {
         cfg.seed = self.seed;
         if batch_size.is_some() && self.variant == Variant::Spinr {
             cfg.inner = self.iht.inner.unwrap_or(iht::DEFAULT_MINIBATCH_INNER);
+            cfg.polish = self.iht.polish.unwrap_or(iht::DEFAULT_MINIBATCH_POLISH);
             // A rescue check predicts every sample: on large images that is an extra epoch.
             cfg.rescue = self.iht.rescue.unwrap_or(false);
         }

@@ -29,6 +29,15 @@ const TILE_FLOATS: usize = 1 << 18;
 /// The gates in force, weight gates as host data.
 type Gates = super::ActiveGates<SparseVec>;
 
+/// What a held per-sample vector was computed from: a slot's contents (a version number that
+/// every write renews and a copy carries along) under the gates and samples in force then
+/// (`env`, renewed by `set_gates` and `set_batch`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp {
+    version: u64,
+    env: u64,
+}
+
 /// A neuron's entries in a support vector and, for weight gates, its entries in the gate vector.
 struct Run {
     neuron: u32,
@@ -61,8 +70,21 @@ pub struct CpuBackend {
     batch: Option<Vec<u32>>,
     residual: Vec<f32>,
     trial_residual: Vec<f32>,
-    /// `A_S g` of the refinement's current direction (`refine_exact`).
+    /// `A_S p` of the last direction `p` a pass produced (`step_size`, `curvature`, `trial`,
+    /// `refine_exact`).
     direction: Vec<f32>,
+    /// Content versions of the slots, and the next version to hand out.
+    versions: [u64; Slot::COUNT],
+    next_version: u64,
+    /// Renewed whenever the gates or the samples change.
+    env: u64,
+    /// What `residual`, `trial_residual` and `direction` belong to, where known: a trial
+    /// along a held direction from the point whose residual is current costs no pass
+    /// (`r − μ·A_S g`), so an Armijo backtrack is free and a conjugate-gradient step takes one
+    /// pass fewer.
+    residual_of: Option<Stamp>,
+    trial_of: Option<Stamp>,
+    direction_of: Option<Stamp>,
     last_gnorm: f64,
     meter: MemoryMeter,
     threads: usize,
@@ -100,11 +122,45 @@ impl CpuBackend {
             residual: vec![0.0; n],
             trial_residual: vec![0.0; n],
             direction: vec![0.0; n],
+            versions: [0; Slot::COUNT],
+            next_version: 1,
+            env: 0,
+            residual_of: None,
+            trial_of: None,
+            direction_of: None,
             last_gnorm: 0.0,
             meter,
             threads: rayon::current_num_threads(),
             problem,
         })
+    }
+
+    fn stamp(&self, slot: Slot) -> Stamp {
+        Stamp {
+            version: self.versions[slot.index()],
+            env: self.env,
+        }
+    }
+
+    /// Writes a slot and gives it a new content version.
+    fn put(&mut self, slot: Slot, v: SparseVec) {
+        self.slots[slot.index()] = v;
+        self.touch(slot);
+    }
+
+    fn touch(&mut self, slot: Slot) {
+        self.versions[slot.index()] = self.next_version;
+        self.next_version += 1;
+    }
+
+    /// `direction = A_S p` (gates in force, no targets); returns `‖A_S p‖²`.
+    fn direction_of(&mut self, p: Slot) -> f64 {
+        self.prepare(p);
+        let mut u = std::mem::take(&mut self.direction);
+        let curv = self.apply(&self.slots[p.index()], false, &mut u);
+        self.direction = u;
+        self.direction_of = Some(self.stamp(p));
+        curv
     }
 
     /// Builds the gate masks the column path needs for the neurons of `slot`.
@@ -199,7 +255,7 @@ impl CpuBackend {
             values: self.apply_t(vv, &self.residual),
         };
         self.last_gnorm = gvec.norm2();
-        self.slots[g.index()] = gvec;
+        self.put(g, gvec);
         self.last_gnorm
     }
 
@@ -342,7 +398,7 @@ impl Backend for CpuBackend {
             }
         }
         crate::error::check_finite("weights", &w.values)?;
-        self.slots[slot.index()] = w.clone();
+        self.put(slot, w.clone());
         Ok(())
     }
 
@@ -354,6 +410,8 @@ impl Backend for CpuBackend {
         if dst != src {
             let v = self.slots[src.index()].clone();
             self.slots[dst.index()] = v;
+            // The same contents: what was computed from `src` holds for `dst`.
+            self.versions[dst.index()] = self.versions[src.index()];
         }
         Ok(())
     }
@@ -365,6 +423,7 @@ impl Backend for CpuBackend {
             self.masks.clear(&mut self.meter);
         }
         self.gates = new;
+        self.env += 1;
         Ok(())
     }
 
@@ -381,6 +440,7 @@ impl Backend for CpuBackend {
             // Already all samples: the masks and columns stay valid.
             return Ok(());
         }
+        self.env += 1;
         self.batch = batch.map(|b| b.to_vec());
         self.masks.clear(&mut self.meter);
         if let Some(x) = self.cols.batch.take() {
@@ -405,16 +465,13 @@ impl Backend for CpuBackend {
         let mut r = std::mem::take(&mut self.residual);
         let loss = self.apply(&self.slots[v.index()], true, &mut r);
         self.residual = r;
+        self.residual_of = Some(self.stamp(v));
         Ok(loss)
     }
 
     fn step_size(&mut self, v: Slot, g: Slot) -> Result<(f64, f64)> {
         let gnorm = self.gradient(v, g);
-        self.prepare(g);
-        // The trial residual is scratch until the next trial.
-        let mut tmp = std::mem::take(&mut self.trial_residual);
-        let curv = self.apply(&self.slots[g.index()], false, &mut tmp);
-        self.trial_residual = tmp;
+        let curv = self.direction_of(g);
         Ok((gnorm, curv))
     }
 
@@ -429,21 +486,38 @@ impl Backend for CpuBackend {
         if recompute_grad {
             self.gradient(v, g);
         }
-        self.prepare(v);
         let out = self.slots[v.index()]
             .plus_scaled(&self.slots[g.index()], -mu)
             .ok_or_else(|| {
                 Error::invalid(crate::error::Param::Slot, "trial needs g on v's support")
             })?;
-        let mut r = std::mem::take(&mut self.trial_residual);
-        let loss = self.apply(&out, true, &mut r);
-        self.trial_residual = r;
-        self.slots[dst.index()] = out;
+        let loss = if self.residual_of == Some(self.stamp(v)) {
+            // `A(v − μg) − y = r − μ·A_S g`: one pass for a new direction, none for a
+            // backtrack along a held one.
+            if self.direction_of != Some(self.stamp(g)) {
+                self.direction_of(g);
+            }
+            residual_update(
+                &self.residual,
+                &self.direction,
+                mu,
+                &mut self.trial_residual,
+            )
+        } else {
+            self.prepare(v);
+            let mut r = std::mem::take(&mut self.trial_residual);
+            let loss = self.apply(&out, true, &mut r);
+            self.trial_residual = r;
+            loss
+        };
+        self.put(dst, out);
+        self.trial_of = Some(self.stamp(dst));
         Ok((self.last_gnorm, loss))
     }
 
     fn accept_trial(&mut self) -> Result<()> {
         std::mem::swap(&mut self.residual, &mut self.trial_residual);
+        std::mem::swap(&mut self.residual_of, &mut self.trial_of);
         Ok(())
     }
 
@@ -452,12 +526,7 @@ impl Backend for CpuBackend {
     }
 
     fn curvature(&mut self, p: Slot) -> Result<f64> {
-        self.prepare(p);
-        // The trial residual is scratch until the next trial.
-        let mut tmp = std::mem::take(&mut self.trial_residual);
-        let curv = self.apply(&self.slots[p.index()], false, &mut tmp);
-        self.trial_residual = tmp;
-        Ok(curv)
+        Ok(self.direction_of(p))
     }
 
     /// One pass over the features per step instead of three. The trial
@@ -522,7 +591,14 @@ impl Backend for CpuBackend {
             grad.iter_mut().zip(&h).for_each(|(a, &b)| *a -= mu * b);
         }
         self.last_gnorm = out.last().map_or(self.last_gnorm, |r| r.gn);
-        self.slots[g.index()] = gvec;
+        self.put(g, gvec);
+        // `v` and `trial` were rewritten in place: new versions for both.
+        self.touch(v);
+        self.touch(trial);
+        // The residual left current is `v`'s (tracked); `direction` is a spent step's.
+        self.residual_of = Some(self.stamp(v));
+        self.trial_of = None;
+        self.direction_of = None;
         Ok(out)
     }
 
@@ -535,7 +611,7 @@ impl Backend for CpuBackend {
                     "combine needs two vectors with the same support",
                 )
             })?;
-        self.slots[dst.index()] = out;
+        self.put(dst, out);
         Ok(())
     }
 
@@ -583,7 +659,7 @@ impl Backend for CpuBackend {
                 top.extend(r.map(|p| (wv.indices[p], wv.values[p])));
             }
         }
-        self.slots[dst.index()] = top.finish();
+        self.put(dst, top.finish());
         self.dense_scratch = scratch;
         self.meter.free(tile_bytes + TopS::capacity_bytes(s) as u64);
         Ok(())

@@ -77,8 +77,9 @@ pub struct FitTuning {
     /// full-batch fits; false for minibatches and the paper's variant).
     #[arg(long, value_name = "true|false")]
     pub rescue: Option<bool>,
-    /// Rounds of 20 conjugate-gradient steps on the final support after the last epoch, gates
-    /// updated between rounds (full batch, ReLU gating; default 3, the paper's variant 0).
+    /// Rounds of 20 conjugate-gradient steps over all pixels on the final support after the
+    /// last epoch, gates updated between rounds (ReLU gating; default 3 full batch, 1 with
+    /// minibatches, the paper's variant 0).
     #[arg(long, value_name = "R")]
     pub polish: Option<usize>,
 }
