@@ -142,7 +142,7 @@ impl IhtChoices {
 pub const DEFAULT_POLISH: usize = 3;
 /// Polish rounds of minibatch image fits: the updates leave the values a few refinement steps
 /// on a minibatch from the least-squares fit of their support; one full-batch round gains
-/// 0.2–1.0 dB on the photos at 128² (median +0.45), a second about 0.1 more.
+/// 0.2–1.0 dB on the photos at 128² (median +0.47), two more about 0.1 more.
 pub const DEFAULT_MINIBATCH_POLISH: usize = 1;
 
 /// Refinement steps per IHT step of spinr's full-batch image fits (the digit grid with Armijo:
