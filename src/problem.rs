@@ -41,7 +41,7 @@ impl GateMode {
 pub struct GridFourier {
     /// Grid size per axis, slowest first (rows, columns[, channels]).
     pub axes: Vec<usize>,
-    /// `d/2` frequencies; `phases[a][f * axes[a] + t]` = fract(B[f,a] · coord_a(t)).
+    /// `d/2` frequencies; `phases[a][f * axes[a] + t]` = `fract(B[f,a] · coord_a(t))`.
     pub phases: Vec<Vec<f32>>,
 }
 

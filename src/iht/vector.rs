@@ -176,7 +176,7 @@ pub fn train(
     train_from(be, p, t, None, observe, &mut super::NoCheckpoints)
 }
 
-/// [`train`] from a checkpoint of the same problem and training (`resume`), saving through
+/// [`train()`] from a checkpoint of the same problem and training (`resume`), saving through
 /// `checkpoints`. The state at a pause is `W`, `BEST` and the carried step μ
 /// (`IhtCounters::step`); it ends as the uninterrupted run would (bit for bit on the CPU).
 pub fn train_from(

@@ -1,9 +1,9 @@
-//! Model files: safetensors with two tensors, `indices` (u32 [s]) and `values` (f32 [s]), and
+//! Model files: safetensors with two tensors, `indices` (`u32 [s]`) and `values` (`f32 [s]`), and
 //! string metadata holding everything needed to regenerate the features and gates
 //! (ARCHITECTURE.md, "Images": the whole model is the spec plus the `s` pairs).
 //!
 //! A model with an output layer (IMP's pruned network `Σ_j V_j relu(u_j·φ(x))`, where `V` may
-//! be negative) has a third tensor `output` (f32 [m], or [m, C]) holding `V`; its first layer
+//! be negative) has a third tensor `output` (`f32 [m]`, or `[m, C]`) holding `V`; its first layer
 //! is stored in `indices`/`values` exactly as IHT's weights, and it gates by ReLU. Files
 //! without `output` are IHT's plain sums of ReLUs, unchanged.
 //!

@@ -77,7 +77,7 @@ pub struct Picture {
     pub width: u32,
     pub height: u32,
     pub rgb: Vec<u8>,
-    /// `cells[i][j]`: the pixel box (x0, y0, x1, y1) of m = neurons[i], s = nonzeros[j].
+    /// `cells[i][j]`: the pixel box (x0, y0, x1, y1) of m = `neurons[i]`, s = `nonzeros[j]`.
     pub cells: Vec<Vec<(i32, i32, i32, i32)>>,
 }
 

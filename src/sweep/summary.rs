@@ -105,7 +105,7 @@ pub struct Map {
     pub neurons: Vec<usize>,
     pub nonzeros: Vec<usize>,
     pub seeds: Vec<u64>,
-    /// `cells[i][j]`: m = neurons[i], s = nonzeros[j].
+    /// `cells[i][j]`: m = `neurons[i]`, s = `nonzeros[j]`.
     pub cells: Vec<Vec<Stat>>,
 }
 

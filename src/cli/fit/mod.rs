@@ -1,6 +1,6 @@
 //! `spinr fit`: fit an image as a sparse ReLU network (implicit neural representation).
 //!
-//! The CLI parses flags into [`FitOptions`], prints and saves; the fit itself is
+//! The CLI parses flags into [`FitOptions`](crate::inr::fit::FitOptions), prints and saves; the fit itself is
 //! `crate::inr::fit`. Messages and the progress bar go to stderr, results to stdout. Every
 //! output file is written atomically; Ctrl-C stops after the current epoch and still writes
 //! the best model so far, and a checkpoint that `--resume` continues from
