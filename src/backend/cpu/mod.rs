@@ -154,7 +154,7 @@ impl CpuBackend {
     }
 
     /// `direction = A_S p` (gates in force, no targets); returns `‖A_S p‖²`.
-    fn direction_of(&mut self, p: Slot) -> f64 {
+    fn apply_direction(&mut self, p: Slot) -> f64 {
         self.prepare(p);
         let mut u = std::mem::take(&mut self.direction);
         let curv = self.apply(&self.slots[p.index()], false, &mut u);
@@ -471,7 +471,7 @@ impl Backend for CpuBackend {
 
     fn step_size(&mut self, v: Slot, g: Slot) -> Result<(f64, f64)> {
         let gnorm = self.gradient(v, g);
-        let curv = self.direction_of(g);
+        let curv = self.apply_direction(g);
         Ok((gnorm, curv))
     }
 
@@ -495,7 +495,7 @@ impl Backend for CpuBackend {
             // `A(v − μg) − y = r − μ·A_S g`: one pass for a new direction, none for a
             // backtrack along a held one.
             if self.direction_of != Some(self.stamp(g)) {
-                self.direction_of(g);
+                self.apply_direction(g);
             }
             residual_update(
                 &self.residual,
@@ -526,7 +526,7 @@ impl Backend for CpuBackend {
     }
 
     fn curvature(&mut self, p: Slot) -> Result<f64> {
-        Ok(self.direction_of(p))
+        Ok(self.apply_direction(p))
     }
 
     /// One pass over the features per step instead of three. The trial

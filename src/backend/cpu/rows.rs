@@ -98,6 +98,21 @@ impl CpuBackend {
         }
     }
 
+    /// [`Self::visit_block`] over the samples `part` (active positions), a block at a time,
+    /// with one set of scratch buffers.
+    fn visit_part(
+        &self,
+        plan: &Plan,
+        part: Range<usize>,
+        mut op: impl FnMut(usize, &[f32], &[bool]),
+    ) {
+        let (mut rows, mut open, mut gate) = (Vec::new(), Vec::new(), Vec::new());
+        for blk in part.clone().step_by(BLOCK) {
+            let range = blk..(blk + BLOCK).min(part.end);
+            self.visit_block(plan, range, &mut rows, &mut open, &mut gate, &mut op);
+        }
+    }
+
     /// The row path of [`CpuBackend::apply`].
     pub(super) fn apply_rows(&self, v: &SparseVec, subtract_y: bool, out: &mut [f32]) -> f64 {
         let plan = self.plan(v);
@@ -108,24 +123,15 @@ impl CpuBackend {
             .par_chunks_mut(BLOCK)
             .enumerate()
             .map(|(blk, chunk)| {
-                let (mut rows, mut open, mut gate) = (Vec::new(), Vec::new(), Vec::new());
                 let start = blk * BLOCK;
                 let mut acc = 0f64;
-                let range = start..(start + BLOCK).min(len);
-                self.visit_block(
-                    &plan,
-                    range,
-                    &mut rows,
-                    &mut open,
-                    &mut gate,
-                    |idx, x, open| {
-                        let pred = gated_sum(&plan, x, open, &v.values);
-                        let i = Self::sample(batch, idx);
-                        let o = if subtract_y { pred - y[i] as f64 } else { pred };
-                        chunk[idx - start] = o as f32;
-                        acc += o * o;
-                    },
-                );
+                self.visit_part(&plan, start..(start + BLOCK).min(len), |idx, x, open| {
+                    let pred = gated_sum(&plan, x, open, &v.values);
+                    let i = Self::sample(batch, idx);
+                    let o = if subtract_y { pred - y[i] as f64 } else { pred };
+                    chunk[idx - start] = o as f32;
+                    acc += o * o;
+                });
                 acc
             })
             .collect();
@@ -146,18 +152,9 @@ impl CpuBackend {
             .into_par_iter()
             .map(|part| {
                 let mut acc = vec![0f64; len];
-                let (mut rows, mut open, mut gate) = (Vec::new(), Vec::new(), Vec::new());
-                for blk in part.clone().step_by(BLOCK) {
-                    let range = blk..(blk + BLOCK).min(part.end);
-                    self.visit_block(
-                        &plan,
-                        range,
-                        &mut rows,
-                        &mut open,
-                        &mut gate,
-                        |idx, x, open| add_gated(&plan, x, open, r[idx] as f64, &mut acc),
-                    );
-                }
+                self.visit_part(&plan, part, |idx, x, open| {
+                    add_gated(&plan, x, open, r[idx] as f64, &mut acc)
+                });
                 acc
             })
             .collect();
@@ -178,23 +175,13 @@ impl CpuBackend {
             .map(|(chunk, part)| {
                 let mut acc = vec![0f64; s];
                 let mut sq = 0f64;
-                let (mut rows, mut open, mut gate) = (Vec::new(), Vec::new(), Vec::new());
-                for blk in part.clone().step_by(BLOCK) {
-                    let range = blk..(blk + BLOCK).min(part.end);
-                    self.visit_block(
-                        &plan,
-                        range,
-                        &mut rows,
-                        &mut open,
-                        &mut gate,
-                        |idx, x, open| {
-                            let pred = gated_sum(&plan, x, open, &g.values);
-                            chunk[idx - part.start] = pred as f32;
-                            sq += pred * pred;
-                            add_gated(&plan, x, open, pred, &mut acc);
-                        },
-                    );
-                }
+                let start = part.start;
+                self.visit_part(&plan, part, |idx, x, open| {
+                    let pred = gated_sum(&plan, x, open, &g.values);
+                    chunk[idx - start] = pred as f32;
+                    sq += pred * pred;
+                    add_gated(&plan, x, open, pred, &mut acc);
+                });
                 (acc, sq)
             })
             .collect();
