@@ -246,7 +246,7 @@ fn reduce(@builtin(local_invocation_index) lid: u32) {
 
 // Refinement batch, one workgroup: ‖g‖² of slot op.slot_a (the gradient) and ‖A g‖² (the
 // op.partials partial sums of the apply of g) summed as `reduce` sums them, and
-// μ = gn / (curv + 1e-8).
+// μ = gn / (curv + 1e-8); with FLAG_MU_KEEP only ‖g‖² (μ stays as it is).
 @compute @workgroup_size(WG_SIZE)
 fn refine_mu(@builtin(local_invocation_index) lid: u32) {
     if (stopped(lid)) {
@@ -254,6 +254,14 @@ fn refine_mu(@builtin(local_invocation_index) lid: u32) {
     }
     let q = op.slot_a;
     let gn = wg_total(cfg.f_slot_values + q * cfg.slot_cap, slot_len(q), true, lid);
+    if ((op.flags & FLAG_MU_KEEP) != 0u) {
+        // Armijo after its first step: μ stays; ‖A g‖² is not needed (recorded as 0).
+        if (lid == 0u) {
+            F[cfg.f_scalars + SC_GN] = gn;
+            F[cfg.f_scalars + SC_CURV] = 0.0;
+        }
+        return;
+    }
     let curv = wg_total(cfg.f_partial_sums, op.partials, false, lid);
     if (lid == 0u) {
         F[cfg.f_scalars + SC_GN] = gn;

@@ -11,7 +11,10 @@
 use rand::{Rng, SeedableRng};
 use spinr::backend::cpu::CpuBackend;
 use spinr::backend::gpu::{GpuBackend, GpuContext, GpuOptions};
-use spinr::backend::{armijo_accepts, refine_exact_host, Backend, GateSource, RefineStep, Slot};
+use spinr::backend::{
+    armijo_accepts, normalised_step, refine_armijo_host, refine_exact_host, Backend, GateSource,
+    RefineStep, Slot,
+};
 use spinr::problem::{AxisCoords, Features, FourierSpec, GateMode, Problem};
 use spinr::sparse::SparseVec;
 use std::sync::Arc;
@@ -638,6 +641,51 @@ fn many_tiles_span_several_submissions() {
 /// against f64 sums on the CPU.
 const REFINE_REL: f64 = 1e-3;
 
+/// Which refinement batch a test runs: `refine_exact`, or `refine_armijo` with the normalised
+/// step at the start (`None`) or a given μ.
+#[derive(Clone, Copy, Debug)]
+enum Rule {
+    Exact,
+    Armijo(Option<f32>),
+}
+
+impl Rule {
+    fn run(
+        self,
+        b: &mut dyn Backend,
+        (v, g, t): (Slot, Slot, Slot),
+        f_v: f64,
+        steps: usize,
+    ) -> spinr::Result<Vec<RefineStep>> {
+        match self {
+            Rule::Exact => b.refine_exact(v, g, t, f_v, steps),
+            Rule::Armijo(mu) => b.refine_armijo(v, g, t, f_v, mu, steps),
+        }
+    }
+
+    /// The host's loop for the same batch, on any backend.
+    fn host(
+        self,
+        b: &mut dyn Backend,
+        (v, g, t): (Slot, Slot, Slot),
+        f_v: f64,
+        steps: usize,
+    ) -> spinr::Result<Vec<RefineStep>> {
+        match self {
+            Rule::Exact => refine_exact_host(b, v, g, t, f_v, steps),
+            Rule::Armijo(mu) => refine_armijo_host(b, (v, g, t), f_v, mu, steps),
+        }
+    }
+
+    /// Whether step `k`'s μ is the normalised step (else it is the batch's one μ).
+    fn normalised(self, k: usize) -> bool {
+        match self {
+            Rule::Exact => true,
+            Rule::Armijo(mu) => k == 0 && mu.is_none(),
+        }
+    }
+}
+
 /// How two refinement batches from the same point compare.
 #[derive(Debug, PartialEq)]
 enum Batches {
@@ -688,16 +736,26 @@ fn compare_records(what: &str, a: &[RefineStep], b: &[RefineStep], f_v: f64, rel
 /// The device's records obey the host's formulas: μ from its own ‖g‖² and ‖A g‖² (to the
 /// last bits: the host divides in f64), and each decision is the host's Armijo test on the
 /// device's own losses, so a rejection is exactly where the host loop would have stopped.
+/// An Armijo batch keeps one μ (the host's, or its first normalised step) and records
+/// `‖A g‖² = 0` for the steps that do not compute it.
 #[track_caller]
-fn assert_records_follow_the_host_rules(what: &str, recs: &[RefineStep], f_v: f64) {
+fn assert_records_follow_the_host_rules(what: &str, rule: Rule, recs: &[RefineStep], f_v: f64) {
     let mut f = f_v;
     for (k, r) in recs.iter().enumerate() {
-        let mu = (r.gn / (r.curv + 1e-8)) as f32;
-        assert!(
-            (r.mu as f64 - mu as f64).abs() <= 4.0 * f32::EPSILON as f64 * mu as f64,
-            "{what}: step {k}: device μ {} vs host μ {mu} ({r:?})",
-            r.mu
-        );
+        if rule.normalised(k) {
+            let mu = (r.gn / (r.curv + 1e-8)) as f32;
+            assert!(
+                (r.mu as f64 - mu as f64).abs() <= 4.0 * f32::EPSILON as f64 * mu as f64,
+                "{what}: step {k}: device μ {} vs host μ {mu} ({r:?})",
+                r.mu
+            );
+        } else {
+            let mu = match rule {
+                Rule::Armijo(Some(mu)) => mu,
+                _ => recs[0].mu,
+            };
+            assert_eq!((r.mu, r.curv), (mu, 0.0), "{what}: step {k}: the batch's μ");
+        }
         assert_eq!(
             r.accepted,
             armijo_accepts(f, r.f_t, r.mu, r.gn),
@@ -734,8 +792,11 @@ fn assert_gpu_batch_state(
     recs: &[RefineStep],
 ) {
     if let Some(last) = recs.last().filter(|r| !r.accepted) {
+        let (gn, curv) = gpu.step_size(v, g).unwrap();
+        // An Armijo step that kept its μ recorded no ‖A g‖².
+        let kept = last.curv == 0.0 && gn != 0.0;
         assert_eq!(
-            gpu.step_size(v, g).unwrap(),
+            (gn, if kept { 0.0 } else { curv }),
             (last.gn, last.curv),
             "{what}: step_size at the iterate after the stop"
         );
@@ -773,7 +834,18 @@ fn assert_vec_rel(what: &str, gpu: &SparseVec, cpu: &SparseVec, rel: f64) {
 /// and stale scalars of an earlier batch.
 #[test]
 fn refine_exact_matches_the_cpu() {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(77);
+    batches_match_the_cpu(false, 77);
+}
+
+/// The same for `refine_armijo` (the CPU runs the host loop): the normalised first step, or a
+/// given μ (the normalised step at the start point, halved 0–2 times).
+#[test]
+fn refine_armijo_matches_the_cpu() {
+    batches_match_the_cpu(true, 78);
+}
+
+fn batches_match_the_cpu(armijo: bool, seed: u64) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut variant = 0usize;
     let (mut same, mut floor, mut stops) = (0, 0, 0);
     for case in cases(&mut rng) {
@@ -794,7 +866,7 @@ fn refine_exact_matches_the_cpu() {
                     (Slot::V, Slot::TRIAL)
                 };
                 let batched = variant % 4 == 1;
-                let tag = format!(
+                let mut tag = format!(
                     "{} s {s} {}{}, {steps} steps, v {:?}",
                     case.name,
                     if weight_gates {
@@ -808,8 +880,13 @@ fn refine_exact_matches_the_cpu() {
                 let mut pair = Pair::new(&p, s, case.opts);
                 poison(&mut pair, &mut rng, len, s);
                 // Stale records, stop word and loss of an earlier batch on junk.
-                pair.gpu
-                    .refine_exact(Slot::W, Slot::G, Slot::TRIAL, 0.0, 3)
+                let stale = if armijo {
+                    Rule::Armijo(Some(0.37))
+                } else {
+                    Rule::Exact
+                };
+                stale
+                    .run(&mut pair.gpu, (Slot::W, Slot::G, Slot::TRIAL), 0.0, 3)
                     .unwrap();
                 let h = random_sparse(&mut rng, len, s);
                 pair.both(|b| b.load(Slot::BEST, &h));
@@ -831,9 +908,22 @@ fn refine_exact_matches_the_cpu() {
                 pair.both(|b| b.load(v, &w));
                 let (fg, fc) = pair.both(|b| b.forward(v));
                 assert_scalar(&format!("{tag}: start loss"), fg, fc);
-                let rg = pair.gpu.refine_exact(v, Slot::G, t, fg, steps).unwrap();
-                let rc = pair.cpu.refine_exact(v, Slot::G, t, fc, steps).unwrap();
-                assert_records_follow_the_host_rules(&tag, &rg, fg);
+                let rule = if !armijo {
+                    Rule::Exact
+                } else if variant % 2 == 0 {
+                    Rule::Armijo(None)
+                } else {
+                    // The same μ on both sides: the CPU's normalised step, halved.
+                    let (gn, curv) = pair.cpu.step_size(v, Slot::G).unwrap();
+                    Rule::Armijo(Some(
+                        normalised_step(gn, curv) * 0.5f32.powi(variant as i32 % 3),
+                    ))
+                };
+                tag += &format!(", {rule:?}");
+                let q = (v, Slot::G, t);
+                let rg = rule.run(&mut pair.gpu, q, fg, steps).unwrap();
+                let rc = rule.run(&mut pair.cpu, q, fc, steps).unwrap();
+                assert_records_follow_the_host_rules(&tag, rule, &rg, fg);
                 if rg.last().is_some_and(|r| !r.accepted) {
                     stops += 1;
                 }
@@ -882,10 +972,11 @@ fn refine_exact_matches_the_cpu() {
 }
 
 /// A consistent least-squares problem run to the f32 floor, so that a step is rejected after
-/// more steps than one submission holds: the batches agree with the host loop on the same
-/// device until the floor, stop by the host's rule, and leave the state their records describe.
+/// more steps than one submission holds: the batches (exact, and Armijo with a given μ) agree
+/// with the host loop on the same device until the floor, stop by the host's rule, and leave
+/// the state their records describe.
 #[test]
-fn refine_exact_stops_at_the_floor_like_the_host_loop() {
+fn refine_stops_at_the_floor_like_the_host_loop() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(4);
     for (n, d, m, s, gates) in [
         (60usize, 8usize, 3usize, 6usize, GateMode::Convex),
@@ -911,30 +1002,42 @@ fn refine_exact_stops_at_the_floor_like_the_host_loop() {
                 .map(|&a| a + rng.random_range(-0.5f32..0.5))
                 .collect(),
         };
-        for opts in [GpuOptions::default(), chunked(GpuOptions::default())] {
-            let tag = format!(
-                "n {n} d {d} m {m} s {s} {gates:?}, apply threads {:?}",
-                opts.apply_threads
-            );
+        for (opts, rule) in [
+            (GpuOptions::default(), Rule::Exact),
+            (chunked(GpuOptions::default()), Rule::Exact),
+            (GpuOptions::default(), Rule::Armijo(Some(0.5))),
+            (chunked(GpuOptions::default()), Rule::Armijo(Some(0.3))),
+        ] {
             let mut dev = GpuBackend::with_options(ctx(), p.clone(), s, opts).unwrap();
             let mut host = GpuBackend::with_options(ctx(), p.clone(), s, opts).unwrap();
             dev.load(Slot::V, &v0).unwrap();
             host.load(Slot::V, &v0).unwrap();
             let f_v = dev.forward(Slot::V).unwrap();
             assert_eq!(f_v, host.forward(Slot::V).unwrap());
-            let steps = 300;
-            let rd = dev
-                .refine_exact(Slot::V, Slot::G, Slot::TRIAL, f_v, steps)
-                .unwrap();
-            let rh =
-                refine_exact_host(&mut host, Slot::V, Slot::G, Slot::TRIAL, f_v, steps).unwrap();
+            // Armijo: a fraction of the normalised step at the start (the whole one reaches
+            // the floor within one submission here).
+            let rule = match rule {
+                Rule::Armijo(Some(f)) => {
+                    let (gn, curv) = dev.step_size(Slot::V, Slot::G).unwrap();
+                    Rule::Armijo(Some(f * normalised_step(gn, curv)))
+                }
+                r => r,
+            };
+            let tag = format!(
+                "n {n} d {d} m {m} s {s} {gates:?}, apply threads {:?}, {rule:?}",
+                opts.apply_threads
+            );
+            let steps = 1000;
+            let q = (Slot::V, Slot::G, Slot::TRIAL);
+            let rd = rule.run(&mut dev, q, f_v, steps).unwrap();
+            let rh = rule.host(&mut host, q, f_v, steps).unwrap();
             let last = rd.last().unwrap();
             assert!(
                 rd.len() > 32 && rd.len() < steps && !last.accepted && last.gn > 0.0,
                 "{tag}: expected a rejection after more than one submission: {} steps, last {last:?}",
                 rd.len()
             );
-            assert_records_follow_the_host_rules(&tag, &rd, f_v);
+            assert_records_follow_the_host_rules(&tag, rule, &rd, f_v);
             let how = compare_records(&tag, &rd, &rh, f_v, 1e-4);
             eprintln!(
                 "{tag}: {} steps on the device, {} in the host loop: {how:?}",
@@ -954,9 +1057,16 @@ fn refine_exact_stops_at_the_floor_like_the_host_loop() {
     }
 }
 
-/// No steps; a gradient that vanishes (gates closed everywhere); slots that alias.
+/// No steps; a gradient that vanishes (gates closed everywhere); slots that alias: for both
+/// kinds of batch.
 #[test]
-fn refine_exact_edge_cases() {
+fn refine_edge_cases() {
+    for rule in [Rule::Exact, Rule::Armijo(None), Rule::Armijo(Some(0.25))] {
+        refine_edge_cases_of(rule);
+    }
+}
+
+fn refine_edge_cases_of(rule: Rule) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(12);
     let (n, d, m) = (50, 7, 6);
     let x: Vec<f32> = (0..n * d).map(|_| rng.random_range(0.0f32..1.0)).collect();
@@ -969,11 +1079,16 @@ fn refine_exact_edge_cases() {
     let w = random_sparse(&mut rng, len, s);
     pair.both(|b| b.load(Slot::V, &w));
     let (fg, fc) = pair.both(|b| b.forward(Slot::V));
+    let q = (Slot::V, Slot::G, Slot::TRIAL);
 
-    let (rg, rc) = pair.both(|b| b.refine_exact(Slot::V, Slot::G, Slot::TRIAL, fg, 0));
-    assert!(rg.is_empty() && rc.is_empty());
+    let (rg, rc) = pair.both(|b| rule.run(b, q, fg, 0));
+    assert!(rg.is_empty() && rc.is_empty(), "{rule:?}");
     let (a, b) = pair.both(|b| b.read(Slot::V));
-    assert_eq!((&a, &b), (&w, &w), "no steps: the iterate is untouched");
+    assert_eq!(
+        (&a, &b),
+        (&w, &w),
+        "{rule:?}: no steps: the iterate is untouched"
+    );
     let (lg, lc) = pair.both(|b| b.forward(Slot::V));
     assert_eq!((lg, lc), (fg, fc));
 
@@ -982,8 +1097,8 @@ fn refine_exact_edge_cases() {
         (Slot::V, Slot::G, Slot::V),
         (Slot::V, Slot::G, Slot::G),
     ] {
-        assert!(pair.gpu.refine_exact(bad.0, bad.1, bad.2, fg, 2).is_err());
-        assert!(pair.cpu.refine_exact(bad.0, bad.1, bad.2, fc, 2).is_err());
+        assert!(rule.run(&mut pair.gpu, bad, fg, 2).is_err(), "{rule:?}");
+        assert!(rule.run(&mut pair.cpu, bad, fc, 2).is_err(), "{rule:?}");
     }
 
     // Negative gate weights on non-negative features: every gate closed, g = 0 exactly.
@@ -996,36 +1111,28 @@ fn refine_exact_edge_cases() {
     pair.both(|b| b.load(Slot::BEST, &h));
     pair.both(|b| b.set_gates(GateSource::Slot(Slot::BEST)));
     let (fg, fc) = pair.both(|b| b.forward(Slot::V));
-    let rg = pair
-        .gpu
-        .refine_exact(Slot::V, Slot::G, Slot::TRIAL, fg, 5)
-        .unwrap();
-    let rc = pair
-        .cpu
-        .refine_exact(Slot::V, Slot::G, Slot::TRIAL, fc, 5)
-        .unwrap();
-    assert_eq!(rg.len(), 1, "{rg:?}");
-    assert_eq!(rc.len(), 1, "{rc:?}");
+    let rg = rule.run(&mut pair.gpu, q, fg, 5).unwrap();
+    let rc = rule.run(&mut pair.cpu, q, fc, 5).unwrap();
+    assert_eq!(rg.len(), 1, "{rule:?}: {rg:?}");
+    assert_eq!(rc.len(), 1, "{rule:?}: {rc:?}");
+    let mu = match rule {
+        Rule::Armijo(Some(mu)) => mu,
+        _ => 0.0,
+    };
     for r in [&rg[0], &rc[0]] {
         assert_eq!(
             (r.gn, r.curv, r.mu, r.accepted),
-            (0.0, 0.0, 0.0, false),
-            "{r:?}"
+            (0.0, 0.0, mu, false),
+            "{rule:?}: {r:?}"
         );
     }
     assert_scalar("closed gates: f(trial) = f(v)", rg[0].f_t, rc[0].f_t);
-    assert_gpu_batch_state(
-        "closed gates",
-        &mut pair.gpu,
-        (Slot::V, Slot::G, Slot::TRIAL),
-        fg,
-        &rg,
-    );
+    assert_gpu_batch_state("closed gates", &mut pair.gpu, q, fg, &rg);
     let (a, b) = pair.both(|b| b.read(Slot::V));
     assert_eq!(
         (&a, &b),
         (&w, &w),
-        "a vanishing gradient leaves the iterate"
+        "{rule:?}: a vanishing gradient leaves the iterate"
     );
     let (lg, lc) = pair.both(|b| b.forward(Slot::V));
     assert_eq!((lg, lc), (fg, fc));

@@ -194,6 +194,44 @@ pub fn refine_exact_host<B: Backend + ?Sized>(
     Ok(out)
 }
 
+/// [`Backend::refine_armijo`] in terms of the other trait methods (one `trial`, and for a
+/// first normalised step one `step_size`, per step, each read back): the default, the CPU's
+/// (whose trials along a held direction make it cheap), and the reference of the GPU's
+/// single-submission version.
+pub fn refine_armijo_host<B: Backend + ?Sized>(
+    b: &mut B,
+    (v, g, trial): (Slot, Slot, Slot),
+    mut f_v: f64,
+    mut mu: Option<f32>,
+    steps: usize,
+) -> Result<Vec<RefineStep>> {
+    check_refine_slots(v, g, trial)?;
+    let mut out = Vec::with_capacity(steps);
+    for _ in 0..steps {
+        let rec = match mu {
+            None => {
+                let (gn, curv) = b.step_size(v, g)?;
+                let m = normalised_step(gn, curv);
+                let (_, f_t) = b.trial(v, g, trial, m, false)?;
+                RefineStep::judged(gn, curv, m, f_t, f_v)
+            }
+            Some(m) => {
+                let (gn, f_t) = b.trial(v, g, trial, m, true)?;
+                RefineStep::judged(gn, 0.0, m, f_t, f_v)
+            }
+        };
+        mu = Some(rec.mu);
+        out.push(rec);
+        if !rec.accepted {
+            break;
+        }
+        b.accept_trial()?;
+        b.copy(v, trial)?;
+        f_v = rec.f_t;
+    }
+    Ok(out)
+}
+
 /// `refine_exact` overwrites `g` and `trial` while it reads `v`: three distinct slots.
 pub(crate) fn check_refine_slots(v: Slot, g: Slot, trial: Slot) -> Result<()> {
     if v == g || v == trial || g == trial {
@@ -263,6 +301,25 @@ pub trait Backend {
         steps: usize,
     ) -> Result<Vec<RefineStep>> {
         refine_exact_host(self, v, g, trial, f_v, steps)
+    }
+    /// Up to `steps` Armijo refinement steps from `v` (gates and support fixed) with one step
+    /// size: `mu`, or (`None`) the normalised step `(‖g‖² / (‖A_S g‖² + 1e-8)) as f32` at `v`,
+    /// computed once. Each step: `g = A_Sᵀ r` at `v` into `g`, `trial = v − μ g`, `f(trial)`,
+    /// accepted as in [`Backend::refine_exact`] (records of later steps carry `curv = 0`).
+    /// Stops after the first step that is not accepted, leaving `v` and its residual unchanged
+    /// and `g` holding the gradient at `v`, so the caller's backtracking can go on from there.
+    ///
+    /// The GPU runs the steps speculatively in one submission; the default is the host loop.
+    fn refine_armijo(
+        &mut self,
+        v: Slot,
+        g: Slot,
+        trial: Slot,
+        f_v: f64,
+        mu: Option<f32>,
+        steps: usize,
+    ) -> Result<Vec<RefineStep>> {
+        refine_armijo_host(self, (v, g, trial), f_v, mu, steps)
     }
     /// The dense pass: `c = w − μ Aᵀ r` over all `m·d` entries (current residual, in tiles of
     /// neurons) and the `s` largest `|c|` (ties to the lower index) into `dst`.

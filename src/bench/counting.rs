@@ -88,6 +88,24 @@ impl Backend for Counting<'_> {
         self.counts.trial += recs.len();
         Ok(recs)
     }
+    fn refine_armijo(
+        &mut self,
+        v: Slot,
+        g: Slot,
+        trial: Slot,
+        f_v: f64,
+        mu: Option<f32>,
+        steps: usize,
+    ) -> Result<Vec<crate::backend::RefineStep>> {
+        // Forwarded like refine_exact: a step is a trial with its gradient, the first
+        // normalised one a step size too.
+        let recs = self.inner.refine_armijo(v, g, trial, f_v, mu, steps)?;
+        self.counts.trial += recs.len();
+        if mu.is_none() && !recs.is_empty() {
+            self.counts.step_size += 1;
+        }
+        Ok(recs)
+    }
     fn threshold(&mut self, w: Slot, mu: f32, s: usize, dst: Slot) -> Result<()> {
         self.counts.threshold += 1;
         self.inner.threshold(w, mu, s, dst)

@@ -136,8 +136,13 @@ pub fn print_dispatch_profile(dev: &dyn Device) {
     p.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
     eprintln!("spinr: GPU profile (each dispatch alone, wall clock):");
     for k in p {
+        let what = if k.name.starts_with('(') {
+            "calls"
+        } else {
+            "dispatches"
+        };
         eprintln!(
-            "  {:<16} {:>8} dispatches {:>12.3} ms",
+            "  {:<16} {:>8} {what:<10} {:>12.3} ms",
             k.name,
             k.dispatches,
             k.seconds * 1e3

@@ -454,26 +454,34 @@ fn refine_cg(backend: &mut dyn Backend, cfg: &IhtConfig, mut f_v: f64) -> Result
     Ok(v)
 }
 
-/// `Refine::Armijo`, the paper's code: the normalised step once, then only halved.
+/// `Refine::Armijo`, the paper's code: the normalised step once, then only halved. Runs of
+/// accepted steps go to [`Backend::refine_armijo`] in one call (one submission on the GPU);
+/// a rejected step comes back to the host for backtracking.
 fn refine_armijo(backend: &mut dyn Backend, cfg: &IhtConfig, mut f_v: f64) -> Result<Slot> {
-    let (gn, curv) = backend.step_size(Slot::V, Slot::G)?;
-    let mut mu_r = normalised_step(gn, curv);
     let (mut v, mut trial) = (Slot::V, Slot::TRIAL);
-    for it in 0..cfg.inner {
-        // After the first inner step (accepted or reset) the gradient at v is stale.
-        let (gnorm, f_t) = backend.trial(v, Slot::G, trial, mu_r, it > 0)?;
-        if gnorm == 0.0 {
-            break; // stationary on this support
+    let mut mu: Option<f32> = None;
+    let mut done = 0;
+    while done < cfg.inner {
+        let recs = backend.refine_armijo(v, Slot::G, trial, f_v, mu, cfg.inner - done)?;
+        let Some(last) = recs.last() else {
+            break;
+        };
+        done += recs.len();
+        if let Some(r) = recs.iter().rev().find(|r| r.accepted) {
+            f_v = r.f_t;
         }
-        if armijo_accepts(f_v, f_t, mu_r, gnorm) {
-            backend.accept_trial()?;
-            std::mem::swap(&mut v, &mut trial);
-            f_v = f_t;
+        let mut mu_r = last.mu;
+        mu = Some(mu_r);
+        if last.accepted {
             continue;
+        }
+        if last.gn == 0.0 {
+            break; // stationary on this support
         }
         if let Backtrack::Stop = backtrack(backend, cfg, &mut v, &mut trial, &mut f_v, &mut mu_r)? {
             break;
         }
+        mu = Some(mu_r);
     }
     Ok(v)
 }

@@ -146,6 +146,9 @@ shared_consts! {
     pub const FLAG_ACC: u32 = 64;
     /// `Op::flags`, dense_mm: gate words from the cached support-run mask.
     pub const FLAG_RUNMASK: u32 = 128;
+    /// `Op::flags`, refine_mu: keep the step size in `SC_MU` (Armijo: the normalised step
+    /// once, then only halved); only ‖g‖² is computed.
+    pub const FLAG_MU_KEEP: u32 = 256;
 
     /// `u_meta` word: runs of the support grouped last (`runs`).
     pub const META_RUNS: usize = 0;
@@ -505,7 +508,8 @@ impl Op {
         }
     }
 
-    /// `refine_mu`: ‖g‖² of slot `g`, ‖A g‖² from `partials` partial sums, and μ.
+    /// `refine_mu`: ‖g‖² of slot `g`, ‖A g‖² from `partials` partial sums, and μ (with
+    /// FLAG_MU_KEEP only ‖g‖²; `partials` unused).
     pub fn refine_mu(self, g: u32, partials: u32) -> Op {
         Op {
             slot_a: g,

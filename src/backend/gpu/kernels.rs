@@ -209,9 +209,10 @@ impl Kernels {
             return Err(Error::Gpu(format!("shader compilation failed: {e}")));
         }
         ctx.take_error()?;
+        // One entry per kernel, then READBACKS.
         let profile = opts
             .profile_dispatches
-            .then(|| std::sync::Mutex::new(vec![(0, 0.0); ENTRIES.len()]));
+            .then(|| std::sync::Mutex::new(vec![(0, 0.0); READBACKS + 1]));
         Ok(Kernels {
             pipelines,
             bind_group,
@@ -240,9 +241,13 @@ pub(crate) fn grid1(count: usize, max_per_dim: u32) -> [u32; 3] {
     }
 }
 
-/// Kernel names, in `K` order (for profiles).
+/// The profile's entry after the kernels': host round trips (a submission waited for and
+/// read back), with the wall time of the wait and the copy.
+pub(crate) const READBACKS: usize = ENTRIES.len();
+
+/// Kernel names, in `K` order, then `READBACKS`'s (for profiles).
 pub(crate) fn kernel_name(i: usize) -> &'static str {
-    ENTRIES[i].2
+    ENTRIES.get(i).map_or("(readbacks)", |e| e.2)
 }
 
 /// Every entry point's name, by kernel index.

@@ -20,11 +20,14 @@
 //!   (support, gates, minibatch) so a refinement evaluates the gates once per step; `apply`
 //!   and `apply_fin` give `A_S v − y` with compensated sums; `grad` gives `A_Sᵀ r` (a workgroup
 //!   per entry); `axpy`, `copy_slot`, `reduce` (fixed-order tree sums, no float atomics).
-//! - refinement batch (`support.wgsl`, [`Backend::refine_exact`]): up to `REFINE_MAX` exact
-//!   refinement steps in one submission, read back once. Per step 8 dispatches: `grad`,
-//!   `apply` + `apply_fin` of g, `refine_mu` (‖g‖², ‖A g‖² and μ on the device), `axpy` (μ from
-//!   the scalar region), `apply` + `apply_fin` of the trial (residual into the other region),
-//!   `refine_decide` (f(trial), the host's Armijo test, the step's record). Recorded as if every
+//! - refinement batch (`support.wgsl`, `refine.rs`, [`Backend::refine_exact`] and
+//!   [`Backend::refine_armijo`]): up to `REFINE_MAX` refinement steps in one submission, read
+//!   back once. Per exact step 8 dispatches: `grad`, `apply` + `apply_fin` of g, `refine_mu`
+//!   (‖g‖², ‖A g‖² and μ on the device), `axpy` (μ from the scalar region), `apply` +
+//!   `apply_fin` of the trial (residual into the other region), `refine_decide` (f(trial), the
+//!   host's Armijo test, the step's record). An Armijo step after the first keeps μ
+//!   (`FLAG_MU_KEEP`: `refine_mu` computes only ‖g‖²) and skips the apply of g: 6 dispatches.
+//!   Backtracking after a rejection stays on the host (one trial per halving). Recorded as if every
 //!   step were accepted: the iterate alternates between the two slots and the residual between
 //!   the two regions, so acceptance copies nothing; the first rejection sets a stop word that
 //!   every later kernel of the chain (`FLAG_GUARD`) reads with `workgroupUniformLoad` and
@@ -522,7 +525,21 @@ impl Backend for GpuBackend {
     ) -> Result<Vec<RefineStep>> {
         super::check_refine_slots(v, g, trial)?;
         let q = (self.slot(v)?, self.slot(g)?, self.slot(trial)?);
-        self.refine_batches(q, f_v, steps)
+        self.refine_batches(q, f_v, refine::StepRule::Exact, steps)
+    }
+
+    fn refine_armijo(
+        &mut self,
+        v: Slot,
+        g: Slot,
+        trial: Slot,
+        f_v: f64,
+        mu: Option<f32>,
+        steps: usize,
+    ) -> Result<Vec<RefineStep>> {
+        super::check_refine_slots(v, g, trial)?;
+        let q = (self.slot(v)?, self.slot(g)?, self.slot(trial)?);
+        self.refine_batches(q, f_v, refine::StepRule::Armijo(mu), steps)
     }
 
     fn threshold(&mut self, w: Slot, mu: f32, s: usize, dst: Slot) -> Result<()> {

@@ -4,7 +4,7 @@
 use super::buffers::{Buffers, OPS_PER_SUBMIT};
 use super::context::GpuContext;
 use super::interface::Op;
-use super::kernels::{Kernels, K};
+use super::kernels::{Kernels, K, READBACKS};
 use crate::error::{Error, Result};
 
 /// The dispatches of one trait call, in order.
@@ -51,7 +51,16 @@ pub(crate) fn submit(
             p[k as usize].0 += 1;
             p[k as usize].1 += t.elapsed().as_secs_f64();
         }
-        return finish(ctx, kernels, bufs, &Rec::default().jobs, reads, stride);
+        let t = std::time::Instant::now();
+        let out = finish(ctx, kernels, bufs, &Rec::default().jobs, reads, stride)?;
+        if !reads.is_empty() {
+            let mut p = prof
+                .lock()
+                .map_err(|_| Error::Gpu("profile poisoned".into()))?;
+            p[READBACKS].0 += 1;
+            p[READBACKS].1 += t.elapsed().as_secs_f64();
+        }
+        return Ok(out);
     }
     finish(ctx, kernels, bufs, &rec.jobs, reads, stride)
 }

@@ -1,10 +1,10 @@
-//! The exact refinement steps of an IHT step, run speculatively on the device: one submission
-//! and one readback for up to `REFINE_MAX` steps.
+//! The refinement steps of an IHT step (exact or Armijo), run speculatively on the device: one
+//! submission and one readback for up to `REFINE_MAX` steps.
 
 use super::buffers::REFINE_MAX;
 use super::interface::{
-    Op, FLAG_GUARD, FLAG_IF_ODD, FLAG_MU_SC, FLAG_STORE, FLAG_SUB_Y, META_STOP, REC_LEN, SC_FV,
-    SC_REC, WG_SIZE,
+    Op, FLAG_GUARD, FLAG_IF_ODD, FLAG_MU_KEEP, FLAG_MU_SC, FLAG_STORE, FLAG_SUB_Y, META_STOP,
+    REC_LEN, SC_FV, SC_MU, SC_REC, WG_SIZE,
 };
 use super::kernels::K;
 use super::record::{Read, Rec};
@@ -12,18 +12,34 @@ use super::GpuBackend;
 use crate::backend::RefineStep;
 use crate::error::{Error, Result};
 
+/// How a refinement batch chooses each step's μ.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) enum StepRule {
+    /// The normalised step at every step (`refine_exact`).
+    Exact,
+    /// Armijo (`refine_armijo`): one μ for every step, the normalised step at the first
+    /// (`None`) or the host's.
+    Armijo(Option<f32>),
+}
+
 impl GpuBackend {
-    /// [`crate::backend::Backend::refine_exact`] on slots `q = (v, g, trial)`, in batches of
-    /// at most `REFINE_MAX` steps.
+    /// [`crate::backend::Backend::refine_exact`] or [`crate::backend::Backend::refine_armijo`]
+    /// on slots `q = (v, g, trial)`, in batches of at most `REFINE_MAX` steps.
     pub(super) fn refine_batches(
         &mut self,
         q: (u32, u32, u32),
         mut f_v: f64,
+        mut rule: StepRule,
         steps: usize,
     ) -> Result<Vec<RefineStep>> {
         let mut out: Vec<RefineStep> = Vec::with_capacity(steps);
         while out.len() < steps {
-            let batch = self.refine_batch(q, f_v, (steps - out.len()).min(REFINE_MAX))?;
+            let n = (steps - out.len()).min(REFINE_MAX);
+            let batch = self.refine_batch(q, f_v, rule, n)?;
+            if let (StepRule::Armijo(_), Some(r)) = (rule, batch.last()) {
+                // The next batch keeps the device's μ (the host's copy of it for the record).
+                rule = StepRule::Armijo(Some(r.mu));
+            }
             let all = batch.last().is_some_and(|r| r.accepted);
             if let Some(r) = batch.last().filter(|r| r.accepted) {
                 f_v = r.f_t;
@@ -36,16 +52,18 @@ impl GpuBackend {
         Ok(out)
     }
 
-    /// Up to `REFINE_MAX` exact refinement steps in one submission (see
-    /// [`crate::backend::Backend::refine_exact`]). The steps are recorded speculatively, as if every one were
-    /// accepted: the iterate alternates between slots `v` and `t` and its residual between
-    /// the two residual regions, so an accepted step costs no copies. `refine_decide` stops
-    /// the chain at the first rejection; a final copy brings the iterate back to `v` when it
-    /// sits in `t`.
+    /// Up to `REFINE_MAX` refinement steps in one submission (see
+    /// [`crate::backend::Backend::refine_exact`]). The steps are recorded speculatively, as if
+    /// every one were accepted: the iterate alternates between slots `v` and `t` and its
+    /// residual between the two residual regions, so an accepted step costs no copies.
+    /// `refine_decide` stops the chain at the first rejection; a final copy brings the iterate
+    /// back to `v` when it sits in `t`. An exact step computes μ from `‖A g‖²` (one apply of
+    /// `g`); an Armijo step after the first keeps μ and skips that apply.
     pub(super) fn refine_batch(
         &mut self,
         (qv, qg, qt): (u32, u32, u32),
         f_v: f64,
+        rule: StepRule,
         steps: usize,
     ) -> Result<Vec<RefineStep>> {
         let c = self.lay.cfg;
@@ -60,6 +78,13 @@ impl GpuBackend {
             (c.f_scalars as usize + SC_FV) as u64 * 4,
             bytemuck::bytes_of(&(f_v as f32)),
         );
+        if let StepRule::Armijo(Some(mu)) = rule {
+            queue.write_buffer(
+                &self.bufs.f,
+                (c.f_scalars as usize + SC_MU) as u64 * 4,
+                bytemuck::bytes_of(&mu),
+            );
+        }
         let mut rec = Rec::default();
         self.ensure_mask(&mut rec, qv, false);
         let slot_grid = self.kernels.grid1(self.lay.cap.div_ceil(WG_SIZE));
@@ -73,9 +98,21 @@ impl GpuBackend {
             // g = A_Sᵀ r at the iterate.
             let grad = guard.grad(a, qg, self.res((self.cur + k) % 2));
             rec.push(K::Grad, grad, self.kernels.grid1(self.lay.cap));
-            // ‖A g‖² partials, then ‖g‖², ‖A g‖² and μ on the device.
-            let parts = self.rec_apply_parts(&mut rec, qg, FLAG_GUARD, 0, false);
-            rec.push(K::RefineMu, guard.refine_mu(qg, parts as u32), [1, 1, 1]);
+            let normalised = match rule {
+                StepRule::Exact => true,
+                StepRule::Armijo(mu) => k == 0 && mu.is_none(),
+            };
+            if normalised {
+                // ‖A g‖² partials, then ‖g‖², ‖A g‖² and μ on the device.
+                let parts = self.rec_apply_parts(&mut rec, qg, FLAG_GUARD, 0, false);
+                rec.push(K::RefineMu, guard.refine_mu(qg, parts as u32), [1, 1, 1]);
+            } else {
+                let keep = Op {
+                    flags: FLAG_GUARD | FLAG_MU_KEEP,
+                    ..self.op()
+                };
+                rec.push(K::RefineMu, keep.refine_mu(qg, 0), [1, 1, 1]);
+            }
             // trial = v − μ g (μ from the scalar region) and its residual (in the other region).
             let axpy = Op {
                 flags: FLAG_GUARD | FLAG_MU_SC,
