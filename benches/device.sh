@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs spinr's GPU checks and benchmarks on a lent GPU machine (the `device` tool of this
 # workplace), from prebuilt x86-64 binaries in .dev/ (made by benches/stage-device.sh).
-#   benches/device.sh [setup|tests|bench|profile|tune|seqfit|fit|final|all]...
+#   benches/device.sh [setup|tests|bench|profile|tune|order|seqfit|fit|final|all]...
 # Writes logs and JSON under $OUT (or ./device-out).
 set -u
 OUT=${OUT:-$PWD/device-out}; mkdir -p "$OUT"
@@ -60,6 +60,17 @@ tune() {
     for size in small large; do
       env $env timeout 100 "$B" bench --backend gpu --size $size --runs 3 --budget 0.2 2>&1 | grep -E "^(dense_pass_topk|iht_step|forward) "
     done
+  done
+}
+order() {
+  # The support passes by neuron (default) and by feature, side by side (benches/NOTES.md).
+  for order in neuron feature; do
+    for size in small large; do
+      echo "== bench $size, SPINR_SUPPORT_ORDER=$order"
+      SPINR_SUPPORT_ORDER=$order timeout 150 "$B" bench --backend gpu --size $size --runs 5 2>&1 | grep -E "^(forward|step_size|trial|iht_step) "
+    done
+    echo "== fit camera 512x512, SPINR_SUPPORT_ORDER=$order"
+    SPINR_SUPPORT_ORDER=$order timeout 150 "$B" fit assets/camera.png --backend gpu --out "$OUT/camera-$order" --force 2>&1 | grep -E "epochs in|PSNR"
   done
 }
 setup

@@ -339,3 +339,195 @@ fn gates_prep(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     U[cfg.u_gate_range + cfg.m + j] = hi;
     U[cfg.u_gate_nonzero + j] = nz;
 }
+
+// ---- the support by feature (GpuOptions::support_order = Feature) ----
+// Entry lists per feature k: U[u_feat_entry + U[u_feat_start + k] ..
+// U[u_feat_start + k + 1]] hold the entries of slot op.slot_a with feature k, in entry order.
+// Built after `runs` with H (zero between kernels) as the per-feature counters: count, an
+// exclusive scan, placement in any order, then a sort of each list (so the order, and every
+// sum over it, is deterministic).
+
+// H[k] += entries with feature k. One thread per entry.
+@compute @workgroup_size(WG_SIZE)
+fn feat_count(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let p = wg_linear(wid, nwg) * WG_SIZE + lid;
+    let q = op.slot_a;
+    if (p < slot_len(q)) {
+        atomicAdd(&H[sidx(q, p) % cfg.d], 1u);
+    }
+}
+
+// U[u_feat_start + k] = Σ_{k' < k} H[k'] for k ≤ d, and the features with entries in
+// u_feat_list (META_FEATS of them); H back to zero. One workgroup.
+@compute @workgroup_size(WG_SIZE)
+fn feat_scan(@builtin(local_invocation_index) lid: u32) {
+    let d = cfg.d;
+    var carry = 0u;
+    var listed = 0u;
+    for (var c = 0u; c < d; c = c + WG_SIZE) {
+        let k = c + lid;
+        var v = 0u;
+        if (k < d) {
+            v = atomicLoad(&H[k]);
+            atomicStore(&H[k], 0u);
+        }
+        let sc = wg_scan(v, lid);
+        let used = select(0u, 1u, v > 0u);
+        let sl = wg_scan(used, lid);
+        if (k < d) {
+            U[cfg.u_feat_start + k] = carry + sc.x - v;
+            if (used == 1u) {
+                U[cfg.u_feat_list + listed + sl.x - 1u] = k;
+            }
+        }
+        carry = carry + sc.y;
+        listed = listed + sl.y;
+    }
+    if (lid == 0u) {
+        U[cfg.u_feat_start + d] = carry;
+        U[cfg.u_meta + META_FEATS] = listed;
+    }
+}
+
+// Each entry into its feature's list, at a position the counters hand out. One thread per
+// entry.
+@compute @workgroup_size(WG_SIZE)
+fn feat_place(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let p = wg_linear(wid, nwg) * WG_SIZE + lid;
+    let q = op.slot_a;
+    if (p < slot_len(q)) {
+        let k = sidx(q, p) % cfg.d;
+        let r = atomicAdd(&H[k], 1u);
+        U[cfg.u_feat_entry + U[cfg.u_feat_start + k] + r] = p;
+    }
+}
+
+// Each feature's list in entry order (insertion sort: lists are about s/d long), H[k] back to
+// zero. One thread per feature.
+@compute @workgroup_size(WG_SIZE)
+fn feat_sort(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    let k = wg_linear(wid, nwg) * WG_SIZE + lid;
+    if (k >= cfg.d) {
+        return;
+    }
+    atomicStore(&H[k], 0u);
+    let base = cfg.u_feat_entry;
+    let lo = U[cfg.u_feat_start + k];
+    let hi = U[cfg.u_feat_start + k + 1u];
+    for (var e = lo + 1u; e < hi; e = e + 1u) {
+        let v = U[base + e];
+        var f = e;
+        while (f > lo && U[base + f - 1u] > v) {
+            U[base + f] = U[base + f - 1u];
+            f = f - 1u;
+        }
+        U[base + f] = v;
+    }
+}
+
+// `apply` visiting the support feature by feature: a sample's feature k is read (or
+// generated) once per pass however many neurons use it, where `apply` reads it once per
+// entry. Same partial-prediction layout; chunks split the features that have entries.
+@compute @workgroup_size(WG_SIZE)
+fn apply_f(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    if (stopped(lid)) {
+        return;
+    }
+    let a = (wid.x + wid.z * nwg.x) * WG_SIZE + lid;
+    let chunk = wid.y;
+    let nact = op.n_act;
+    if (a >= nact) {
+        return;
+    }
+    let q = op.slot_a;
+    let i = sample_of(a);
+    let nf = U[cfg.u_meta + META_FEATS];
+    let f0 = (nf * chunk) / op.run_chunks;
+    let f1 = (nf * (chunk + 1u)) / op.run_chunks;
+    var pred = 0.0;
+    var comp = 0.0;
+    for (var f = f0; f < f1; f = f + 1u) {
+        let k = U[cfg.u_feat_list + f];
+        let e0 = U[cfg.u_feat_start + k];
+        let e1 = U[cfg.u_feat_start + k + 1u];
+        let x = feat(i, k);
+        for (var e = e0; e < e1; e = e + 1u) {
+            let p = U[cfg.u_feat_entry + e];
+            if (gate_open(U[cfg.u_entry_run + p], a)) {
+                acc2(&pred, &comp, x, sval(q, p));
+            }
+        }
+    }
+    F[cfg.f_partial_pred + chunk * nact + a] = pred;
+    F[cfg.f_partial_pred + (op.run_chunks + chunk) * nact + a] = comp;
+}
+
+// `grad` visiting the support feature by feature: one workgroup per feature k, which reads
+// the residual and feature k of every active sample once per GRAD_F_GROUP of the feature's
+// entries, where `grad` reads them once per entry. Each entry's sum runs in `grad`'s order
+// (thread lid takes samples lid, lid + WG_SIZE, …; then wg_sum).
+var<workgroup> feat_lo_w: u32;
+var<workgroup> feat_hi_w: u32;
+
+@compute @workgroup_size(WG_SIZE)
+fn grad_f(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    if (stopped(lid)) {
+        return;
+    }
+    let k = wg_linear(wid, nwg);
+    let q = op.slot_a;
+    let len = slot_len(q);
+    if (lid == 0u && k == 0u) {
+        U[cfg.u_slot_len + op.slot_out] = len;
+    }
+    if (k >= cfg.d) {
+        return;
+    }
+    if (lid == 0u) {
+        feat_lo_w = U[cfg.u_feat_start + k];
+        feat_hi_w = U[cfg.u_feat_start + k + 1u];
+    }
+    // Uniform bounds: the loop below calls wg_sum.
+    let e0 = workgroupUniformLoad(&feat_lo_w);
+    let e1 = workgroupUniformLoad(&feat_hi_w);
+    // Four entries per sweep in registers (scalars, not an indexed array, which compilers
+    // place in slow local memory).
+    for (var g0 = e0; g0 < e1; g0 = g0 + GRAD_F_GROUP) {
+        let cnt = min(GRAD_F_GROUP, e1 - g0);
+        let r0 = U[cfg.u_entry_run + U[cfg.u_feat_entry + g0]];
+        let r1 = U[cfg.u_entry_run + U[cfg.u_feat_entry + g0 + min(1u, cnt - 1u)]];
+        let r2 = U[cfg.u_entry_run + U[cfg.u_feat_entry + g0 + min(2u, cnt - 1u)]];
+        let r3 = U[cfg.u_entry_run + U[cfg.u_feat_entry + g0 + min(3u, cnt - 1u)]];
+        var acc = vec4<f32>(0.0);
+        for (var a = lid; a < op.n_act; a = a + WG_SIZE) {
+            let rx = F[op.src_offset + a] * feat(sample_of(a), k);
+            if (gate_open(r0, a)) {
+                acc.x = acc.x + rx;
+            }
+            // Uniform tests: a feature with one entry costs what `grad` does.
+            if (cnt > 1u && gate_open(r1, a)) {
+                acc.y = acc.y + rx;
+            }
+            if (cnt > 2u && gate_open(r2, a)) {
+                acc.z = acc.z + rx;
+            }
+            if (cnt > 3u && gate_open(r3, a)) {
+                acc.w = acc.w + rx;
+            }
+        }
+        // cnt is uniform (from the uniform bounds), as wg_sum's barriers need.
+        for (var t = 0u; t < cnt; t = t + 1u) {
+            let total = wg_sum(acc[t], lid);
+            if (lid == 0u) {
+                let p = U[cfg.u_feat_entry + g0 + t];
+                F[cfg.f_slot_values + op.slot_out * cfg.slot_cap + p] = total;
+                U[cfg.u_slot_indices + op.slot_out * cfg.slot_cap + p] = sidx(q, p);
+            }
+        }
+    }
+}

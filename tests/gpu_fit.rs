@@ -2,7 +2,7 @@
 //! Needs a GPU adapter (fails, never skips, without one: `apt-get install mesa-vulkan-drivers`).
 
 use spinr::backend::cpu::CpuBackend;
-use spinr::backend::gpu::{GpuBackend, GpuContext, GpuOptions};
+use spinr::backend::gpu::{GpuBackend, GpuContext, GpuOptions, SupportOrder};
 use spinr::backend::Backend;
 use spinr::iht::IhtConfig;
 use spinr::plant::{self, PlantReport, PlantSpec, Planted};
@@ -144,5 +144,20 @@ fn gaussian_sensing_recovers_on_the_gpu() {
     let cfg = IhtConfig::new(sp.nonzeros, 100, sp.gates);
     let ((rg, wg), (rc, wc)) = both(&sp, &cfg, GpuOptions::default());
     assert!(rg.recovered && rc.recovered, "gpu {rg:?}\ncpu {rc:?}");
+    assert_eq!(nonzero_support(&wg), nonzero_support(&wc));
+}
+
+/// The support visited feature by feature (`GpuOptions::support_order`) in whole fits: the
+/// convex reference fit recovers as on the CPU, and a sequential fit generalises.
+#[test]
+fn fits_by_feature_match_the_cpu() {
+    let opts = GpuOptions {
+        support_order: SupportOrder::Feature,
+        ..Default::default()
+    };
+    let sp = spec(GateMode::Convex, 100, 50, 100, 2000, 0);
+    let cfg = IhtConfig::new(sp.nonzeros, 100, sp.gates);
+    let ((rg, wg), (rc, wc)) = both(&sp, &cfg, opts);
+    assert!(rc.recovered && rg.recovered, "gpu {rg:?}\ncpu {rc:?}");
     assert_eq!(nonzero_support(&wg), nonzero_support(&wc));
 }

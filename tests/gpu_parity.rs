@@ -10,7 +10,7 @@
 
 use rand::{Rng, SeedableRng};
 use spinr::backend::cpu::CpuBackend;
-use spinr::backend::gpu::{GpuBackend, GpuContext, GpuOptions};
+use spinr::backend::gpu::{GpuBackend, GpuContext, GpuOptions, SupportOrder};
 use spinr::backend::{
     armijo_accepts, normalised_step, refine_armijo_host, refine_exact_host, Backend, GateSource,
     RefineStep, Slot,
@@ -217,6 +217,12 @@ fn chunked(mut o: GpuOptions) -> GpuOptions {
     o
 }
 
+/// The support visited feature by feature (`apply_f` and the per-feature lists).
+fn by_feature(mut o: GpuOptions) -> GpuOptions {
+    o.support_order = SupportOrder::Feature;
+    o
+}
+
 fn cases(rng: &mut impl Rng) -> Vec<Case> {
     let def = GpuOptions::default();
     let mut out = vec![
@@ -332,6 +338,30 @@ fn cases(rng: &mut impl Rng) -> Vec<Case> {
         name: "grid 17×19 on the fly, d 34, m 12, tiles of 8, chunked apply".into(),
         problem: grid_problem(rng, GateMode::Convex, &[17, 19], &[2.0, 2.0], 34, 12),
         opts: chunked(on_the_fly(Some(8))),
+    });
+    // Cases added later come last, so that earlier ones keep their random draws.
+    out.push(Case {
+        // s > d: most features have several entries, split into 7 chunks of one feature.
+        name: "sequential dense 131×7, m 9, by feature, chunked apply".into(),
+        problem: dense_problem(rng, GateMode::Sequential, 131, 7, 9),
+        opts: by_feature(chunked(def)),
+    });
+    out.push(Case {
+        name: "convex dense 75×150, m 140, by feature".into(),
+        problem: dense_problem(rng, GateMode::Convex, 75, 150, 140),
+        opts: by_feature(def),
+    });
+    out.push(Case {
+        // d beyond the radix select's HIST_BINS counters.
+        name: "gaussian 45×2100, by feature".into(),
+        problem: dense_problem(rng, GateMode::Gaussian, 45, 2100, 1),
+        opts: by_feature(def),
+    });
+    out.push(Case {
+        // Features generated once per sample and feature, not per entry.
+        name: "grid 17×19 on the fly, d 34, m 12, by feature, chunked apply".into(),
+        problem: grid_problem(rng, GateMode::Sequential, &[17, 19], &[2.0, 2.0], 34, 12),
+        opts: by_feature(chunked(on_the_fly(None))),
     });
     out
 }

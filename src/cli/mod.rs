@@ -11,7 +11,7 @@ pub mod progress;
 pub mod render;
 pub mod sweep;
 
-use crate::backend::gpu::{GpuOptions, ShaderChecks};
+use crate::backend::gpu::{GpuOptions, ShaderChecks, SupportOrder};
 use crate::backend::{BackendChoice, BackendInfo, Device};
 use crate::error::{Error, Param};
 use clap::{Args, Parser, Subcommand};
@@ -95,6 +95,11 @@ fn gpu_options_from(minibatch: bool, var: impl Fn(&str) -> Option<String>) -> Gp
             _ => ShaderChecks::Bounds,
         },
         profile_dispatches: var("SPINR_GPU_PROFILE").is_some(),
+        // The support passes' order, until hardware measurements choose a default.
+        support_order: match var("SPINR_SUPPORT_ORDER").as_deref() {
+            Some("feature") => SupportOrder::Feature,
+            _ => SupportOrder::Neuron,
+        },
         // A test aid: a lost device after N device checks (the failed-fit recovery).
         fail_after_checks: var("SPINR_GPU_FAIL_AFTER").and_then(|v| v.parse().ok()),
         ..GpuOptions::default()
@@ -213,10 +218,13 @@ mod tests {
             "SPINR_APPLY_THREADS" => Some("4096".to_string()),
             "SPINR_SHADER_CHECKS" => Some("none".to_string()),
             "SPINR_GPU_PROFILE" => Some(String::new()),
+            "SPINR_SUPPORT_ORDER" => Some("feature".to_string()),
             _ => None,
         };
         let set = gpu_options_from(false, env);
         assert!(set.feature_major && set.profile_dispatches);
+        assert_eq!(set.support_order, SupportOrder::Feature);
+        assert_eq!(none.support_order, SupportOrder::Neuron);
         assert_eq!(set.apply_threads, Some(4096));
         assert_eq!(set.shader_checks, ShaderChecks::None);
         let all = gpu_options_from(false, |n| {

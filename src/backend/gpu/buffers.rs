@@ -189,6 +189,9 @@ impl Layout {
         let tile_mask_words = chunk.div_ceil(SAMPLE_BLOCK);
         let u_tile_mask = u.take(tile_cap * tile_mask_words);
         let u_scan_blocks = u.take(2 * scan_blocks);
+        let u_feat_start = u.take(d + 1);
+        let u_feat_entry = u.take(cap);
+        let u_feat_list = u.take(d);
         let tile_u = u.0 - tile_u0;
         let u_total = u.0;
 
@@ -257,6 +260,10 @@ impl Layout {
             u_tile_keys: u_tile_keys as u32,
             u_tile_mask: u_tile_mask as u32,
             u_scan_blocks: u_scan_blocks as u32,
+            u_feat_start: u_feat_start as u32,
+            u_feat_entry: u_feat_entry as u32,
+            u_feat_list: u_feat_list as u32,
+            pad_cfg0: 0,
         };
         Ok(Layout {
             n,
@@ -420,7 +427,9 @@ impl Buffers {
         }
         let f = create(ctx, meter, "spinr F", lay.f_floats as u64 * 4, storage);
         let u = create(ctx, meter, "spinr U", lay.u_words as u64 * 4, storage);
-        let h = create(ctx, meter, "spinr histogram", HIST_BINS as u64 * 4, storage);
+        // The radix select's bins, and the per-feature counters of the support by feature.
+        let h_words = HIST_BINS.max(lay.cfg.d as usize);
+        let h = create(ctx, meter, "spinr histogram", h_words as u64 * 4, storage);
         let staging_bytes = (4 * lay.read_blocks.block_len())
             .max(8 * lay.cap + 16)
             .max(4 * SCALAR_REGION + 8) as u64;
@@ -453,7 +462,7 @@ impl Buffers {
             bytemuck::cast_slice(&[0u32; 32]),
         );
         ctx.queue
-            .write_buffer(&h, 0, bytemuck::cast_slice(&[0u32; HIST_BINS]));
+            .write_buffer(&h, 0, bytemuck::cast_slice(&vec![0u32; h_words]));
         ctx.queue.write_buffer(&cfg, 0, bytemuck::bytes_of(c));
         Ok(Buffers {
             cfg,

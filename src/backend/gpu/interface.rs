@@ -120,6 +120,8 @@ shared_consts! {
     pub const DENSE_BLOCK_FEATURES: usize = 128;
     /// Elements per `count` / `scatter` workgroup of the ordered compaction.
     pub const SCAN_BLOCK: usize = 1024;
+    /// Entries of one feature that `grad_f` sums in one sweep over the samples.
+    pub const GRAD_F_GROUP: usize = 4;
     /// Bins of one radix-select digit (11 bits) and of the histogram buffer `H`.
     pub const HIST_BINS: usize = 2048;
 
@@ -166,6 +168,8 @@ shared_consts! {
     pub const META_STOP: usize = 6;
     /// `u_meta` word, refinement batch: steps accepted so far (read back with `META_STOP`).
     pub const META_ACC: usize = META_STOP + 1;
+    /// `u_meta` word, support by feature: features that have entries (`u_feat_list`).
+    pub const META_FEATS: usize = META_ACC + 1;
     /// Words of the `u_meta` region.
     pub const META_WORDS: usize = 16;
 
@@ -271,6 +275,14 @@ shared_struct! {
         pub u_tile_mask: u32,
         /// (greater, equal) counts and prefixes per scan block.
         pub u_scan_blocks: u32,
+        /// Support by feature: first position of each feature's list (d + 1).
+        pub u_feat_start: u32,
+        /// Support by feature: the entries, feature by feature (slot_cap).
+        pub u_feat_entry: u32,
+        /// Support by feature: the features that have entries, ascending (META_FEATS of them).
+        pub u_feat_list: u32,
+        /// Pad Cfg to whole 16-byte rows.
+        pub pad_cfg0: u32,
     }
 }
 
@@ -425,7 +437,8 @@ pub const BINDINGS: &[Binding] = &[
         Resource::H,
         Access::ReadWrite,
         "array<atomic<u32>>",
-        "Radix-select histogram, HIST_BINS words (global atomics are portable; f32 atomics \
+        "Radix-select histogram, HIST_BINS words, and the per-feature counters of the support by \
+         feature (max(HIST_BINS, d) words, zero between kernels; global atomics are portable; f32 atomics \
          are not).",
     ),
 ];

@@ -63,6 +63,12 @@ pub(crate) enum K {
     Count,
     Scan,
     Scatter,
+    FeatCount,
+    FeatScan,
+    FeatPlace,
+    FeatSort,
+    ApplyF,
+    GradF,
 }
 
 const ENTRIES: &[(K, &str, &str)] = &[
@@ -87,6 +93,12 @@ const ENTRIES: &[(K, &str, &str)] = &[
     (K::Count, "topk", "count"),
     (K::Scan, "topk", "scan"),
     (K::Scatter, "topk", "scatter"),
+    (K::FeatCount, "support", "feat_count"),
+    (K::FeatScan, "support", "feat_scan"),
+    (K::FeatPlace, "support", "feat_place"),
+    (K::FeatSort, "support", "feat_sort"),
+    (K::ApplyF, "support", "apply_f"),
+    (K::GradF, "support", "grad_f"),
 ];
 
 pub(crate) struct Kernels {

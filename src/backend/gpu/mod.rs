@@ -20,6 +20,10 @@
 //!   (support, gates, minibatch) so a refinement evaluates the gates once per step; `apply`
 //!   and `apply_fin` give `A_S v − y` with compensated sums; `grad` gives `A_Sᵀ r` (a workgroup
 //!   per entry); `axpy`, `copy_slot`, `reduce` (fixed-order tree sums, no float atomics).
+//!   With `GpuOptions::support_order = Feature`, `feat_count`, `feat_scan`, `feat_place` and
+//!   `feat_sort` also list the support's entries per feature (sorted, so sums stay
+//!   deterministic) and `apply_f` / `grad_f` replace `apply` / `grad`: a sample's feature is
+//!   read once per pass instead of once per entry that uses it.
 //! - refinement batch (`support.wgsl`, `refine.rs`, [`Backend::refine_exact`] and
 //!   [`Backend::refine_armijo`]): up to `REFINE_MAX` refinement steps in one submission, read
 //!   back once. Per exact step 8 dispatches: `grad`, `apply` + `apply_fin` of g, `refine_mu`
@@ -72,7 +76,7 @@ pub use context::{
 pub use kernels::{
     compose_shader, BITS_ATOMIC_WGSL, BITS_SUBGROUP_WGSL, COMMON_WGSL, SHADER_FILES,
 };
-pub use options::{GpuOptions, ShaderChecks};
+pub use options::{GpuOptions, ShaderChecks, SupportOrder};
 
 use super::{Backend, BackendInfo, GateSource, MemoryMeter, MemoryStats, RefineStep, Slot};
 use crate::error::{Error, Result};
@@ -117,6 +121,8 @@ pub struct GpuBackend {
     meter: MemoryMeter,
     /// See [`GpuOptions::apply_threads`].
     apply_threads: usize,
+    /// See [`GpuOptions::support_order`].
+    support_order: SupportOrder,
 }
 
 impl GpuBackend {
@@ -203,6 +209,7 @@ impl GpuBackend {
                 .apply_threads
                 .unwrap_or(if ctx_software { 1 } else { APPLY_THREADS })
                 .clamp(1, APPLY_THREADS),
+            support_order: opts.support_order,
             problem,
         };
         b.write_cfg();

@@ -31,6 +31,19 @@ impl ShaderChecks {
     }
 }
 
+/// The order in which the support passes visit a support's entries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SupportOrder {
+    /// Neuron by neuron (its runs; a gate decides a whole run): each entry reads its feature.
+    #[default]
+    Neuron,
+    /// Feature by feature (`apply_f`): each feature of a sample is read or generated once
+    /// per pass, however many neurons use it, at the cost of a gate test per entry and of
+    /// sorting the support into per-feature lists once per support. Not yet measured on
+    /// hardware (benches/NOTES.md), so not the default.
+    Feature,
+}
+
 /// Options beyond the trait's (tests use them to force the on-the-fly feature path).
 #[derive(Clone, Copy, Debug)]
 pub struct GpuOptions {
@@ -50,6 +63,8 @@ pub struct GpuOptions {
     /// into chunks (up to 64) whose partial predictions are then merged. `None`: 65536 on a
     /// GPU, one thread per sample on a CPU adapter (whose few cores gain nothing from it).
     pub apply_threads: Option<usize>,
+    /// How `apply` visits the support (`SPINR_SUPPORT_ORDER=feature|neuron` in the CLI).
+    pub support_order: SupportOrder,
     /// Use subgroup operations where the device has 32-wide subgroups (false: the portable
     /// workgroup-memory path everywhere; tests compare the two).
     pub subgroups: bool,
@@ -81,6 +96,7 @@ impl Default for GpuOptions {
             tile_neurons: None,
             feature_binding_bytes: None,
             apply_threads: None,
+            support_order: SupportOrder::Neuron,
             mask_chunk: None,
             subgroups: true,
             feature_major: true,

@@ -97,7 +97,8 @@ impl GpuBackend {
             let (a, b) = if k % 2 == 0 { (qv, qt) } else { (qt, qv) };
             // g = A_Sᵀ r at the iterate.
             let grad = guard.grad(a, qg, self.res((self.cur + k) % 2));
-            rec.push(K::Grad, grad, self.kernels.grid1(self.lay.cap));
+            let (kernel, grid) = self.grad_job();
+            rec.push(kernel, grad, grid);
             let normalised = match rule {
                 StepRule::Exact => true,
                 StepRule::Armijo(mu) => k == 0 && mu.is_none(),

@@ -5,7 +5,7 @@ use super::buffers::MAX_APPLY_CHUNKS;
 use super::interface::{GATE_NEURONS, SAMPLE_BLOCK, SCALARS, WG_SIZE};
 use super::kernels::K;
 use super::record::{submit, Read, Rec};
-use super::{Gates, GpuBackend};
+use super::{Gates, GpuBackend, SupportOrder};
 use crate::error::Result;
 
 impl GpuBackend {
@@ -19,6 +19,15 @@ impl GpuBackend {
         }
         let op = self.op_over(all).runs(v);
         rec.push(K::Runs, op, [1, 1, 1]);
+        if self.support_order == SupportOrder::Feature {
+            // The support's per-feature lists (they depend on the support alone).
+            let entries = self.kernels.grid1(self.lay.cap.div_ceil(WG_SIZE));
+            rec.push(K::FeatCount, op, entries);
+            rec.push(K::FeatScan, op, [1, 1, 1]);
+            rec.push(K::FeatPlace, op, entries);
+            let d = self.lay.cfg.d as usize;
+            rec.push(K::FeatSort, op, self.kernels.grid1(d.div_ceil(WG_SIZE)));
+        }
         if self.gates != Gates::Open {
             let blocks = (op.n_act as usize).div_ceil(SAMPLE_BLOCK);
             let max = self.ctx.limits.max_compute_workgroups_per_dimension as usize;
@@ -64,10 +73,15 @@ impl GpuBackend {
         let base = self.op_over(all);
         let n_act = base.n_act as usize;
         let groups = n_act.div_ceil(WG_SIZE);
-        let chunks = self.apply_threads.div_ceil(n_act).clamp(
-            1,
-            MAX_APPLY_CHUNKS.min(self.lay.cfg.max_runs as usize).max(1),
-        ) as u32;
+        // Chunks split the runs (by neuron) or the features (by feature).
+        let (kernel, parts) = match self.support_order {
+            SupportOrder::Neuron => (K::Apply, self.lay.cfg.max_runs as usize),
+            SupportOrder::Feature => (K::ApplyF, self.lay.cfg.d as usize),
+        };
+        let chunks = self
+            .apply_threads
+            .div_ceil(n_act)
+            .clamp(1, MAX_APPLY_CHUNKS.min(parts).max(1)) as u32;
         let op = base.apply(v, flags, dst, chunks);
         let max = self.ctx.limits.max_compute_workgroups_per_dimension as usize;
         let (x, z) = if groups <= max {
@@ -75,15 +89,24 @@ impl GpuBackend {
         } else {
             (max, groups.div_ceil(max))
         };
-        rec.push(K::Apply, op, [x as u32, op.run_chunks, z as u32]);
+        rec.push(kernel, op, [x as u32, op.run_chunks, z as u32]);
         rec.push(K::ApplyFin, op, self.kernels.grid1(groups));
         groups
+    }
+
+    /// The kernel and grid of `A_Sᵀ r`: a workgroup per entry (by neuron) or per feature.
+    pub(super) fn grad_job(&self) -> (K, [u32; 3]) {
+        match self.support_order {
+            SupportOrder::Neuron => (K::Grad, self.kernels.grid1(self.lay.cap)),
+            SupportOrder::Feature => (K::GradF, self.kernels.grid1(self.lay.cfg.d as usize)),
+        }
     }
 
     /// `g = A_Sᵀ r` on the support of `v`, ‖g‖² into scalar `sc`.
     pub(super) fn rec_grad(&self, rec: &mut Rec, v: u32, g: u32, sc: u32) {
         let op = self.op().grad(v, g, self.res(self.cur));
-        rec.push(K::Grad, op, self.kernels.grid1(self.lay.cap));
+        let (kernel, grid) = self.grad_job();
+        rec.push(kernel, op, grid);
         rec.push(K::Reduce, self.op().reduce_slot_sq(g, sc), [1, 1, 1]);
     }
 
