@@ -50,6 +50,12 @@ fn runs(@builtin(local_invocation_index) lid: u32) {
     }
 }
 
+// Chunk `chunk`'s partial prediction (hi, lo) at active position a, as apply_fin reads them.
+fn store_partial(chunk: u32, a: u32, pred: f32, comp: f32) {
+    F[cfg.f_partial_pred + chunk * op.n_act + a] = pred;
+    F[cfg.f_partial_pred + (op.run_chunks + chunk) * op.n_act + a] = comp;
+}
+
 // Partial predictions: thread (a, chunk) sums (A_S v)_i over its chunk of the support's runs
 // (gates from the mask) with a compensated sum, into F[f_partial_pred]: hi at c·n_act + a, lo at
 // (op.run_chunks + c)·n_act + a. Chunks over runs give small-n problems enough threads.
@@ -97,8 +103,7 @@ fn apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
             }
         }
     }
-    F[cfg.f_partial_pred + chunk * nact + a] = pred;
-    F[cfg.f_partial_pred + (op.run_chunks + chunk) * nact + a] = comp;
+    store_partial(chunk, a, pred, comp);
 }
 
 // out_a = Σ_chunks partials [− y_i] (chunks in order, compensated); stores out at
@@ -462,8 +467,7 @@ fn apply_f(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
             }
         }
     }
-    F[cfg.f_partial_pred + chunk * nact + a] = pred;
-    F[cfg.f_partial_pred + (op.run_chunks + chunk) * nact + a] = comp;
+    store_partial(chunk, a, pred, comp);
 }
 
 // `grad` visiting the support feature by feature: one workgroup per feature k, which reads
