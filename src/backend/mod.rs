@@ -172,26 +172,10 @@ pub fn refine_exact_host<B: Backend + ?Sized>(
     v: Slot,
     g: Slot,
     trial: Slot,
-    mut f_v: f64,
+    f_v: f64,
     steps: usize,
 ) -> Result<Vec<RefineStep>> {
-    check_refine_slots(v, g, trial)?;
-    let mut out = Vec::with_capacity(steps);
-    for _ in 0..steps {
-        let (gn, curv) = b.step_size(v, g)?;
-        let mu = normalised_step(gn, curv);
-        let (_, f_t) = b.trial(v, g, trial, mu, false)?;
-        let rec = RefineStep::judged(gn, curv, mu, f_t, f_v);
-        out.push(rec);
-        if !rec.accepted {
-            break;
-        }
-        // The trial residual becomes current; the copy keeps the iterate in `v`.
-        b.accept_trial()?;
-        b.copy(v, trial)?;
-        f_v = f_t;
-    }
-    Ok(out)
+    refine_host(b, (v, g, trial), f_v, None, false, steps)
 }
 
 /// [`Backend::refine_armijo`] in terms of the other trait methods (one `trial`, and for a
@@ -200,12 +184,28 @@ pub fn refine_exact_host<B: Backend + ?Sized>(
 /// single-submission version.
 pub fn refine_armijo_host<B: Backend + ?Sized>(
     b: &mut B,
+    q: (Slot, Slot, Slot),
+    f_v: f64,
+    mu: Option<f32>,
+    steps: usize,
+) -> Result<Vec<RefineStep>> {
+    refine_host(b, q, f_v, mu, true, steps)
+}
+
+/// The host loop of both refinements: a step with no μ takes the normalised step at its
+/// iterate (`step_size`, then the trial along that gradient); a step with μ recomputes the
+/// gradient in its trial. `keep`: later steps keep the first step's μ (Armijo), else each
+/// takes its own normalised step (exact).
+fn refine_host<B: Backend + ?Sized>(
+    b: &mut B,
     (v, g, trial): (Slot, Slot, Slot),
     mut f_v: f64,
-    mut mu: Option<f32>,
+    first: Option<f32>,
+    keep: bool,
     steps: usize,
 ) -> Result<Vec<RefineStep>> {
     check_refine_slots(v, g, trial)?;
+    let mut mu = first;
     let mut out = Vec::with_capacity(steps);
     for _ in 0..steps {
         let rec = match mu {
@@ -220,11 +220,12 @@ pub fn refine_armijo_host<B: Backend + ?Sized>(
                 RefineStep::judged(gn, 0.0, m, f_t, f_v)
             }
         };
-        mu = Some(rec.mu);
+        mu = keep.then_some(rec.mu);
         out.push(rec);
         if !rec.accepted {
             break;
         }
+        // The trial residual becomes current; the copy keeps the iterate in `v`.
         b.accept_trial()?;
         b.copy(v, trial)?;
         f_v = rec.f_t;

@@ -189,10 +189,11 @@ impl Layout {
         let tile_mask_words = chunk.div_ceil(SAMPLE_BLOCK);
         let u_tile_mask = u.take(tile_cap * tile_mask_words);
         let u_scan_blocks = u.take(2 * scan_blocks);
+        let tile_u = u.0 - tile_u0;
+        // Not part of the dense pass's tile: the support's per-feature lists.
         let u_feat_start = u.take(d + 1);
         let u_feat_entry = u.take(cap);
         let u_feat_list = u.take(d);
-        let tile_u = u.0 - tile_u0;
         let u_total = u.0;
 
         for (what, elems) in [

@@ -117,6 +117,8 @@ pub struct GpuBackend {
     sup: [u64; NSLOT],
     next_sup: u64,
     mask_key: Option<MaskKey>,
+    /// Support id whose per-feature lists are built (`SupportOrder::Feature`).
+    feat_sup: Option<u64>,
     last_gnorm: f64,
     meter: MemoryMeter,
     /// See [`GpuOptions::apply_threads`].
@@ -203,6 +205,7 @@ impl GpuBackend {
             sup: [0; NSLOT],
             next_sup: 1,
             mask_key: None,
+            feat_sup: None,
             last_gnorm: 0.0,
             meter,
             apply_threads: opts

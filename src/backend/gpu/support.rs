@@ -19,8 +19,11 @@ impl GpuBackend {
         }
         let op = self.op_over(all).runs(v);
         rec.push(K::Runs, op, [1, 1, 1]);
-        if self.support_order == SupportOrder::Feature {
-            // The support's per-feature lists (they depend on the support alone).
+        let sup = self.sup[v as usize];
+        if self.support_order == SupportOrder::Feature && self.feat_sup != Some(sup) {
+            // The support's per-feature lists: they depend on the support alone, so a new
+            // gate snapshot or minibatch keeps them.
+            self.feat_sup = Some(sup);
             let entries = self.kernels.grid1(self.lay.cap.div_ceil(WG_SIZE));
             rec.push(K::FeatCount, op, entries);
             rec.push(K::FeatScan, op, [1, 1, 1]);
