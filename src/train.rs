@@ -33,21 +33,60 @@ pub struct Schedule {
     pub n: usize,
     /// Epochs (passes over all samples).
     pub epochs: usize,
-    /// Samples per update; `None` (or `≥ n`) = full batch, one update per epoch.
+    /// Samples per update (of the first epoch when batches grow); `None` (or `≥ n`) = full
+    /// batch, one update per epoch.
     pub batch_size: Option<usize>,
+    /// Samples per update of the last epoch: batches grow geometrically from `batch_size`
+    /// to it, epoch by epoch (`None`: every epoch uses `batch_size`). Many small, noisy
+    /// updates find a support fast; larger ones later settle it (ARCHITECTURE.md, "The IHT
+    /// step").
+    pub grow_to: Option<usize>,
     /// Seed of the minibatch order.
     pub seed: u64,
 }
 
 impl Schedule {
-    /// The batch size actually used: `None` when every update sees all samples.
-    pub fn batch(&self) -> Option<usize> {
-        self.batch_size.filter(|&b| b < self.n)
+    /// A schedule with one batch size for every epoch.
+    pub fn fixed(n: usize, epochs: usize, batch_size: Option<usize>, seed: u64) -> Self {
+        Self {
+            n,
+            epochs,
+            batch_size,
+            grow_to: None,
+            seed,
+        }
     }
 
-    /// Updates per epoch.
-    pub fn updates_per_epoch(&self) -> usize {
-        self.batch().map_or(1, |b| self.n.div_ceil(b))
+    /// The first epoch's batch size actually used: `None` when every update sees all samples.
+    pub fn batch(&self) -> Option<usize> {
+        self.batch_at(0)
+    }
+
+    /// The batch size of `epoch`: `b0·(b1/b0)^(e/(E−1))` rounded when batches grow; `None`
+    /// once it reaches all samples.
+    pub fn batch_at(&self, epoch: usize) -> Option<usize> {
+        let b0 = self.batch_size?;
+        let b = match self.grow_to {
+            Some(b1) if self.epochs > 1 && b1 != b0 => {
+                let t = epoch.min(self.epochs - 1) as f64 / (self.epochs - 1) as f64;
+                let ratio = b1 as f64 / b0 as f64;
+                ((b0 as f64 * ratio.powf(t)).round() as usize).max(1)
+            }
+            _ => b0,
+        };
+        (b < self.n).then_some(b)
+    }
+
+    /// The largest minibatch of any epoch (`None`: every epoch is full batch).
+    pub fn largest_batch(&self) -> Option<usize> {
+        (0..self.epochs.max(1))
+            .filter_map(|e| self.batch_at(e))
+            .max()
+    }
+
+    /// Updates in `epoch`.
+    pub fn updates_in(&self, epoch: usize) -> usize {
+        self.batch_at(epoch).map_or(1, |b| self.n.div_ceil(b))
     }
 }
 
@@ -126,20 +165,21 @@ pub fn run_from<L: Learner + ?Sized>(
         return Err(Error::invalid(Param::BatchSize, "must be at least 1"));
     }
     let n = schedule.n;
-    let batch = schedule.batch();
-    let per_epoch = schedule.updates_per_epoch();
     let mut at = start.unwrap_or_default();
     if at.epoch > schedule.epochs
-        || at.batch >= per_epoch
+        || at.batch >= schedule.updates_in(at.epoch)
         || at.history.len() != at.epoch
         || (at.epoch == schedule.epochs && at.batch > 0)
     {
         return Err(Error::invalid(
             Param::Iters,
             format!(
-                "cannot resume at epoch {} update {} of a schedule of {} epochs of {per_epoch} \
-                 updates",
-                at.epoch, at.batch, schedule.epochs
+                "cannot resume at epoch {} update {} of a schedule of {} epochs ({} updates in \
+                 that epoch)",
+                at.epoch,
+                at.batch,
+                schedule.epochs,
+                schedule.updates_in(at.epoch)
             ),
         ));
     }
@@ -147,8 +187,8 @@ pub fn run_from<L: Learner + ?Sized>(
     // One generator over the whole fit: epoch e's order depends on the orders before it, so a
     // resumed loop replays the shuffles of the epochs it skips.
     let mut rng = rand::rngs::StdRng::seed_from_u64(schedule.seed ^ 0x5bd1_e995);
-    if batch.is_some() {
-        for _ in 0..at.epoch {
+    for e in 0..at.epoch {
+        if schedule.batch_at(e).is_some() {
             order.shuffle(&mut rng);
         }
     }
@@ -156,7 +196,7 @@ pub fn run_from<L: Learner + ?Sized>(
     let mut stopped = false;
     'epochs: while at.epoch < schedule.epochs {
         let epoch = at.epoch;
-        match batch {
+        match schedule.batch_at(epoch) {
             None => {
                 learner.update(None)?;
                 at.updates += 1;
@@ -252,11 +292,12 @@ mod tests {
             n: 10,
             epochs: 2,
             batch_size: Some(4),
+            grow_to: None,
             seed: 7,
         };
         let out = run(&mut l, &s, |_| ControlFlow::Continue(())).unwrap();
         assert_eq!(out.updates, 6);
-        assert_eq!(s.updates_per_epoch(), 3);
+        assert_eq!(s.updates_in(0), 3);
         for epoch in l.batches.chunks(3) {
             let mut seen: Vec<u32> = epoch.iter().flat_map(|b| b.clone().unwrap()).collect();
             assert_eq!(
@@ -277,6 +318,7 @@ mod tests {
             n: 5,
             epochs: 4,
             batch_size: None,
+            grow_to: None,
             seed: 0,
         };
         let out = run(&mut l, &s, |r| {
@@ -300,8 +342,70 @@ mod tests {
             n: 10,
             epochs: 4,
             batch_size: Some(3),
+            grow_to: None,
             seed: 11,
         };
+        let points = resumes_exactly(&s);
+        // Three pauses inside each epoch of four updates, one after it.
+        assert_eq!(points, 4 * 4);
+        let bad = LoopState {
+            epoch: 2,
+            batch: 9,
+            ..Default::default()
+        };
+        assert!(run_from(
+            &mut script(&[5.0, 2.0, 3.0, 1.0]),
+            &s,
+            Some(bad),
+            |_| ControlFlow::Continue(()),
+            |_, _| { Ok(ControlFlow::Continue(())) }
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn growing_batches_cover_every_sample_and_resume_exactly() {
+        let s = Schedule {
+            n: 10,
+            epochs: 4,
+            batch_size: Some(2),
+            grow_to: Some(16),
+            seed: 3,
+        };
+        // 2·8^(e/3): 2, 4, 8, then 16 ≥ n, a full-batch epoch.
+        let sizes: Vec<_> = (0..4).map(|e| s.batch_at(e)).collect();
+        assert_eq!(sizes, [Some(2), Some(4), Some(8), None]);
+        assert_eq!(
+            (0..4).map(|e| s.updates_in(e)).collect::<Vec<_>>(),
+            [5, 3, 2, 1]
+        );
+        assert_eq!(s.largest_batch(), Some(8));
+        let mut l = script(&[4.0, 3.0, 2.0, 1.0]);
+        run(&mut l, &s, |_| ControlFlow::Continue(())).unwrap();
+        let mut at = 0;
+        for (e, &k) in [5, 3, 2].iter().enumerate() {
+            let epoch = &l.batches[at..at + k];
+            at += k;
+            let mut seen: Vec<u32> = epoch.iter().flat_map(|b| b.clone().unwrap()).collect();
+            seen.sort();
+            assert_eq!(seen, (0..10).collect::<Vec<_>>(), "epoch {e}");
+            assert!(epoch
+                .iter()
+                .all(|b| b.as_ref().unwrap().len() <= sizes[e].unwrap()));
+        }
+        assert_eq!(l.batches[at..], [None]);
+        // 4 + 2 + 1 pauses inside the minibatch epochs, one after each epoch.
+        assert_eq!(resumes_exactly(&s), 7 + 4);
+        // A fixed size and a one-epoch schedule do not grow.
+        let one = Schedule { epochs: 1, ..s };
+        assert_eq!(one.batch_at(0), Some(2));
+        assert_eq!(Schedule::fixed(10, 3, Some(4), 0).batch_at(2), Some(4));
+    }
+
+    /// Stops `s` at every pause and resumes it with a fresh learner: the updates, losses and
+    /// best model must be the uninterrupted run's. Returns the number of pauses.
+    fn resumes_exactly(s: &Schedule) -> usize {
+        let s = *s;
         let losses = [5.0, 2.0, 3.0, 1.0];
         let mut full = script(&losses);
         let mut points = Vec::new();
@@ -316,8 +420,6 @@ mod tests {
             },
         )
         .unwrap();
-        // Three pauses inside each epoch of four updates, one after it.
-        assert_eq!(points.len(), 4 * 4);
         for at in points.iter().filter(|a| a.epoch < s.epochs) {
             // The first run stops at this pause; a new learner goes on from there.
             let mut first = script(&losses);
@@ -353,19 +455,7 @@ mod tests {
             assert_eq!(out.best_loss, whole.best_loss);
             assert_eq!((out.epochs, out.updates), (whole.epochs, whole.updates));
         }
-        let bad = LoopState {
-            epoch: 2,
-            batch: 9,
-            ..Default::default()
-        };
-        assert!(run_from(
-            &mut script(&losses),
-            &s,
-            Some(bad),
-            |_| ControlFlow::Continue(()),
-            |_, _| { Ok(ControlFlow::Continue(())) }
-        )
-        .is_err());
+        points.len()
     }
 
     #[test]
@@ -375,6 +465,7 @@ mod tests {
             n: 5,
             epochs: 2,
             batch_size: Some(5),
+            grow_to: None,
             seed: 0,
         };
         let e = run(&mut l, &s, |_| ControlFlow::Continue(())).unwrap_err();

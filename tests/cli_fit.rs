@@ -32,6 +32,7 @@ struct Report {
     iters: usize,
     iterations: usize,
     batch_size: Option<usize>,
+    batch_size_end: Option<usize>,
     inner: usize,
     first_step: String,
     refine: String,
@@ -129,7 +130,7 @@ fn fits_an_mnist_digit_and_renders_it_back() {
     assert_eq!(r.iterations, 40);
     assert_eq!(r.backend, "cpu");
     assert_eq!(r.gating.as_deref(), Some("relu"));
-    assert_eq!(r.batch_size, None);
+    assert_eq!((r.batch_size, r.batch_size_end), (None, None));
     assert!(
         r.psnr > 60.0,
         "digit PSNR {} dB is below the 60 dB bound",
@@ -298,6 +299,51 @@ fn fits_colour_and_sixteen_bit_images() {
     assert!(out.status.success(), "{}", stderr(&out));
     let (w, h, c, _) = png(&dir.path().join("c2.png"));
     assert_eq!((w, h, c), (32, 24, 3));
+}
+
+/// Above 8192 samples IHT's minibatches grow from n/64 (at least 256) to n/4 by default;
+/// `--batch-size A..B` sets both ends, and a shrinking range is refused naming the flag.
+#[test]
+fn minibatches_grow_by_default_and_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let cam = common::asset("camera.png");
+    let cam = cam.to_str().unwrap();
+    let fit = |extra: &[&str], out: &str| {
+        let mut args = vec![
+            "fit", cam, "--resize", "96", "-m", "8", "-s", "60", "-d", "32", "--iters", "3",
+            "--out", out,
+        ];
+        args.extend_from_slice(extra);
+        spinr(dir.path(), &args)
+    };
+    // 96² = 9216 samples: 9216/64 = 144, raised to 256; 9216/4 = 2304.
+    let out = fit(&[], "auto");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("minibatches growing from 256 to 2304"),
+        "{}",
+        stderr(&out)
+    );
+    let r = read_report(&dir.path().join("auto"));
+    assert_eq!((r.batch_size, r.batch_size_end), (Some(256), Some(2304)));
+    let out = fit(&["--batch-size", "300..1200"], "range");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r = read_report(&dir.path().join("range"));
+    assert_eq!((r.batch_size, r.batch_size_end), (Some(300), Some(1200)));
+    // A fixed size stays fixed.
+    let out = fit(&["--batch-size", "500"], "fixed");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r = read_report(&dir.path().join("fixed"));
+    assert_eq!((r.batch_size, r.batch_size_end), (Some(500), Some(500)));
+    for (bad, what) in [("900..300", "must not exceed"), ("0..300", "positive")] {
+        let out = fit(&["--batch-size", bad], "bad");
+        assert_eq!(out.status.code(), Some(2), "{bad}: {}", stderr(&out));
+        let e = stderr(&out);
+        assert!(e.contains("--batch-size") && e.contains(what), "{bad}: {e}");
+    }
+    let out = fit(&["--method", "imp", "--batch-size", "300..900"], "imp");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--batch-size"), "{}", stderr(&out));
 }
 
 #[test]

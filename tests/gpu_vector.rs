@@ -155,6 +155,7 @@ fn a_whole_vector_fit_agrees_between_backends() {
             n: p.n,
             epochs: 4,
             batch_size: Some(40),
+            grow_to: None,
             seed: 1,
         },
     };

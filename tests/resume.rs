@@ -1,7 +1,7 @@
 //! Stopping a fit at a pause and resuming it from the saved checkpoint, in-process: on the CPU
 //! the resumed fit ends bit for bit where the uninterrupted one does (weights, reconstruction,
-//! epochs), from a pause inside an epoch and from one between epochs, with minibatches and
-//! full batch (rescues and polish included); on the GPU it reaches the same PSNR within 0.1 dB.
+//! epochs), from a pause inside an epoch and from one between epochs, with minibatches of one
+//! size, growing minibatches and full batch (rescues and polish included); on the GPU it reaches the same PSNR within 0.1 dB.
 //! The CLI side (signals, files, refusals) is `tests/cli_resume.rs`.
 
 use spinr::backend::cpu::CpuBackend;
@@ -118,12 +118,29 @@ fn a_resumed_cpu_fit_is_bit_identical_to_an_uninterrupted_one() {
     let im = image(40);
     // Minibatches of 400 over 1600 samples: pauses 1–3 inside epoch 0, 4 after it, ….
     let mini = plan(&im, BatchChoice::Samples(400), 6);
+    // Growing batches: 200, 264, 348, 459, 606, 800 samples (8, 7, 5, 4, 3, 2 updates).
+    let grow = plan(&im, BatchChoice::Grow(200, 800), 6);
+    assert_eq!(
+        (0..6)
+            .map(|e| grow.schedule().updates_in(e))
+            .collect::<Vec<_>>(),
+        [8, 7, 5, 4, 3, 2]
+    );
     // Full batch: rescues every 5 epochs, then the polish rounds.
     let full = plan(&im, BatchChoice::Full, 12);
     assert!(full.cfg.rescue && full.cfg.polish > 0);
     let make = |p: &FitPlan| cpu(p, &im);
     let make: &dyn Fn(&FitPlan) -> Box<dyn Backend> = &make;
-    for (p, k) in [(&mini, 2), (&mini, 4), (&mini, 11), (&full, 3), (&full, 7)] {
+    for (p, k) in [
+        (&mini, 2),
+        (&mini, 4),
+        (&mini, 11),
+        (&grow, 3),
+        (&grow, 12),
+        (&grow, 27),
+        (&full, 3),
+        (&full, 7),
+    ] {
         let (whole, rest, at) = whole_and_resumed(make, &im, p, k);
         eprintln!("resumed at {at:?}");
         assert!(!rest.stopped);

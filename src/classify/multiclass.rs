@@ -62,6 +62,7 @@ pub fn train(
                 n: p.n,
                 epochs: plan.epochs,
                 batch_size: Some(plan.batch_size),
+                grow_to: None,
                 seed: plan.seed,
             },
         };

@@ -160,8 +160,11 @@ pub struct IhtConfig {
     pub iters: usize,
     /// Refinement steps `K` per IHT step.
     pub inner: usize,
-    /// Samples per update; `None` = full batch.
+    /// Samples per update (of the first epoch when batches grow); `None` = full batch.
     pub batch_size: Option<usize>,
+    /// Samples per update of the last epoch, batches growing geometrically from
+    /// `batch_size` (`train::Schedule::grow_to`); `None` = one size throughout.
+    pub batch_end: Option<usize>,
     /// Seed of the minibatch order.
     pub seed: u64,
     pub gates: GateMode,
@@ -188,6 +191,7 @@ impl IhtConfig {
             iters,
             inner: if gates == GateMode::Gaussian { 3 } else { 10 },
             batch_size: None,
+            batch_end: None,
             seed: 0,
             gates,
             first_step: FirstStep::Paper,

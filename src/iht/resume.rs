@@ -124,6 +124,7 @@ pub fn fit_from(
         n,
         epochs: cfg.iters,
         batch_size: cfg.batch_size,
+        grow_to: cfg.batch_end,
         seed: cfg.seed,
     };
     let mut learner = IhtLearner::new(backend, cfg)?;

@@ -195,6 +195,7 @@ pub fn fit_from(
             n: problem.n,
             epochs: opts.epochs,
             batch_size: opts.batch_size,
+            grow_to: None,
             seed: opts.seed.wrapping_add(round as u64),
         };
         let mut learner = AdamLearner {

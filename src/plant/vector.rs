@@ -137,6 +137,7 @@ pub fn training(
                 Variant::Paper => batch_size.or(Some(PAPER_BATCH)),
                 Variant::Spinr => batch_size,
             },
+            grow_to: None,
             seed: spec.seed,
         },
     }

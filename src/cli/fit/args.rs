@@ -56,9 +56,11 @@ pub struct FitTuning {
     /// planted networks and 15 / 50 for binary / multiclass classifiers.
     #[arg(long, value_name = "T")]
     pub iters: Option<usize>,
-    /// Samples (pixel-channels) per IHT update, or "full". Default: full batch up to 8192
-    /// samples, above that n/64 clamped to 2048..65536 (the paper's variant: full batch).
-    #[arg(long, value_name = "B|full")]
+    /// Samples (pixel-channels) per update, "full", or A..B: batches growing geometrically
+    /// from A samples in the first epoch to B in the last. Default: full batch up to 8192
+    /// samples; above that IHT grows from n/64 (at least 256) to n/4 (both at most 65536)
+    /// and IMP uses n/64 clamped to 2048..65536 (the paper's variant: full batch).
+    #[arg(long, value_name = "B|A..B|full")]
     pub batch_size: Option<BatchSize>,
     /// sequential (the paper's ReLU network) or convex (fixed random gates).
     #[arg(long, value_enum, default_value = "sequential")]
@@ -109,6 +111,7 @@ impl FitTuning {
                 None => BatchChoice::Auto,
                 Some(BatchSize::Full) => BatchChoice::Full,
                 Some(BatchSize::Samples(b)) => BatchChoice::Samples(b),
+                Some(BatchSize::Grow(a, b)) => BatchChoice::Grow(a, b),
             },
             gates: self.gates,
             iht: IhtChoices {
@@ -216,19 +219,43 @@ pub struct FitArgs {
 pub enum BatchSize {
     Full,
     Samples(usize),
+    /// From the first epoch's size to the last's.
+    Grow(usize, usize),
 }
 
 impl std::str::FromStr for BatchSize {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
+        let samples = |t: &str| match t.parse::<usize>() {
+            Ok(0) | Err(_) => Err(format!(
+                "{s:?} is not a positive number of samples, A..B (growing from A to B) or \"full\""
+            )),
+            Ok(b) => Ok(b),
+        };
         match s {
             "full" => Ok(BatchSize::Full),
-            _ => match s.parse::<usize>() {
-                Ok(0) | Err(_) => Err(format!(
-                    "{s:?} is not a positive number of samples or \"full\""
-                )),
-                Ok(b) => Ok(BatchSize::Samples(b)),
+            _ => match s.split_once("..") {
+                Some((a, b)) => {
+                    let (a, b) = (samples(a)?, samples(b)?);
+                    if a > b {
+                        return Err(format!(
+                            "{s:?}: batches grow, so the first size must not exceed the last"
+                        ));
+                    }
+                    Ok(BatchSize::Grow(a, b))
+                }
+                None => samples(s).map(BatchSize::Samples),
             },
+        }
+    }
+}
+
+impl std::fmt::Display for BatchSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BatchSize::Full => write!(f, "full"),
+            BatchSize::Samples(b) => write!(f, "{b}"),
+            BatchSize::Grow(a, b) => write!(f, "{a}..{b}"),
         }
     }
 }

@@ -173,9 +173,10 @@ fn announce(a: &FitArgs, job: &Job, image: &Image, plan: &FitPlan, info: &backen
         plan.spec.coords.as_str(),
         info.kind,
         info.adapter,
-        match plan.batch_size {
-            None => "full batch".to_string(),
-            Some(b) => format!("minibatches of {b}"),
+        match (plan.batch_size, plan.batch_end) {
+            (None, _) => "full batch".to_string(),
+            (Some(a), Some(b)) if a != b => format!("minibatches growing from {a} to {b}"),
+            (Some(b), _) => format!("minibatches of {b}"),
         }
     );
 }

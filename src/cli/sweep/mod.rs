@@ -183,10 +183,7 @@ fn options(a: &SweepArgs, task: Task) -> Value {
     let t = &a.tuning;
     let mut o = json!({
         "iters": t.iters,
-        "batch_size": t.batch_size.map(|b| match b {
-            super::fit::BatchSize::Full => "full".to_string(),
-            super::fit::BatchSize::Samples(n) => n.to_string(),
-        }),
+        "batch_size": t.batch_size.map(|b| b.to_string()),
         "gates": t.gates.as_str(),
         "inner": t.inner,
         "refine": t.refine,
@@ -222,6 +219,15 @@ fn options(a: &SweepArgs, task: Task) -> Value {
 
 /// The runner of each task.
 fn runner(task: Task, a: &SweepArgs) -> anyhow::Result<Box<dyn CellRunner>> {
+    if let (Task::Plant | Task::Classify, Some(b @ super::fit::BatchSize::Grow(..))) =
+        (task, a.tuning.batch_size)
+    {
+        return Err(Error::arg(
+            "--batch-size",
+            format!("{b}: growing batches are for image fits (--task inr); give one size"),
+        )
+        .into());
+    }
     Ok(match task {
         Task::Inr => {
             let Some(image) = a.image.clone() else {
