@@ -56,6 +56,18 @@ fn store_partial(chunk: u32, a: u32, pred: f32, comp: f32) {
     F[cfg.f_partial_pred + (op.run_chunks + chunk) * op.n_act + a] = comp;
 }
 
+// The active sample of thread `lid` on the partial-prediction grid shared by `apply` and
+// `apply_f`: (sample workgroups, chunks, sample workgroups high part).
+fn partial_sample(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return (wid.x + wid.z * nwg.x) * WG_SIZE + lid;
+}
+
+// Chunk `chunk`'s share [lo, hi) of `total` items (runs or features), split evenly over
+// op.run_chunks: the layout `store_partial` and `apply_fin` rely on.
+fn chunk_span(total: u32, chunk: u32) -> vec2<u32> {
+    return vec2<u32>((total * chunk) / op.run_chunks, (total * (chunk + 1u)) / op.run_chunks);
+}
+
 // Partial predictions: thread (a, chunk) sums (A_S v)_i over its chunk of the support's runs
 // (gates from the mask) with a compensated sum, into F[f_partial_pred]: hi at c·n_act + a, lo at
 // (op.run_chunks + c)·n_act + a. Chunks over runs give small-n problems enough threads.
@@ -66,7 +78,7 @@ fn apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
     if (stopped(lid)) {
         return;
     }
-    let a = (wid.x + wid.z * nwg.x) * WG_SIZE + lid;
+    let a = partial_sample(wid, nwg, lid);
     let chunk = wid.y;
     let nact = op.n_act;
     if (a >= nact) {
@@ -75,9 +87,9 @@ fn apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
     let q = op.slot_a;
     let d = cfg.d;
     let i = sample_of(a);
-    let nruns = U[cfg.u_meta + META_RUNS];
-    let r0 = (nruns * chunk) / op.run_chunks;
-    let r1 = (nruns * (chunk + 1u)) / op.run_chunks;
+    let span = chunk_span(U[cfg.u_meta + META_RUNS], chunk);
+    let r0 = span.x;
+    let r1 = span.y;
     var pred = 0.0;
     var comp = 0.0;
     if (cfg.grid_features == 0u) {
@@ -442,7 +454,7 @@ fn apply_f(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     if (stopped(lid)) {
         return;
     }
-    let a = (wid.x + wid.z * nwg.x) * WG_SIZE + lid;
+    let a = partial_sample(wid, nwg, lid);
     let chunk = wid.y;
     let nact = op.n_act;
     if (a >= nact) {
@@ -450,9 +462,9 @@ fn apply_f(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     }
     let q = op.slot_a;
     let i = sample_of(a);
-    let nf = U[cfg.u_meta + META_FEATS];
-    let f0 = (nf * chunk) / op.run_chunks;
-    let f1 = (nf * (chunk + 1u)) / op.run_chunks;
+    let span = chunk_span(U[cfg.u_meta + META_FEATS], chunk);
+    let f0 = span.x;
+    let f1 = span.y;
     var pred = 0.0;
     var comp = 0.0;
     for (var f = f0; f < f1; f = f + 1u) {

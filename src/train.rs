@@ -46,17 +46,6 @@ pub struct Schedule {
 }
 
 impl Schedule {
-    /// A schedule with one batch size for every epoch.
-    pub fn fixed(n: usize, epochs: usize, batch_size: Option<usize>, seed: u64) -> Self {
-        Self {
-            n,
-            epochs,
-            batch_size,
-            grow_to: None,
-            seed,
-        }
-    }
-
     /// The first epoch's batch size actually used: `None` when every update sees all samples.
     pub fn batch(&self) -> Option<usize> {
         self.batch_at(0)
@@ -399,7 +388,8 @@ mod tests {
         // A fixed size and a one-epoch schedule do not grow.
         let one = Schedule { epochs: 1, ..s };
         assert_eq!(one.batch_at(0), Some(2));
-        assert_eq!(Schedule::fixed(10, 3, Some(4), 0).batch_at(2), Some(4));
+        let fixed = Schedule { grow_to: None, ..s };
+        assert_eq!(fixed.batch_at(3), Some(2));
     }
 
     /// Stops `s` at every pause and resumes it with a fresh learner: the updates, losses and

@@ -185,6 +185,17 @@ pub struct IhtConfig {
 pub const POLISH_STEPS: usize = 20;
 
 impl IhtConfig {
+    /// How the epoch loop visits `n` samples under this configuration.
+    pub fn schedule(&self, n: usize) -> crate::train::Schedule {
+        crate::train::Schedule {
+            n,
+            epochs: self.iters,
+            batch_size: self.batch_size,
+            grow_to: self.batch_end,
+            seed: self.seed,
+        }
+    }
+
     pub fn new(s: usize, iters: usize, gates: GateMode) -> Self {
         Self {
             s,

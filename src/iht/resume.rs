@@ -12,7 +12,7 @@ use crate::backend::{Backend, GateSource, Slot};
 use crate::error::Result;
 use crate::problem::Problem;
 use crate::sparse::SparseVec;
-use crate::train::{self, EpochReport, LoopState, Schedule};
+use crate::train::{self, EpochReport, LoopState};
 use std::ops::ControlFlow;
 
 /// The learner's counters at a pause.
@@ -120,13 +120,7 @@ pub fn fit_from(
     observe: impl FnMut(&EpochReport) -> ControlFlow<()>,
     checkpoints: &mut dyn Checkpointer,
 ) -> Result<FitResult> {
-    let schedule = Schedule {
-        n,
-        epochs: cfg.iters,
-        batch_size: cfg.batch_size,
-        grow_to: cfg.batch_end,
-        seed: cfg.seed,
-    };
+    let schedule = cfg.schedule(n);
     let mut learner = IhtLearner::new(backend, cfg)?;
     if let Some(p) = problem {
         learner = learner.with_problem(p);

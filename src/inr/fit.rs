@@ -157,10 +157,9 @@ pub struct FitPlan {
     pub variant: Variant,
     pub spec: InrSpec,
     pub cfg: IhtConfig,
-    /// Samples per update (the first epoch's when batches grow); `None` = full batch.
+    /// Samples per update (the first epoch's when batches grow, `cfg.batch_end` the last's);
+    /// `None` = full batch.
     pub batch_size: Option<usize>,
-    /// Samples per update of the last epoch when batches grow (`IhtConfig::batch_end`).
-    pub batch_end: Option<usize>,
     pub height: usize,
     pub width: usize,
     pub channels: usize,
@@ -197,43 +196,35 @@ impl FitOptions {
             gates: self.gates,
             constant_feature,
         };
-        let growth = match self.batch {
-            BatchChoice::Grow(0, _) | BatchChoice::Grow(_, 0) => {
+        let (first, last) = match self.batch {
+            BatchChoice::Full => (None, None),
+            BatchChoice::Samples(0) | BatchChoice::Grow(0, _) | BatchChoice::Grow(_, 0) => {
                 return Err(Error::invalid(Param::BatchSize, "must be at least 1"))
             }
+            BatchChoice::Samples(b) => (Some(b), None),
             BatchChoice::Grow(a, b) if a > b => {
                 return Err(Error::invalid(
                     Param::BatchSize,
                     format!("{a}..{b}: batches grow, so the first size must not exceed the last"),
                 ))
             }
-            BatchChoice::Grow(_, _) if self.method == Method::Imp => {
+            BatchChoice::Grow(..) if self.method == Method::Imp => {
                 return Err(Error::invalid(
                     Param::BatchSize,
                     "growing batches (A..B) are for IHT; give IMP one size or \"full\"",
                 ))
             }
-            BatchChoice::Grow(a, b) => Some((a, b)),
-            BatchChoice::Auto if self.variant == Variant::Spinr && self.method == Method::Iht => {
-                auto_growth(n)
-            }
-            _ => None,
-        };
-        let batch_size = match self.batch {
-            BatchChoice::Full => None,
-            BatchChoice::Samples(0) => {
-                return Err(Error::invalid(Param::BatchSize, "must be at least 1"))
-            }
-            BatchChoice::Samples(b) if b >= n => None,
-            BatchChoice::Samples(b) => Some(b),
-            BatchChoice::Grow(..) => growth.and_then(|(a, _)| (a < n).then_some(a)),
+            BatchChoice::Grow(a, b) => (Some(a), Some(b)),
             // The paper fits its small images full batch.
-            BatchChoice::Auto if self.variant == Variant::Paper => None,
-            BatchChoice::Auto if growth.is_some() => growth.map(|(a, _)| a),
-            BatchChoice::Auto => auto_batch(n),
+            BatchChoice::Auto if self.variant == Variant::Paper => (None, None),
+            BatchChoice::Auto if self.method == Method::Iht => {
+                auto_growth(n).map_or((None, None), |(a, b)| (Some(a), Some(b)))
+            }
+            BatchChoice::Auto => (auto_batch(n), None),
         };
-        // A growth that starts at all samples is a full-batch fit.
-        let batch_end = batch_size.and(growth).map(|(_, b)| b);
+        // A batch of all samples is a full-batch fit, and then nothing grows.
+        let batch_size = first.filter(|&b| b < n);
+        let batch_end = batch_size.and(last);
         let mut cfg = self.iht.resolve(
             self.variant,
             Task::Image,
@@ -256,7 +247,6 @@ impl FitOptions {
             spec,
             cfg,
             batch_size,
-            batch_end,
             height: h,
             width: w,
             channels: c,
@@ -331,13 +321,7 @@ impl FitPlan {
 
     /// How the epoch loop visits the samples.
     pub fn schedule(&self) -> crate::train::Schedule {
-        crate::train::Schedule {
-            n: self.height * self.width * self.channels,
-            epochs: self.cfg.iters,
-            batch_size: self.batch_size,
-            grow_to: self.batch_end,
-            seed: self.cfg.seed,
-        }
+        self.cfg.schedule(self.height * self.width * self.channels)
     }
 
     /// The largest minibatch of any epoch (`None`: full batch throughout).

@@ -173,7 +173,7 @@ fn announce(a: &FitArgs, job: &Job, image: &Image, plan: &FitPlan, info: &backen
         plan.spec.coords.as_str(),
         info.kind,
         info.adapter,
-        match (plan.batch_size, plan.batch_end) {
+        match (plan.batch_size, plan.cfg.batch_end) {
             (None, _) => "full batch".to_string(),
             (Some(a), Some(b)) if a != b => format!("minibatches growing from {a} to {b}"),
             (Some(b), _) => format!("minibatches of {b}"),
