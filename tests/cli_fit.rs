@@ -573,3 +573,46 @@ fn sizes_beyond_the_pixel_limit_are_refused_before_allocating() {
     assert!(stderr(&out).contains("--width"), "{}", stderr(&out));
     assert!(!tmp.path().join("big.png").exists());
 }
+
+/// At the defaults (unit coordinates, spinr's variant) σ is read off the image: a fine
+/// texture gets higher frequencies than a smooth image, and both are announced; an explicit
+/// `--sigma` and the paper's variant keep theirs. (`s` = 6: the few terms that carry each
+/// image; a much larger `s` would reach into their 8-bit rounding noise.)
+#[test]
+fn sigma_is_read_off_the_image_unless_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let save = |name: &str, cycles: f32| {
+        let src = image::ImageBuffer::from_fn(48, 48, |x, y| {
+            let t = std::f32::consts::TAU * cycles / 48.0;
+            let v = 0.5 + 0.25 * (t * x as f32).cos() + 0.2 * (t * 0.7 * y as f32).sin();
+            image::Luma([(v * 255.0).round() as u8])
+        });
+        src.save(dir.path().join(name)).unwrap();
+    };
+    save("smooth.png", 2.0);
+    save("fine.png", 9.0);
+    let fit = |img: &str, out: &str, extra: &[&str]| {
+        let mut args = vec![
+            "fit", img, "-m", "4", "-s", "6", "-d", "32", "--iters", "2", "--out", out,
+        ];
+        args.extend_from_slice(extra);
+        let o = spinr(dir.path(), &args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        (read_report(&dir.path().join(out)).sigma, stderr(&o))
+    };
+    let (smooth, said) = fit("smooth.png", "a", &[]);
+    assert!(said.contains(", read off the image)"), "{said}");
+    let (fine, _) = fit("fine.png", "b", &[]);
+    assert_eq!(smooth[0], smooth[1]);
+    assert!(
+        fine[0] > 2.0 * smooth[0],
+        "smooth {smooth:?}, fine {fine:?}"
+    );
+    // At most a third of the longer side.
+    assert!(fine[0] <= 16.0, "{fine:?}");
+    let (given, said) = fit("fine.png", "c", &["--sigma", "7"]);
+    assert_eq!(given, vec![7.0, 7.0]);
+    assert!(!said.contains("read off"), "{said}");
+    let (paper, _) = fit("fine.png", "d", &["--variant", "paper"]);
+    assert_ne!(paper, fine);
+}

@@ -26,9 +26,9 @@ pub const DEFAULT_NEURONS: usize = 50;
 pub const DEFAULT_NONZEROS: usize = 3000;
 pub const DEFAULT_FEATURES: usize = 512;
 pub const DEFAULT_ITERS: usize = 30;
-/// σ in cycles per image (longer side) for unit coordinates, at most a third of the longer
-/// side in pixels (best measured: 20 on camera.png at 128² (10: −1 dB, 40: −5 dB); 10 on the
-/// 28² digits).
+/// σ in cycles per image (longer side) for unit coordinates when it is not read off the image
+/// (the paper's variant, and images without structure: [`super::spectrum::auto_sigma`]), at
+/// most a third of the longer side in pixels.
 pub const DEFAULT_SIGMA_UNIT: f64 = 20.0;
 /// σ in cycles per pixel for pixel coordinates (the paper's MNIST value).
 pub const DEFAULT_SIGMA_PIXEL: f64 = 2.0;
@@ -160,6 +160,8 @@ pub struct FitPlan {
     /// Samples per update (the first epoch's when batches grow, `cfg.batch_end` the last's);
     /// `None` = full batch.
     pub batch_size: Option<usize>,
+    /// Whether σ was read off the image ([`super::spectrum::auto_sigma`]).
+    pub sigma_auto: bool,
     pub height: usize,
     pub width: usize,
     pub channels: usize,
@@ -177,8 +179,13 @@ impl FitOptions {
         }
         let (h, w, c) = (image.height, image.width, image.channels);
         let n = image.data.len();
-        let spatial = if self.sigma.is_empty() {
-            vec![default_sigma(self.coords, h.max(w))]
+        let fixed = default_sigma(self.coords, h.max(w));
+        let sigma_auto =
+            self.sigma.is_empty() && self.coords == Coords::Unit && self.variant == Variant::Spinr;
+        let spatial = if sigma_auto {
+            vec![super::spectrum::auto_sigma(image, self.nonzeros, fixed)?]
+        } else if self.sigma.is_empty() {
+            vec![fixed]
         } else {
             self.sigma.clone()
         };
@@ -247,6 +254,7 @@ impl FitOptions {
             spec,
             cfg,
             batch_size,
+            sigma_auto,
             height: h,
             width: w,
             channels: c,

@@ -39,7 +39,8 @@ pub struct FitTuning {
     #[arg(long, short = 'd', value_name = "D", default_value_t = inr_fit::DEFAULT_FEATURES)]
     pub features: usize,
     /// Frequency standard deviation of the spatial axes: one value, or rows,cols. With unit
-    /// coordinates in cycles per image along the longer side (default 20, at most a third of
+    /// coordinates in cycles per image along the longer side (default: read off the image, the
+    /// median frequency of its s largest DCT terms; the paper's variant 20; at most a third of
     /// the longer side in pixels), with pixel coordinates in cycles per pixel (default 2).
     #[arg(long, value_name = "σ", value_delimiter = ',', num_args = 1)]
     pub sigma: Vec<f64>,

@@ -155,7 +155,7 @@ pub fn run(a: FitArgs) -> anyhow::Result<()> {
 fn announce(a: &FitArgs, job: &Job, image: &Image, plan: &FitPlan, info: &backend::BackendInfo) {
     a.device.announce(info);
     eprintln!(
-        "spinr: fitting {} ({}×{} {}, {} samples): {} m={} s={} d={} σ={:?} ({} coords) on {} ({}), {}",
+        "spinr: fitting {} ({}×{} {}, {} samples): {} m={} s={} d={} σ={} ({} coords{}) on {} ({}), {}",
         job.path.display(),
         image.height,
         image.width,
@@ -169,8 +169,18 @@ fn announce(a: &FitArgs, job: &Job, image: &Image, plan: &FitPlan, info: &backen
         plan.spec.neurons,
         plan.cfg.s,
         plan.spec.features,
-        plan.spec.sigma,
+        plan.spec
+            .sigma
+            .iter()
+            .map(|s| format!("{:.3}", s).trim_end_matches('0').trim_end_matches('.').to_string())
+            .collect::<Vec<_>>()
+            .join(","),
         plan.spec.coords.as_str(),
+        if plan.sigma_auto {
+            ", read off the image"
+        } else {
+            ""
+        },
         info.kind,
         info.adapter,
         match (plan.batch_size, plan.cfg.batch_end) {
