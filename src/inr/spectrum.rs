@@ -52,11 +52,30 @@ pub fn median_frequency(img: &Image, s: usize) -> Result<Option<f64>> {
     Ok(Some(*m))
 }
 
+/// Images above this many pixels are read from a Lanczos-resampled copy of this many: its
+/// DCT and ranking take 16 bytes per sample, and reading σ happens before a fit's memory
+/// budget is checked. The copy keeps every frequency up to half its side (512 cycles per
+/// image), above any median a fit's `s` reaches.
+pub const READ_MAX_PIXELS: usize = 1 << 20;
+
 /// spinr's σ (unit coordinates: cycles per image along the longer side) for fitting `img`
 /// with `s` nonzeros; `fallback` when the image has no structure to read it from.
 pub fn auto_sigma(img: &Image, s: usize, fallback: f64) -> Result<f64> {
+    auto_sigma_within(img, s, fallback, READ_MAX_PIXELS)
+}
+
+fn auto_sigma_within(img: &Image, s: usize, fallback: f64, max_pixels: usize) -> Result<f64> {
     let long = img.height.max(img.width) as f64;
-    let Some(median) = median_frequency(img, s)? else {
+    let (h, w) = (img.height, img.width);
+    let median = if h * w > max_pixels {
+        // Frequencies in cycles per image do not change with the sampling.
+        let f = (max_pixels as f64 / (h * w) as f64).sqrt();
+        let side = |x: usize| ((x as f64 * f).floor() as usize).max(1);
+        median_frequency(&img.resized(side(h), side(w)), s)?
+    } else {
+        median_frequency(img, s)?
+    };
+    let Some(median) = median else {
         return Ok(fallback);
     };
     let shrink = (s as f64 / S_REF).max(1.0).powf(-SHRINK);
@@ -103,6 +122,16 @@ mod tests {
             ..stripes(8, 8, 0.0, 0.0)
         };
         assert_eq!(auto_sigma(&flat, 10, 7.5).unwrap(), 7.5);
+    }
+
+    /// A large image is read from a smaller copy, with the same result where its terms lie
+    /// well below the copy's Nyquist frequency.
+    #[test]
+    fn large_images_are_read_from_a_resampled_copy() {
+        let big = stripes(64, 96, 3.0, 5.0);
+        let whole = auto_sigma_within(&big, 3, 20.0, usize::MAX).unwrap();
+        let copy = auto_sigma_within(&big, 3, 20.0, 32 * 48).unwrap();
+        assert!((whole - copy).abs() < 0.02 * whole, "{whole} vs {copy}");
     }
 
     #[test]
