@@ -113,8 +113,9 @@ pub struct FitOptions {
     pub neurons: usize,
     pub nonzeros: usize,
     pub features: usize,
-    /// Spatial σ: empty (the default for the coordinates), one value (the longer side;
-    /// isotropic in pixels) or rows,columns.
+    /// Spatial σ: empty (spinr's variant with unit coordinates reads it off the image,
+    /// [`super::spectrum::auto_sigma`]; otherwise the fixed default for the coordinates), one
+    /// value (the longer side; isotropic in pixels) or rows,columns.
     pub sigma: Vec<f64>,
     pub sigma_channel: f64,
     pub coords: Coords,
