@@ -106,30 +106,29 @@ pub fn keep_largest(coeffs: &mut [f64], s: usize) {
     if s >= coeffs.len() {
         return;
     }
-    let mut keep = vec![false; coeffs.len()];
-    for i in largest(coeffs, s) {
-        keep[i] = true;
-    }
-    for (c, k) in coeffs.iter_mut().zip(keep) {
-        if !k {
-            *c = 0.0;
-        }
+    for &i in &ranked(coeffs, s)[s..] {
+        coeffs[i] = 0.0;
     }
 }
 
 /// Positions of the `s` coefficients largest in magnitude (ties to the lower index), in no
 /// particular order.
 pub fn largest(coeffs: &[f64], s: usize) -> Vec<usize> {
+    let mut order = ranked(coeffs, s);
+    order.truncate(s);
+    order
+}
+
+/// All positions, the `s` largest in magnitude first (ties to the lower index).
+fn ranked(coeffs: &[f64], s: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..coeffs.len()).collect();
     if s == 0 || s >= coeffs.len() {
-        order.truncate(s);
         return order;
     }
     // A total order (magnitude descending, then index), so the kept set is unique.
     order.select_nth_unstable_by(s - 1, |&a, &b| {
         coeffs[b].abs().total_cmp(&coeffs[a].abs()).then(a.cmp(&b))
     });
-    order.truncate(s);
     order
 }
 

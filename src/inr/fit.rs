@@ -178,6 +178,17 @@ impl FitOptions {
                  gates",
             ));
         }
+        // Before σ is read off the image, which ranks the image's DCT terms by `s`.
+        if self.nonzeros == 0 || self.nonzeros > self.neurons * self.features {
+            return Err(Error::invalid(
+                Param::Nonzeros,
+                format!(
+                    "s = {} is out of range: it must be between 1 and m·d = {}",
+                    self.nonzeros,
+                    self.neurons * self.features
+                ),
+            ));
+        }
         let (h, w, c) = (image.height, image.width, image.channels);
         let n = image.data.len();
         let fixed = default_sigma(self.coords, h.max(w));
@@ -263,16 +274,6 @@ impl FitOptions {
         // Sizes (d even, m·d in range, 1 ≤ s ≤ m·d) are checked on the grid's shape alone.
         plan.spec.fourier(Vec::new()).check_features()?;
         crate::problem::check_sizes(n, plan.spec.features, plan.spec.neurons)?;
-        if self.nonzeros == 0 || self.nonzeros > self.neurons * self.features {
-            return Err(Error::invalid(
-                Param::Nonzeros,
-                format!(
-                    "s = {} is out of range: it must be between 1 and m·d = {}",
-                    self.nonzeros,
-                    self.neurons * self.features
-                ),
-            ));
-        }
         Ok(plan)
     }
 }
