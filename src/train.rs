@@ -24,6 +24,11 @@ pub trait Learner {
     fn end_epoch(&mut self, _epoch: usize, _loss: f64) -> Result<()> {
         Ok(())
     }
+    /// The epoch's minibatches will be consecutive ranges of `order` (its shuffle): a hint
+    /// that lets a backend lay the samples out once per epoch instead of gathering each batch.
+    fn arrange(&mut self, _order: &[u32]) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// How the samples are visited.
@@ -194,6 +199,7 @@ pub fn run_from<L: Learner + ?Sized>(
                 // Also when resumed mid-epoch: the epoch's order is the next shuffle, and
                 // the updates it already ran are skipped.
                 order.shuffle(&mut rng);
+                learner.arrange(&order)?;
                 let chunks: Vec<&[u32]> = order.chunks(b).collect();
                 for (k, chunk) in chunks.iter().enumerate().skip(at.batch) {
                     learner.update(Some(chunk))?;

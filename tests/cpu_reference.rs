@@ -553,3 +553,169 @@ fn held_direction_trials(budget: u64) {
         check(&mut b, true, 0.2, false, "new point");
     }
 }
+
+/// Everything a minibatch update reads back, as bits: losses, step-size halves, the trial's
+/// point and the thresholded slot.
+fn batch_update_bits(b: &mut CpuBackend, s: usize) -> Vec<u64> {
+    let mut out = vec![b.forward(Slot::W).unwrap().to_bits()];
+    let (gn, ag) = b.step_size(Slot::W, Slot::G).unwrap();
+    out.extend([gn.to_bits(), ag.to_bits()]);
+    let (g2, ft) = b.trial(Slot::W, Slot::G, Slot::TRIAL, 0.3, false).unwrap();
+    out.extend([g2.to_bits(), ft.to_bits()]);
+    b.threshold(Slot::W, 0.7, s, Slot::V).unwrap();
+    for slot in [Slot::TRIAL, Slot::V] {
+        let v = b.read(slot).unwrap();
+        out.extend(v.indices.iter().map(|&i| i as u64));
+        out.extend(v.values.iter().map(|x| x.to_bits() as u64));
+    }
+    out
+}
+
+/// An epoch's layout (`Backend::arrange`: the features laid out in the shuffle's order, each
+/// batch a contiguous range of it) must give every pass bit for bit what a batch gathered on
+/// its own gives: batches in order, a batch resumed mid-epoch, one that is not a range of the
+/// layout (reversed), a short last batch, a layout set while a batch is in force, and a
+/// layout built from a partial order (ignored).
+#[test]
+fn an_epochs_layout_gives_the_gathered_batches_bit_for_bit() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(31);
+    let mut probs = problems(&mut rng);
+    // More samples than a pass block (256) and than a 64-sample mask word, odd n.
+    let (n, d, m) = (1031usize, 9usize, 6usize);
+    let x: Vec<f32> = (0..n * d).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    let y: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    probs.push(Problem::new(d, m, Features::Dense(x), y, GateMode::Sequential, 8).unwrap());
+    for p in probs {
+        let p = Arc::new(p);
+        let len = p.m * p.d;
+        let s = (len / 3).max(1);
+        let w = random_sparse(&mut rng, len, s);
+        let h = random_sparse(&mut rng, len, s);
+        let mut order: Vec<u32> = (0..p.n as u32).collect();
+        use rand::seq::SliceRandom;
+        order.shuffle(&mut rng);
+        let b = p.n.div_ceil(3).max(2) - 1; // a short last batch
+        let fresh = || {
+            let mut c = CpuBackend::new(p.clone(), s, 1 << 30).unwrap();
+            c.load(Slot::BEST, &h).unwrap();
+            c.set_gates(GateSource::Slot(Slot::BEST)).unwrap();
+            c.load(Slot::W, &w).unwrap();
+            c
+        };
+        let want = |batch: &[u32]| {
+            let mut c = fresh();
+            c.set_batch(Some(batch)).unwrap();
+            batch_update_bits(&mut c, s)
+        };
+        let tag = format!("n {} d {} m {}", p.n, p.d, p.m);
+        let chunks: Vec<&[u32]> = order.chunks(b).collect();
+        // In order, then resumed at the second batch.
+        for skip in [0, 1] {
+            let mut c = fresh();
+            c.arrange(&order).unwrap();
+            for (k, chunk) in chunks.iter().enumerate().skip(skip) {
+                c.set_batch(Some(chunk)).unwrap();
+                assert_eq!(
+                    batch_update_bits(&mut c, s),
+                    want(chunk),
+                    "{tag}: batch {k}"
+                );
+            }
+            // Not a range of the layout: gathered on its own.
+            let rev: Vec<u32> = chunks[0].iter().rev().copied().collect();
+            c.set_batch(Some(&rev)).unwrap();
+            assert_eq!(batch_update_bits(&mut c, s), want(&rev), "{tag}: reversed");
+            // All samples again, then a new layout while a batch is in force.
+            c.set_batch(None).unwrap();
+            c.set_batch(Some(chunks[1])).unwrap();
+            let reversed: Vec<u32> = order.iter().rev().copied().collect();
+            c.arrange(&reversed).unwrap();
+            assert_eq!(
+                batch_update_bits(&mut c, s),
+                want(chunks[1]),
+                "{tag}: layout changed under a batch"
+            );
+        }
+        // A partial order is no epoch: ignored, batches still right.
+        let mut c = fresh();
+        c.arrange(&order[..p.n / 2]).unwrap();
+        c.set_batch(Some(chunks[0])).unwrap();
+        assert_eq!(
+            batch_update_bits(&mut c, s),
+            want(chunks[0]),
+            "{tag}: partial"
+        );
+    }
+}
+
+/// A forward pass of the very vector the gates were taken from (the sequential ReLU network
+/// after an update) builds the gate masks in the same pass; everything after it (step sizes,
+/// trials, the dense pass and its top-s) must be bit for bit what separately built masks give.
+/// The other backend's gates come from a copy of the vector loaded on its own, so it builds
+/// its masks in a pass of their own. All samples, a minibatch, and the epoch layout.
+#[test]
+fn a_forward_pass_that_builds_its_own_gate_masks_changes_no_bit() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(41);
+    let mut probs = problems(&mut rng);
+    let (n, d, m) = (777usize, 12usize, 5usize);
+    let x: Vec<f32> = (0..n * d).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    let y: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    probs.push(Problem::new(d, m, Features::Dense(x), y, GateMode::Sequential, 8).unwrap());
+    for p in probs {
+        let p = Arc::new(p);
+        let len = p.m * p.d;
+        for s in [1, (len / 3).max(1), len] {
+            let w = random_sparse(&mut rng, len, s);
+            let mut order: Vec<u32> = (0..p.n as u32).collect();
+            use rand::seq::SliceRandom;
+            order.shuffle(&mut rng);
+            let batch = &order[..p.n.div_ceil(2)];
+            for (batched, arranged) in [(false, false), (true, false), (true, true)] {
+                let run = |own: bool| {
+                    let mut c = CpuBackend::new(p.clone(), s, 1 << 30).unwrap();
+                    c.load(Slot::W, &w).unwrap();
+                    if own {
+                        c.set_gates(GateSource::Slot(Slot::W)).unwrap();
+                    } else {
+                        c.load(Slot::BEST, &w).unwrap();
+                        c.set_gates(GateSource::Slot(Slot::BEST)).unwrap();
+                    }
+                    if arranged {
+                        c.arrange(&order).unwrap();
+                    }
+                    if batched {
+                        c.set_batch(Some(batch)).unwrap();
+                    }
+                    batch_update_bits(&mut c, s)
+                };
+                let tag = format!(
+                    "n {} d {} m {} s {s} batch {batched} layout {arranged}",
+                    p.n, p.d, p.m
+                );
+                let own = run(true);
+                assert_eq!(own, run(false), "{tag}");
+                // And the loss against the network computed naively: Σ_j relu(w_j · x).
+                if p.gates == GateMode::Sequential && !batched {
+                    let dense = w.to_dense(len);
+                    let want: f64 = (0..p.n)
+                        .map(|i| {
+                            let mut xi = vec![0f32; p.d];
+                            p.fill_row(i, &mut xi);
+                            let f: f64 = (0..p.m)
+                                .map(|j| {
+                                    let z: f64 = (0..p.d)
+                                        .map(|k| dense[j * p.d + k] as f64 * xi[k] as f64)
+                                        .sum();
+                                    z.max(0.0)
+                                })
+                                .sum();
+                            (f - p.y[i] as f64).powi(2)
+                        })
+                        .sum();
+                    let got = f64::from_bits(own[0]);
+                    assert!(rel(got, want) < 1e-6, "{tag}: loss {got} against {want}");
+                }
+            }
+        }
+    }
+}

@@ -258,6 +258,12 @@ pub trait Backend {
     fn set_gates(&mut self, gates: GateSource) -> Result<()>;
     /// Restricts every product to these samples (minibatch); `None` = all samples.
     fn set_batch(&mut self, batch: Option<&[u32]>) -> Result<()>;
+    /// The coming minibatches are consecutive ranges of `order` (one epoch's shuffle). Only a
+    /// hint: a backend may lay its samples out in this order once, so that each batch is a
+    /// contiguous range rather than a gather; [`Backend::set_batch`] stays authoritative.
+    fn arrange(&mut self, _order: &[u32]) -> Result<()> {
+        Ok(())
+    }
 
     /// `r = A v − y`, kept as the current residual; returns `‖r‖²`.
     fn forward(&mut self, v: Slot) -> Result<f64>;

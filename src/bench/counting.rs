@@ -39,6 +39,9 @@ impl Backend for Counting<'_> {
     fn set_batch(&mut self, batch: Option<&[u32]>) -> Result<()> {
         self.inner.set_batch(batch)
     }
+    fn arrange(&mut self, order: &[u32]) -> Result<()> {
+        self.inner.arrange(order)
+    }
     fn forward(&mut self, v: Slot) -> Result<f64> {
         self.counts.forward += 1;
         self.inner.forward(v)

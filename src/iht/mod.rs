@@ -215,6 +215,10 @@ impl Learner for IhtLearner<'_> {
         Ok(loss)
     }
 
+    fn arrange(&mut self, order: &[u32]) -> Result<()> {
+        self.backend.arrange(order)
+    }
+
     fn keep_best(&mut self) -> Result<()> {
         self.backend.copy(Slot::BEST, Slot::W)?;
         self.best_gating = self.gating;

@@ -313,11 +313,20 @@ impl FitPlan {
             "sparse weights",
             (crate::backend::Slot::COUNT as u64 + 4) * s * 8,
         );
-        let features = n * d * 4;
+        let features = crate::backend::cpu::column_bytes(n as usize, d as usize);
         if features <= feature_cache {
             e.add("cached features", features);
             if let Some(b) = self.largest_batch() {
-                e.add("minibatch features", b as u64 * d * 4);
+                // An epoch's layout of the features where two copies fit the cache budget,
+                // else a copy of each minibatch's.
+                if 2 * features <= feature_cache {
+                    e.add("epoch layout of the features", features);
+                } else {
+                    e.add(
+                        "minibatch features",
+                        crate::backend::cpu::column_bytes(b, d as usize),
+                    );
+                }
             }
             e.add("gate masks", m.min(2 * s + 64) * n.div_ceil(64) * 8);
         }

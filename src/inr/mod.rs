@@ -219,7 +219,7 @@ impl ImageModel {
             });
         }
         let s = self.w.len().clamp(1, problem.signal_len());
-        let feature_bytes = n as u64 * self.spec.features as u64 * 4;
+        let feature_bytes = backend::cpu::column_bytes(n, self.spec.features);
         let mut be = backend::create(choice, adapter, Arc::new(problem), s)?;
         let data = if be.info().kind == "cpu" && feature_bytes > backend::DEFAULT_FEATURE_CACHE {
             // Too large for the CPU backend's feature cache, it would generate every feature
@@ -288,7 +288,7 @@ impl ImageModel {
         let mut e = crate::budget::Estimate::default();
         e.add("spinr itself", crate::budget::BASE_BYTES);
         e.add("per-pixel state", n * (5 * 4 + 1));
-        let features = n * self.spec.features as u64 * 4;
+        let features = backend::cpu::column_bytes(n as usize, self.spec.features);
         e.add(
             "cached features",
             if features <= backend::DEFAULT_FEATURE_CACHE {

@@ -15,13 +15,62 @@ use std::collections::HashMap;
 
 /// Samples per block of a support pass: the per-block accumulators stay in L1.
 const CB: usize = 256;
+/// Samples whose pre-activations are summed together in registers (four AVX2 registers of
+/// f64).
+const LANES: usize = 16;
 
-/// Feature-major copies of the features: `all` (d × n) and, during a minibatch, `batch`
-/// (d × batch length, gathered once per `set_batch`).
+/// Feature-major copies of the features: `all` (d × n); during a minibatch either `batch`
+/// (d × batch length, gathered once per `set_batch`) or a contiguous range of `arranged`.
 #[derive(Default)]
 pub(super) struct Columns {
     pub all: Option<Vec<f32>>,
     pub batch: Option<Vec<f32>>,
+    /// The epoch's layout (`Backend::arrange`): `all`'s columns in the order of its shuffle,
+    /// so each of its minibatches is a contiguous range of every column. Gathering a batch
+    /// from `all` instead reads a cache line of every column per sample, which at 128²
+    /// streams the whole feature matrix once per batch (18% of a fit's time).
+    pub arranged: Option<Arranged>,
+    /// Where the current minibatch starts in `arranged` (`None`: it is `batch`).
+    pub batch_at: Option<usize>,
+    /// Where the previous minibatch in `arranged` ended: the next one usually starts there.
+    pub next_at: usize,
+}
+
+pub(super) struct Arranged {
+    pub order: Vec<u32>,
+    pub xt: Vec<f32>,
+}
+
+impl Arranged {
+    /// Where `ids` lies in `order` as one contiguous range, if it does; `hint` is tried first
+    /// (the end of the previous batch), then the position of `ids[0]`.
+    pub fn find(&self, ids: &[u32], hint: usize) -> Option<usize> {
+        let at = |lo: usize| self.order.get(lo..lo + ids.len()) == Some(ids);
+        if at(hint) {
+            return Some(hint);
+        }
+        let first = *ids.first()?;
+        let lo = self.order.iter().position(|&i| i == first)?;
+        at(lo).then_some(lo)
+    }
+}
+
+/// The active samples' feature columns: column `k` holds samples `0..len` at
+/// `xt[k·stride..k·stride + len]`.
+#[derive(Clone, Copy)]
+pub(super) struct Cols<'a> {
+    pub xt: &'a [f32],
+    pub stride: usize,
+    pub len: usize,
+}
+
+impl<'a> Cols<'a> {
+    /// Samples `lo..lo + bl` of feature column `k`.
+    #[inline(always)]
+    pub fn col(&self, k: usize, lo: usize, bl: usize) -> &'a [f32] {
+        let at = k * self.stride + lo;
+        &self.xt[at..at + bl]
+    }
 }
 
 /// Gate bit masks over the active samples, per neuron; cleared whenever the gates or the
@@ -54,47 +103,64 @@ fn expand<T: From<u8>>(mask: &[u64], lo: usize, out: &mut [T]) {
     }
 }
 
-/// All features of `src`, feature-major (d columns of n samples), read a block of samples at a
-/// time.
+/// The distance between consecutive columns of `len` samples: `len` rounded up to whole
+/// cache lines, and to an odd number of them. A pass reads the same block of samples from
+/// many columns at once; with a power-of-two stride (a 128² image, a 4096-sample batch) those
+/// segments all fall into the same cache sets and evict each other, which measured slower
+/// than gathering a fresh copy per batch.
+pub(super) fn stride_for(len: usize) -> usize {
+    let lines = len.div_ceil(16);
+    16 * (lines | 1)
+}
+
+/// All features of `src`, feature-major (d columns of n samples, [`stride_for`] apart), read
+/// a block of samples at a time.
 pub(super) fn from_source(src: &dyn SampleSource) -> Result<Vec<f32>> {
     let (n, d) = (src.samples(), src.features());
-    let mut xt = vec![0f32; d * n];
+    let stride = stride_for(n);
+    let mut xt = vec![0f32; d * stride];
     let blocks = SampleBlocks::within(n, d, samples::BLOCK_BYTES, CB);
     samples::for_each_rows(src, blocks, |range, rows| {
-        samples::scatter_columns(&mut xt, n, 0, range, rows, d);
+        samples::scatter_columns(&mut xt, stride, 0, range, rows, d);
         Ok(())
     })?;
     Ok(xt)
 }
 
-/// The columns (d × `ids.len()`) of the samples `ids`, gathered from the feature-major `all`
-/// (d × n): a minibatch's own copy. Each output column reads one input column at the batch's
-/// positions and is written in order (going through rows instead scattered every store).
-pub(super) fn gather(all: &[f32], n: usize, d: usize, ids: &[u32]) -> Vec<f32> {
+/// The columns (d of `ids.len()` samples, [`stride_for`] apart) of the samples `ids`,
+/// gathered from the feature-major `all` (d × n, columns `stride_for(n)` apart): a
+/// minibatch's own copy, or an epoch's layout. Each output column reads one input column at
+/// the batch's positions and is written in order (going through rows instead scattered every
+/// store). Reuses `xt`'s allocation.
+pub(super) fn gather_into(all: &[f32], n: usize, d: usize, ids: &[u32], xt: &mut Vec<f32>) {
     let len = ids.len();
-    let mut xt = vec![0f32; d * len];
+    let stride = stride_for(len);
+    xt.clear();
+    xt.resize(d * stride, 0.0);
     if len == 0 {
-        return xt;
+        return;
     }
-    xt.par_chunks_mut(len)
-        .zip(all.par_chunks(n))
+    xt.par_chunks_mut(stride)
+        .zip(all.par_chunks(stride_for(n)))
         .with_min_len(16)
         .for_each(|(out, col)| {
             for (o, &i) in out.iter_mut().zip(ids) {
                 *o = col[i as usize];
             }
         });
-    xt
 }
 
 impl CpuBackend {
-    /// The active samples' columns and their stride (the active length), if held.
-    pub(super) fn columns(&self) -> Option<(&[f32], usize)> {
+    /// The active samples' columns, if held.
+    pub(super) fn columns(&self) -> Option<Cols<'_>> {
         let len = self.n_active();
-        match &self.batch {
-            Some(_) => self.cols.batch.as_deref().map(|x| (x, len)),
-            None => self.cols.all.as_deref().map(|x| (x, len)),
-        }
+        let n = self.problem.n;
+        let (xt, stride) = match (&self.batch, self.cols.batch_at, &self.cols.arranged) {
+            (Some(_), Some(lo), Some(a)) => (&a.xt[lo..], stride_for(n)),
+            (Some(_), _, _) => (self.cols.batch.as_deref()?, stride_for(len)),
+            (None, _, _) => (self.cols.all.as_deref()?, stride_for(n)),
+        };
+        Some(Cols { xt, stride, len })
     }
 
     /// Makes sure the gate masks of `neurons` exist (no-op on the row path or with every gate
@@ -118,9 +184,9 @@ impl CpuBackend {
             self.masks.clear(&mut self.meter);
             return self.ensure_masks(neurons);
         }
-        let (xt, len) = self.columns().expect("checked above");
+        let cols = self.columns().expect("checked above");
         let d = self.problem.d;
-        let words = len.div_ceil(64);
+        let words = cols.len.div_ceil(64);
         let seed = self.problem.gate_seed;
         let gates = &self.gates;
         let built: Vec<(u32, Vec<u64>)> = missing
@@ -139,8 +205,7 @@ impl CpuBackend {
                 };
                 let mask = simd::wide(GateMask {
                     pairs: &pairs,
-                    xt,
-                    len,
+                    cols,
                 });
                 (j, mask)
             })
@@ -163,7 +228,8 @@ impl CpuBackend {
     /// `z = X_blk v_j` accumulated entry by entry over contiguous columns, added where the
     /// neuron's gate is open.
     pub(super) fn apply_cols(&self, v: &SparseVec, subtract_y: bool, out: &mut [f32]) -> f64 {
-        let (xt, len) = self.columns().expect("column path");
+        let cols = self.columns().expect("column path");
+        let len = cols.len;
         let plan = self.plan(v);
         let masks: Vec<Option<&[u64]>> = plan.runs.iter().map(|r| self.mask(r.neuron)).collect();
         let batch = self.batch.as_deref();
@@ -180,8 +246,7 @@ impl CpuBackend {
         let pass = Pass {
             plan: &plan,
             masks: &masks,
-            xt,
-            len,
+            cols,
         };
         let sums: Vec<f64> = chunks
             .into_par_iter()
@@ -201,6 +266,74 @@ impl CpuBackend {
         sums.iter().sum() // in block order: the same rounding on every run
     }
 
+    /// Whether the gates in force are the weights of slot `v` as it holds them now, on the
+    /// column path.
+    pub(super) fn gated_by(&self, v: Slot) -> bool {
+        self.gates_version == Some(self.versions[v.index()])
+            && matches!(self.gates, Gates::Weights(_))
+            && self.columns().is_some()
+    }
+
+    /// `forward(v)` when the gates are `v` itself ([`Self::gated_by`]) and no masks are held:
+    /// each neuron's gate is open where its own pre-activation is positive, so the pass that
+    /// computes `z = X v_j` also writes the masks ([`Self::ensure_masks`] would compute the
+    /// same `z` in the same order in a pass of its own). Into `out`: `A v − y`; returns its
+    /// `‖·‖²`.
+    pub(super) fn forward_building_masks(&mut self, v: Slot, out: &mut [f32]) -> f64 {
+        let cols = self.columns().expect("column path");
+        let len = cols.len;
+        let vv = &self.slots[v.index()];
+        let plan = self.plan(vv);
+        let batch = self.batch.as_deref();
+        let y = self.problem.y.as_slice();
+        let blocks: Vec<Range<usize>> = parts(len, self.threads)
+            .into_iter()
+            .flat_map(|p| {
+                let end = p.end;
+                p.step_by(CB).map(move |lo| lo..(lo + CB).min(end))
+            })
+            .collect();
+        let chunks = split_by(out, &blocks);
+        let pass = Pass {
+            plan: &plan,
+            masks: &[],
+            cols,
+        };
+        let per_block: Vec<(f64, Vec<u64>)> = chunks
+            .into_par_iter()
+            .zip(blocks.clone())
+            .with_min_len(blocks_per_thread(len, self.threads))
+            .map(|(chunk, range)| {
+                simd::wide(GatingBlock {
+                    pass,
+                    v: &vv.values,
+                    lo: range.start,
+                    chunk,
+                    y,
+                    batch,
+                })
+            })
+            .collect();
+        let loss = per_block.iter().map(|b| b.0).sum(); // in block order
+        let words = len.div_ceil(64);
+        let mut built: Vec<(u32, Vec<u64>)> = plan
+            .runs
+            .iter()
+            .map(|r| (r.neuron, vec![0u64; words]))
+            .collect();
+        for (range, (_, w)) in blocks.iter().zip(&per_block) {
+            let (first, nw) = (range.start / 64, range.len().div_ceil(64));
+            for (r, (_, mask)) in built.iter_mut().enumerate() {
+                mask[first..first + nw].copy_from_slice(&w[r * nw..(r + 1) * nw]);
+            }
+        }
+        let bytes = (built.len() * words * 8) as u64;
+        self.meter.alloc(bytes);
+        self.masks.bytes += bytes;
+        self.masks.by_neuron.extend(built);
+        loss
+    }
+
     /// [`CpuBackend::apply_t`] on columns: per block, each run's masked residual, then one
     /// contiguous dot product per support entry.
     pub(super) fn apply_t_cols(&self, v: &SparseVec, r: &[f32]) -> Vec<f32> {
@@ -210,14 +343,14 @@ impl CpuBackend {
 
     /// [`Self::apply_t_cols`] before rounding to f32.
     pub(super) fn apply_t_cols64(&self, v: &SparseVec, r: &[f32]) -> Vec<f64> {
-        let (xt, len) = self.columns().expect("column path");
+        let cols = self.columns().expect("column path");
+        let len = cols.len;
         let plan = self.plan(v);
         let masks: Vec<Option<&[u64]>> = plan.runs.iter().map(|r| self.mask(r.neuron)).collect();
         let pass = Pass {
             plan: &plan,
             masks: &masks,
-            xt,
-            len,
+            cols,
         };
         let partials: Vec<Vec<f64>> = parts(len, self.threads)
             .into_par_iter()
@@ -232,7 +365,8 @@ impl CpuBackend {
     /// they are still in cache: one pass from memory where `curvature` and `apply_t` take two.
     /// Returns `(h, ‖u‖²)`, both summed in a fixed order.
     pub(super) fn normal_cols(&self, g: &SparseVec, u: &mut [f32]) -> (Vec<f64>, f64) {
-        let (xt, len) = self.columns().expect("column path");
+        let cols = self.columns().expect("column path");
+        let len = cols.len;
         let plan = self.plan(g);
         let masks: Vec<Option<&[u64]>> = plan.runs.iter().map(|r| self.mask(r.neuron)).collect();
         let ps = parts(len, self.threads);
@@ -240,8 +374,7 @@ impl CpuBackend {
         let pass = Pass {
             plan: &plan,
             masks: &masks,
-            xt,
-            len,
+            cols,
         };
         let partials: Vec<(Vec<f64>, f64)> = chunks
             .into_par_iter()
@@ -262,21 +395,51 @@ impl CpuBackend {
 }
 
 /// What every support pass on columns reads: the support's plan, each run's gate mask
-/// (`None`: open) and the columns (stride `len`).
+/// (`None`: open) and the columns.
 #[derive(Clone, Copy)]
 struct Pass<'a> {
     plan: &'a Plan,
     masks: &'a [Option<&'a [u64]>],
-    xt: &'a [f32],
-    len: usize,
+    cols: Cols<'a>,
 }
 
 impl Pass<'_> {
     /// Samples `lo..lo + bl` of feature column `k`.
     #[inline(always)]
     fn col(&self, k: u32, lo: usize, bl: usize) -> &[f32] {
-        let at = k as usize * self.len + lo;
-        &self.xt[at..at + bl]
+        self.cols.col(k as usize, lo, bl)
+    }
+
+    /// `z = Σ_p v_p · x[·, col p]` over a run's entries `p`, on the `z.len()` samples from
+    /// `lo`. Summed entry by entry in f64 (the order of an entry-by-entry loop of axpys, so
+    /// the same bits), but [`LANES`] samples at a time, so that the partial sums stay in
+    /// registers instead of going through memory once per entry.
+    #[inline(always)]
+    fn pre_activations(&self, entries: Range<usize>, v: &[f32], lo: usize, z: &mut [f64]) {
+        let bl = z.len();
+        let mut c = 0;
+        while c + LANES <= bl {
+            let mut acc = [0f64; LANES];
+            for p in entries.clone() {
+                let w = v[p] as f64;
+                let x: &[f32; LANES] = self
+                    .col(self.plan.cols[p], lo + c, LANES)
+                    .try_into()
+                    .expect("LANES samples");
+                for (a, &b) in acc.iter_mut().zip(x) {
+                    *a += w * b as f64;
+                }
+            }
+            z[c..c + LANES].copy_from_slice(&acc);
+            c += LANES;
+        }
+        let z = &mut z[c..];
+        z.fill(0.0);
+        for p in entries {
+            let w = v[p] as f64;
+            let x = self.col(self.plan.cols[p], lo + c, z.len());
+            z.iter_mut().zip(x).for_each(|(a, &b)| *a += w * b as f64);
+        }
     }
 
     /// `pred = (A_S v)` on the block of samples starting at `lo` (`pred.len()` of them); `z`
@@ -290,15 +453,9 @@ impl Pass<'_> {
         z: &mut [f64],
         open: &mut [f64],
     ) {
-        let bl = pred.len();
         pred.fill(0.0);
         for (run, mask) in self.plan.runs.iter().zip(self.masks) {
-            z.fill(0.0);
-            for p in run.entries.clone() {
-                let w = v[p] as f64;
-                let x = self.col(self.plan.cols[p], lo, bl);
-                z.iter_mut().zip(x).for_each(|(a, &b)| *a += w * b as f64);
-            }
+            self.pre_activations(run.entries.clone(), v, lo, z);
             match mask {
                 None => pred.iter_mut().zip(&*z).for_each(|(p, &a)| *p += a),
                 Some(mk) => {
@@ -369,6 +526,55 @@ impl simd::Body for ApplyBlock<'_> {
     }
 }
 
+/// One block of [`CpuBackend::forward_building_masks`]: `A v − y` into `chunk` with each
+/// run's gate open where its own `z` is positive; returns `Σ out²` and the block's mask words
+/// (run by run, `⌈bl/64⌉` each). The same sums in the same order as [`GateMask`] followed by
+/// [`ApplyBlock`], so the bits are theirs.
+struct GatingBlock<'a> {
+    pass: Pass<'a>,
+    v: &'a [f32],
+    lo: usize,
+    chunk: &'a mut [f32],
+    y: &'a [f32],
+    batch: Option<&'a [u32]>,
+}
+
+impl simd::Body for GatingBlock<'_> {
+    type Out = (f64, Vec<u64>);
+    #[inline(always)]
+    fn run<const W: bool>(self) -> (f64, Vec<u64>) {
+        let (lo, bl) = (self.lo, self.chunk.len());
+        let nw = bl.div_ceil(64);
+        let plan = self.pass.plan;
+        let mut words = vec![0u64; plan.runs.len() * nw];
+        let (mut pred, mut z, mut open) = ([0f64; CB], [0f64; CB], [0f64; CB]);
+        let (pred, z, open) = (&mut pred[..bl], &mut z[..bl], &mut open[..bl]);
+        pred.fill(0.0);
+        for (r, run) in plan.runs.iter().enumerate() {
+            self.pass
+                .pre_activations(run.entries.clone(), self.v, lo, z);
+            for (c, zc) in z.chunks(64).enumerate() {
+                let mut word = 0u64;
+                for (t, &v) in zc.iter().enumerate() {
+                    word |= u64::from(v > 0.0) << t;
+                }
+                words[r * nw + c] = word;
+            }
+            expand(&words[r * nw..(r + 1) * nw], 0, open);
+            for ((p, &a), &o) in pred.iter_mut().zip(&*z).zip(&*open) {
+                *p += a * o;
+            }
+        }
+        let mut acc = 0f64;
+        for (t, (o, &p)) in self.chunk.iter_mut().zip(&*pred).enumerate() {
+            let v = p - self.y[CpuBackend::sample(self.batch, lo + t)] as f64;
+            *o = v as f32;
+            acc += v * v;
+        }
+        (acc, words)
+    }
+}
+
 /// One thread's part of [`CpuBackend::apply_t_cols64`]: the part's partial gradient.
 struct TransposePart<'a> {
     pass: Pass<'a>,
@@ -435,15 +641,14 @@ impl simd::Body for NormalPart<'_> {
 /// its (column, weight) pairs, summed in f64 in pair order.
 struct GateMask<'a> {
     pairs: &'a [(usize, f64)],
-    xt: &'a [f32],
-    len: usize,
+    cols: Cols<'a>,
 }
 
 impl simd::Body for GateMask<'_> {
     type Out = Vec<u64>;
     #[inline(always)]
     fn run<const W: bool>(self) -> Vec<u64> {
-        let len = self.len;
+        let len = self.cols.len;
         let mut mask = vec![0u64; len.div_ceil(64)];
         let mut z = [0f64; CB];
         for lo in (0..len).step_by(CB) {
@@ -451,7 +656,7 @@ impl simd::Body for GateMask<'_> {
             let z = &mut z[..bl];
             z.fill(0.0);
             for &(k, w) in self.pairs {
-                let x = &self.xt[k * len + lo..k * len + lo + bl];
+                let x = self.cols.col(k, lo, bl);
                 z.iter_mut().zip(x).for_each(|(a, &b)| *a += w * b as f64);
             }
             // Whole words at a time (blocks start on word boundaries).

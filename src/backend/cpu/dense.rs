@@ -2,6 +2,7 @@
 //! from two f32 GEMMs per block of samples (gates, then the masked product), so neither the
 //! `n×m` gate matrix nor the `m×d` gradient ever exists.
 
+use super::columns::Cols;
 use super::*;
 
 impl CpuBackend {
@@ -105,7 +106,7 @@ impl CpuBackend {
         &self,
         tile: &[u32],
         r: &[f32],
-        (xt, len): (&[f32], usize),
+        cols: Cols<'_>,
         scratch: &'s mut Vec<Vec<f32>>,
     ) -> &'s mut [f32] {
         let d = self.problem.d;
@@ -114,7 +115,7 @@ impl CpuBackend {
         let h_tile = h_tile.as_deref();
         // A multiple of 64 so that blocks start on whole words of the gate masks.
         let rows = (TILE_FLOATS / t_len).clamp(BLOCK, 1024) / 64 * 64;
-        let ps = parts(len, self.threads);
+        let ps = parts(cols.len, self.threads);
         scratch.resize_with(ps.len().max(1), Vec::new);
         let gl = t_len * d;
         scratch.par_iter_mut().zip(ps).for_each(|(buf, part)| {
@@ -125,7 +126,7 @@ impl CpuBackend {
             g.fill(0.0);
             for lo in part.clone().step_by(rows) {
                 let bl = rows.min(part.end - lo);
-                let xb = Rows::feature_major(xt, lo, bl, len, d);
+                let xb = Rows::feature_major(cols.xt, lo, bl, cols.stride, d);
                 match (&self.gates, h_tile) {
                     (Gates::Random, Some(h)) => random_mask(xb, h, t_len, &r[lo..lo + bl], m),
                     _ => self.masked_residual(tile, r, lo, bl, m),
@@ -173,7 +174,7 @@ impl<'a> Rows<'a> {
 
     /// Samples `lo..lo + rows` of the feature-major `xt` (d × stride).
     fn feature_major(xt: &'a [f32], lo: usize, rows: usize, stride: usize, d: usize) -> Self {
-        assert!(lo + rows <= stride && xt.len() >= d * stride);
+        assert!(lo + rows <= stride && xt.len() >= d.saturating_sub(1) * stride + lo + rows);
         Self {
             data: &xt[lo..],
             rows,

@@ -55,10 +55,21 @@ struct Plan {
     gate_cols: Vec<u32>,
 }
 
+/// Bytes of one feature-major copy of `n` samples' `d` features, as the column path holds it
+/// (columns padded to avoid cache-set conflicts): what the cache budget is compared with.
+pub fn column_bytes(n: usize, d: usize) -> u64 {
+    (columns::stride_for(n) * d * 4) as u64
+}
+
 pub struct CpuBackend {
     problem: Arc<Problem>,
     /// Feature-major features for the column path (within the cache budget).
     cols: columns::Columns,
+    /// The content version of the slot the weight gates were taken from (`None`: other
+    /// gates): a forward pass of that same vector can build its own masks.
+    gates_version: Option<u64>,
+    /// Bytes the feature-major copies may take (`new`); an epoch's layout needs room for two.
+    feature_cache: u64,
     /// Gate masks of the column path.
     masks: columns::Masks,
     /// The fit's nonzeros (bounds the mask cache).
@@ -100,7 +111,7 @@ impl CpuBackend {
         let mut meter = MemoryMeter::default();
         let (n, d) = (problem.n, problem.d);
         let mut cols = columns::Columns::default();
-        if (n * d * 4) as u64 <= feature_cache {
+        if column_bytes(n, d) <= feature_cache {
             let all = columns::from_source(problem.as_ref())?;
             meter.alloc((all.len() * 4) as u64);
             cols.all = Some(all);
@@ -113,6 +124,8 @@ impl CpuBackend {
         };
         Ok(Self {
             cols,
+            gates_version: None,
+            feature_cache,
             masks: columns::Masks::default(),
             s,
             dense_scratch: Vec::new(),
@@ -269,8 +282,8 @@ impl CpuBackend {
     /// `12n` (the residual, the trial residual and `A_S g`) + `(256 + 128·threads)·s` (slots, gates,
     /// top-s buffer, per-thread gradient partials and gate blocks) + the tile buffers
     /// `4·(threads+2)·(2·T·d + 128·d + 128·T + 262144)` with `T = min(m, 262144/d)` neurons per
-    /// tile + only when the features fit `feature_cache` bytes: `8·n·d` (all columns and a
-    /// minibatch's) and the gate masks `(2s + 64)·8·⌈n/64⌉` + 1 MiB.
+    /// tile + only when the features fit `feature_cache` bytes: `8·(n + 32)·d` (all columns and a
+    /// minibatch's or an epoch's layout, each column padded by under 32 floats) and the gate masks `(2s + 64)·8·⌈n/64⌉` + 1 MiB.
     pub fn working_memory_bound(
         problem: &Problem,
         s: usize,
@@ -279,8 +292,8 @@ impl CpuBackend {
     ) -> u64 {
         let (n, d) = (problem.n as u64, problem.d as u64);
         let t = (TILE_FLOATS / problem.d).clamp(1, problem.m);
-        let cache = if 4 * n * d <= feature_cache {
-            8 * n * d + (2 * s as u64 + 64) * 8 * n.div_ceil(64)
+        let cache = if column_bytes(problem.n, problem.d) <= feature_cache {
+            8 * (n + 32) * d + (2 * s as u64 + 64) * 8 * n.div_ceil(64)
         } else {
             0
         };
@@ -418,6 +431,10 @@ impl Backend for CpuBackend {
 
     fn set_gates(&mut self, gates: GateSource) -> Result<()> {
         let new = Gates::resolve(self.problem.gates, gates, |s| self.slots[s.index()].clone());
+        self.gates_version = match (gates, &new) {
+            (GateSource::Slot(s), Gates::Weights(_)) => Some(self.versions[s.index()]),
+            _ => None,
+        };
         // Random gates are a function of the seed alone: their masks stay valid.
         if !(matches!(self.gates, Gates::Random) && matches!(new, Gates::Random)) {
             self.masks.clear(&mut self.meter);
@@ -443,15 +460,29 @@ impl Backend for CpuBackend {
         self.env += 1;
         self.batch = batch.map(|b| b.to_vec());
         self.masks.clear(&mut self.meter);
-        if let Some(x) = self.cols.batch.take() {
-            self.meter.free((x.len() * 4) as u64);
-        }
-        if let (Some(all), Some(ids)) = (&self.cols.all, &self.batch) {
-            // The minibatch's columns, gathered once for all of its passes.
-            let (n, d) = (self.problem.n, self.problem.d);
-            let x = columns::gather(all, n, d, ids);
-            self.meter.alloc((x.len() * 4) as u64);
-            self.cols.batch = Some(x);
+        // Where the batch lies in the epoch's layout, if it is one contiguous range of it
+        // (the batch after the previous one, as a training loop visits them, is tried first).
+        self.cols.batch_at = match (&self.cols.arranged, &self.batch) {
+            (Some(a), Some(ids)) => a.find(ids, self.cols.next_at),
+            _ => None,
+        };
+        let mut x = self.cols.batch.take().unwrap_or_default();
+        self.meter.free((x.len() * 4) as u64);
+        match (&self.cols.all, &self.batch, self.cols.batch_at) {
+            (_, Some(ids), Some(lo)) => self.cols.next_at = lo + ids.len(),
+            (Some(all), Some(ids), None) => {
+                // Not in the layout: the minibatch's own columns, gathered once for all of
+                // its passes. The layout goes, so that at most one d × n copy exists besides
+                // `all` (`working_memory_bound`).
+                if let Some(a) = self.cols.arranged.take() {
+                    self.meter.free((a.xt.len() * 4) as u64);
+                }
+                let (n, d) = (self.problem.n, self.problem.d);
+                columns::gather_into(all, n, d, ids, &mut x);
+                self.meter.alloc((x.len() * 4) as u64);
+                self.cols.batch = Some(x);
+            }
+            _ => {}
         }
         let n = self.n_active();
         self.residual.resize(n, 0.0);
@@ -460,10 +491,50 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
+    fn arrange(&mut self, order: &[u32]) -> Result<()> {
+        let (n, d) = (self.problem.n, self.problem.d);
+        let Some(all) = &self.cols.all else {
+            return Ok(()); // the row path gathers nothing
+        };
+        // Not a whole epoch, or no room for a second copy of the features within the cache
+        // budget: batches are gathered one by one.
+        if order.len() != n || 2 * column_bytes(n, d) > self.feature_cache {
+            return Ok(());
+        }
+        // A batch still set is set again below, in the new layout.
+        let current = self.batch.take();
+        self.cols.batch_at = None;
+        if let Some(x) = self.cols.batch.take() {
+            self.meter.free((x.len() * 4) as u64);
+        }
+        let mut a = self.cols.arranged.take().unwrap_or(columns::Arranged {
+            order: Vec::new(),
+            xt: Vec::new(),
+        });
+        self.meter.free((a.xt.len() * 4) as u64);
+        a.order.clear();
+        a.order.extend_from_slice(order);
+        columns::gather_into(all, n, d, order, &mut a.xt);
+        self.meter.alloc((a.xt.len() * 4) as u64);
+        self.cols.arranged = Some(a);
+        self.cols.next_at = 0;
+        if let Some(ids) = current {
+            self.env += 1;
+            self.set_batch(Some(&ids))?;
+        }
+        Ok(())
+    }
+
     fn forward(&mut self, v: Slot) -> Result<f64> {
-        self.prepare(v);
         let mut r = std::mem::take(&mut self.residual);
-        let loss = self.apply(&self.slots[v.index()], true, &mut r);
+        let loss = if self.gated_by(v) && self.masks.by_neuron.is_empty() {
+            // The sequential ReLU network's first pass on new samples or gates: the masks
+            // come out of the same pre-activations (one pass instead of two).
+            self.forward_building_masks(v, &mut r)
+        } else {
+            self.prepare(v);
+            self.apply(&self.slots[v.index()], true, &mut r)
+        };
         self.residual = r;
         self.residual_of = Some(self.stamp(v));
         Ok(loss)
