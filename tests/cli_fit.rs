@@ -616,3 +616,40 @@ fn sigma_is_read_off_the_image_unless_given() {
     let (paper, _) = fit("fine.png", "d", &["--variant", "paper"]);
     assert_ne!(paper, fine);
 }
+
+/// Without `-m`, spinr's IHT fits take one neuron per 100 nonzeros within [50, 100]; IMP, the
+/// paper's variant and an explicit `-m` keep theirs.
+#[test]
+fn neurons_follow_the_nonzeros_unless_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = image::ImageBuffer::from_fn(12, 10, |x, y| image::Luma([(x * 20 + y * 3) as u8]));
+    src.save(dir.path().join("tiny.png")).unwrap();
+    let cases: [(&[&str], usize); 8] = [
+        (&["-s", "3000"], 50),
+        (&["-s", "5000"], 50),
+        (&["-s", "7001"], 71),
+        (&["-s", "10000"], 100),
+        (&["-s", "20000"], 100),
+        (&["-s", "10000", "--method", "imp"], 50),
+        (&["-s", "10000", "--variant", "paper"], 50),
+        (&["-s", "10000", "-m", "70"], 70),
+    ];
+    for (k, (extra, want)) in cases.into_iter().enumerate() {
+        let out = format!("o{k}");
+        let mut args = vec![
+            "fit",
+            "tiny.png",
+            "--iters",
+            "1",
+            "--out",
+            &out,
+            "--backend",
+            "cpu",
+        ];
+        args.extend_from_slice(extra);
+        let o = spinr(dir.path(), &args);
+        assert!(o.status.success(), "{extra:?}: {}", stderr(&o));
+        let got = read_report(&dir.path().join(&out)).neurons;
+        assert_eq!(got, want, "{extra:?}");
+    }
+}

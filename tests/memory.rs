@@ -45,7 +45,7 @@ fn problem(m: usize) -> Problem {
 /// Peak bytes allocated above the baseline while creating the backend and fitting.
 /// `budget`: the feature cache (0: the row path; 1 GiB: the column path, features held
 /// feature-major and gate masks cached).
-fn peak_of_fit(p: Problem, s: usize, budget: u64) -> (u64, u64, u64) {
+fn peak_of_fit(p: Problem, s: usize, budget: u64, batched: bool) -> (u64, u64, u64) {
     let p = Arc::new(p);
     let threads = rayon::current_num_threads();
     let bound = CpuBackend::working_memory_bound(&p, s, threads, budget);
@@ -53,7 +53,12 @@ fn peak_of_fit(p: Problem, s: usize, budget: u64) -> (u64, u64, u64) {
     PEAK.store(base, Relaxed);
     let tile = {
         let mut b = CpuBackend::new(p.clone(), s, budget).unwrap();
-        let cfg = IhtConfig::new(s, 3, GateMode::Sequential);
+        let mut cfg = IhtConfig::new(s, 3, GateMode::Sequential);
+        if batched {
+            // Growing minibatches: the epoch's layout of the features, or a batch's copy.
+            cfg.batch_size = Some(p.n / 8);
+            cfg.batch_end = Some(p.n / 2);
+        }
         iht::fit(&mut b, p.n, &cfg, |_| std::ops::ControlFlow::Continue(())).unwrap();
         b.tile_bytes()
     };
@@ -68,14 +73,16 @@ fn peak_memory_is_linear_in_s_and_n_not_m() {
         .ok();
     let s = 300;
     for budget in [0, 1 << 30] {
-        check_peaks(s, budget);
+        for batched in [false, true] {
+            check_peaks(s, budget, batched);
+        }
     }
 }
 
-fn check_peaks(s: usize, budget: u64) {
-    let (small, bound_small, _) = peak_of_fit(problem(64), s, budget);
-    let (large, bound_large, tile_large) = peak_of_fit(problem(65536), s, budget);
-    eprintln!("budget {budget}: peak m=64: {small} B (bound {bound_small}); m=65536: {large} B (bound {bound_large}, tiles {tile_large})");
+fn check_peaks(s: usize, budget: u64, batched: bool) {
+    let (small, bound_small, _) = peak_of_fit(problem(64), s, budget, batched);
+    let (large, bound_large, tile_large) = peak_of_fit(problem(65536), s, budget, batched);
+    eprintln!("budget {budget}, minibatches {batched}: peak m=64: {small} B (bound {bound_small}); m=65536: {large} B (bound {bound_large}, tiles {tile_large})");
     assert!(small <= bound_small, "m=64: {small} > {bound_small}");
     assert!(large <= bound_large, "m=65536: {large} > {bound_large}");
     // 1024× more neurons: only the tile buffers and O(m) bookkeeping may grow.

@@ -168,9 +168,9 @@ pub struct FitArgs {
     pub image: Option<PathBuf>,
     #[command(flatten)]
     pub which: ImageArgs,
-    /// Hidden neurons m.
-    #[arg(long, short = 'm', value_name = "M", default_value_t = inr_fit::DEFAULT_NEURONS)]
-    pub neurons: usize,
+    /// Hidden neurons m (default: 50; spinr's IHT fits take s/100 above s = 5000, at most 100).
+    #[arg(long, short = 'm', value_name = "M")]
+    pub neurons: Option<usize>,
     /// Nonzero weights s: the size of the model.
     #[arg(long, short = 's', value_name = "S", default_value_t = inr_fit::DEFAULT_NONZEROS)]
     pub nonzeros: usize,

@@ -123,8 +123,14 @@ pub fn run(a: FitArgs) -> anyhow::Result<()> {
         (Some(p), _) => (
             p.clone(),
             a.which.clone(),
-            a.tuning
-                .options(a.method, a.variant, a.neurons, a.nonzeros, a.seed),
+            a.tuning.options(
+                a.method,
+                a.variant,
+                a.neurons
+                    .unwrap_or_else(|| inr_fit::default_neurons(a.method, a.variant, a.nonzeros)),
+                a.nonzeros,
+                a.seed,
+            ),
         ),
         (None, Some((_, r))) => (r.image.clone(), r.which(), r.options.clone()),
         (None, None) => {
