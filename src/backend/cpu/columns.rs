@@ -2,7 +2,9 @@
 //! `k` of every active sample, contiguous), so a support entry's contribution to a block of
 //! samples is one SIMD-friendly loop over contiguous memory; and the gates of each neuron kept
 //! as a bit mask over the active samples (`n` bits per neuron with entries, as the GPU keeps
-//! them), built once per gate snapshot and minibatch instead of once per pass.
+//! them), built once per gate snapshot and minibatch instead of once per pass (with
+//! sequential gates, by the first forward pass itself). Minibatches read an epoch's layout of
+//! the columns (`Backend::arrange`) in place, each batch a contiguous range of every column.
 //!
 //! Used when the features fit the cache budget (`CpuBackend::new`'s `feature_cache`); the
 //! row path in `rows.rs` (features generated or read row by row, gates evaluated per pass)

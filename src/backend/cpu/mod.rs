@@ -282,8 +282,9 @@ impl CpuBackend {
     /// `12n` (the residual, the trial residual and `A_S g`) + `(256 + 128·threads)·s` (slots, gates,
     /// top-s buffer, per-thread gradient partials and gate blocks) + the tile buffers
     /// `4·(threads+2)·(2·T·d + 128·d + 128·T + 262144)` with `T = min(m, 262144/d)` neurons per
-    /// tile + only when the features fit `feature_cache` bytes: `8·(n + 32)·d` (all columns and a
-    /// minibatch's or an epoch's layout, each column padded by under 32 floats) and the gate masks `(2s + 64)·8·⌈n/64⌉` + 1 MiB.
+    /// tile + only when the features fit `feature_cache` bytes: `8·(n + 32)·d` (all columns, and
+    /// a minibatch's or an epoch's layout of them, each column padded by under 32 floats) and
+    /// the gate masks `(2s + 64)·8·⌈n/64⌉` + 1 MiB.
     pub fn working_memory_bound(
         problem: &Problem,
         s: usize,
