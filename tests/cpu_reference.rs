@@ -79,6 +79,16 @@ fn problems(rng: &mut impl Rng) -> Vec<Problem> {
     out
 }
 
+/// [`problems`] and a sequential problem of `n` samples with `d` dense random features and `m`
+/// neurons, sized for what a test needs to cross (pass blocks, mask words).
+fn problems_and_sequential(rng: &mut impl Rng, n: usize, d: usize, m: usize) -> Vec<Problem> {
+    let mut probs = problems(rng);
+    let x: Vec<f32> = (0..n * d).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    let y: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    probs.push(Problem::new(d, m, Features::Dense(x), y, GateMode::Sequential, 8).unwrap());
+    probs
+}
+
 /// Feature budgets: 0 takes the row path (features read or generated row by row, gates per
 /// pass); 1 GiB the column path (feature-major copies, cached gate masks).
 const BUDGETS: [u64; 2] = [0, 1 << 30];
@@ -270,12 +280,8 @@ fn fused_refinement_follows_the_trait_loop() {
 
 fn fused_refinement_follows(budget: u64) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(21);
-    let mut probs = problems(&mut rng);
     // More samples than one fused block (256), not a multiple of 64.
-    let (n, d, m) = (517usize, 11usize, 7usize);
-    let x: Vec<f32> = (0..n * d).map(|_| rng.random_range(-1.0f32..1.0)).collect();
-    let y: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
-    probs.push(Problem::new(d, m, Features::Dense(x), y, GateMode::Sequential, 8).unwrap());
+    let probs = problems_and_sequential(&mut rng, 517, 11, 7);
     let mut cases = 0;
     for p in probs {
         let p = Arc::new(p);
@@ -579,12 +585,8 @@ fn batch_update_bits(b: &mut CpuBackend, s: usize) -> Vec<u64> {
 #[test]
 fn an_epochs_layout_gives_the_gathered_batches_bit_for_bit() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(31);
-    let mut probs = problems(&mut rng);
     // More samples than a pass block (256) and than a 64-sample mask word, odd n.
-    let (n, d, m) = (1031usize, 9usize, 6usize);
-    let x: Vec<f32> = (0..n * d).map(|_| rng.random_range(-1.0f32..1.0)).collect();
-    let y: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
-    probs.push(Problem::new(d, m, Features::Dense(x), y, GateMode::Sequential, 8).unwrap());
+    let probs = problems_and_sequential(&mut rng, 1031, 9, 6);
     for p in probs {
         let p = Arc::new(p);
         let len = p.m * p.d;
@@ -656,11 +658,7 @@ fn an_epochs_layout_gives_the_gathered_batches_bit_for_bit() {
 #[test]
 fn a_forward_pass_that_builds_its_own_gate_masks_changes_no_bit() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(41);
-    let mut probs = problems(&mut rng);
-    let (n, d, m) = (777usize, 12usize, 5usize);
-    let x: Vec<f32> = (0..n * d).map(|_| rng.random_range(-1.0f32..1.0)).collect();
-    let y: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
-    probs.push(Problem::new(d, m, Features::Dense(x), y, GateMode::Sequential, 8).unwrap());
+    let probs = problems_and_sequential(&mut rng, 777, 12, 5);
     for p in probs {
         let p = Arc::new(p);
         let len = p.m * p.d;

@@ -236,14 +236,7 @@ impl CpuBackend {
         let masks: Vec<Option<&[u64]>> = plan.runs.iter().map(|r| self.mask(r.neuron)).collect();
         let batch = self.batch.as_deref();
         let y = subtract_y.then_some(self.problem.y.as_slice());
-        // Sub-blocks of CB samples within the threads' parts (balanced, mask-word aligned).
-        let blocks: Vec<Range<usize>> = parts(len, self.threads)
-            .into_iter()
-            .flat_map(|p| {
-                let end = p.end;
-                p.step_by(CB).map(move |lo| lo..(lo + CB).min(end))
-            })
-            .collect();
+        let blocks = pass_blocks(len, self.threads);
         let chunks = split_by(out, &blocks);
         let pass = Pass {
             plan: &plan,
@@ -288,13 +281,7 @@ impl CpuBackend {
         let plan = self.plan(vv);
         let batch = self.batch.as_deref();
         let y = self.problem.y.as_slice();
-        let blocks: Vec<Range<usize>> = parts(len, self.threads)
-            .into_iter()
-            .flat_map(|p| {
-                let end = p.end;
-                p.step_by(CB).map(move |lo| lo..(lo + CB).min(end))
-            })
-            .collect();
+        let blocks = pass_blocks(len, self.threads);
         let chunks = split_by(out, &blocks);
         let pass = Pass {
             plan: &plan,
@@ -672,6 +659,18 @@ impl simd::Body for GateMask<'_> {
         }
         mask
     }
+}
+
+/// Sub-blocks of [`CB`] samples within the threads' parts (balanced, mask-word aligned): the
+/// blocks of a pass that works block by block.
+fn pass_blocks(len: usize, threads: usize) -> Vec<Range<usize>> {
+    parts(len, threads)
+        .into_iter()
+        .flat_map(|p| {
+            let end = p.end;
+            p.step_by(CB).map(move |lo| lo..(lo + CB).min(end))
+        })
+        .collect()
 }
 
 /// Blocks of [`CB`] samples each thread should take at once, so rayon hands each thread its
