@@ -651,5 +651,13 @@ fn neurons_follow_the_nonzeros_unless_given() {
         assert!(o.status.success(), "{extra:?}: {}", stderr(&o));
         let got = read_report(&dir.path().join(&out)).neurons;
         assert_eq!(got, want, "{extra:?}");
+        // The start-up line says when the rule moved m.
+        let said = stderr(&o).contains(&format!("m={want} (one per 100 nonzeros)"));
+        assert_eq!(
+            said,
+            want != 50 && !extra.contains(&"-m"),
+            "{extra:?}: {}",
+            stderr(&o)
+        );
     }
 }
