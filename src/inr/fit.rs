@@ -23,9 +23,12 @@ use std::time::Instant;
 /// Defaults, chosen by measurement on assets/camera.png and the MNIST digits (README, "Image
 /// fits"): quality per second on a 2-core CPU, where the cost of an epoch is about `n·s`.
 pub const DEFAULT_NEURONS: usize = 50;
-/// Spinr's IHT fits add neurons above this many nonzeros ([`default_neurons`]).
+pub const DEFAULT_NONZEROS: usize = 3000;
+pub const DEFAULT_FEATURES: usize = 512;
+pub const DEFAULT_ITERS: usize = 30;
+/// Nonzeros per neuron of spinr's IHT fits above [`DEFAULT_NEURONS`] ([`default_neurons`]).
 pub const NONZEROS_PER_NEURON: usize = 100;
-/// ... up to this many.
+/// The most neurons [`default_neurons`] gives.
 pub const MAX_DEFAULT_NEURONS: usize = 100;
 
 /// Hidden neurons when none are asked for: spinr's IHT fits take one per
@@ -42,9 +45,7 @@ pub fn default_neurons(method: Method, variant: Variant, s: usize) -> usize {
         _ => DEFAULT_NEURONS,
     }
 }
-pub const DEFAULT_NONZEROS: usize = 3000;
-pub const DEFAULT_FEATURES: usize = 512;
-pub const DEFAULT_ITERS: usize = 30;
+
 /// σ in cycles per image (longer side) for unit coordinates when it is not read off the image
 /// (the paper's variant, and images without structure: [`super::spectrum::auto_sigma`]), at
 /// most a third of the longer side in pixels.
@@ -340,7 +341,7 @@ impl FitPlan {
             if let Some(b) = self.largest_batch() {
                 // An epoch's layout of the features where two copies fit the cache budget,
                 // else a copy of each minibatch's.
-                if 2 * features <= feature_cache {
+                if crate::backend::cpu::epoch_layout_fits(n as usize, d as usize, feature_cache) {
                     e.add("epoch layout of the features", features);
                 } else {
                     e.add(

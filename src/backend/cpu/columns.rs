@@ -92,6 +92,17 @@ impl Masks {
     }
 }
 
+/// Packs `z > 0` into bits, 64 samples per word (`out.len() = ⌈z.len()/64⌉`).
+#[inline(always)]
+fn positive_bits(z: &[f64], out: &mut [u64]) {
+    for (zc, word) in z.chunks(64).zip(out) {
+        *word = 0;
+        for (t, &v) in zc.iter().enumerate() {
+            *word |= u64::from(v > 0.0) << t;
+        }
+    }
+}
+
 /// Writes the gate bits of positions `lo..lo + out.len()` as 0.0 / 1.0 (`lo` a multiple of
 /// 64). Branch-free: gates are open about half the time, so a branch per sample mispredicts.
 #[inline(always)]
@@ -230,10 +241,26 @@ impl CpuBackend {
     /// `z = X_blk v_j` accumulated entry by entry over contiguous columns, added where the
     /// neuron's gate is open.
     pub(super) fn apply_cols(&self, v: &SparseVec, subtract_y: bool, out: &mut [f32]) -> f64 {
+        self.apply_blocks(v, subtract_y, out, false).0
+    }
+
+    /// [`Self::apply_cols`]; with `build`, the gates are `v` itself and each block also returns
+    /// the gate bits of its own pre-activations ([`Pass::forward_block`]). Returns the loss,
+    /// the blocks and their bits.
+    fn apply_blocks(
+        &self,
+        v: &SparseVec,
+        subtract_y: bool,
+        out: &mut [f32],
+        build: bool,
+    ) -> (f64, Vec<Range<usize>>, Vec<Vec<u64>>) {
         let cols = self.columns().expect("column path");
         let len = cols.len;
         let plan = self.plan(v);
-        let masks: Vec<Option<&[u64]>> = plan.runs.iter().map(|r| self.mask(r.neuron)).collect();
+        let masks: Vec<Option<&[u64]>> = match build {
+            true => Vec::new(),
+            false => plan.runs.iter().map(|r| self.mask(r.neuron)).collect(),
+        };
         let batch = self.batch.as_deref();
         let y = subtract_y.then_some(self.problem.y.as_slice());
         let blocks = pass_blocks(len, self.threads);
@@ -243,9 +270,9 @@ impl CpuBackend {
             masks: &masks,
             cols,
         };
-        let sums: Vec<f64> = chunks
+        let (sums, bits): (Vec<f64>, Vec<Vec<u64>>) = chunks
             .into_par_iter()
-            .zip(blocks)
+            .zip(blocks.clone())
             .with_min_len(blocks_per_thread(len, self.threads))
             .map(|(chunk, range)| {
                 simd::wide(ApplyBlock {
@@ -255,10 +282,12 @@ impl CpuBackend {
                     chunk,
                     y,
                     batch,
+                    build,
                 })
             })
-            .collect();
-        sums.iter().sum() // in block order: the same rounding on every run
+            .unzip();
+        // In block order: the same rounding on every run.
+        (sums.iter().sum(), blocks, bits)
     }
 
     /// Whether the gates in force are the weights of slot `v` as it holds them now, on the
@@ -275,42 +304,15 @@ impl CpuBackend {
     /// same `z` in the same order in a pass of its own). Into `out`: `A v − y`; returns its
     /// `‖·‖²`.
     pub(super) fn forward_building_masks(&mut self, v: Slot, out: &mut [f32]) -> f64 {
-        let cols = self.columns().expect("column path");
-        let len = cols.len;
         let vv = &self.slots[v.index()];
-        let plan = self.plan(vv);
-        let batch = self.batch.as_deref();
-        let y = self.problem.y.as_slice();
-        let blocks = pass_blocks(len, self.threads);
-        let chunks = split_by(out, &blocks);
-        let pass = Pass {
-            plan: &plan,
-            masks: &[],
-            cols,
-        };
-        let per_block: Vec<(f64, Vec<u64>)> = chunks
-            .into_par_iter()
-            .zip(blocks.clone())
-            .with_min_len(blocks_per_thread(len, self.threads))
-            .map(|(chunk, range)| {
-                simd::wide(GatingBlock {
-                    pass,
-                    v: &vv.values,
-                    lo: range.start,
-                    chunk,
-                    y,
-                    batch,
-                })
-            })
+        let (loss, blocks, bits) = self.apply_blocks(vv, true, out, true);
+        let words = self.n_active().div_ceil(64);
+        let mut built: Vec<(u32, Vec<u64>)> = vv
+            .neuron_runs(self.problem.d)
+            .into_iter()
+            .map(|(j, _)| (j, vec![0u64; words]))
             .collect();
-        let loss = per_block.iter().map(|b| b.0).sum(); // in block order
-        let words = len.div_ceil(64);
-        let mut built: Vec<(u32, Vec<u64>)> = plan
-            .runs
-            .iter()
-            .map(|r| (r.neuron, vec![0u64; words]))
-            .collect();
-        for (range, (_, w)) in blocks.iter().zip(&per_block) {
+        for (range, w) in blocks.iter().zip(&bits) {
             let (first, nw) = (range.start / 64, range.len().div_ceil(64));
             for (r, (_, mask)) in built.iter_mut().enumerate() {
                 mask[first..first + nw].copy_from_slice(&w[r * nw..(r + 1) * nw]);
@@ -432,7 +434,9 @@ impl Pass<'_> {
     }
 
     /// `pred = (A_S v)` on the block of samples starting at `lo` (`pred.len()` of them); `z`
-    /// and `open` are scratch of the same length.
+    /// and `open` are scratch of the same length. With `build`, the gates are `v` itself: run
+    /// `r`'s gate is open where its own `z` is positive, and those bits go to
+    /// `build[r·⌈bl/64⌉..]` instead of being read from the masks.
     #[inline(always)]
     fn forward_block(
         &self,
@@ -441,14 +445,24 @@ impl Pass<'_> {
         pred: &mut [f64],
         z: &mut [f64],
         open: &mut [f64],
+        mut build: Option<&mut [u64]>,
     ) {
+        let nw = pred.len().div_ceil(64);
         pred.fill(0.0);
-        for (run, mask) in self.plan.runs.iter().zip(self.masks) {
+        for (r, run) in self.plan.runs.iter().enumerate() {
             self.pre_activations(run.entries.clone(), v, lo, z);
+            let mask = match build.as_deref_mut() {
+                Some(words) => {
+                    let own = &mut words[r * nw..(r + 1) * nw];
+                    positive_bits(z, own);
+                    Some((&*own, 0))
+                }
+                None => self.masks[r].map(|mk| (mk, lo)),
+            };
             match mask {
                 None => pred.iter_mut().zip(&*z).for_each(|(p, &a)| *p += a),
-                Some(mk) => {
-                    expand(mk, lo, open);
+                Some((mk, at)) => {
+                    expand(mk, at, open);
                     for ((p, &a), &o) in pred.iter_mut().zip(&*z).zip(&*open) {
                         *p += a * o;
                     }
@@ -483,7 +497,9 @@ impl Pass<'_> {
     }
 }
 
-/// One block of [`CpuBackend::apply_cols`]: its outputs into `chunk`, returning `Σ out²`.
+/// One block of [`CpuBackend::apply_cols`]: its outputs into `chunk`, returning `Σ out²` and,
+/// with `build`, the gate bits of its own pre-activations (run by run, `⌈bl/64⌉` words each;
+/// see [`Pass::forward_block`]).
 struct ApplyBlock<'a> {
     pass: Pass<'a>,
     v: &'a [f32],
@@ -492,71 +508,28 @@ struct ApplyBlock<'a> {
     /// The targets to subtract, if any.
     y: Option<&'a [f32]>,
     batch: Option<&'a [u32]>,
+    build: bool,
 }
 
 impl simd::Body for ApplyBlock<'_> {
-    type Out = f64;
+    type Out = (f64, Vec<u64>);
     #[inline(always)]
-    fn run<const W: bool>(self) -> f64 {
+    fn run<const W: bool>(self) -> (f64, Vec<u64>) {
         let (lo, bl) = (self.lo, self.chunk.len());
+        let mut words = match self.build {
+            true => vec![0u64; self.pass.plan.runs.len() * bl.div_ceil(64)],
+            false => Vec::new(),
+        };
+        let build = self.build.then_some(words.as_mut_slice());
         let (mut pred, mut z, mut open) = ([0f64; CB], [0f64; CB], [0f64; CB]);
         let (pred, z, open) = (&mut pred[..bl], &mut z[..bl], &mut open[..bl]);
-        self.pass.forward_block(self.v, lo, pred, z, open);
+        self.pass.forward_block(self.v, lo, pred, z, open, build);
         let mut acc = 0f64;
         for (t, (o, &p)) in self.chunk.iter_mut().zip(&*pred).enumerate() {
             let v = match self.y {
                 Some(y) => p - y[CpuBackend::sample(self.batch, lo + t)] as f64,
                 None => p,
             };
-            *o = v as f32;
-            acc += v * v;
-        }
-        acc
-    }
-}
-
-/// One block of [`CpuBackend::forward_building_masks`]: `A v − y` into `chunk` with each
-/// run's gate open where its own `z` is positive; returns `Σ out²` and the block's mask words
-/// (run by run, `⌈bl/64⌉` each). The same sums in the same order as [`GateMask`] followed by
-/// [`ApplyBlock`], so the bits are theirs.
-struct GatingBlock<'a> {
-    pass: Pass<'a>,
-    v: &'a [f32],
-    lo: usize,
-    chunk: &'a mut [f32],
-    y: &'a [f32],
-    batch: Option<&'a [u32]>,
-}
-
-impl simd::Body for GatingBlock<'_> {
-    type Out = (f64, Vec<u64>);
-    #[inline(always)]
-    fn run<const W: bool>(self) -> (f64, Vec<u64>) {
-        let (lo, bl) = (self.lo, self.chunk.len());
-        let nw = bl.div_ceil(64);
-        let plan = self.pass.plan;
-        let mut words = vec![0u64; plan.runs.len() * nw];
-        let (mut pred, mut z, mut open) = ([0f64; CB], [0f64; CB], [0f64; CB]);
-        let (pred, z, open) = (&mut pred[..bl], &mut z[..bl], &mut open[..bl]);
-        pred.fill(0.0);
-        for (r, run) in plan.runs.iter().enumerate() {
-            self.pass
-                .pre_activations(run.entries.clone(), self.v, lo, z);
-            for (c, zc) in z.chunks(64).enumerate() {
-                let mut word = 0u64;
-                for (t, &v) in zc.iter().enumerate() {
-                    word |= u64::from(v > 0.0) << t;
-                }
-                words[r * nw + c] = word;
-            }
-            expand(&words[r * nw..(r + 1) * nw], 0, open);
-            for ((p, &a), &o) in pred.iter_mut().zip(&*z).zip(&*open) {
-                *p += a * o;
-            }
-        }
-        let mut acc = 0f64;
-        for (t, (o, &p)) in self.chunk.iter_mut().zip(&*pred).enumerate() {
-            let v = p - self.y[CpuBackend::sample(self.batch, lo + t)] as f64;
             *o = v as f32;
             acc += v * v;
         }
@@ -614,7 +587,7 @@ impl simd::Body for NormalPart<'_> {
         for lo in part.clone().step_by(FB) {
             let bl = FB.min(part.end - lo);
             let (pred, z, m) = (&mut pred[..bl], &mut z[..bl], &mut m[..bl]);
-            self.pass.forward_block(self.g, lo, pred, z, m);
+            self.pass.forward_block(self.g, lo, pred, z, m, None);
             let out = &mut self.chunk[lo - part.start..lo - part.start + bl];
             for (o, &p) in out.iter_mut().zip(&*pred) {
                 *o = p as f32;
@@ -649,13 +622,7 @@ impl simd::Body for GateMask<'_> {
                 z.iter_mut().zip(x).for_each(|(a, &b)| *a += w * b as f64);
             }
             // Whole words at a time (blocks start on word boundaries).
-            for (c, zc) in z.chunks(64).enumerate() {
-                let mut word = 0u64;
-                for (t, &v) in zc.iter().enumerate() {
-                    word |= u64::from(v > 0.0) << t;
-                }
-                mask[lo / 64 + c] = word;
-            }
+            positive_bits(z, &mut mask[lo / 64..(lo + bl).div_ceil(64)]);
         }
         mask
     }

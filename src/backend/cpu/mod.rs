@@ -61,6 +61,12 @@ pub fn column_bytes(n: usize, d: usize) -> u64 {
     (columns::stride_for(n) * d * 4) as u64
 }
 
+/// Whether minibatch fits lay the features out per epoch (`Backend::arrange`): when two
+/// feature-major copies fit `feature_cache` bytes; otherwise each batch is gathered.
+pub fn epoch_layout_fits(n: usize, d: usize, feature_cache: u64) -> bool {
+    2 * column_bytes(n, d) <= feature_cache
+}
+
 pub struct CpuBackend {
     problem: Arc<Problem>,
     /// Feature-major features for the column path (within the cache budget).
@@ -499,7 +505,7 @@ impl Backend for CpuBackend {
         };
         // Not a whole epoch, or no room for a second copy of the features within the cache
         // budget: batches are gathered one by one.
-        if order.len() != n || 2 * column_bytes(n, d) > self.feature_cache {
+        if order.len() != n || !epoch_layout_fits(n, d, self.feature_cache) {
             return Ok(());
         }
         // A batch still set is set again below, in the new layout.
@@ -520,7 +526,6 @@ impl Backend for CpuBackend {
         self.cols.arranged = Some(a);
         self.cols.next_at = 0;
         if let Some(ids) = current {
-            self.env += 1;
             self.set_batch(Some(&ids))?;
         }
         Ok(())

@@ -160,6 +160,14 @@ pub fn run(a: FitArgs) -> anyhow::Result<()> {
 /// Announces the fit on stderr.
 fn announce(a: &FitArgs, job: &Job, image: &Image, plan: &FitPlan, info: &backend::BackendInfo) {
     a.device.announce(info);
+    // Said when the default rule moved m off 50 (as σ says when it was read off); a resume
+    // without the image takes the checkpoint's m, whichever way it was chosen.
+    let by_rule = a.image.is_some() && a.neurons.is_none();
+    let m_rule = if by_rule && plan.spec.neurons != inr_fit::DEFAULT_NEURONS {
+        format!(" (one per {} nonzeros)", inr_fit::NONZEROS_PER_NEURON)
+    } else {
+        String::new()
+    };
     eprintln!(
         "spinr: fitting {} ({}×{} {}, {} samples): {} m={}{} s={} d={} σ={} ({} coords{}) on {} ({}), {}",
         job.path.display(),
@@ -173,13 +181,7 @@ fn announce(a: &FitArgs, job: &Job, image: &Image, plan: &FitPlan, info: &backen
             plan.method.as_str().to_string()
         },
         plan.spec.neurons,
-        // Said when the default rule moved m off 50 (as σ says when it was read off); a
-        // resume without the image takes the checkpoint's m, whichever way it was chosen.
-        if a.image.is_some() && a.neurons.is_none() && plan.spec.neurons != inr_fit::DEFAULT_NEURONS {
-            format!(" (one per {} nonzeros)", inr_fit::NONZEROS_PER_NEURON)
-        } else {
-            String::new()
-        },
+        m_rule,
         plan.cfg.s,
         plan.spec.features,
         plan.spec
