@@ -70,6 +70,60 @@ fn psnr(a: &Image, b: &Image) -> f64 {
     -10.0 * mse(&a.data, &b.data).log10()
 }
 
+/// Mean squares per pixel along the orthonormal colour directions luma `(R+G+B)/√3`,
+/// `(R−B)/√2` and green–magenta `(R−2G+B)/√6` of `x` (an RGB image, or a difference of two).
+fn colour_energy(x: &[f32]) -> [f64; 3] {
+    let mut e = [0.0; 3];
+    let dirs = [
+        [1.0 / 3f64.sqrt(); 3],
+        [1.0 / 2f64.sqrt(), 0.0, -1.0 / 2f64.sqrt()],
+        [1.0 / 6f64.sqrt(), -2.0 / 6f64.sqrt(), 1.0 / 6f64.sqrt()],
+    ];
+    for px in x.chunks_exact(3) {
+        for (k, d) in dirs.iter().enumerate() {
+            let v: f64 = (0..3).map(|c| d[c] * px[c] as f64).sum();
+            e[k] += v * v;
+        }
+    }
+    e.map(|v| v / (x.len() / 3) as f64)
+}
+
+/// For colour panels: where the error of each panel lies, against the signal's own spread in
+/// each direction (its variance about the crop's mean colour).
+fn print_colour_errors(panels: &[Image]) {
+    let mean: Vec<f32> = (0..3)
+        .map(|c| {
+            let v = &panels[0].data;
+            (v.iter().skip(c).step_by(3).map(|&x| x as f64).sum::<f64>() / (v.len() / 3) as f64)
+                as f32
+        })
+        .collect();
+    let centred: Vec<f32> = panels[0]
+        .data
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| v - mean[i % 3])
+        .collect();
+    let signal = colour_energy(&centred);
+    println!(
+        "signal variance per pixel, luma / R−B / green–magenta: {:.2e} / {:.2e} / {:.2e}",
+        signal[0], signal[1], signal[2]
+    );
+    for (name, p) in [("spinr", &panels[1]), ("DCT", &panels[2])] {
+        let diff: Vec<f32> = p
+            .data
+            .iter()
+            .zip(&panels[0].data)
+            .map(|(a, b)| a - b)
+            .collect();
+        let e = colour_energy(&diff);
+        println!(
+            "{name} error per pixel, luma / R−B / green–magenta: {:.2e} / {:.2e} / {:.2e}",
+            e[0], e[1], e[2]
+        );
+    }
+}
+
 fn main() -> spinr::Result<()> {
     let (mut dir, mut out, mut crop_at, mut k) = (None::<PathBuf>, None::<PathBuf>, None, 3);
     let mut args = std::env::args().skip(1);
@@ -130,6 +184,9 @@ fn main() -> spinr::Result<()> {
         psnr(&panels[1], &panels[0]),
         psnr(&panels[2], &panels[0])
     );
+    if original.channels == 3 {
+        print_colour_errors(&panels);
+    }
     row_of(&panels, k, 2 * k).save_png(&out)?;
     println!("wrote {} (original | spinr | DCT)", out.display());
     Ok(())

@@ -52,6 +52,8 @@ pub enum Param {
     Output,
     /// Which backend runs the work.
     Backend,
+    /// How a colour image is fitted.
+    Colour,
 }
 
 impl Param {
@@ -79,6 +81,7 @@ impl Param {
             Param::Shard => "shard",
             Param::Output => "output folder",
             Param::Backend => "backend",
+            Param::Colour => "colour model",
         }
     }
 }

@@ -49,6 +49,22 @@ struct Report {
     stopped: bool,
     out_dir: String,
     spinr_version: String,
+    colour: Option<String>,
+    planes: Option<Vec<PlaneRow>>,
+}
+
+/// One plane of a luma-chroma fit in report.json.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct PlaneRow {
+    plane: String,
+    nonzeros: usize,
+    neurons: usize,
+    sigma: Vec<f64>,
+    iterations: usize,
+    psnr: f64,
+    seconds: f64,
 }
 
 /// `spinr args` in `dir` on the CPU backend.
@@ -255,8 +271,9 @@ fn default_output_folder_is_beside_the_image() {
     );
 }
 
-/// Colour images: one sample per pixel-channel; 16-bit and alpha are read, the outputs are
-/// RGB at the input's size.
+/// Colour images: 16-bit and alpha are read, the outputs are RGB at the input's size. By
+/// default spinr fits luma and two chroma planes, each a gray network with its share of `s`;
+/// `--colour channel-axis` is the paper's one network with the channel as a third axis.
 #[test]
 fn fits_colour_and_sixteen_bit_images() {
     let dir = tempfile::tempdir().unwrap();
@@ -269,20 +286,52 @@ fn fits_colour_and_sixteen_bit_images() {
     image::DynamicImage::ImageRgba16(src)
         .save(dir.path().join("c16.png"))
         .unwrap();
-    let out = spinr(
-        dir.path(),
-        &[
-            "fit", "c16.png", "-m", "8", "-s", "400", "-d", "128", "--iters", "30", "--out", "c",
-        ],
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
+    let fit = |out: &str, extra: &[&str]| {
+        let mut args = vec![
+            "fit", "c16.png", "-m", "8", "-s", "400", "-d", "128", "--iters", "30", "--out", out,
+        ];
+        args.extend_from_slice(extra);
+        let out = spinr(dir.path(), &args);
+        assert!(out.status.success(), "{}", stderr(&out));
+    };
+    fit("c", &[]);
     let r = read_report(&dir.path().join("c"));
     assert_eq!((r.height, r.width, r.channels), (12, 16, 3));
-    assert_eq!(r.sigma.len(), 3);
-    assert_eq!(r.sigma[2], 0.05);
+    assert_eq!(r.colour.as_deref(), Some("luma-chroma"));
+    let planes = r
+        .planes
+        .as_ref()
+        .expect("a luma-chroma fit reports its planes");
+    let names: Vec<&str> = planes.iter().map(|p| p.plane.as_str()).collect();
+    assert_eq!(names, ["luma", "chroma-rb", "chroma-gm"]);
+    assert_eq!(planes.iter().map(|p| p.nonzeros).sum::<usize>(), r.nonzeros);
+    assert_eq!(r.nonzeros, 400);
+    assert!(planes.iter().all(|p| p.nonzeros >= 1 && p.iterations == 30));
+    assert_eq!(planes[0].neurons, 8, "luma takes -m");
+    assert!(planes[1..].iter().all(|p| p.neurons <= 8));
     assert!(r.psnr > 25.0, "smooth colour image PSNR {}", r.psnr);
     let (w, h, c, _) = png(&dir.path().join("c/reconstruction.png"));
     assert_eq!((w, h, c), (16, 12, 3));
+    // A finished fit leaves only its outputs.
+    let mut files: Vec<String> = std::fs::read_dir(dir.path().join("c"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        ["model.safetensors", "reconstruction.png", "report.json"]
+    );
+    // The model file renders the reconstruction exactly, and at any size.
+    let out = spinr(
+        dir.path(),
+        &["render", "c/model.safetensors", "--out", "same.png"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        png(&dir.path().join("same.png")).3,
+        png(&dir.path().join("c/reconstruction.png")).3
+    );
     let out = spinr(
         dir.path(),
         &[
@@ -299,6 +348,30 @@ fn fits_colour_and_sixteen_bit_images() {
     assert!(out.status.success(), "{}", stderr(&out));
     let (w, h, c, _) = png(&dir.path().join("c2.png"));
     assert_eq!((w, h, c), (32, 24, 3));
+
+    fit("axis", &["--colour", "channel-axis"]);
+    let r = read_report(&dir.path().join("axis"));
+    assert_eq!(r.colour.as_deref(), Some("channel-axis"));
+    assert!(r.planes.is_none());
+    assert_eq!(r.sigma.len(), 3);
+    assert_eq!(r.sigma[2], 0.05);
+    assert!(r.psnr > 25.0, "smooth colour image PSNR {}", r.psnr);
+    // IMP is the paper's baseline: the channel axis, and luma-chroma is refused by name.
+    let out = spinr(
+        dir.path(),
+        &[
+            "fit",
+            "c16.png",
+            "--method",
+            "imp",
+            "--colour",
+            "luma-chroma",
+            "--out",
+            "imp",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--colour"), "{}", stderr(&out));
 }
 
 /// Above 8192 samples IHT's minibatches grow from n/64 (at least 256) to n/4 by default;

@@ -152,6 +152,74 @@ fn a_fit_interrupted_twice_and_resumed_ends_exactly_as_an_uninterrupted_one() {
     assert_eq!(report(&out)["stopped"], false);
 }
 
+/// A colour fit in luma and chroma planes stopped in its second plane: the stopped run's model
+/// renders (the unfitted plane as its mean), and the resume reads the finished plane back and
+/// ends with exactly the files of an uninterrupted run.
+#[test]
+fn a_luma_chroma_fit_stopped_in_a_later_plane_resumes_exactly() {
+    let image = common::asset("photos/chelsea.png").display().to_string();
+    let whole = tempfile::tempdir().unwrap();
+    let o = run_in(whole.path(), &with(fit_args(&image), &["--out", "out"]));
+    assert!(o.status.success(), "{}", common::stderr(&o));
+
+    let parts = tempfile::tempdir().unwrap();
+    let out: PathBuf = parts.path().join("out");
+    let mut c = start(
+        parts.path(),
+        &with(
+            fit_args(&image),
+            &["--out", "out", "--checkpoint-every", "0"],
+        ),
+    );
+    // Once the luma plane is done, the stop lands in the second plane.
+    signal_after_checkpoint(
+        &mut c,
+        &out.join("plane-luma.safetensors"),
+        None,
+        libc::SIGINT,
+    );
+    let (code, err) = finish(c);
+    assert_eq!(code, 130, "{err}");
+    assert!(err.contains("plane 2 of 3"), "{err}");
+    let stopped = report(&out);
+    assert_eq!(stopped["stopped"], true);
+    assert_eq!(
+        stopped["planes"][2]["iterations"], 0,
+        "the last plane never ran"
+    );
+    let o = run_in(
+        parts.path(),
+        &["render", "out/model.safetensors", "--out", "stopped.png"].map(String::from),
+    );
+    assert!(o.status.success(), "{}", common::stderr(&o));
+
+    let o = run_in(parts.path(), &["fit", "--resume", "out"].map(String::from));
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    assert!(common::stderr(&o).contains("resuming at epoch"));
+    for f in [
+        CHECKPOINT,
+        "plane-luma.safetensors",
+        "plane-chroma-rb.safetensors",
+    ] {
+        assert!(!out.join(f).exists(), "a finished fit leaves no {f}");
+    }
+    let w = whole.path().join("out");
+    for f in ["model.safetensors", "reconstruction.png"] {
+        assert!(
+            std::fs::read(w.join(f)).unwrap() == std::fs::read(out.join(f)).unwrap(),
+            "{f} differs"
+        );
+    }
+    let without_seconds = |dir: &Path| {
+        let mut v = report(dir);
+        for p in v["planes"].as_array_mut().unwrap() {
+            p.as_object_mut().unwrap().remove("seconds");
+        }
+        v
+    };
+    assert_eq!(without_seconds(&w), without_seconds(&out));
+}
+
 #[test]
 fn resumes_of_another_fit_or_without_a_checkpoint_are_refused() {
     let image = camera();

@@ -364,3 +364,84 @@ fn a_killed_sweep_resumes_its_imp_run_from_the_last_round() {
         rows_quoted(&whole.path().join("c/results.csv"))
     );
 }
+
+/// A colour photo in a sweep is fitted as `spinr fit` fits it: in luma and chroma planes for
+/// spinr's IHT (the same PSNR as the fit), on the channel axis for the paper's variant.
+#[test]
+fn a_colour_sweep_fits_planes_as_spinr_fit_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photo = common::asset("photos/chelsea.png");
+    let photo = photo.to_str().unwrap();
+    let common_args = [
+        "--resize",
+        "24",
+        "--features",
+        "64",
+        "--iters",
+        "5",
+        "--backend",
+        "cpu",
+    ];
+    let out = common::command(tmp.path())
+        .args(["sweep", "--task", "inr", "--image", photo])
+        .args(common_args)
+        .args([
+            "--neurons",
+            "8",
+            "--nonzeros",
+            "60",
+            "--methods",
+            "iht,paper",
+            "--seeds",
+            "0",
+            "--out",
+            "d",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let fit = common::command(tmp.path())
+        .args(["fit", photo])
+        .args(common_args)
+        .args(["-m", "8", "-s", "60", "--seed", "0", "--json", "--out", "f"])
+        .output()
+        .unwrap();
+    assert!(fit.status.success(), "{}", common::stderr(&fit));
+    let report: serde_json::Value = serde_json::from_slice(&fit.stdout).unwrap();
+    assert_eq!(report["colour"], "luma-chroma");
+    let text = std::fs::read_to_string(tmp.path().join("d/results.csv")).unwrap();
+    let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();
+    let at = |k: &str| header.iter().position(|h| *h == k).unwrap();
+    let mut methods = Vec::new();
+    for l in text.lines().skip(1) {
+        // sigma is a quoted list with commas: cut it out (its cell is left empty).
+        let (head, rest) = l.split_once('"').unwrap();
+        let (sigma, tail) = rest.split_once('"').unwrap();
+        let v: Vec<&str> = head.split(',').chain(tail.split(',').skip(1)).collect();
+        assert_eq!(v.len(), header.len(), "{l}");
+        let psnr: f64 = v[at("psnr")].parse().unwrap();
+        // Luma's σ for the planes (rows, columns), all three axes' on the channel axis.
+        let axes = if v[0] == "iht" { 2 } else { 3 };
+        assert_eq!(sigma.split(',').count(), axes, "{l}");
+        assert_eq!(
+            v[at("colour")],
+            if v[0] == "iht" {
+                "luma-chroma"
+            } else {
+                "channel-axis"
+            }
+        );
+        methods.push(v[0].to_string());
+        if v[0] == "iht" {
+            let want = report["psnr"].as_f64().unwrap();
+            assert!(
+                (psnr - want).abs() < 1e-6,
+                "sweep {psnr} against fit {want}"
+            );
+        } else {
+            assert!(psnr > 10.0, "{l}");
+        }
+    }
+    methods.sort();
+    assert_eq!(methods, ["iht", "paper"]);
+}

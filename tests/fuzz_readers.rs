@@ -1,4 +1,4 @@
-//! Fuzzes every reader of untrusted bytes in-process: model files (`model::from_bytes`),
+//! Fuzzes every reader of untrusted bytes in-process: model files of both kinds (`model::any_from_bytes`),
 //! images (`inr::image::load_from_bytes`, PNG and JPEG mostly, the other formats too) and MNIST
 //! IDX files (`inr::image::digit_from_bytes`, plain and gzip). Each mutated input must give `Ok`
 //! or `Err`: never a panic, never an abort, and never a single allocation larger than a bound
@@ -170,10 +170,18 @@ fn model_seeds() -> Vec<Vec<u8>> {
     // An IMP model: output weights as a second tensor.
     let mut imp = base.clone();
     imp.output = Some(vec![0.5, -1.25, 2.0]);
-    [base, gray, empty, imp]
+    // A colour fit in planes: three one-channel models in one file.
+    let mut chroma = gray.clone();
+    chroma.w = SparseVec::from_pairs(vec![(12, 0.5)]);
+    let planes = spinr::inr::planes::PlanesModel {
+        planes: [gray.clone(), chroma.clone(), chroma],
+    };
+    let mut seeds: Vec<Vec<u8>> = [base, gray, empty, imp]
         .iter()
         .map(|m| spinr::model::to_bytes(m).unwrap())
-        .collect()
+        .collect();
+    seeds.push(spinr::model::planes::to_bytes(&planes).unwrap());
+    seeds
 }
 
 #[test]
@@ -184,7 +192,7 @@ fn fuzz_model_files() {
     let mut out = new_outcome();
     // Parsing builds a JSON map and two vectors, all proportional to the file.
     let bound = |len: usize| 16 * len + (64 << 10);
-    let read = |b: &[u8]| spinr::model::from_bytes(b);
+    let read = |b: &[u8]| spinr::model::any_from_bytes(b);
     for seed in &seeds {
         run_case(&mut out, "model seed", seed, &bound, &read);
         assert!(read(seed).is_ok());

@@ -49,15 +49,15 @@ pub fn run(a: RenderArgs) -> anyhow::Result<()> {
             .into());
         }
     }
-    let m = model::load(&a.model)?;
+    let m = model::load_any(&a.model)?;
     let aspect = |num: usize, den: usize, x: usize| {
         ((x * num) as f64 / den as f64).round().max(1.0) as usize
     };
     let (height, width) = match (a.height, a.width) {
         (Some(h), Some(w)) => (h, w),
-        (Some(h), None) => (h, aspect(m.width, m.height, h)),
-        (None, Some(w)) => (aspect(m.height, m.width, w), w),
-        (None, None) => (m.height, m.width),
+        (Some(h), None) => (h, aspect(m.width(), m.height(), h)),
+        (None, Some(w)) => (aspect(m.height(), m.width(), w), w),
+        (None, None) => (m.height(), m.width()),
     };
     if height == 0 || width == 0 {
         return Err(Error::arg("--width", "the rendered image needs at least 1×1 pixels").into());

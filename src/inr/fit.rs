@@ -3,6 +3,7 @@
 //! on a backend ([`fit_iht`]) → a [`FitReport`]. `spinr fit` and `spinr sweep` are thin
 //! layers over this module.
 
+use super::planes::Colour;
 use super::{grid_axes, sigma_per_axis, Coords, Image, ImageModel, InrSpec};
 use crate::backend::{Backend, BackendInfo};
 use crate::budget::Estimate;
@@ -149,6 +150,9 @@ pub struct FitOptions {
     pub iht: IhtChoices,
     /// Seed of the features (the gate seed derives from it) and of the minibatch order.
     pub seed: u64,
+    /// How a colour image is fitted (`None`: [`super::planes::resolve`]'s default).
+    #[serde(default)]
+    pub colour: Option<Colour>,
 }
 
 impl Default for FitOptions {
@@ -168,6 +172,7 @@ impl Default for FitOptions {
             gates: GateMode::Sequential,
             iht: IhtChoices::default(),
             seed: 0,
+            colour: None,
         }
     }
 }
@@ -190,7 +195,14 @@ pub struct FitPlan {
 }
 
 impl FitOptions {
-    /// Resolves the defaults for `image` and checks every choice before anything is allocated.
+    /// How a fit of `image` treats colour (`None` for gray): [`super::planes::resolve`]. A
+    /// luma-chroma fit is planned with [`super::planes::PlanesPlan`], one network per plane.
+    pub fn colour_for(&self, image: &Image) -> Result<Option<Colour>> {
+        super::planes::resolve(self.colour, image.channels, self.method, self.variant)
+    }
+
+    /// Resolves the defaults for `image` and checks every choice before anything is allocated:
+    /// one network (gray, or colour on the channel axis).
     pub fn plan(&self, image: &Image) -> Result<FitPlan> {
         if self.gates == GateMode::Gaussian {
             return Err(Error::invalid(
@@ -517,6 +529,30 @@ pub struct FitReport {
     pub stopped: bool,
     pub out_dir: String,
     pub spinr_version: String,
+    /// How a colour image was fitted (null for gray).
+    #[serde(default)]
+    pub colour: Option<Colour>,
+    /// A luma-chroma fit's planes (null otherwise); the fields above then describe the whole
+    /// (`neurons` and `nonzeros` summed, `sigma`, `batch_size` and `iters` the luma plane's,
+    /// `iterations` summed over the planes).
+    #[serde(default)]
+    pub planes: Option<Vec<PlaneReport>>,
+}
+
+/// One plane of a luma-chroma fit in `report.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlaneReport {
+    /// luma, chroma-rb or chroma-gm ([`super::planes::PLANES`]).
+    pub plane: String,
+    pub nonzeros: usize,
+    pub neurons: usize,
+    pub sigma: Vec<f64>,
+    /// Epochs run.
+    pub iterations: usize,
+    /// PSNR of the plane (its values in [0, 1]).
+    pub psnr: f64,
+    pub seconds: f64,
 }
 
 impl FitReport {
@@ -561,6 +597,25 @@ impl FitReport {
             stopped: false,
             out_dir: out_dir.to_string(),
             spinr_version: env!("CARGO_PKG_VERSION").to_string(),
+            colour: (plan.channels == 3).then_some(Colour::ChannelAxis),
+            planes: None,
+        }
+    }
+
+    /// The report of a colour fit in planes about to start.
+    pub fn start_planes(
+        image_name: &str,
+        plan: &super::planes::PlanesPlan,
+        backend: &BackendInfo,
+        out_dir: &str,
+    ) -> Self {
+        let luma = &plan.plans[0];
+        FitReport {
+            channels: 3,
+            neurons: plan.plans.iter().map(|p| p.spec.neurons).sum(),
+            nonzeros: plan.plans.iter().map(|p| p.cfg.s).sum(),
+            colour: Some(Colour::LumaChroma),
+            ..Self::start(image_name, luma, backend, out_dir)
         }
     }
 
@@ -572,9 +627,6 @@ impl FitReport {
         fit: &ImageFit,
         model_bytes: Option<u64>,
     ) -> Result<()> {
-        let (h, w, c) = (image.height, image.width, image.channels);
-        self.status = if fit.stopped { "stopped" } else { "done" }.into();
-        self.stopped = fit.stopped;
         self.gating = Some(fit.model.gating);
         // IMP's pruned output weights are part of its size too.
         self.nonzeros = fit.model.w.len()
@@ -584,11 +636,56 @@ impl FitReport {
                 .as_ref()
                 .map_or(0, |o| o.iter().filter(|&&x| x != 0.0).count());
         self.iterations = fit.iterations;
-        self.psnr = psnr(metrics::mse(&fit.recon.data, &image.data));
-        self.psnr_8bit = Some(psnr(metrics::mse(&fit.recon.quantized().data, &image.data)));
-        self.ssim = Some(metrics::ssim(&fit.recon.data, &image.data, h, w, c));
-        self.seconds = fit.seconds;
         self.peak_device_bytes = fit.peak_device_bytes;
+        self.quality(image, &fit.recon, fit.stopped, fit.seconds, model_bytes)
+    }
+
+    /// Fills in the results of a colour fit in planes.
+    pub fn finish_planes(
+        &mut self,
+        image: &Image,
+        fit: &super::planes::PlanesFit,
+        model_bytes: Option<u64>,
+    ) -> Result<()> {
+        let luma = &fit.planes[0].model;
+        self.gating = Some(luma.gating);
+        self.nonzeros = fit.planes.iter().map(|p| p.model.w.len()).sum();
+        self.iterations = fit.planes.iter().map(|p| p.iterations).sum();
+        self.peak_device_bytes = fit.peak_device_bytes;
+        self.planes = Some(
+            fit.planes
+                .iter()
+                .zip(super::planes::PLANES)
+                .map(|(p, name)| PlaneReport {
+                    plane: name.to_string(),
+                    nonzeros: p.model.w.len(),
+                    neurons: p.model.spec.neurons,
+                    sigma: p.model.spec.sigma.clone(),
+                    iterations: p.iterations,
+                    psnr: p.psnr,
+                    seconds: p.seconds,
+                })
+                .collect(),
+        );
+        self.quality(image, &fit.recon, fit.stopped, fit.seconds, model_bytes)
+    }
+
+    /// The status and what is measured on the reconstruction.
+    fn quality(
+        &mut self,
+        image: &Image,
+        recon: &Image,
+        stopped: bool,
+        seconds: f64,
+        model_bytes: Option<u64>,
+    ) -> Result<()> {
+        let (h, w, c) = (image.height, image.width, image.channels);
+        self.status = if stopped { "stopped" } else { "done" }.into();
+        self.stopped = stopped;
+        self.psnr = psnr(metrics::mse(&recon.data, &image.data));
+        self.psnr_8bit = Some(psnr(metrics::mse(&recon.quantized().data, &image.data)));
+        self.ssim = Some(metrics::ssim(&recon.data, &image.data, h, w, c));
+        self.seconds = seconds;
         self.model_bytes = model_bytes;
         self.bits_per_pixel = model_bytes.map(|b| b as f64 * 8.0 / image.pixels() as f64);
         self.dct_psnr = Some(super::dct::dct_psnr(image, self.nonzeros.max(1))?);

@@ -9,6 +9,7 @@ pub mod dct;
 pub mod fit;
 mod fit_imp;
 pub mod image;
+pub mod planes;
 pub mod spectrum;
 
 use crate::backend::{self, cpu::CpuBackend, BackendChoice, GateSource, Slot};

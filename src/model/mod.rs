@@ -12,6 +12,7 @@
 
 use crate::error::{Error, Result};
 use crate::iht::Gating;
+use crate::inr::planes::PlanesModel;
 use crate::inr::{Coords, ImageModel, InrSpec};
 use crate::problem::GateMode;
 use crate::sparse::SparseVec;
@@ -175,6 +176,70 @@ pub(crate) fn canonical(bytes: Vec<u8>) -> Vec<u8> {
 /// Writes a model file atomically.
 pub fn save(model: &ImageModel, path: &Path) -> Result<()> {
     crate::output::write_bytes(path, &to_bytes(model)?)
+}
+
+/// A model file of either kind: one network, or a colour fit's three planes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AnyModel {
+    Network(ImageModel),
+    Planes(Box<PlanesModel>),
+}
+
+impl AnyModel {
+    pub fn height(&self) -> usize {
+        match self {
+            AnyModel::Network(m) => m.height,
+            AnyModel::Planes(m) => m.height(),
+        }
+    }
+
+    pub fn width(&self) -> usize {
+        match self {
+            AnyModel::Network(m) => m.width,
+            AnyModel::Planes(m) => m.width(),
+        }
+    }
+
+    /// Predicts the image at `height × width`, clamped to [0, 1].
+    pub fn render(
+        &self,
+        choice: crate::backend::BackendChoice,
+        adapter: Option<&str>,
+        height: usize,
+        width: usize,
+    ) -> Result<crate::inr::Image> {
+        match self {
+            AnyModel::Network(m) => m.render(choice, adapter, height, width),
+            AnyModel::Planes(m) => m.render(choice, adapter, height, width),
+        }
+    }
+
+    /// Host memory a render at `height × width` will hold.
+    pub fn render_memory(&self, height: usize, width: usize) -> crate::budget::Estimate {
+        match self {
+            AnyModel::Network(m) => m.render_memory(height, width),
+            AnyModel::Planes(m) => m.render_memory(height, width),
+        }
+    }
+}
+
+/// Writes a model of three planes atomically.
+pub fn save_planes(model: &PlanesModel, path: &Path) -> Result<()> {
+    crate::output::write_bytes(path, &planes::to_bytes(model)?)
+}
+
+/// Reads and validates a model file of either kind (by its `format`).
+pub fn load_any(path: &Path) -> Result<AnyModel> {
+    load_with(path, any_from_bytes)
+}
+
+/// Parses model bytes of either kind; the error says what is wrong.
+pub fn any_from_bytes(bytes: &[u8]) -> std::result::Result<AnyModel, String> {
+    if crate::checkpoint::format_of(bytes).as_deref() == Some(planes::FORMAT) {
+        planes::from_bytes(bytes).map(|m| AnyModel::Planes(Box::new(m)))
+    } else {
+        from_bytes(bytes).map(AnyModel::Network)
+    }
 }
 
 /// Reads and validates a model file.
@@ -437,6 +502,8 @@ fn read_output(
     }
     Ok(v)
 }
+
+pub mod planes;
 
 #[cfg(test)]
 mod tests;

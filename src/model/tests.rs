@@ -180,3 +180,58 @@ fn indices_and_values_are_checked() {
     unsorted.w.indices.swap(0, 1);
     assert!(err(&to_bytes(&unsorted).unwrap()).contains("strictly increasing"));
 }
+
+fn planes_model() -> PlanesModel {
+    let plane = |w: Vec<(u32, f32)>| ImageModel {
+        channels: 1,
+        spec: InrSpec {
+            sigma: vec![12.5, 9.0],
+            ..model().spec
+        },
+        w: SparseVec::from_pairs(w),
+        ..model()
+    };
+    PlanesModel {
+        planes: [
+            plane(vec![(0, 1.5), (9, -2.25)]),
+            plane(vec![(4, 0.5)]),
+            plane(vec![]),
+        ],
+    }
+}
+
+#[test]
+fn planes_round_trip_and_byte_determinism() {
+    let m = planes_model();
+    let bytes = planes::to_bytes(&m).unwrap();
+    assert_eq!(bytes, planes::to_bytes(&m).unwrap());
+    assert_eq!(
+        any_from_bytes(&bytes).unwrap(),
+        AnyModel::Planes(Box::new(m.clone()))
+    );
+    // A one-network file still reads as one.
+    let one = to_bytes(&model()).unwrap();
+    assert_eq!(any_from_bytes(&one).unwrap(), AnyModel::Network(model()));
+    // The strict one-network reader does not take a planes file.
+    assert!(from_bytes(&bytes).is_err());
+}
+
+#[test]
+fn planes_files_with_a_bad_plane_are_refused_naming_it() {
+    // A three-channel plane.
+    let mut m = planes_model();
+    m.planes[1].channels = 3;
+    m.planes[1].spec.sigma = vec![1.0, 1.0, 0.05];
+    let err = planes::from_bytes(&planes::to_bytes(&m).unwrap()).unwrap_err();
+    assert!(err.contains("chroma-rb"), "{err}");
+    // Planes of different sizes.
+    let mut m = planes_model();
+    m.planes[2].width = 7;
+    let err = planes::from_bytes(&planes::to_bytes(&m).unwrap()).unwrap_err();
+    assert!(err.contains("different sizes"), "{err}");
+    // A plane whose own bytes are damaged: its error, with its name.
+    let mut m = planes_model();
+    m.planes[0].w.values[0] = f32::NAN;
+    let err = planes::from_bytes(&planes::to_bytes(&m).unwrap()).unwrap_err();
+    assert!(err.contains("luma") && err.contains("not finite"), "{err}");
+}

@@ -4,6 +4,7 @@ use super::super::DeviceArgs;
 use crate::error::Param;
 use crate::iht::{FirstStep, IhtChoices, Refine, Variant};
 use crate::inr::fit::{self as inr_fit, BatchChoice, FitOptions, Method};
+use crate::inr::planes::{self, Colour};
 use crate::inr::{image as img, Coords, Image};
 use crate::problem::GateMode;
 use clap::Args;
@@ -28,6 +29,7 @@ pub fn flag(p: Param) -> Option<&'static str> {
         Param::Gates => "--gates",
         Param::Index => "--index",
         Param::Method => "--method",
+        Param::Colour => "--colour",
         _ => return None,
     })
 }
@@ -53,7 +55,13 @@ pub struct FitTuning {
     /// Draw all frequencies at random as the paper does (no constant feature).
     #[arg(long)]
     pub plain_features: bool,
-    /// Epochs (full passes over the samples): default 30 for images; in `spinr sweep`, 100 for
+    /// Colour images: luma-chroma (three gray networks on luma and two chroma planes, each
+    /// with its share of the nonzeros: spinr's IHT default) or channel-axis (one network, the
+    /// channel a third grid axis: the paper's, and the default of IMP and --variant paper).
+    #[arg(long, value_enum, value_name = "MODEL")]
+    pub colour: Option<Colour>,
+    /// Epochs (full passes over the samples): default 30 for images (50 per plane of a
+    /// luma-chroma fit); in `spinr sweep`, 100 for
     /// planted networks and 15 / 50 for binary / multiclass classifiers.
     #[arg(long, value_name = "T")]
     pub iters: Option<usize>,
@@ -88,7 +96,8 @@ pub struct FitTuning {
 }
 
 impl FitTuning {
-    /// The library options of one fit with these flags.
+    /// The library options of one fit with these flags, of an image with `channels`
+    /// channels (a luma-chroma fit's planes default to [`planes::PLANE_ITERS`] epochs).
     pub fn options(
         &self,
         method: Method,
@@ -96,7 +105,17 @@ impl FitTuning {
         neurons: usize,
         nonzeros: usize,
         seed: u64,
+        channels: usize,
     ) -> FitOptions {
+        let in_planes = matches!(
+            planes::resolve(self.colour, channels, method, variant),
+            Ok(Some(Colour::LumaChroma))
+        );
+        let default_iters = if in_planes {
+            planes::PLANE_ITERS
+        } else {
+            inr_fit::DEFAULT_ITERS
+        };
         FitOptions {
             method,
             variant,
@@ -107,7 +126,7 @@ impl FitTuning {
             sigma_channel: self.sigma_channel,
             coords: self.coords,
             constant_feature: self.plain_features.then_some(false),
-            iters: self.iters.unwrap_or(inr_fit::DEFAULT_ITERS),
+            iters: self.iters.unwrap_or(default_iters),
             batch: match self.batch_size {
                 None => BatchChoice::Auto,
                 Some(BatchSize::Full) => BatchChoice::Full,
@@ -123,6 +142,7 @@ impl FitTuning {
                 polish: self.polish,
             },
             seed,
+            colour: self.colour,
         }
     }
 }

@@ -34,6 +34,22 @@ pub struct ImageRun {
     /// FNV-1a of the fitted values' bits.
     pub pixels: String,
     pub options: FitOptions,
+    /// A luma-chroma fit: the planes finished before the one being fitted, in order (their
+    /// models are `plane-NAME.safetensors` in the output folder). `None`: one network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planes_done: Option<Vec<DonePlane>>,
+}
+
+/// A finished plane of a luma-chroma fit, as its checkpoints record it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DonePlane {
+    /// Epochs run.
+    pub iterations: usize,
+    /// Fitting time of the plane.
+    pub seconds: f64,
+    /// The plane fit's peak working memory on its backend.
+    pub peak_device_bytes: u64,
 }
 
 impl ImageRun {
@@ -55,6 +71,7 @@ impl ImageRun {
             channels: image.channels,
             pixels: format!("{h:016x}"),
             options: options.clone(),
+            planes_done: None,
         }
     }
 

@@ -8,6 +8,7 @@
 
 mod args;
 pub mod checkpoints;
+mod planes;
 
 pub use args::*;
 
@@ -16,6 +17,7 @@ use crate::backend;
 use crate::error::Error;
 use crate::iht::{EpochReport, Variant};
 use crate::inr::fit::{self as inr_fit, FitPlan, FitReport, ImageFit, Method};
+use crate::inr::planes::Colour;
 use crate::inr::Image;
 use crate::model;
 use checkpoints::{ImageRun, ImpSaver, Saved, Saver, CHECKPOINT_FILE};
@@ -47,19 +49,23 @@ fn prepare_out_dir(a: &FitArgs, job: &Job) -> anyhow::Result<PathBuf> {
         .clone()
         .unwrap_or_else(|| default_out_dir(&job.path, job.run.index));
     if !a.force {
-        let outputs = [
+        let mut outputs: Vec<PathBuf> = [
             MODEL_FILE,
             RECONSTRUCTION_FILE,
             REPORT_FILE,
             CHECKPOINT_FILE,
-        ];
-        if let Some(f) = outputs.iter().find(|f| out_dir.join(f).exists()) {
+        ]
+        .iter()
+        .map(|f| out_dir.join(f))
+        .collect();
+        outputs.extend(planes::plane_files(&out_dir));
+        if let Some(f) = outputs.iter().find(|f| f.exists()) {
             return Err(Error::arg(
                 "--force",
                 format!(
                     "{} already exists (outputs of an earlier fit); pass --force to overwrite \
                      them, --out to write elsewhere, or --resume {} to continue a stopped fit",
-                    out_dir.join(f).display(),
+                    f.display(),
                     out_dir.display()
                 ),
             )
@@ -119,25 +125,29 @@ pub fn run(a: FitArgs) -> anyhow::Result<()> {
         return Err(Error::arg("--checkpoint-every", "must be a number of seconds ≥ 0").into());
     }
     let resume = a.resume.as_deref().map(checkpoints::load).transpose()?;
-    let (path, which, options) = match (&a.image, &resume) {
-        (Some(p), _) => (
-            p.clone(),
-            a.which.clone(),
-            a.tuning.options(
-                a.method,
-                a.variant,
-                a.neurons
-                    .unwrap_or_else(|| inr_fit::default_neurons(a.method, a.variant, a.nonzeros)),
-                a.nonzeros,
-                a.seed,
-            ),
-        ),
-        (None, Some((_, r))) => (r.image.clone(), r.which(), r.options.clone()),
+    let (path, which) = match (&a.image, &resume) {
+        (Some(p), _) => (p.clone(), a.which.clone()),
+        (None, Some((_, r))) => (r.image.clone(), r.which()),
         (None, None) => {
             return Err(Error::arg("IMAGE", "give the image to fit (or --resume DIR)").into())
         }
     };
     let image = which.load(&path)?;
+    let options = match (&a.image, &resume) {
+        (None, Some((_, r))) => r.options.clone(),
+        _ => a.tuning.options(
+            a.method,
+            a.variant,
+            a.neurons
+                .unwrap_or_else(|| inr_fit::default_neurons(a.method, a.variant, a.nonzeros)),
+            a.nonzeros,
+            a.seed,
+            image.channels,
+        ),
+    };
+    if options.colour_for(&image)? == Some(Colour::LumaChroma) {
+        return planes::run(&a, path, which, image, options, resume);
+    }
     let plan = options.plan(&image)?;
     let run = ImageRun::new(&path, &which, &image, &options);
     if let (Some(dir), Some((_, saved))) = (&a.resume, &resume) {
@@ -151,7 +161,27 @@ pub fn run(a: FitArgs) -> anyhow::Result<()> {
     };
     let out_dir = prepare_out_dir(&a, &job)?;
     let fit = match plan.method {
-        Method::Iht => fit_iht(&a, &job, &image, &plan, &out_dir)?,
+        Method::Iht => {
+            let path = out_dir.join(MODEL_FILE);
+            let save_best =
+                |m: &crate::inr::ImageModel| model::save(m, &path).map(|()| path.clone());
+            let stage = Stage {
+                resume: job.resume.as_ref(),
+                earlier: job.resume.as_ref().map_or(0.0, Saved::seconds),
+                saver_earlier: job.resume.as_ref().map_or(0.0, Saved::seconds),
+                run: checkpoints::describe(&job.run),
+                report: &|info: &backend::BackendInfo| {
+                    FitReport::start(
+                        &job.path.display().to_string(),
+                        &plan,
+                        info,
+                        &out_dir.display().to_string(),
+                    )
+                },
+                save_best: &save_best,
+            };
+            fit_iht(&a, &job, &image, &plan, &out_dir, stage)?
+        }
         Method::Imp => fit_imp(&a, &job, &image, &plan, &out_dir)?,
     };
     save_and_print(&a, &job, &image, &plan, &out_dir, fit)
@@ -184,12 +214,7 @@ fn announce(a: &FitArgs, job: &Job, image: &Image, plan: &FitPlan, info: &backen
         m_rule,
         plan.cfg.s,
         plan.spec.features,
-        plan.spec
-            .sigma
-            .iter()
-            .map(|s| format!("{:.3}", s).trim_end_matches('0').trim_end_matches('.').to_string())
-            .collect::<Vec<_>>()
-            .join(","),
+        sigma_text(&plan.spec.sigma),
         plan.spec.coords.as_str(),
         if plan.sigma_auto {
             ", read off the image"
@@ -198,12 +223,31 @@ fn announce(a: &FitArgs, job: &Job, image: &Image, plan: &FitPlan, info: &backen
         },
         info.kind,
         info.adapter,
-        match (plan.batch_size, plan.cfg.batch_end) {
-            (None, _) => "full batch".to_string(),
-            (Some(a), Some(b)) if a != b => format!("minibatches growing from {a} to {b}"),
-            (Some(b), _) => format!("minibatches of {b}"),
-        }
+        batch_text(plan)
     );
+}
+
+/// σ per axis as the start-up lines print it.
+fn sigma_text(sigma: &[f64]) -> String {
+    sigma
+        .iter()
+        .map(|s| {
+            format!("{:.3}", s)
+                .trim_end_matches('0')
+                .trim_end_matches('.')
+                .to_string()
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// How the fit batches its updates, as the start-up lines print it.
+fn batch_text(plan: &FitPlan) -> String {
+    match (plan.batch_size, plan.cfg.batch_end) {
+        (None, _) => "full batch".to_string(),
+        (Some(a), Some(b)) if a != b => format!("minibatches growing from {a} to {b}"),
+        (Some(b), _) => format!("minibatches of {b}"),
+    }
 }
 
 /// Keeps report.json current and the progress bar moving.
@@ -277,12 +321,29 @@ impl Progress {
     }
 }
 
+/// One IHT fit of the CLI: the whole image, or one plane of a luma-chroma fit.
+struct Stage<'a> {
+    /// The checkpoint this fit continues, if any.
+    resume: Option<&'a Saved>,
+    /// Fitting time of this fit before `resume`.
+    earlier: f64,
+    /// Fitting time the checkpoints count before this fit (a plane's: the earlier planes' too).
+    saver_earlier: f64,
+    /// What checkpoints record of the run.
+    run: serde_json::Value,
+    /// report.json while the fit runs, on the backend it runs on.
+    report: &'a dyn Fn(&backend::BackendInfo) -> FitReport,
+    /// Writes the best model of the last checkpoint where a fit failed at run time.
+    save_best: &'a dyn Fn(&crate::inr::ImageModel) -> crate::Result<PathBuf>,
+}
+
 fn fit_iht(
     a: &FitArgs,
     job: &Job,
     image: &Image,
     plan: &FitPlan,
     out_dir: &Path,
+    stage: Stage,
 ) -> anyhow::Result<ImageFit> {
     let problem = plan.problem(image)?;
     let mut be = backend::create_with(
@@ -297,15 +358,13 @@ fn fit_iht(
         job.memory.cpu_feature_cache,
     )?;
     let info = be.info();
-    announce(a, job, image, plan, &info);
-    let mut report = FitReport::start(
-        &job.path.display().to_string(),
-        plan,
-        &info,
-        &out_dir.display().to_string(),
-    );
-    let resume = job.resume.as_ref().and_then(Saved::iht_resume);
-    let earlier = job.resume.as_ref().map_or(0.0, Saved::seconds);
+    let mut report = (stage.report)(&info);
+    if job.run.planes_done.is_none() {
+        announce(a, job, image, plan, &info);
+    } else if let Some(done) = &job.run.planes_done {
+        planes::announce_plane(a, done.len(), plan, &info);
+    }
+    let resume = stage.resume.and_then(Saved::iht_resume);
     if let Some(r) = &resume {
         eprintln!(
             "spinr: resuming at epoch {} (update {} of it) from {}",
@@ -316,13 +375,13 @@ fn fit_iht(
     }
     let mut saver = Saver::new(
         out_dir.join(CHECKPOINT_FILE),
-        checkpoints::describe(&job.run),
+        stage.run,
         Duration::from_secs_f64(a.checkpoint_every),
-        earlier,
+        stage.saver_earlier,
         progress::stop_requested,
     );
     let history = resume.as_ref().map_or(&[][..], |r| &r.at.history[..]);
-    let mut progress = Progress::new(plan.cfg.iters, image.data.len(), history, earlier);
+    let mut progress = Progress::new(plan.cfg.iters, image.data.len(), history, stage.earlier);
     let result = inr_fit::fit_iht_from(
         image,
         plan,
@@ -335,24 +394,41 @@ fn fit_iht(
     progress.bar.finish_and_clear();
     let mut fit = match result {
         Ok(fit) => fit,
-        Err(e) => return Err(salvage(e, job, plan, &saver, out_dir)),
+        Err(e) => {
+            return Err(salvage(
+                e,
+                stage.resume,
+                plan,
+                &saver,
+                out_dir,
+                stage.save_best,
+            ))
+        }
     };
     super::print_dispatch_profile(be.as_ref());
     if let Some(e) = progress.write_error.or(saver.error) {
         return Err(e.into());
     }
-    fit.seconds += earlier;
+    fit.seconds += stage.earlier;
     Ok(fit)
 }
 
 /// A fit that failed at run time (a GPU out of memory, a lost device): the best model of the
-/// last checkpoint still goes to `model.safetensors`, and the error says how to go on.
-fn salvage(e: Error, job: &Job, plan: &FitPlan, saver: &Saver, out_dir: &Path) -> anyhow::Error {
+/// last checkpoint still goes to `model.safetensors` (`save_best`), and the error says how to
+/// go on.
+fn salvage(
+    e: Error,
+    resumed: Option<&Saved>,
+    plan: &FitPlan,
+    saver: &Saver,
+    out_dir: &Path,
+    save_best: &dyn Fn(&crate::inr::ImageModel) -> crate::Result<PathBuf>,
+) -> anyhow::Error {
     let last = saver
         .saved
         .as_ref()
         .map(|(at, st)| (at, st))
-        .or(match &job.resume {
+        .or(match resumed {
             Some(Saved::Iht(c)) => Some((&c.at, &c.state)),
             _ => None,
         });
@@ -370,9 +446,8 @@ fn salvage(e: Error, job: &Job, plan: &FitPlan, saver: &Saver, out_dir: &Path) -
         w: state.best.clone(),
         output: None,
     };
-    let path = out_dir.join(MODEL_FILE);
-    let saved = match model::save(&model, &path) {
-        Ok(()) => format!(
+    let saved = match save_best(&model) {
+        Ok(path) => format!(
             "the best model of the last checkpoint (after {} epochs) is in {}",
             at.epoch,
             path.display()
@@ -464,12 +539,7 @@ fn save_and_print(
     let model_path = out_dir.join(MODEL_FILE);
     model::save(&fit.model, &model_path)?;
     fit.recon.save_png(&out_dir.join(RECONSTRUCTION_FILE))?;
-    let model_bytes = std::fs::metadata(&model_path)
-        .map(|m| m.len())
-        .map_err(|e| Error::Io {
-            path: model_path.clone(),
-            msg: e.to_string(),
-        })?;
+    let model_bytes = file_size(&model_path)?;
     let mut report = FitReport::start(
         &job.path.display().to_string(),
         plan,
@@ -477,13 +547,50 @@ fn save_and_print(
         &out_dir.display().to_string(),
     );
     report.finish(image, &fit, Some(model_bytes))?;
-    write_report(out_dir, &report)?;
+    print_and_finish(a, job, image, out_dir, &report, model_bytes)
+}
 
+fn file_size(path: &Path) -> crate::Result<u64> {
+    std::fs::metadata(path)
+        .map(|m| m.len())
+        .map_err(|e| Error::Io {
+            path: path.to_path_buf(),
+            msg: e.to_string(),
+        })
+}
+
+/// Writes the final report, prints the summary, and removes the checkpoint of a finished fit
+/// (a stopped one keeps it and exits as interrupted).
+fn print_and_finish(
+    a: &FitArgs,
+    job: &Job,
+    image: &Image,
+    out_dir: &Path,
+    report: &FitReport,
+    model_bytes: u64,
+) -> anyhow::Result<()> {
+    write_report(out_dir, report)?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        println!("{}", serde_json::to_string_pretty(report)?);
     } else {
+        let (planes, epochs) = match &report.planes {
+            Some(p) => (
+                format!(
+                    " in planes ({})",
+                    p.iter()
+                        .map(|p| format!("{} s={} m={}", p.plane, p.nonzeros, p.neurons))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                p.iter()
+                    .map(|p| p.iterations.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" + "),
+            ),
+            None => (String::new(), report.iterations.to_string()),
+        };
         println!(
-            "{}: {}×{} {}, m={} s={} d={}: {} epochs in {:.1} s on {} ({})",
+            "{}: {}×{} {}, m={} s={} d={}{planes}: {epochs} epochs in {:.1} s on {} ({})",
             job.path.display(),
             image.height,
             image.width,
@@ -491,7 +598,6 @@ fn save_and_print(
             report.neurons,
             report.nonzeros,
             report.features,
-            report.iterations,
             report.seconds,
             report.backend,
             report.adapter
@@ -514,7 +620,7 @@ fn save_and_print(
         }
     }
     let checkpoint = out_dir.join(CHECKPOINT_FILE);
-    if fit.stopped {
+    if report.stopped {
         let resume = if checkpoint.exists() {
             format!("; `spinr fit --resume {}` continues it", out_dir.display())
         } else {
@@ -528,10 +634,14 @@ fn save_and_print(
         return Err(Error::Interrupted.into());
     }
     // Finished: nothing left to resume.
-    if checkpoint.exists() {
-        std::fs::remove_file(&checkpoint).map_err(|e| Error::Io {
-            path: checkpoint.clone(),
-            msg: format!("cannot remove the finished fit's checkpoint: {e}"),
+    let mut leftovers = vec![checkpoint];
+    if report.planes.is_some() {
+        leftovers.extend(planes::plane_files(out_dir));
+    }
+    for f in leftovers.iter().filter(|f| f.exists()) {
+        std::fs::remove_file(f).map_err(|e| Error::Io {
+            path: f.clone(),
+            msg: format!("cannot remove the finished fit's {}: {e}", f.display()),
         })?;
     }
     Ok(())

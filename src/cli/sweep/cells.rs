@@ -15,7 +15,10 @@ use crate::data::Split;
 use crate::error::{Error, Result};
 use crate::iht::{IhtChoices, Task as IhtTask, Variant};
 use crate::imp::{ImpDevice, ImpResume, RoundReport};
-use crate::inr::fit::{self as inr_fit, FitPlan, FitReport, ImageFit, Method as FitMethod};
+use crate::inr::fit::{
+    self as inr_fit, FitOptions, FitPlan, FitReport, ImageFit, Method as FitMethod,
+};
+use crate::inr::planes::{self, Colour, PlanesPlan};
 use crate::inr::Image;
 use crate::plant::{self, PlantReport, PlantSpec};
 use crate::sweep::{report_fields, Cell, CellRunner, Method, Row};
@@ -90,7 +93,14 @@ fn method_variant(m: Method) -> (FitMethod, Variant) {
 fn row<T: serde::Serialize>(report: &T) -> Result<Row> {
     Ok(report_fields(report)?
         .into_iter()
-        .filter(|(k, _)| !matches!(k.as_str(), "method" | "neurons" | "seed" | "out_dir"))
+        // A colour fit's per-plane details stay in `spinr fit`'s report.json: a CSV cell holds
+        // one value.
+        .filter(|(k, _)| {
+            !matches!(
+                k.as_str(),
+                "method" | "neurons" | "seed" | "out_dir" | "planes"
+            )
+        })
         .map(|(k, v)| {
             if k == "nonzeros" {
                 ("weights".to_string(), v)
@@ -194,11 +204,35 @@ impl InrRunner {
         })
     }
 
-    fn plan(&self, cell: &Cell) -> Result<FitPlan> {
+    fn options(&self, cell: &Cell) -> FitOptions {
         let (method, variant) = method_variant(cell.method);
-        self.tuning
-            .options(method, variant, cell.neurons, cell.nonzeros, cell.seed)
-            .plan(&self.image)
+        self.tuning.options(
+            method,
+            variant,
+            cell.neurons,
+            cell.nonzeros,
+            cell.seed,
+            self.image.channels,
+        )
+    }
+
+    fn plan(&self, cell: &Cell) -> Result<FitPlan> {
+        self.options(cell).plan(&self.image)
+    }
+
+    /// One fit on this runner's backend choice.
+    fn fit(&self, image: &Image, plan: &FitPlan) -> Result<ImageFit> {
+        let problem = plan.problem(image)?;
+        let mut be = backend::create_for(
+            self.device.backend,
+            self.device.adapter.as_deref(),
+            problem.clone(),
+            plan.cfg.s,
+            plan.minibatch(),
+        )?;
+        inr_fit::fit_iht(image, plan, &problem, be.as_mut(), |_| {
+            ControlFlow::Continue(())
+        })
     }
 
     fn report(&self, plan: &FitPlan, fit: &ImageFit) -> Result<Row> {
@@ -209,18 +243,18 @@ impl InrRunner {
     }
 
     fn iht(&self, cell: &Cell) -> Result<Row> {
-        let plan = self.plan(cell)?;
-        let problem = plan.problem(&self.image)?;
-        let mut be = backend::create_for(
-            self.device.backend,
-            self.device.adapter.as_deref(),
-            problem.clone(),
-            plan.cfg.s,
-            plan.minibatch(),
-        )?;
-        let fit = inr_fit::fit_iht(&self.image, &plan, &problem, be.as_mut(), |_| {
-            ControlFlow::Continue(())
-        })?;
+        let options = self.options(cell);
+        if options.colour_for(&self.image)? == Some(Colour::LumaChroma) {
+            // A colour photo in luma and chroma planes, as `spinr fit` fits it.
+            let pp = PlanesPlan::new(&options, &self.image)?;
+            let fit = planes::fit_planes(&pp, |_, image, plan| self.fit(image, plan))?;
+            let name = self.image_path.display().to_string();
+            let mut report = FitReport::start_planes(&name, &pp, &fit.backend, "");
+            report.finish_planes(&self.image, &fit, None)?;
+            return row(&report);
+        }
+        let plan = options.plan(&self.image)?;
+        let fit = self.fit(&self.image, &plan)?;
         self.report(&plan, &fit)
     }
 
