@@ -285,6 +285,11 @@ impl PlaneFit {
         }
     }
 
+    /// A plane fit's result, scored against `plane`.
+    pub fn of(fit: super::fit::ImageFit, plane: &Image) -> Self {
+        Self::new(fit.model, fit.recon, plane, fit.iterations, fit.seconds)
+    }
+
     /// A plane not fitted yet (the fit stopped before it): [`placeholder`].
     pub fn placeholder(plan: &FitPlan, plane: &Image) -> Self {
         let model = placeholder(plan, plane);
@@ -353,13 +358,7 @@ pub fn fit_planes(
         stopped = f.stopped;
         peak = peak.max(f.peak_device_bytes);
         backend.get_or_insert(f.backend.clone());
-        planes.push(PlaneFit::new(
-            f.model,
-            f.recon,
-            image,
-            f.iterations,
-            f.seconds,
-        ));
+        planes.push(PlaneFit::of(f, image));
     }
     Ok(PlanesFit::new(
         planes,

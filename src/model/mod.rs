@@ -260,19 +260,28 @@ pub(crate) fn load_with<T>(
     parse(&bytes).map_err(err)
 }
 
-/// Parses and validates model bytes; the error says what is wrong.
-pub fn from_bytes(bytes: &[u8]) -> std::result::Result<ImageModel, String> {
-    if bytes.is_empty() {
-        return Err("the file is empty (0 bytes)".into());
-    }
+/// The tensors and the metadata of a model file's bytes.
+pub(crate) fn read_safetensors(
+    bytes: &[u8],
+) -> std::result::Result<(safetensors::SafeTensors<'_>, HashMap<String, String>), String> {
     let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| {
         format!("not a complete safetensors file ({e}); it may be truncated or corrupt — refit with `spinr fit`")
     })?;
     let (_, header) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| e.to_string())?;
     let meta = header
         .metadata()
-        .as_ref()
+        .clone()
         .ok_or("no metadata: this is not a spinr model file")?;
+    Ok((st, meta))
+}
+
+/// Parses and validates model bytes; the error says what is wrong.
+pub fn from_bytes(bytes: &[u8]) -> std::result::Result<ImageModel, String> {
+    if bytes.is_empty() {
+        return Err("the file is empty (0 bytes)".into());
+    }
+    let (st, meta) = read_safetensors(bytes)?;
+    let meta = &meta;
 
     let keys: BTreeSet<&str> = meta.keys().map(|k| k.as_str()).collect();
     if let Some(k) = keys.iter().find(|k| !KEYS.contains(k)) {

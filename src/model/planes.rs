@@ -51,14 +51,7 @@ pub fn to_bytes(model: &PlanesModel) -> Result<Vec<u8>> {
 
 /// Parses and validates the bytes of a model of three planes; the error says what is wrong.
 pub fn from_bytes(bytes: &[u8]) -> std::result::Result<PlanesModel, String> {
-    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| {
-        format!("not a complete safetensors file ({e}); it may be truncated or corrupt — refit with `spinr fit`")
-    })?;
-    let (_, header) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| e.to_string())?;
-    let meta = header
-        .metadata()
-        .as_ref()
-        .ok_or("no metadata: this is not a spinr model file")?;
+    let (st, meta) = super::read_safetensors(bytes)?;
     if let Some(k) = meta.keys().find(|k| !KEYS.contains(&k.as_str())) {
         return Err(format!(
             "unknown metadata key {k:?} (written by a newer spinr?)"

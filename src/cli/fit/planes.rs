@@ -191,13 +191,7 @@ fn fit_all(
                 peak_device_bytes: f.peak_device_bytes,
             });
         }
-        planes.push(PlaneFit::new(
-            f.model,
-            f.recon,
-            image,
-            f.iterations,
-            f.seconds,
-        ));
+        planes.push(PlaneFit::of(f, image));
     }
     let info = match info {
         Some(i) => i,
