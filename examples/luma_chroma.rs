@@ -3,13 +3,14 @@
 //! chroma planes (spinr's default, [`spinr::inr::planes`]), one after the other on the CPU,
 //! with the defaults of `spinr fit` for each. Prints one JSON line with both PSNRs and times:
 //!
-//! `cargo run --release --example luma_chroma -- IMAGE LONG S SEED [PLANE_EPOCHS]`
+//! `cargo run --release --example luma_chroma -- IMAGE LONG S SEED [PLANE_EPOCHS [MOMENTUM]]`
 //!
 //! e.g. `assets/photos/chelsea.png 128 3000 0`. `LONG` is the longer side after resampling
-//! (as `spinr fit --resize`); `PLANE_EPOCHS` defaults to the planes' default, 50.
+//! (as `spinr fit --resize`); `PLANE_EPOCHS` defaults to the planes' default, 50, and
+//! `MOMENTUM` (β of both fits, as `--momentum`) to spinr's default.
 
 use spinr::backend::{self, BackendChoice};
-use spinr::iht::Variant;
+use spinr::iht::{IhtChoices, Variant};
 use spinr::inr::fit::{
     default_neurons, fit_iht, psnr, FitOptions, FitPlan, ImageFit, Method, DEFAULT_ITERS,
 };
@@ -35,7 +36,7 @@ fn fit(img: &Image, plan: &FitPlan) -> spinr::Result<ImageFit> {
 fn main() -> spinr::Result<()> {
     let a: Vec<String> = std::env::args().collect();
     if a.len() < 5 {
-        eprintln!("usage: luma_chroma IMAGE LONG S SEED [PLANE_EPOCHS]");
+        eprintln!("usage: luma_chroma IMAGE LONG S SEED [PLANE_EPOCHS [MOMENTUM]]");
         std::process::exit(2);
     }
     let num = |i: usize| -> usize {
@@ -50,6 +51,12 @@ fn main() -> spinr::Result<()> {
     } else {
         planes::PLANE_ITERS
     };
+    let momentum: Option<f32> = a.get(6).map(|v| {
+        v.parse().unwrap_or_else(|_| {
+            eprintln!("luma_chroma: {v:?} is not a momentum");
+            std::process::exit(2)
+        })
+    });
     let img = image::load(Path::new(&a[1]), None)?;
     if img.channels != 3 {
         eprintln!("luma_chroma: {} is not a colour image", a[1]);
@@ -64,6 +71,10 @@ fn main() -> spinr::Result<()> {
         iters,
         seed,
         colour: Some(colour),
+        iht: IhtChoices {
+            momentum,
+            ..IhtChoices::default()
+        },
         ..FitOptions::default()
     };
 

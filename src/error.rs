@@ -54,6 +54,8 @@ pub enum Param {
     Backend,
     /// How a colour image is fitted.
     Colour,
+    /// The momentum of minibatch updates.
+    Momentum,
 }
 
 impl Param {
@@ -82,6 +84,7 @@ impl Param {
             Param::Output => "output folder",
             Param::Backend => "backend",
             Param::Colour => "colour model",
+            Param::Momentum => "momentum",
         }
     }
 }

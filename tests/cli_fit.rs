@@ -36,6 +36,7 @@ struct Report {
     inner: usize,
     first_step: String,
     refine: String,
+    momentum: f32,
     psnr: f64,
     psnr_8bit: Option<f64>,
     dct_psnr: Option<f64>,
@@ -733,4 +734,36 @@ fn neurons_follow_the_nonzeros_unless_given() {
             stderr(&o)
         );
     }
+}
+
+/// Momentum is on by default for spinr's minibatch fits from s = 3000 (β = 0.3), off below
+/// that, off full batch and in the paper's variant; `--momentum` sets it and a β outside
+/// [0, 1) is refused naming the flag.
+#[test]
+fn momentum_defaults_follow_the_batches_and_s() {
+    let dir = tempfile::tempdir().unwrap();
+    let cam = common::asset("camera.png");
+    let cam = cam.to_str().unwrap();
+    let fit = |extra: &[&str], out: &str| {
+        let mut args = vec![
+            "fit", cam, "--resize", "96", "-m", "100", "-d", "32", "--iters", "1", "--polish", "0",
+            "--out", out,
+        ];
+        args.extend_from_slice(extra);
+        spinr(dir.path(), &args)
+    };
+    for (extra, out, want) in [
+        (&["-s", "3000"][..], "big", 0.3),
+        (&["-s", "2999"][..], "small", 0.0),
+        (&["-s", "3000", "--batch-size", "full"][..], "full", 0.0),
+        (&["-s", "3000", "--variant", "paper"][..], "paper", 0.0),
+        (&["-s", "1000", "--momentum", "0.2"][..], "asked", 0.2),
+    ] {
+        let o = fit(extra, out);
+        assert!(o.status.success(), "{out}: {}", stderr(&o));
+        assert_eq!(read_report(&dir.path().join(out)).momentum, want, "{out}");
+    }
+    let o = fit(&["-s", "3000", "--momentum", "1"], "bad");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--momentum"), "{}", stderr(&o));
 }

@@ -257,6 +257,7 @@ fn fuzz_checkpoints() {
                 rescues: 0,
                 step: None,
             },
+            prev: SparseVec::from_pairs(vec![(9, -2.0)]),
         },
         seconds: 3.5,
     }

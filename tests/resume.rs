@@ -126,11 +126,19 @@ fn a_resumed_cpu_fit_is_bit_identical_to_an_uninterrupted_one() {
             .collect::<Vec<_>>(),
         [8, 7, 5, 4, 3, 2]
     );
+    // With momentum: the learner's state includes `W` before the last update.
+    let mut mom = plan(&im, BatchChoice::Grow(200, 800), 6);
+    mom.cfg.momentum = 0.3;
     // Full batch: rescues every 5 epochs, then the polish rounds.
     let full = plan(&im, BatchChoice::Full, 12);
     assert!(full.cfg.rescue && full.cfg.polish > 0);
     let make = |p: &FitPlan| cpu(p, &im);
     let make: &dyn Fn(&FitPlan) -> Box<dyn Backend> = &make;
+    // Momentum changes the fit (so its resume below tests the saved `W_prev`).
+    assert_ne!(
+        bits(&whole_and_resumed(make, &im, &mom, 5).0.model.w.values),
+        bits(&whole_and_resumed(make, &im, &grow, 5).0.model.w.values)
+    );
     for (p, k) in [
         (&mini, 2),
         (&mini, 4),
@@ -138,6 +146,8 @@ fn a_resumed_cpu_fit_is_bit_identical_to_an_uninterrupted_one() {
         (&grow, 3),
         (&grow, 12),
         (&grow, 27),
+        (&mom, 5),
+        (&mom, 20),
         (&full, 3),
         (&full, 7),
     ] {

@@ -54,12 +54,14 @@ impl Checkpoint {
     }
 
     fn to_bytes_as(&self, version: &str) -> Result<Vec<u8>> {
-        let (w, best) = (&self.state.w, &self.state.best);
+        let (w, best, prev) = (&self.state.w, &self.state.best, &self.state.prev);
         let bufs = [
             le_bytes(&w.indices, u32::to_le_bytes),
             le_bytes(&w.values, f32::to_le_bytes),
             le_bytes(&best.indices, u32::to_le_bytes),
             le_bytes(&best.values, f32::to_le_bytes),
+            le_bytes(&prev.indices, u32::to_le_bytes),
+            le_bytes(&prev.values, f32::to_le_bytes),
         ];
         serialize(
             FORMAT,
@@ -75,6 +77,8 @@ impl Checkpoint {
                 ("w_values", Dtype::F32, &bufs[1]),
                 ("best_indices", Dtype::U32, &bufs[2]),
                 ("best_values", Dtype::F32, &bufs[3]),
+                ("prev_indices", Dtype::U32, &bufs[4]),
+                ("prev_values", Dtype::F32, &bufs[5]),
             ],
         )
     }
@@ -128,6 +132,7 @@ impl Checkpoint {
             w: pairs("w")?,
             best: pairs("best")?,
             counters,
+            prev: pairs("prev")?,
         };
         Ok(Checkpoint {
             run,
@@ -327,6 +332,7 @@ mod tests {
                     rescues: 1,
                     step: Some(0.375),
                 },
+                prev: SparseVec::from_pairs(vec![(1, 0.25)]),
             },
             seconds: 12.25,
         }

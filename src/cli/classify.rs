@@ -113,6 +113,7 @@ impl ClassifyArgs {
                 first_step: self.first_step,
                 rescue: None,
                 polish: None,
+                momentum: None,
             },
             seed: self.seed,
         }

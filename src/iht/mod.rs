@@ -64,6 +64,8 @@ pub struct IhtLearner<'a> {
     problem: Option<&'a Problem>,
     /// Rescues done.
     pub rescues: usize,
+    /// `W` before the last update, for momentum (empty: none yet).
+    prev: SparseVec,
 }
 
 impl<'a> IhtLearner<'a> {
@@ -86,6 +88,7 @@ impl<'a> IhtLearner<'a> {
             full_residual_current: false,
             problem: None,
             rescues: 0,
+            prev: SparseVec::new(),
         })
     }
 
@@ -169,6 +172,29 @@ impl<'a> IhtLearner<'a> {
     }
 }
 
+/// Momentum on the support: `w + β·(w − prev)` at every index of `w` (an index `prev` lacks
+/// counts as 0 there, so a weight new to the support is scaled by `1 + β`). Keeps `w`'s
+/// support, so the update still starts from `s` nonzeros.
+pub fn extrapolate(w: &SparseVec, prev: &SparseVec, beta: f32) -> SparseVec {
+    let mut y = w.clone();
+    let mut j = 0;
+    for (&k, v) in y.indices.iter().zip(y.values.iter_mut()) {
+        while j < prev.indices.len() && prev.indices[j] < k {
+            j += 1;
+        }
+        let p = match prev.indices.get(j) {
+            Some(&i) if i == k => prev.values[j],
+            _ => 0.0,
+        };
+        *v += beta * (*v - p);
+    }
+    y
+}
+
+/// Updates before momentum starts: the first two run on random gates, the third is the first
+/// on the network's own gates and gives the first `w_prev`.
+const MOMENTUM_FROM: usize = 3;
+
 /// Samples rescued at most per check (see `IhtLearner::rescue`).
 pub const RESCUES_PER_CHECK: usize = 8;
 /// Epochs between rescue checks.
@@ -177,6 +203,20 @@ pub const RESCUE_EVERY: usize = 5;
 impl Learner for IhtLearner<'_> {
     fn update(&mut self, batch: Option<&[u32]>) -> Result<()> {
         let be = &mut *self.backend;
+        // Momentum: start this update from w + β·(w − w_prev). The gates follow the weights
+        // (sequential) or stay random; either way they are set again from `W` below.
+        let mut before = None;
+        if self.cfg.momentum > 0.0 && self.updates >= MOMENTUM_FROM {
+            let w = be.read(Slot::W)?;
+            if !self.prev.is_empty() {
+                be.load(Slot::W, &extrapolate(&w, &self.prev, self.cfg.momentum))?;
+                if self.gating == Gating::SelfGated {
+                    be.set_gates(GateSource::Slot(Slot::W))?;
+                }
+                self.full_residual_current = false;
+            }
+            before = Some(w);
+        }
         match batch {
             Some(_) => {
                 be.set_batch(batch)?;
@@ -194,6 +234,9 @@ impl Learner for IhtLearner<'_> {
             }
         }
         step(be, self.cfg, self.w_empty)?;
+        if let Some(w) = before {
+            self.prev = w;
+        }
         self.w_empty = false;
         self.full_residual_current = false;
         if self.cfg.gates == GateMode::Sequential && self.updates >= 1 {
@@ -488,4 +531,25 @@ fn refine_armijo(backend: &mut dyn Backend, cfg: &IhtConfig, mut f_v: f64) -> Re
         mu = Some(mu_r);
     }
     Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn momentum_extrapolates_on_the_current_support_only() {
+        let w = SparseVec::from_pairs(vec![(1, 2.0), (4, -1.0), (9, 0.5)]);
+        let prev = SparseVec::from_pairs(vec![(0, 7.0), (4, -3.0), (9, 0.5), (12, 1.0)]);
+        let y = extrapolate(&w, &prev, 0.5);
+        // 1 is new (×1.5), 4 moved from −3 to −1 (on by half of +2), 9 did not move; 0 and 12
+        // left the support and stay out.
+        assert_eq!(y.indices, vec![1, 4, 9]);
+        assert_eq!(y.values, vec![3.0, 0.0, 0.5]);
+        assert_eq!(extrapolate(&w, &prev, 0.0), w);
+        assert_eq!(
+            extrapolate(&w, &SparseVec::new(), 0.25).values,
+            vec![2.5, -1.25, 0.625]
+        );
+    }
 }

@@ -39,6 +39,8 @@ pub struct IhtState {
     /// Slot `BEST` (meaningful once an epoch has been evaluated).
     pub best: SparseVec,
     pub counters: IhtCounters,
+    /// `W` before the last update (momentum; empty without it).
+    pub prev: SparseVec,
 }
 
 /// A point to go on from: where the loop stood and the learner's state there.
@@ -82,6 +84,7 @@ impl IhtLearner<'_> {
                 rescues: self.rescues,
                 step: None,
             },
+            prev: self.prev.clone(),
         })
     }
 
@@ -97,6 +100,7 @@ impl IhtLearner<'_> {
         })?;
         let c = state.counters;
         self.w_empty = c.w_empty;
+        self.prev = state.prev.clone();
         self.updates = c.updates;
         self.gating = c.gating;
         self.best_gating = c.best_gating;

@@ -223,6 +223,7 @@ pub fn train_from(
                     rescues: 0,
                     step: Some(l.mu),
                 },
+                prev: SparseVec::new(),
             };
             checkpoints.save(at, state)
         },

@@ -204,6 +204,12 @@ impl FitOptions {
     /// Resolves the defaults for `image` and checks every choice before anything is allocated:
     /// one network (gray, or colour on the channel axis).
     pub fn plan(&self, image: &Image) -> Result<FitPlan> {
+        self.plan_as_part(image, self.nonzeros)
+    }
+
+    /// [`FitOptions::plan`] of one part of a fit of `whole_s` nonzeros (a colour plane): the
+    /// defaults that follow `s` (momentum) follow the whole fit's.
+    pub(crate) fn plan_as_part(&self, image: &Image, whole_s: usize) -> Result<FitPlan> {
         if self.gates == GateMode::Gaussian {
             return Err(Error::invalid(
                 Param::Gates,
@@ -292,6 +298,10 @@ impl FitOptions {
             cfg.polish = self.iht.polish.unwrap_or(iht::DEFAULT_MINIBATCH_POLISH);
             // A rescue check predicts every sample: on large images that is an extra epoch.
             cfg.rescue = self.iht.rescue.unwrap_or(false);
+            cfg.momentum = self
+                .iht
+                .momentum
+                .unwrap_or(iht::default_minibatch_momentum(whole_s));
         }
         let plan = FitPlan {
             method: self.method,
@@ -509,6 +519,9 @@ pub struct FitReport {
     pub inner: usize,
     pub first_step: iht::FirstStep,
     pub refine: iht::Refine,
+    /// Momentum β of the updates (0: none).
+    #[serde(default)]
+    pub momentum: f32,
     /// PSNR (dB, peak 1) of the model's predictions clamped to [0, 1]; while running, of the
     /// best epoch so far. Capped at 200 dB (an exact fit).
     pub psnr: f64,
@@ -584,6 +597,7 @@ impl FitReport {
             inner: plan.cfg.inner,
             first_step: plan.cfg.first_step,
             refine: plan.cfg.refine,
+            momentum: plan.cfg.momentum,
             psnr: 0.0,
             psnr_8bit: None,
             dct_psnr: None,

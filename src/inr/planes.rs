@@ -204,7 +204,7 @@ impl PlanesPlan {
                 colour: None,
                 ..options.clone()
             };
-            plans.push(o.plan(img)?);
+            plans.push(o.plan_as_part(img, s)?);
         }
         Ok(PlanesPlan {
             images,

@@ -30,6 +30,7 @@ pub fn flag(p: Param) -> Option<&'static str> {
         Param::Index => "--index",
         Param::Method => "--method",
         Param::Colour => "--colour",
+        Param::Momentum => "--momentum",
         _ => return None,
     })
 }
@@ -93,6 +94,10 @@ pub struct FitTuning {
     /// minibatches, the paper's variant 0).
     #[arg(long, value_name = "R")]
     pub polish: Option<usize>,
+    /// Momentum β of minibatch updates: each starts from w + β·(w − w_prev) on w's support
+    /// (default 0.3 for spinr's minibatch image fits, else 0).
+    #[arg(long, value_name = "β")]
+    pub momentum: Option<f32>,
 }
 
 impl FitTuning {
@@ -140,6 +145,7 @@ impl FitTuning {
                 first_step: self.first_step,
                 rescue: self.rescue,
                 polish: self.polish,
+                momentum: self.momentum,
             },
             seed,
             colour: self.colour,

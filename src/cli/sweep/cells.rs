@@ -361,6 +361,7 @@ impl PlantRunner {
                     first_step: self.tuning.first_step,
                     rescue: self.tuning.rescue,
                     polish: self.tuning.polish,
+                    momentum: self.tuning.momentum,
                 };
                 let mut cfg = choices.resolve(
                     variant,
