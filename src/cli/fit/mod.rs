@@ -89,6 +89,7 @@ struct Job {
 }
 
 /// What the fit may hold, decided before anything large is allocated.
+#[derive(Clone, Copy)]
 struct MemoryPlan {
     /// The CPU backend's feature cache: the default, or none if the budget cannot hold it.
     cpu_feature_cache: u64,
@@ -150,16 +151,7 @@ pub fn run(a: FitArgs) -> anyhow::Result<()> {
     }
     let plan = options.plan(&image)?;
     let run = ImageRun::new(&path, &which, &image, &options);
-    if let (Some(dir), Some((_, saved))) = (&a.resume, &resume) {
-        checkpoints::check(dir, saved, &run)?;
-    }
-    let job = Job {
-        path,
-        run,
-        resume: resume.map(|(c, _)| c),
-        memory: plan_memory(&plan, a.max_memory)?,
-    };
-    let out_dir = prepare_out_dir(&a, &job)?;
+    let (job, out_dir) = start_job(&a, path, run, resume, &plan)?;
     let fit = match plan.method {
         Method::Iht => {
             let path = out_dir.join(MODEL_FILE);
@@ -185,6 +177,28 @@ pub fn run(a: FitArgs) -> anyhow::Result<()> {
         Method::Imp => fit_imp(&a, &job, &image, &plan, &out_dir)?,
     };
     save_and_print(&a, &job, &image, &plan, &out_dir, fit)
+}
+
+/// The job of a fit whose run is `run`: refuses a resume of another fit, plans the memory for
+/// `plan` (a colour fit's largest plane) and prepares the output folder.
+fn start_job(
+    a: &FitArgs,
+    path: PathBuf,
+    run: ImageRun,
+    resume: Option<(Saved, ImageRun)>,
+    plan: &FitPlan,
+) -> anyhow::Result<(Job, PathBuf)> {
+    if let (Some(dir), Some((_, saved))) = (&a.resume, &resume) {
+        checkpoints::check(dir, saved, &run)?;
+    }
+    let job = Job {
+        path,
+        run,
+        resume: resume.map(|(c, _)| c),
+        memory: plan_memory(plan, a.max_memory)?,
+    };
+    let out_dir = prepare_out_dir(a, &job)?;
+    Ok((job, out_dir))
 }
 
 /// Announces the fit on stderr.

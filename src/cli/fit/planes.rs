@@ -10,8 +10,7 @@
 
 use super::checkpoints::{self, DonePlane, ImageRun, Saved};
 use super::{
-    fit_iht, plan_memory, prepare_out_dir, print_and_finish, FitArgs, Job, Stage, MODEL_FILE,
-    RECONSTRUCTION_FILE,
+    fit_iht, print_and_finish, start_job, FitArgs, Job, Stage, MODEL_FILE, RECONSTRUCTION_FILE,
 };
 use crate::backend::BackendInfo;
 use crate::error::Error;
@@ -67,19 +66,24 @@ pub(super) fn run(
         .as_ref()
         .and_then(|(_, r)| r.planes_done.clone())
         .unwrap_or_default();
+    if done.len() >= 3 {
+        // Checkpoints are written while a plane is fitted, so at most two are ever done.
+        return Err(Error::Checkpoint {
+            path: a
+                .resume
+                .clone()
+                .unwrap_or_default()
+                .join(checkpoints::CHECKPOINT_FILE),
+            msg: "it records all three planes as done, which no fit writes; start over \
+                  without --resume"
+                .into(),
+        }
+        .into());
+    }
     let mut run = ImageRun::new(&path, &which, &image, &options);
     run.planes_done = Some(done.clone());
-    if let (Some(dir), Some((_, saved))) = (&a.resume, &resume) {
-        checkpoints::check(dir, saved, &run)?;
-    }
-    let job = Job {
-        path,
-        run,
-        resume: resume.map(|(c, _)| c),
-        // The luma plane has the most nonzeros; every plane has as many samples.
-        memory: plan_memory(&pp.plans[0], a.max_memory)?,
-    };
-    let out_dir = prepare_out_dir(a, &job)?;
+    // The luma plane has the most nonzeros; every plane has as many samples.
+    let (job, out_dir) = start_job(a, path, run, resume, &pp.plans[0])?;
     let fit = fit_all(a, &job, &pp, &out_dir, done)?;
 
     let model = fit.model();
@@ -148,10 +152,10 @@ fn fit_all(
         let resumed = job.resume.as_ref().filter(|_| p == first);
         let mut run = job.run.clone();
         run.planes_done = Some(done.clone());
-        let so_far = planes.clone();
+        let so_far = &planes;
         let save_best = |m: &ImageModel| {
             let path = out_dir.join(MODEL_FILE);
-            model::save_planes(&joined(pp, &so_far, m), &path).map(|()| path)
+            model::save_planes(&joined(pp, so_far, m), &path).map(|()| path)
         };
         let report = |info: &BackendInfo| {
             FitReport::start_planes(
@@ -174,10 +178,7 @@ fn fit_all(
             path: job.path.clone(),
             run,
             resume: None,
-            memory: super::MemoryPlan {
-                cpu_feature_cache: job.memory.cpu_feature_cache,
-                device_budget: job.memory.device_budget,
-            },
+            memory: job.memory,
         };
         let f = fit_iht(a, &plane_job, image, plan, out_dir, stage)?;
         stopped = f.stopped;
@@ -193,17 +194,8 @@ fn fit_all(
         }
         planes.push(PlaneFit::of(f, image));
     }
-    let info = match info {
-        Some(i) => i,
-        // Every plane was done before the resume: nothing ran on a backend.
-        None => crate::backend::create(
-            a.device.backend,
-            a.device.adapter.as_deref(),
-            pp.plans[0].problem(&pp.images[0])?,
-            1,
-        )?
-        .info(),
-    };
+    // At least the last plane ran: a checkpoint never has all three done (`run`).
+    let info = info.expect("a plane ran");
     Ok(PlanesFit::new(planes, stopped, info, peak))
 }
 
