@@ -207,7 +207,7 @@ pub struct IhtConfig {
     /// samples on the best model's support, its gates fixed, then the gates updated (ReLU
     /// gating).
     pub polish: usize,
-    /// Momentum β: from the fourth update on, each update starts from
+    /// Momentum β: from the fifth update on, each update starts from
     /// `w + β·(w − w_prev)` on `w`'s support ([`super::extrapolate`]) instead of `w`. 0: off.
     pub momentum: f32,
 }

@@ -191,8 +191,9 @@ pub fn extrapolate(w: &SparseVec, prev: &SparseVec, beta: f32) -> SparseVec {
     y
 }
 
-/// Updates before momentum starts: the first two run on random gates, the third is the first
-/// on the network's own gates and gives the first `w_prev`.
+/// Updates run before momentum keeps `w_prev`: the first two run on random gates, the third
+/// is the first on the network's own gates; the fourth records its `w` as the first `w_prev`,
+/// and the fifth is the first to start from an extrapolation.
 const MOMENTUM_FROM: usize = 3;
 
 /// Samples rescued at most per check (see `IhtLearner::rescue`).
