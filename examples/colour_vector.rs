@@ -54,6 +54,7 @@ fn main() {
         gate_seed: gate_seed(seed),
         gates: GateMode::Sequential,
         constant_feature: true,
+        image_frequencies: Vec::new(),
     };
     let n = h * w;
     let prob = spec.problem(&[h, w], &[h, w], vec![0.0; n]).unwrap();

@@ -67,10 +67,14 @@ pub struct FourierSpec {
     pub coords: Vec<AxisCoords>,
     /// Set one frequency to zero so that a constant feature `cos 0 = 1` exists (ARCHITECTURE.md, "Images").
     pub constant_feature: bool,
+    /// Frequencies chosen for the image (row-major, one value per axis), which replace the
+    /// last rows of the seed's draw (ARCHITECTURE.md, "Images": frequencies from the
+    /// spectrum). Empty: every frequency is drawn from the seed.
+    pub given: Vec<f32>,
 }
 
 impl FourierSpec {
-    /// Draws `B` ((d/2) × axes) from the seed.
+    /// `B` ((d/2) × axes): drawn from the seed, the last rows replaced by the given ones.
     pub fn frequencies(&self) -> Vec<f64> {
         let half = self.d / 2;
         let k = self.sigma.len();
@@ -81,6 +85,11 @@ impl FourierSpec {
             for a in 0..k {
                 b[f * k + a] = std.sample(&mut rng) * self.sigma[a];
             }
+        }
+        // `check_features` keeps the given rows clear of the constant feature's row 0.
+        let start = (half * k).saturating_sub(self.given.len());
+        for (b, &g) in b[start..].iter_mut().zip(&self.given) {
+            *b = g as f64;
         }
         if self.constant_feature && half > 0 {
             b[..k].fill(0.0);
@@ -98,6 +107,25 @@ impl FourierSpec {
                      pairs)",
                     self.d
                 ),
+            ));
+        }
+        let k = self.sigma.len().max(1);
+        let room = self.d / 2 - usize::from(self.constant_feature);
+        if self.given.len() % k != 0 || self.given.len() / k > room {
+            return Err(Error::invalid(
+                Param::Inputs,
+                format!(
+                    "{} given frequency values are not whole rows of {k} axes within the {room} \
+                     rows that {} features leave",
+                    self.given.len(),
+                    self.d
+                ),
+            ));
+        }
+        if let Some(g) = self.given.iter().find(|g| !g.is_finite()) {
+            return Err(Error::invalid(
+                Param::Inputs,
+                format!("a given frequency is {g}, not a finite number"),
             ));
         }
         Ok(())
@@ -329,4 +357,36 @@ pub fn check_sizes(n: usize, d: usize, m: usize) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(given: Vec<f32>) -> FourierSpec {
+        FourierSpec {
+            d: 8,
+            seed: 5,
+            sigma: vec![3.0, 2.0],
+            coords: vec![AxisCoords::Unit, AxisCoords::Unit],
+            constant_feature: true,
+            given,
+        }
+    }
+
+    #[test]
+    fn given_frequencies_replace_the_last_rows_of_the_draw() {
+        let drawn = spec(Vec::new()).frequencies();
+        let b = spec(vec![1.5, -2.0, 0.5, 4.0]).frequencies();
+        // Row 0 is the constant feature's, row 1 the seed's, rows 2 and 3 the given ones.
+        assert_eq!(&b[..4], &drawn[..4]);
+        assert_eq!(&b[..2], &[0.0, 0.0]);
+        assert_eq!(&b[4..], &[1.5, -2.0, 0.5, 4.0]);
+        // Three rows fit beside the constant feature; four, half a row or NaN do not.
+        assert!(spec(vec![1.0; 6]).check_features().is_ok());
+        for bad in [vec![1.0; 8], vec![1.0; 3], vec![f32::NAN, 1.0]] {
+            let e = spec(bad).check_features().unwrap_err().to_string();
+            assert!(e.contains("frequen"), "{e}");
+        }
+    }
 }

@@ -206,6 +206,7 @@ mod tests {
             sigma: vec![2.0, 2.0],
             coords: vec![AxisCoords::Unit, AxisCoords::Unit],
             constant_feature: true,
+            given: Vec::new(),
         };
         let g = spec.grid(&[rows, cols]).unwrap();
         let n = rows * cols;

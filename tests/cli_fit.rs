@@ -52,6 +52,7 @@ struct Report {
     spinr_version: String,
     colour: Option<String>,
     planes: Option<Vec<PlaneRow>>,
+    frequencies: String,
 }
 
 /// One plane of a luma-chroma fit in report.json.
@@ -66,6 +67,7 @@ struct PlaneRow {
     iterations: usize,
     psnr: f64,
     seconds: f64,
+    frequencies: String,
 }
 
 /// `spinr args` in `dir` on the CPU backend.
@@ -766,4 +768,77 @@ fn momentum_defaults_follow_the_batches_and_s() {
     let o = fit(&["-s", "3000", "--momentum", "1"], "bad");
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("--momentum"), "{}", stderr(&o));
+}
+
+/// The frequencies come from the image's spectrum for spinr's IHT with unit coordinates, and
+/// are saved in the model, whose render is the fit's reconstruction; `--frequencies gaussian`,
+/// the paper's variant, pixel coordinates and IMP keep the seed's Gaussian draw.
+#[test]
+fn frequencies_default_to_the_spectrum_and_travel_in_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let cam = common::asset("camera.png");
+    let cam = cam.to_str().unwrap();
+    let fit = |extra: &[&str], out: &str| {
+        let mut args = vec![
+            "fit", cam, "--resize", "40", "-m", "8", "-d", "64", "-s", "300", "--iters", "3",
+            "--out", out,
+        ];
+        args.extend_from_slice(extra);
+        spinr(dir.path(), &args)
+    };
+    for (extra, out, want) in [
+        (&[][..], "spectrum", "spectrum"),
+        (&["--frequencies", "gaussian"][..], "gaussian", "gaussian"),
+        (&["--variant", "paper"][..], "paper", "gaussian"),
+        (&["--coords", "pixel"][..], "pixel", "gaussian"),
+        (&["--method", "imp"][..], "imp", "gaussian"),
+        (
+            &["--coords", "pixel", "--frequencies", "spectrum"][..],
+            "pixel-spectrum",
+            "spectrum",
+        ),
+    ] {
+        let o = fit(extra, out);
+        assert!(o.status.success(), "{out}: {}", stderr(&o));
+        let report = read_report(&dir.path().join(out));
+        assert_eq!(report.frequencies, want, "{out}");
+        let model = spinr::model::load(&dir.path().join(out).join("model.safetensors")).unwrap();
+        let rows = model.spec.image_frequencies.len() / 2;
+        if want == "spectrum" {
+            // The spectrum's share of the 31 rows beside the constant feature's (at least
+            // half of them), each a frequency of a DCT term: whole or half cycles per image
+            // (unit coordinates).
+            assert_eq!(rows, spinr::inr::spectrum::spectrum_rows(64, true), "{out}");
+            assert!(rows >= 16, "{rows}");
+            if out == "spectrum" {
+                assert!(model
+                    .spec
+                    .image_frequencies
+                    .iter()
+                    .all(|f| (2.0 * f).fract() == 0.0));
+            }
+        } else {
+            assert_eq!(rows, 0, "{out}");
+        }
+    }
+    // The saved model renders the reconstruction, and the two draws fit differently.
+    let o = spinr(
+        dir.path(),
+        &[
+            "render",
+            "spectrum/model.safetensors",
+            "--out",
+            "render.png",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let a = image::open(dir.path().join("render.png"))
+        .unwrap()
+        .to_luma8();
+    let b = image::open(dir.path().join("spectrum/reconstruction.png"))
+        .unwrap()
+        .to_luma8();
+    assert_eq!(a, b);
+    let g = read_report(&dir.path().join("gaussian")).psnr;
+    assert_ne!(read_report(&dir.path().join("spectrum")).psnr, g);
 }

@@ -72,6 +72,7 @@ fn problems(rng: &mut impl Rng) -> Vec<Problem> {
         sigma: vec![2.0, 3.0, 0.05],
         coords: vec![AxisCoords::Unit, AxisCoords::Integer, AxisCoords::Integer],
         constant_feature: true,
+        given: Vec::new(),
     };
     let g = spec.grid(&[9, 11, 3]).unwrap();
     let y: Vec<f32> = (0..g.n()).map(|_| rng.random_range(0.0f32..1.0)).collect();

@@ -25,6 +25,7 @@ fn spec(coords: Coords, sigma: f64, gates: GateMode) -> InrSpec {
         gate_seed: inr::gate_seed(4),
         gates,
         constant_feature: true,
+        image_frequencies: Vec::new(),
     }
 }
 

@@ -150,6 +150,7 @@ fn model_seeds() -> Vec<Vec<u8>> {
             gate_seed: 7,
             gates: GateMode::Sequential,
             constant_feature: true,
+            image_frequencies: Vec::new(),
         },
         height: 5,
         width: 4,
@@ -170,13 +171,16 @@ fn model_seeds() -> Vec<Vec<u8>> {
     // An IMP model: output weights as a second tensor.
     let mut imp = base.clone();
     imp.output = Some(vec![0.5, -1.25, 2.0]);
+    // Frequencies read off an image's spectrum: a third tensor.
+    let mut spectrum = base.clone();
+    spectrum.spec.image_frequencies = vec![1.5, -4.0, 0.01, 0.5, 2.0, -0.03];
     // A colour fit in planes: three one-channel models in one file.
     let mut chroma = gray.clone();
     chroma.w = SparseVec::from_pairs(vec![(12, 0.5)]);
     let planes = spinr::inr::planes::PlanesModel {
         planes: [gray.clone(), chroma.clone(), chroma],
     };
-    let mut seeds: Vec<Vec<u8>> = [base, gray, empty, imp]
+    let mut seeds: Vec<Vec<u8>> = [base, gray, empty, imp, spectrum]
         .iter()
         .map(|m| spinr::model::to_bytes(m).unwrap())
         .collect();

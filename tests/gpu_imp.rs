@@ -70,6 +70,7 @@ fn features(rng: &mut impl Rng, case: &Case) -> Features {
             sigma: vec![2.0, 3.0],
             coords: vec![AxisCoords::Unit, AxisCoords::Unit],
             constant_feature: true,
+            given: Vec::new(),
         };
         Features::Grid(spec.grid(&[rows, case.n / rows]).unwrap())
     } else {
@@ -317,6 +318,7 @@ fn imp_image_models_render_alike_on_both_backends() {
         gate_seed: inr::gate_seed(9),
         gates: GateMode::Sequential,
         constant_feature: true,
+        image_frequencies: Vec::new(),
     };
     let mut rng = rand::rngs::StdRng::seed_from_u64(12);
     let u = random(&mut rng, 70 * 36, 0.3);

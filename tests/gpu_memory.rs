@@ -21,6 +21,7 @@ fn spec(m: usize) -> InrSpec {
         gate_seed: 2,
         gates: GateMode::Sequential,
         constant_feature: true,
+        image_frequencies: Vec::new(),
     }
 }
 

@@ -184,6 +184,7 @@ fn grid_problem(
             })
             .collect(),
         constant_feature: true,
+        given: Vec::new(),
     };
     let g = spec.grid(axes).unwrap();
     let y: Vec<f32> = (0..g.n()).map(|_| rng.random_range(0.0f32..1.0)).collect();

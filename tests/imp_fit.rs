@@ -138,6 +138,7 @@ fn an_imp_image_model_saves_loads_and_renders_its_predictions() {
         gate_seed: inr::gate_seed(7),
         gates: GateMode::Sequential,
         constant_feature: true,
+        image_frequencies: Vec::new(),
     };
     let axes = inr::grid_axes(image.height, image.width, image.channels);
     let p = spec.problem(&axes, &axes, image.data.clone()).unwrap();

@@ -36,6 +36,7 @@ fn problem(m: usize) -> Problem {
         sigma: vec![8.0, 8.0],
         coords: vec![AxisCoords::Unit, AxisCoords::Unit],
         constant_feature: true,
+        given: Vec::new(),
     };
     let g = spec.grid(&[h, w]).unwrap();
     let y = (0..h * w).map(|i| ((i % 7) as f32) / 7.0).collect();

@@ -92,6 +92,7 @@ impl BenchProblem {
             sigma: vec![10.0; axes.len()],
             coords: vec![AxisCoords::Unit; axes.len()],
             constant_feature: true,
+            given: Vec::new(),
         };
         let grid = spec.grid(&axes)?;
         let y: Vec<f32> = (0..size.n)

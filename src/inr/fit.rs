@@ -4,6 +4,7 @@
 //! layers over this module.
 
 use super::planes::Colour;
+pub use super::spectrum::Frequencies;
 use super::{grid_axes, sigma_per_axis, Coords, Image, ImageModel, InrSpec};
 use crate::backend::{Backend, BackendInfo};
 use crate::budget::Estimate;
@@ -153,6 +154,9 @@ pub struct FitOptions {
     /// How a colour image is fitted (`None`: [`super::planes::resolve`]'s default).
     #[serde(default)]
     pub colour: Option<Colour>,
+    /// Where the feature frequencies come from (`None`: [`Frequencies::resolve`]'s default).
+    #[serde(default)]
+    pub frequencies: Option<Frequencies>,
 }
 
 impl Default for FitOptions {
@@ -173,6 +177,7 @@ impl Default for FitOptions {
             iht: IhtChoices::default(),
             seed: 0,
             colour: None,
+            frequencies: None,
         }
     }
 }
@@ -189,6 +194,8 @@ pub struct FitPlan {
     pub batch_size: Option<usize>,
     /// Whether σ was read off the image ([`super::spectrum::auto_sigma`]).
     pub sigma_auto: bool,
+    /// Where the frequencies came from (`spec.image_frequencies` holds the spectrum's).
+    pub frequencies: Frequencies,
     pub height: usize,
     pub width: usize,
     pub channels: usize,
@@ -233,8 +240,16 @@ impl FitOptions {
         let fixed = default_sigma(self.coords, h.max(w));
         let sigma_auto =
             self.sigma.is_empty() && self.coords == Coords::Unit && self.variant == Variant::Spinr;
-        let spatial = if sigma_auto {
-            vec![super::spectrum::auto_sigma(image, self.nonzeros, fixed)?]
+        let frequencies =
+            Frequencies::resolve(self.frequencies, self.method, self.variant, self.coords);
+        // One reading of the image's largest DCT terms serves σ and the frequencies.
+        let spectrum = if sigma_auto || frequencies == Frequencies::Spectrum {
+            Some(super::spectrum::Spectrum::read(image, self.nonzeros)?)
+        } else {
+            None
+        };
+        let spatial = if let (true, Some(sp)) = (sigma_auto, &spectrum) {
+            vec![sp.sigma(self.nonzeros, h.max(w), fixed)]
         } else if self.sigma.is_empty() {
             vec![fixed]
         } else {
@@ -244,6 +259,25 @@ impl FitOptions {
         let constant_feature = self
             .constant_feature
             .unwrap_or(self.variant == Variant::Spinr);
+        let image_frequencies = match &spectrum {
+            // Before the sizes are checked, so a bad `d` must not reach `spectrum_rows`.
+            Some(sp) if frequencies == Frequencies::Spectrum && self.features >= 2 => sp
+                .frequencies(
+                    super::spectrum::spectrum_rows(self.features, constant_feature),
+                    self.seed,
+                    self.coords,
+                    (h, w),
+                    c,
+                    self.sigma_channel,
+                ),
+            _ => Vec::new(),
+        };
+        // A flat image has no spectrum to read: then every frequency is the seed's.
+        let frequencies = if image_frequencies.is_empty() {
+            Frequencies::Gaussian
+        } else {
+            frequencies
+        };
         let spec = InrSpec {
             neurons: self.neurons,
             features: self.features,
@@ -253,6 +287,7 @@ impl FitOptions {
             gate_seed: super::gate_seed(self.seed),
             gates: self.gates,
             constant_feature,
+            image_frequencies,
         };
         let (first, last) = match self.batch {
             BatchChoice::Full => (None, None),
@@ -310,6 +345,7 @@ impl FitOptions {
             cfg,
             batch_size,
             sigma_auto,
+            frequencies,
             height: h,
             width: w,
             channels: c,
@@ -550,6 +586,13 @@ pub struct FitReport {
     /// `iterations` summed over the planes).
     #[serde(default)]
     pub planes: Option<Vec<PlaneReport>>,
+    /// Where the feature frequencies came from: spectrum or gaussian.
+    #[serde(default = "gaussian")]
+    pub frequencies: Frequencies,
+}
+
+fn gaussian() -> Frequencies {
+    Frequencies::Gaussian
 }
 
 /// One plane of a luma-chroma fit in `report.json`.
@@ -566,6 +609,9 @@ pub struct PlaneReport {
     /// PSNR of the plane (its values in [0, 1]).
     pub psnr: f64,
     pub seconds: f64,
+    /// Where the plane's frequencies came from (by default the spectrum for luma, Gaussian
+    /// for chroma).
+    pub frequencies: Frequencies,
 }
 
 impl FitReport {
@@ -613,6 +659,7 @@ impl FitReport {
             spinr_version: env!("CARGO_PKG_VERSION").to_string(),
             colour: (plan.channels == 3).then_some(Colour::ChannelAxis),
             planes: None,
+            frequencies: plan.frequencies,
         }
     }
 
@@ -678,6 +725,7 @@ impl FitReport {
                     iterations: p.iterations,
                     psnr: p.psnr,
                     seconds: p.seconds,
+                    frequencies: Frequencies::of(&p.model.spec),
                 })
                 .collect(),
         );

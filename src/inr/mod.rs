@@ -58,6 +58,10 @@ pub struct InrSpec {
     pub gate_seed: u64,
     pub gates: GateMode,
     pub constant_feature: bool,
+    /// Frequencies read off the fitted image's spectrum (row-major, one value per grid axis,
+    /// in the units of `coords`), which replace the last rows of the seed's Gaussian draw
+    /// ([`spectrum::spectral_frequencies`]). Empty: all drawn from the seed.
+    pub image_frequencies: Vec<f32>,
 }
 
 /// The gate seed derived from the feature seed (SplitMix64 finaliser), so one `--seed` fixes
@@ -149,6 +153,7 @@ impl InrSpec {
             sigma: self.sigma.clone(),
             coords,
             constant_feature: self.constant_feature,
+            given: self.image_frequencies.clone(),
         }
     }
 
@@ -387,6 +392,7 @@ mod tests {
             gate_seed: 1,
             gates: GateMode::Convex,
             constant_feature: true,
+            image_frequencies: Vec::new(),
         };
         let c = spec.axis_coords(&[10, 10], &[20, 10]);
         assert!(matches!(c[1], AxisCoords::Integer));
@@ -417,6 +423,7 @@ mod tests {
                     gate_seed: gate_seed(5),
                     gates,
                     constant_feature: true,
+                    image_frequencies: Vec::new(),
                 },
                 height: 7,
                 width: 5,
@@ -456,6 +463,7 @@ mod tests {
             gate_seed: gate_seed(3),
             gates: GateMode::Sequential,
             constant_feature: true,
+            image_frequencies: Vec::new(),
         };
         let u: Vec<f32> = (0..40).map(|i| ((i * 7 % 11) as f32 - 5.0) / 8.0).collect();
         let net = ImpModel::from_dense(10, 4, 1, &u, &[0.9, -0.4, 0.7, 0.0]);

@@ -16,6 +16,7 @@
 //!   [`PLANE_ITERS`] epochs take about the channel axis's 30 epochs' time.
 
 use super::fit::{FitOptions, FitPlan, Method};
+use super::spectrum::Frequencies;
 use super::{Image, ImageModel};
 use crate::backend::BackendChoice;
 use crate::error::{Error, Param, Result};
@@ -202,6 +203,11 @@ impl PlanesPlan {
                 nonzeros: counts[p],
                 neurons: plane_neurons(options.neurons, counts[p], s, p),
                 colour: None,
+                // Chroma keeps the Gaussian draw unless asked: its smooth planes lost with
+                // the spectrum (README, "Frequencies from the spectrum").
+                frequencies: options
+                    .frequencies
+                    .or((p > 0).then_some(Frequencies::Gaussian)),
                 ..options.clone()
             };
             plans.push(o.plan_as_part(img, s)?);

@@ -7,6 +7,11 @@
 //! is stored in `indices`/`values` exactly as IHT's weights, and it gates by ReLU. Files
 //! without `output` are IHT's plain sums of ReLUs, unchanged.
 //!
+//! A model whose frequencies were read off the image's spectrum has a tensor `frequencies`
+//! (`f32 [r, axes]`): the last `r` rows of the feature frequencies, which replace the seed's
+//! draw ([`crate::inr::InrSpec::image_frequencies`]). Files without it draw every frequency
+//! from the seed.
+//!
 //! Loading is strict: a truncated or corrupt file, a missing or unknown metadata key, an index
 //! out of range or a non-finite value is an error that names the file and the problem.
 
@@ -108,6 +113,24 @@ pub fn to_bytes(model: &ImageModel) -> Result<Vec<u8>> {
             TensorView::new(Dtype::F32, vec![s], &val).map_err(ser)?,
         ),
     ];
+    let freq: Vec<u8>;
+    if !spec.image_frequencies.is_empty() {
+        let axes = spec.sigma.len();
+        freq = spec
+            .image_frequencies
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        tensors.push((
+            "frequencies",
+            TensorView::new(
+                Dtype::F32,
+                vec![spec.image_frequencies.len() / axes, axes],
+                &freq,
+            )
+            .map_err(ser)?,
+        ));
+    }
     let out: Vec<u8>;
     if let Some(v) = &model.output {
         let m = spec.neurons;
@@ -388,10 +411,13 @@ pub fn from_bytes(bytes: &[u8]) -> std::result::Result<ImageModel, String> {
 
     let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
     names.sort();
-    let has_output = names == ["indices", "output", "values"];
-    if names != ["indices", "values"] && !has_output {
+    let has = |n: &str| names.iter().any(|x| x == n);
+    let (has_output, has_frequencies) = (has("output"), has("frequencies"));
+    let expected = 2 + usize::from(has_output) + usize::from(has_frequencies);
+    if !has("indices") || !has("values") || names.len() != expected {
         return Err(format!(
-            "tensors are {names:?}, expected [\"indices\", \"values\"] and optionally \"output\""
+            "tensors are {names:?}, expected [\"indices\", \"values\"] and optionally \
+             \"frequencies\" and \"output\""
         ));
     }
     let tensor = |name: &str, dtype: Dtype| -> std::result::Result<TensorView, String> {
@@ -451,6 +477,11 @@ pub fn from_bytes(bytes: &[u8]) -> std::result::Result<ImageModel, String> {
     } else {
         None
     };
+    let image_frequencies = if has_frequencies {
+        read_frequencies(&st, d, axes, constant_feature)?
+    } else {
+        Vec::new()
+    };
     Ok(ImageModel {
         spec: InrSpec {
             neurons: m,
@@ -461,6 +492,7 @@ pub fn from_bytes(bytes: &[u8]) -> std::result::Result<ImageModel, String> {
             gate_seed,
             gates,
             constant_feature,
+            image_frequencies,
         },
         height,
         width,
@@ -469,6 +501,42 @@ pub fn from_bytes(bytes: &[u8]) -> std::result::Result<ImageModel, String> {
         w: SparseVec { indices, values },
         output,
     })
+}
+
+/// The `frequencies` tensor: f32, shape [r, axes] with `r` at most the rows the features
+/// leave beside the constant one, finite.
+fn read_frequencies(
+    st: &safetensors::SafeTensors,
+    d: usize,
+    axes: usize,
+    constant_feature: bool,
+) -> std::result::Result<Vec<f32>, String> {
+    let t = st.tensor("frequencies").map_err(|e| e.to_string())?;
+    if t.dtype() != Dtype::F32 {
+        return Err(format!(
+            "tensor frequencies has dtype {:?}, expected F32",
+            t.dtype()
+        ));
+    }
+    let room = d / 2 - usize::from(constant_feature);
+    match t.shape() {
+        [r, a] if *a == axes && *r >= 1 && *r <= room => {}
+        shape => {
+            return Err(format!(
+                "tensor frequencies has shape {shape:?}, expected [r, {axes}] with 1 ≤ r ≤ {room} \
+                 (d = {d}, constant feature {constant_feature})"
+            ))
+        }
+    }
+    let v: Vec<f32> = t
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    if let Some(p) = v.iter().position(|x| !x.is_finite()) {
+        return Err(format!("frequency {} at position {p} is not finite", v[p]));
+    }
+    Ok(v)
 }
 
 /// The `output` tensor: f32, shape [m] or [m, C], finite; only with ReLU gating.

@@ -12,6 +12,7 @@ fn model() -> ImageModel {
             gate_seed: 7,
             gates: GateMode::Sequential,
             constant_feature: true,
+            image_frequencies: Vec::new(),
         },
         height: 5,
         width: 4,
@@ -51,6 +52,30 @@ fn err(bytes: &[u8]) -> String {
 fn round_trip_is_exact() {
     let m = model();
     assert_eq!(from_bytes(&to_bytes(&m).unwrap()).unwrap(), m);
+}
+
+fn with_frequencies(f: Vec<f32>) -> ImageModel {
+    let mut m = model();
+    m.spec.image_frequencies = f;
+    m
+}
+
+#[test]
+fn round_trip_with_image_frequencies_is_exact() {
+    // Three rows of (rows, columns, channel) beside the constant feature's.
+    let m = with_frequencies(vec![1.5, -4.0, 0.01, 0.5, 2.0, -0.03, 7.0, 0.0, 0.0]);
+    let back = from_bytes(&to_bytes(&m).unwrap()).unwrap();
+    assert_eq!(back, m);
+    assert_eq!(
+        back.spec.fourier(Vec::new()).frequencies()[3..],
+        [1.5, -4.0, 0.01, 0.5, 2.0, -0.03, 7.0, 0.0, 0.0].map(|x: f32| x as f64)
+    );
+    // Too many rows (row 0 is the constant feature's), half a row, or not finite: refused.
+    for bad in [vec![1.0; 12], vec![f32::INFINITY, 1.0, 1.0]] {
+        let e = err(&to_bytes(&with_frequencies(bad)).unwrap());
+        assert!(e.contains("frequenc"), "{e}");
+    }
+    assert!(to_bytes(&with_frequencies(vec![1.0; 4])).is_err());
 }
 
 #[test]

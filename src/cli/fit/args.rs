@@ -3,7 +3,7 @@
 use super::super::DeviceArgs;
 use crate::error::Param;
 use crate::iht::{FirstStep, IhtChoices, Refine, Variant};
-use crate::inr::fit::{self as inr_fit, BatchChoice, FitOptions, Method};
+use crate::inr::fit::{self as inr_fit, BatchChoice, FitOptions, Frequencies, Method};
 use crate::inr::planes::{self, Colour};
 use crate::inr::{image as img, Coords, Image};
 use crate::problem::GateMode;
@@ -61,6 +61,12 @@ pub struct FitTuning {
     /// channel a third grid axis: the paper's, and the default of IMP and --variant paper).
     #[arg(long, value_enum, value_name = "MODEL")]
     pub colour: Option<Colour>,
+    /// Where the feature frequencies come from: spectrum (read off the image: each from one of
+    /// its s largest DCT terms; spinr's IHT default with unit coordinates) or gaussian (all
+    /// drawn from N(0, σ²): the paper's, and the default of IMP, --variant paper and
+    /// --coords pixel).
+    #[arg(long, value_enum, value_name = "FROM")]
+    pub frequencies: Option<Frequencies>,
     /// Epochs (full passes over the samples): default 30 for images (50 per plane of a
     /// luma-chroma fit); in `spinr sweep`, 100 for
     /// planted networks and 15 / 50 for binary / multiclass classifiers.
@@ -149,6 +155,7 @@ impl FitTuning {
             },
             seed,
             colour: self.colour,
+            frequencies: self.frequencies,
         }
     }
 }

@@ -213,7 +213,7 @@ fn announce(a: &FitArgs, job: &Job, image: &Image, plan: &FitPlan, info: &backen
         String::new()
     };
     eprintln!(
-        "spinr: fitting {} ({}×{} {}, {} samples): {} m={}{} s={} d={} σ={} ({} coords{}) on {} ({}), {}",
+        "spinr: fitting {} ({}×{} {}, {} samples): {} m={}{} s={} d={} σ={} ({} coords{}){} on {} ({}), {}",
         job.path.display(),
         image.height,
         image.width,
@@ -235,10 +235,24 @@ fn announce(a: &FitArgs, job: &Job, image: &Image, plan: &FitPlan, info: &backen
         } else {
             ""
         },
+        frequency_text(plan),
         info.kind,
         info.adapter,
         batch_text(plan)
     );
+}
+
+/// How many frequencies came from the image's spectrum, as the start-up lines print it.
+fn frequency_text(plan: &FitPlan) -> String {
+    let rows = plan.spec.image_frequencies.len() / plan.spec.sigma.len().max(1);
+    if rows == 0 {
+        String::new()
+    } else {
+        format!(
+            ", {rows} of {} frequencies from its spectrum",
+            plan.spec.features / 2
+        )
+    }
 }
 
 /// σ per axis as the start-up lines print it.

@@ -36,7 +36,7 @@ pub(super) fn announce_plane(a: &FitArgs, p: usize, plan: &FitPlan, info: &Backe
         a.device.announce(info);
     }
     eprintln!(
-        "spinr: plane {} of 3, {}: m={} s={} σ={}{} on {} ({}), {}",
+        "spinr: plane {} of 3, {}: m={} s={} σ={}{}{} on {} ({}), {}",
         p + 1,
         PLANES[p],
         plan.spec.neurons,
@@ -47,6 +47,7 @@ pub(super) fn announce_plane(a: &FitArgs, p: usize, plan: &FitPlan, info: &Backe
         } else {
             ""
         },
+        super::frequency_text(plan),
         info.kind,
         info.adapter,
         super::batch_text(plan),
