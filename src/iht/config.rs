@@ -161,7 +161,8 @@ pub const DEFAULT_MINIBATCH_MOMENTUM: f32 = 0.3;
 /// The fewest nonzeros at which spinr's minibatch image fits use momentum. Measured on eight
 /// photos at 128²: β = 0.3 gains +0.3 to +0.8 dB on six at s = 3000 (the gray textures within
 /// ±0.1) and +1.0 to +2.8 dB on all eight at s = 10 000, but loses up to 0.4 dB on the gray
-/// textures at s = 1000, where β = 0.1 or 0.2 stays within ±0.2 dB.
+/// textures at s = 1000, where β = 0.1 or 0.2 stays within ±0.2 dB. With the frequencies from
+/// the spectrum (0.6.0) brick loses 0.78 dB at s = 2000 where the other seven gain up to 0.42.
 pub const MOMENTUM_FROM_NONZEROS: usize = 3000;
 
 /// Momentum of a spinr minibatch image fit with `s` nonzeros.
