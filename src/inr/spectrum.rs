@@ -402,23 +402,35 @@ mod tests {
     fn the_spectrum_default_is_spinrs_iht_on_unit_coordinates() {
         use crate::iht::Variant;
         use crate::inr::fit::Method;
-        let r = |m, v, c| Frequencies::resolve(None, m, v, c);
-        assert_eq!(
-            r(Method::Iht, Variant::Spinr, Coords::Unit),
-            Frequencies::Spectrum
-        );
-        assert_eq!(
-            r(Method::Iht, Variant::Spinr, Coords::Pixel),
-            Frequencies::Gaussian
-        );
-        assert_eq!(
-            r(Method::Iht, Variant::Paper, Coords::Unit),
-            Frequencies::Gaussian
-        );
-        assert_eq!(
-            r(Method::Imp, Variant::Spinr, Coords::Unit),
-            Frequencies::Gaussian
-        );
+        for (method, variant, coords, want) in [
+            (
+                Method::Iht,
+                Variant::Spinr,
+                Coords::Unit,
+                Frequencies::Spectrum,
+            ),
+            (
+                Method::Iht,
+                Variant::Spinr,
+                Coords::Pixel,
+                Frequencies::Gaussian,
+            ),
+            (
+                Method::Iht,
+                Variant::Paper,
+                Coords::Unit,
+                Frequencies::Gaussian,
+            ),
+            (
+                Method::Imp,
+                Variant::Spinr,
+                Coords::Unit,
+                Frequencies::Gaussian,
+            ),
+        ] {
+            let got = Frequencies::resolve(None, method, variant, coords);
+            assert_eq!(got, want, "{method:?} {variant:?} {coords:?}");
+        }
         let chosen = Frequencies::resolve(
             Some(Frequencies::Spectrum),
             Method::Imp,

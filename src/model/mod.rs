@@ -450,11 +450,6 @@ pub fn from_bytes(bytes: &[u8]) -> std::result::Result<ImageModel, String> {
         .chunks_exact(4)
         .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
         .collect();
-    let values: Vec<f32> = tv
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect();
     if let Some(p) = indices.iter().position(|&i| i as u64 >= md) {
         return Err(format!(
             "index {} at position {p} is out of range (m·d = {md})",
@@ -469,9 +464,7 @@ pub fn from_bytes(bytes: &[u8]) -> std::result::Result<ImageModel, String> {
             indices[p + 1]
         ));
     }
-    if let Some(p) = values.iter().position(|v| !v.is_finite()) {
-        return Err(format!("value {} at position {p} is not finite", values[p]));
-    }
+    let values = finite_f32s(&tv, "value")?;
     let output = if has_output {
         Some(read_output(&st, m, gating)?)
     } else {
@@ -528,13 +521,19 @@ fn read_frequencies(
             ))
         }
     }
+    finite_f32s(&t, "frequency")
+}
+
+/// The little-endian f32 values of a tensor, refused naming the first that is not finite
+/// (`what`: what one value is called in the error).
+fn finite_f32s(t: &TensorView, what: &str) -> std::result::Result<Vec<f32>, String> {
     let v: Vec<f32> = t
         .data()
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
         .collect();
     if let Some(p) = v.iter().position(|x| !x.is_finite()) {
-        return Err(format!("frequency {} at position {p} is not finite", v[p]));
+        return Err(format!("{what} {} at position {p} is not finite", v[p]));
     }
     Ok(v)
 }
@@ -566,18 +565,7 @@ fn read_output(
             "tensor output has shape {shape:?}, expected [m] = [{m}] or [m, C]"
         ));
     }
-    let v: Vec<f32> = t
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect();
-    if let Some(p) = v.iter().position(|x| !x.is_finite()) {
-        return Err(format!(
-            "output weight {} at position {p} is not finite",
-            v[p]
-        ));
-    }
-    Ok(v)
+    finite_f32s(&t, "output weight")
 }
 
 pub mod planes;
