@@ -61,10 +61,11 @@ pub struct FitTuning {
     /// channel a third grid axis: the paper's, and the default of IMP and --variant paper).
     #[arg(long, value_enum, value_name = "MODEL")]
     pub colour: Option<Colour>,
-    /// Where the feature frequencies come from: spectrum (read off the image: each from one of
-    /// its s largest DCT terms; spinr's IHT default with unit coordinates) or gaussian (all
-    /// drawn from N(0, σ²): the paper's, and the default of IMP, --variant paper and
-    /// --coords pixel).
+    /// Where the feature frequencies come from: spectrum (three quarters read off the image,
+    /// each from one of its s largest DCT terms, the rest drawn from N(0, σ²); spinr's IHT
+    /// default with unit coordinates, though a colour fit's chroma planes then stay Gaussian)
+    /// or gaussian (all drawn from N(0, σ²): the paper's, and the default of IMP,
+    /// --variant paper and --coords pixel).
     #[arg(long, value_enum, value_name = "FROM")]
     pub frequencies: Option<Frequencies>,
     /// Epochs (full passes over the samples): default 30 for images (50 per plane of a
