@@ -49,7 +49,7 @@ pub fn default_neurons(method: Method, variant: Variant, s: usize) -> usize {
 }
 
 /// σ in cycles per image (longer side) for unit coordinates when it is not read off the image
-/// (the paper's variant, and images without structure: [`super::spectrum::auto_sigma`]), at
+/// (the paper's variant, and images without structure: [`super::spectrum::Spectrum::sigma`]), at
 /// most a third of the longer side in pixels.
 pub const DEFAULT_SIGMA_UNIT: f64 = 20.0;
 /// σ in cycles per pixel for pixel coordinates (the paper's MNIST value).
@@ -137,7 +137,7 @@ pub struct FitOptions {
     pub nonzeros: usize,
     pub features: usize,
     /// Spatial σ: empty (spinr's variant with unit coordinates reads it off the image,
-    /// [`super::spectrum::auto_sigma`]; otherwise the fixed default for the coordinates), one
+    /// [`super::spectrum::Spectrum::sigma`]; otherwise the fixed default for the coordinates), one
     /// value (the longer side; isotropic in pixels) or rows,columns.
     pub sigma: Vec<f64>,
     pub sigma_channel: f64,
@@ -192,10 +192,8 @@ pub struct FitPlan {
     /// Samples per update (the first epoch's when batches grow, `cfg.batch_end` the last's);
     /// `None` = full batch.
     pub batch_size: Option<usize>,
-    /// Whether σ was read off the image ([`super::spectrum::auto_sigma`]).
+    /// Whether σ was read off the image ([`super::spectrum::Spectrum::sigma`]).
     pub sigma_auto: bool,
-    /// Where the frequencies came from (`spec.image_frequencies` holds the spectrum's).
-    pub frequencies: Frequencies,
     pub height: usize,
     pub width: usize,
     pub channels: usize,
@@ -260,23 +258,15 @@ impl FitOptions {
             .constant_feature
             .unwrap_or(self.variant == Variant::Spinr);
         let image_frequencies = match &spectrum {
-            // Before the sizes are checked, so a bad `d` must not reach `spectrum_rows`.
-            Some(sp) if frequencies == Frequencies::Spectrum && self.features >= 2 => sp
-                .frequencies(
-                    super::spectrum::spectrum_rows(self.features, constant_feature),
-                    self.seed,
-                    self.coords,
-                    (h, w),
-                    c,
-                    self.sigma_channel,
-                ),
+            Some(sp) if frequencies == Frequencies::Spectrum => sp.frequencies(
+                super::spectrum::spectrum_rows(self.features, constant_feature),
+                self.seed,
+                self.coords,
+                (h, w),
+                c,
+                self.sigma_channel,
+            ),
             _ => Vec::new(),
-        };
-        // A flat image has no spectrum to read: then every frequency is the seed's.
-        let frequencies = if image_frequencies.is_empty() {
-            Frequencies::Gaussian
-        } else {
-            frequencies
         };
         let spec = InrSpec {
             neurons: self.neurons,
@@ -345,7 +335,6 @@ impl FitOptions {
             cfg,
             batch_size,
             sigma_auto,
-            frequencies,
             height: h,
             width: w,
             channels: c,
@@ -659,7 +648,7 @@ impl FitReport {
             spinr_version: env!("CARGO_PKG_VERSION").to_string(),
             colour: (plan.channels == 3).then_some(Colour::ChannelAxis),
             planes: None,
-            frequencies: plan.frequencies,
+            frequencies: Frequencies::of(&plan.spec),
         }
     }
 

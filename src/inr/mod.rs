@@ -60,7 +60,7 @@ pub struct InrSpec {
     pub constant_feature: bool,
     /// Frequencies read off the fitted image's spectrum (row-major, one value per grid axis,
     /// in the units of `coords`), which replace the last rows of the seed's Gaussian draw
-    /// ([`spectrum::spectral_frequencies`]). Empty: all drawn from the seed.
+    /// ([`spectrum::Spectrum::frequencies`]). Empty: all drawn from the seed.
     pub image_frequencies: Vec<f32>,
 }
 

@@ -107,26 +107,11 @@ impl Spectrum {
     }
 }
 
-/// The median frequency of the `s` largest DCT terms of `img` ([`Spectrum::median_frequency`]).
-pub fn median_frequency(img: &Image, s: usize) -> Result<Option<f64>> {
-    Ok(Spectrum::read_within(img, s, usize::MAX)?.median_frequency())
-}
-
 /// Images above this many pixels are read from a Lanczos-resampled copy of this many: its
 /// DCT and ranking take 16 bytes per sample, and reading σ happens before a fit's memory
 /// budget is checked. The copy keeps every frequency up to half its side (512 cycles per
 /// image), above any median a fit's `s` reaches.
 pub const READ_MAX_PIXELS: usize = 1 << 20;
-
-/// spinr's σ for fitting `img` with `s` nonzeros ([`Spectrum::sigma`]).
-pub fn auto_sigma(img: &Image, s: usize, fallback: f64) -> Result<f64> {
-    auto_sigma_within(img, s, fallback, READ_MAX_PIXELS)
-}
-
-fn auto_sigma_within(img: &Image, s: usize, fallback: f64, max_pixels: usize) -> Result<f64> {
-    let long = img.height.max(img.width);
-    Ok(Spectrum::read_within(img, s, max_pixels)?.sigma(s, long, fallback))
-}
 
 /// Where a fit's feature frequencies come from.
 #[derive(
@@ -257,25 +242,6 @@ impl Spectrum {
     }
 }
 
-/// [`Spectrum::frequencies`] of the `s` largest terms of `img`.
-pub fn spectral_frequencies(
-    img: &Image,
-    s: usize,
-    rows: usize,
-    seed: u64,
-    coords: Coords,
-    sigma_channel: f64,
-) -> Result<Vec<f32>> {
-    Ok(Spectrum::read(img, s)?.frequencies(
-        rows,
-        seed,
-        coords,
-        (img.height, img.width),
-        img.channels,
-        sigma_channel,
-    ))
-}
-
 /// Separates the spectrum draw's random stream from the Gaussian draw's (same `--seed`).
 const SPECTRUM_SALT: u64 = 0x5350_4543_5452_554d;
 
@@ -283,6 +249,31 @@ const SPECTRUM_SALT: u64 = 0x5350_4543_5452_554d;
 mod tests {
     use super::*;
     use std::f64::consts::PI;
+
+    fn median_frequency(img: &Image, s: usize) -> Result<Option<f64>> {
+        Ok(Spectrum::read_within(img, s, usize::MAX)?.median_frequency())
+    }
+
+    fn auto_sigma_within(img: &Image, s: usize, fallback: f64, max_pixels: usize) -> Result<f64> {
+        let long = img.height.max(img.width);
+        Ok(Spectrum::read_within(img, s, max_pixels)?.sigma(s, long, fallback))
+    }
+
+    fn auto_sigma(img: &Image, s: usize, fallback: f64) -> Result<f64> {
+        auto_sigma_within(img, s, fallback, READ_MAX_PIXELS)
+    }
+
+    fn spectral_frequencies(
+        img: &Image,
+        s: usize,
+        rows: usize,
+        seed: u64,
+        coords: Coords,
+        sigma_channel: f64,
+    ) -> Result<Vec<f32>> {
+        let (size, c) = ((img.height, img.width), img.channels);
+        Ok(Spectrum::read(img, s)?.frequencies(rows, seed, coords, size, c, sigma_channel))
+    }
 
     /// A sum of two cosines, `k1` and `k2` cycles across the width, constant down the rows.
     fn stripes(h: usize, w: usize, k1: f64, k2: f64) -> Image {
