@@ -236,4 +236,30 @@ mod tests {
         });
         assert_eq!(bad.apply_threads, None);
     }
+
+    /// Help text comes from doc comments, which may hold rustdoc links (`[`Name`]`) that mean
+    /// nothing on a terminal: every subcommand's long help is checked for them.
+    #[test]
+    fn help_text_has_no_rustdoc_links() {
+        use clap::CommandFactory;
+        fn walk(cmd: &mut clap::Command, path: &str, bad: &mut Vec<String>) {
+            let help = cmd.render_long_help().to_string();
+            for line in help.lines().filter(|l| l.contains("[`")) {
+                bad.push(format!("{path}: {}", line.trim()));
+            }
+            for sub in cmd.get_subcommands_mut() {
+                let name = format!("{path} {}", sub.get_name());
+                walk(sub, &name, bad);
+            }
+        }
+        let mut cli = Cli::command();
+        cli.build();
+        let mut bad = Vec::new();
+        walk(&mut cli, "spinr", &mut bad);
+        assert!(
+            bad.is_empty(),
+            "rustdoc links in --help:\n{}",
+            bad.join("\n")
+        );
+    }
 }

@@ -121,8 +121,8 @@ pub const READ_MAX_PIXELS: usize = 1 << 20;
 pub enum Frequencies {
     /// All drawn from `N(0, σ²)` per axis: the paper's random Fourier features.
     Gaussian,
-    /// Read off the image's spectrum ([`spectral_frequencies`]); the constant feature and
-    /// the rows outside [`SPECTRUM_SHARE`] stay the Gaussian draw.
+    /// Read off the image's spectrum: three quarters of the rows, each the frequency of one
+    /// of its `s` largest DCT terms; the constant feature and the other rows stay Gaussian.
     Spectrum,
 }
 
