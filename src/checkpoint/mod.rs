@@ -10,6 +10,8 @@
 
 pub mod imp;
 
+/// The `format` of checkpoint bytes ([`FORMAT`] or [`imp::FORMAT`]), if they have one.
+pub use crate::model::format_of;
 pub use imp::ImpCheckpoint;
 
 use crate::error::{Error, Result};
@@ -286,12 +288,6 @@ fn parse<T: serde::de::DeserializeOwned>(
     k: &str,
 ) -> std::result::Result<T, String> {
     serde_json::from_str(&meta[k]).map_err(|e| format!("metadata {k}: {e}"))
-}
-
-/// The `format` of checkpoint bytes ([`FORMAT`] or [`imp::FORMAT`]), if they have one.
-pub fn format_of(bytes: &[u8]) -> Option<String> {
-    let (_, header) = safetensors::SafeTensors::read_metadata(bytes).ok()?;
-    header.metadata().as_ref()?.get("format").cloned()
 }
 
 /// Reads a checkpoint file's bytes, naming the file on failure.

@@ -3,7 +3,7 @@
 //! on a backend ([`fit_iht`]) → a [`FitReport`]. `spinr fit` and `spinr sweep` are thin
 //! layers over this module.
 
-use super::planes::Colour;
+use super::colour::Colour;
 pub use super::spectrum::Frequencies;
 use super::{grid_axes, sigma_per_axis, Coords, Image, ImageModel, InrSpec};
 use crate::backend::{Backend, BackendInfo};
@@ -75,6 +75,25 @@ pub fn default_sigma(coords: Coords, long: usize) -> f64 {
         Coords::Unit => DEFAULT_SIGMA_UNIT.min(long as f64 / 3.0),
         Coords::Pixel => DEFAULT_SIGMA_PIXEL,
     }
+}
+
+/// Where a fit's frequencies come from unless `asked`: the spectrum for spinr's IHT with unit
+/// coordinates (where σ too is read off the image); the paper's variant, IMP (the paper's
+/// baseline) and pixel coordinates (the digit grid) keep the paper's Gaussian features, and
+/// so do the chroma planes of a luma-chroma fit (`planes::PlanesPlan`).
+pub fn default_frequencies(
+    asked: Option<Frequencies>,
+    method: Method,
+    variant: Variant,
+    coords: Coords,
+) -> Frequencies {
+    asked.unwrap_or(
+        if method == Method::Iht && variant == Variant::Spinr && coords == Coords::Unit {
+            Frequencies::Spectrum
+        } else {
+            Frequencies::Gaussian
+        },
+    )
 }
 
 /// The minibatch size an IMP fit of `n` samples uses when none is given.
@@ -151,10 +170,10 @@ pub struct FitOptions {
     pub iht: IhtChoices,
     /// Seed of the features (the gate seed derives from it) and of the minibatch order.
     pub seed: u64,
-    /// How a colour image is fitted (`None`: [`super::planes::resolve`]'s default).
+    /// How a colour image is fitted (`None`: `planes::resolve`'s default).
     #[serde(default)]
     pub colour: Option<Colour>,
-    /// Where the feature frequencies come from (`None`: [`Frequencies::resolve`]'s default).
+    /// Where the feature frequencies come from (`None`: [`default_frequencies`]).
     #[serde(default)]
     pub frequencies: Option<Frequencies>,
 }
@@ -200,12 +219,6 @@ pub struct FitPlan {
 }
 
 impl FitOptions {
-    /// How a fit of `image` treats colour (`None` for gray): [`super::planes::resolve`]. A
-    /// luma-chroma fit is planned with [`super::planes::PlanesPlan`], one network per plane.
-    pub fn colour_for(&self, image: &Image) -> Result<Option<Colour>> {
-        super::planes::resolve(self.colour, image.channels, self.method, self.variant)
-    }
-
     /// Resolves the defaults for `image` and checks every choice before anything is allocated:
     /// one network (gray, or colour on the channel axis).
     pub fn plan(&self, image: &Image) -> Result<FitPlan> {
@@ -239,7 +252,7 @@ impl FitOptions {
         let sigma_auto =
             self.sigma.is_empty() && self.coords == Coords::Unit && self.variant == Variant::Spinr;
         let frequencies =
-            Frequencies::resolve(self.frequencies, self.method, self.variant, self.coords);
+            default_frequencies(self.frequencies, self.method, self.variant, self.coords);
         // One reading of the image's largest DCT terms serves σ and the frequencies.
         let spectrum = if sigma_auto || frequencies == Frequencies::Spectrum {
             Some(super::spectrum::Spectrum::read(image, self.nonzeros)?)
@@ -588,7 +601,7 @@ fn gaussian() -> Frequencies {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlaneReport {
-    /// luma, chroma-rb or chroma-gm ([`super::planes::PLANES`]).
+    /// luma, chroma-rb or chroma-gm ([`super::colour::PLANES`]).
     pub plane: String,
     pub nonzeros: usize,
     pub neurons: usize,
@@ -652,23 +665,6 @@ impl FitReport {
         }
     }
 
-    /// The report of a colour fit in planes about to start.
-    pub fn start_planes(
-        image_name: &str,
-        plan: &super::planes::PlanesPlan,
-        backend: &BackendInfo,
-        out_dir: &str,
-    ) -> Self {
-        let luma = &plan.plans[0];
-        FitReport {
-            channels: 3,
-            neurons: plan.plans.iter().map(|p| p.spec.neurons).sum(),
-            nonzeros: plan.plans.iter().map(|p| p.cfg.s).sum(),
-            colour: Some(Colour::LumaChroma),
-            ..Self::start(image_name, luma, backend, out_dir)
-        }
-    }
-
     /// Fills in the results of a finished (or stopped) fit of `image`. `model_bytes`: the size
     /// of the saved model file, if one was written.
     pub fn finish(
@@ -690,39 +686,8 @@ impl FitReport {
         self.quality(image, &fit.recon, fit.stopped, fit.seconds, model_bytes)
     }
 
-    /// Fills in the results of a colour fit in planes.
-    pub fn finish_planes(
-        &mut self,
-        image: &Image,
-        fit: &super::planes::PlanesFit,
-        model_bytes: Option<u64>,
-    ) -> Result<()> {
-        let luma = &fit.planes[0].model;
-        self.gating = Some(luma.gating);
-        self.nonzeros = fit.planes.iter().map(|p| p.model.w.len()).sum();
-        self.iterations = fit.planes.iter().map(|p| p.iterations).sum();
-        self.peak_device_bytes = fit.peak_device_bytes;
-        self.planes = Some(
-            fit.planes
-                .iter()
-                .zip(super::planes::PLANES)
-                .map(|(p, name)| PlaneReport {
-                    plane: name.to_string(),
-                    nonzeros: p.model.w.len(),
-                    neurons: p.model.spec.neurons,
-                    sigma: p.model.spec.sigma.clone(),
-                    iterations: p.iterations,
-                    psnr: p.psnr,
-                    seconds: p.seconds,
-                    frequencies: Frequencies::of(&p.model.spec),
-                })
-                .collect(),
-        );
-        self.quality(image, &fit.recon, fit.stopped, fit.seconds, model_bytes)
-    }
-
     /// The status and what is measured on the reconstruction.
-    fn quality(
+    pub(super) fn quality(
         &mut self,
         image: &Image,
         recon: &Image,
@@ -741,5 +706,26 @@ impl FitReport {
         self.bits_per_pixel = model_bytes.map(|b| b as f64 * 8.0 / image.pixels() as f64);
         self.dct_psnr = Some(super::dct::dct_psnr(image, self.nonzeros.max(1))?);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_spectrum_default_is_spinrs_iht_on_unit_coordinates() {
+        use Frequencies::{Gaussian, Spectrum};
+        for (method, variant, coords, want) in [
+            (Method::Iht, Variant::Spinr, Coords::Unit, Spectrum),
+            (Method::Iht, Variant::Spinr, Coords::Pixel, Gaussian),
+            (Method::Iht, Variant::Paper, Coords::Unit, Gaussian),
+            (Method::Imp, Variant::Spinr, Coords::Unit, Gaussian),
+        ] {
+            let got = default_frequencies(None, method, variant, coords);
+            assert_eq!(got, want, "{method:?} {variant:?} {coords:?}");
+        }
+        let asked = default_frequencies(Some(Spectrum), Method::Imp, Variant::Paper, Coords::Pixel);
+        assert_eq!(asked, Spectrum);
     }
 }

@@ -5,6 +5,7 @@
 //! random Fourier features of the grid coordinates, generated inside the backends from the
 //! [`InrSpec`]; a fitted model is that spec plus the `s` (index, value) pairs.
 
+pub mod colour;
 pub mod dct;
 pub mod fit;
 mod fit_imp;

@@ -15,36 +15,16 @@
 //! - a plane has a third of the channel axis's samples, so an epoch costs about a third:
 //!   [`PLANE_ITERS`] epochs take about the channel axis's 30 epochs' time.
 
-use super::fit::{FitOptions, FitPlan, Method};
+use super::fit::{FitOptions, FitPlan, FitReport, Method, PlaneReport};
 use super::spectrum::Frequencies;
 use super::{Image, ImageModel};
-use crate::backend::BackendChoice;
+use crate::backend::{BackendChoice, BackendInfo};
 use crate::error::{Error, Param, Result};
 use crate::iht::{Gating, Variant};
 use crate::sparse::SparseVec;
-use serde::{Deserialize, Serialize};
 
-/// How a colour image is fitted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Colour {
-    /// The paper's: one network, the channel a third grid axis.
-    ChannelAxis,
-    /// Three gray networks: luma and two chroma planes.
-    LumaChroma,
-}
+pub use super::colour::{Colour, PLANES};
 
-impl Colour {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Colour::ChannelAxis => "channel-axis",
-            Colour::LumaChroma => "luma-chroma",
-        }
-    }
-}
-
-/// The planes' names, in fitting order (model files and reports use them).
-pub const PLANES: [&str; 3] = ["luma", "chroma-rb", "chroma-gm"];
 /// Epochs of a plane fit when none are asked for: about the time of the channel axis's 30
 /// (README, "Colour").
 pub const PLANE_ITERS: usize = 50;
@@ -396,6 +376,65 @@ pub fn placeholder(plan: &FitPlan, image: &Image) -> ImageModel {
         gating: Gating::SelfGated,
         w,
         output: None,
+    }
+}
+
+impl FitOptions {
+    /// How a fit of `image` treats colour (`None` for gray): [`resolve`]. A luma-chroma fit is
+    /// planned with [`PlanesPlan`], one network per plane.
+    pub fn colour_for(&self, image: &Image) -> Result<Option<Colour>> {
+        resolve(self.colour, image.channels, self.method, self.variant)
+    }
+}
+
+/// The report of a fit in planes: its sizes are the planes' sums, and each plane has a line.
+impl FitReport {
+    /// The report of a colour fit in planes about to start.
+    pub fn start_planes(
+        image_name: &str,
+        plan: &PlanesPlan,
+        backend: &BackendInfo,
+        out_dir: &str,
+    ) -> Self {
+        let luma = &plan.plans[0];
+        FitReport {
+            channels: 3,
+            neurons: plan.plans.iter().map(|p| p.spec.neurons).sum(),
+            nonzeros: plan.plans.iter().map(|p| p.cfg.s).sum(),
+            colour: Some(Colour::LumaChroma),
+            ..Self::start(image_name, luma, backend, out_dir)
+        }
+    }
+
+    /// Fills in the results of a colour fit in planes.
+    pub fn finish_planes(
+        &mut self,
+        image: &Image,
+        fit: &PlanesFit,
+        model_bytes: Option<u64>,
+    ) -> Result<()> {
+        let luma = &fit.planes[0].model;
+        self.gating = Some(luma.gating);
+        self.nonzeros = fit.planes.iter().map(|p| p.model.w.len()).sum();
+        self.iterations = fit.planes.iter().map(|p| p.iterations).sum();
+        self.peak_device_bytes = fit.peak_device_bytes;
+        self.planes = Some(
+            fit.planes
+                .iter()
+                .zip(PLANES)
+                .map(|(p, name)| PlaneReport {
+                    plane: name.to_string(),
+                    nonzeros: p.model.w.len(),
+                    neurons: p.model.spec.neurons,
+                    sigma: p.model.spec.sigma.clone(),
+                    iterations: p.iterations,
+                    psnr: p.psnr,
+                    seconds: p.seconds,
+                    frequencies: Frequencies::of(&p.model.spec),
+                })
+                .collect(),
+        );
+        self.quality(image, &fit.recon, fit.stopped, fit.seconds, model_bytes)
     }
 }
 

@@ -142,28 +142,6 @@ impl Frequencies {
             Frequencies::Spectrum => "spectrum",
         }
     }
-
-    /// The default: the spectrum for spinr's IHT with unit coordinates (where σ too is read
-    /// off the image); the paper's variant, IMP (the paper's baseline) and pixel coordinates
-    /// (the digit grid) keep the paper's Gaussian features, and so do the chroma planes of a
-    /// luma-chroma fit ([`super::planes::PlanesPlan`]).
-    pub fn resolve(
-        choice: Option<Frequencies>,
-        method: super::fit::Method,
-        variant: crate::iht::Variant,
-        coords: Coords,
-    ) -> Frequencies {
-        choice.unwrap_or(
-            if method == super::fit::Method::Iht
-                && variant == crate::iht::Variant::Spinr
-                && coords == Coords::Unit
-            {
-                Frequencies::Spectrum
-            } else {
-                Frequencies::Gaussian
-            },
-        )
-    }
 }
 
 /// The share of the non-constant frequency rows a spectrum draw takes from the image; the
@@ -390,45 +368,7 @@ mod tests {
     }
 
     #[test]
-    fn the_spectrum_default_is_spinrs_iht_on_unit_coordinates() {
-        use crate::iht::Variant;
-        use crate::inr::fit::Method;
-        for (method, variant, coords, want) in [
-            (
-                Method::Iht,
-                Variant::Spinr,
-                Coords::Unit,
-                Frequencies::Spectrum,
-            ),
-            (
-                Method::Iht,
-                Variant::Spinr,
-                Coords::Pixel,
-                Frequencies::Gaussian,
-            ),
-            (
-                Method::Iht,
-                Variant::Paper,
-                Coords::Unit,
-                Frequencies::Gaussian,
-            ),
-            (
-                Method::Imp,
-                Variant::Spinr,
-                Coords::Unit,
-                Frequencies::Gaussian,
-            ),
-        ] {
-            let got = Frequencies::resolve(None, method, variant, coords);
-            assert_eq!(got, want, "{method:?} {variant:?} {coords:?}");
-        }
-        let chosen = Frequencies::resolve(
-            Some(Frequencies::Spectrum),
-            Method::Imp,
-            Variant::Paper,
-            Coords::Pixel,
-        );
-        assert_eq!(chosen, Frequencies::Spectrum);
+    fn spectrum_rows_leave_the_constant_row_and_take_the_share() {
         // The constant feature's row stays; the rest is the share's.
         assert!(spectrum_rows(512, true) <= 255);
         assert!(spectrum_rows(2, true) == 0 && spectrum_rows(2, false) <= 1);

@@ -159,6 +159,13 @@ pub fn to_bytes(model: &ImageModel) -> Result<Vec<u8>> {
     ))
 }
 
+/// The `format` metadata of safetensors bytes (a model, a model of planes or a checkpoint),
+/// if they have one.
+pub fn format_of(bytes: &[u8]) -> Option<String> {
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes).ok()?;
+    header.metadata().as_ref()?.get("format").cloned()
+}
+
 /// The same safetensors bytes with the header's keys in sorted order: `safetensors` writes
 /// its metadata map in hash order, which differs from run to run, and a model (or checkpoint)
 /// of the same fit should be the same file.
@@ -258,7 +265,7 @@ pub fn load_any(path: &Path) -> Result<AnyModel> {
 
 /// Parses model bytes of either kind; the error says what is wrong.
 pub fn any_from_bytes(bytes: &[u8]) -> std::result::Result<AnyModel, String> {
-    if crate::checkpoint::format_of(bytes).as_deref() == Some(planes::FORMAT) {
+    if format_of(bytes).as_deref() == Some(planes::FORMAT) {
         planes::from_bytes(bytes).map(|m| AnyModel::Planes(Box::new(m)))
     } else {
         from_bytes(bytes).map(AnyModel::Network)
