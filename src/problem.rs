@@ -99,16 +99,7 @@ impl FourierSpec {
 
     /// The feature count must be even (sin and cos pairs) and at least 2.
     pub fn check_features(&self) -> Result<()> {
-        if self.d < 2 || self.d % 2 != 0 {
-            return Err(Error::invalid(
-                Param::Inputs,
-                format!(
-                    "{} Fourier features: the count must be even and at least 2 (sin and cos \
-                     pairs)",
-                    self.d
-                ),
-            ));
-        }
+        check_feature_count(self.d)?;
         let k = self.sigma.len().max(1);
         let room = self.d / 2 - usize::from(self.constant_feature);
         if self.given.len() % k != 0 || self.given.len() / k > room {
@@ -324,6 +315,19 @@ impl Problem {
                 Features::Grid(g) => g.bytes(),
             }
     }
+}
+
+/// The Fourier feature count must be even (sin and cos pairs) and at least 2.
+pub fn check_feature_count(d: usize) -> Result<()> {
+    if d < 2 || d % 2 != 0 {
+        return Err(Error::invalid(
+            Param::Inputs,
+            format!(
+                "{d} Fourier features: the count must be even and at least 2 (sin and cos pairs)"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Checks the shape of a problem before anything of that size is built: at least one sample,

@@ -462,6 +462,40 @@ fn unreadable_images_are_clear_errors() {
     assert!(stderr(&out).contains("--index"), "{}", stderr(&out));
 }
 
+/// A size out of range names the flag that fixes it: a zero `-m` or `-d` is not an `s` out
+/// of range, though it leaves `s` no room (gray and colour fits plan apart).
+#[test]
+fn sizes_out_of_range_name_their_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    image::GrayImage::new(8, 8)
+        .save(dir.path().join("gray.png"))
+        .unwrap();
+    image::RgbImage::new(8, 8)
+        .save(dir.path().join("rgb.png"))
+        .unwrap();
+    for file in ["gray.png", "rgb.png"] {
+        for (args, flag) in [
+            (&["-m", "0"][..], "--neurons"),
+            (&["-m", "0", "-s", "0"][..], "--neurons"),
+            (&["-d", "0"][..], "--features"),
+            (&["-d", "7"][..], "--features"),
+            (&["-s", "0"][..], "--nonzeros"),
+            (&["-m", "2", "-d", "8", "-s", "17"][..], "--nonzeros"),
+        ] {
+            let mut a = vec!["fit", file, "--backend", "cpu"];
+            a.extend_from_slice(args);
+            let out = spinr(dir.path(), &a);
+            let e = stderr(&out);
+            assert_eq!(out.status.code(), Some(2), "{file} {args:?}: {e}");
+            assert!(
+                e.contains(&format!("invalid argument {flag}:")),
+                "{file} {args:?}: {e}"
+            );
+            assert!(!dir.path().join(file.replace(".png", ".spinr-out")).exists());
+        }
+    }
+}
+
 #[test]
 fn corrupt_model_files_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();

@@ -54,10 +54,11 @@ pub fn train(
     let mut epochs = 0;
     let mut info = None;
     let mut stopped = false;
+    plan.check_capacity(train.d, 0)?;
     for l in 0..plan.layers {
         let x = net.features(&train.x, train.d, l);
         let d = if l == 0 { train.d } else { plan.neurons };
-        let s = plan.layer_nonzeros(l).min(plan.neurons * d);
+        let s = plan.layer_nonzeros(l);
         // Each layer its own gate draw, from the seed.
         let gate_seed = crate::inr::gate_seed(plan.seed.wrapping_add(l as u64));
         let problem = Arc::new(Problem::new(

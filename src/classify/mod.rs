@@ -184,6 +184,46 @@ impl ClassifyPlan {
         }
     }
 
+    /// Checks that every layer can hold its share of `s` ([`Self::layer_nonzeros`]): layer
+    /// `l` has `m·d_l` weights (`d_0` = the data's `inputs`, then `d_l = m`) plus `m·outputs`
+    /// output weights where the task trains them (multiclass). A share beyond that would
+    /// silently fit fewer nonzeros than asked.
+    pub fn check_capacity(&self, inputs: usize, outputs: usize) -> Result<()> {
+        for l in 0..self.layers {
+            let d = if l == 0 { inputs } else { self.neurons };
+            let room = self.neurons * (d + outputs);
+            let share = self.layer_nonzeros(l);
+            if share > room {
+                let weights = if outputs > 0 {
+                    format!(
+                        "m·(d + C) = {room} weights ({} neurons, {d} inputs, {outputs} outputs)",
+                        self.neurons
+                    )
+                } else {
+                    format!(
+                        "m·d = {room} weights ({} neurons × {d} inputs)",
+                        self.neurons
+                    )
+                };
+                let msg = if self.layers == 1 {
+                    format!("s = {share} is out of range: the network has only {weights}")
+                } else {
+                    format!(
+                        "layer {} of {} takes {share} of s = {} nonzeros but has only {weights}",
+                        l + 1,
+                        self.layers,
+                        self.nonzeros
+                    )
+                };
+                return Err(Error::invalid(
+                    Param::Nonzeros,
+                    format!("{msg}; lower --nonzeros or raise --neurons"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The samples this task uses: binary keeps the first two classes.
     pub fn select(&self, split: &Split) -> Result<Split> {
         match self.task {
@@ -207,5 +247,42 @@ impl ClassifyPlan {
     /// Features of a dataset as floats: raw values times the input scale, sample-major.
     pub fn features(&self, ds: &Dataset) -> Vec<f32> {
         ds.x.iter().map(|&v| v as f32 * self.input_scale).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(neurons: usize, nonzeros: usize, layers: usize) -> ClassifyPlan {
+        ClassifyOptions {
+            neurons: Some(neurons),
+            nonzeros: Some(nonzeros),
+            layers,
+            ..Default::default()
+        }
+        .plan()
+        .unwrap()
+    }
+
+    #[test]
+    fn every_layer_must_hold_its_share_of_the_nonzeros() {
+        // One layer: m·d (binary), m·(d + C) (multiclass), exactly full is fine.
+        assert!(plan(2, 1568, 1).check_capacity(784, 0).is_ok());
+        let e = plan(2, 1569, 1).check_capacity(784, 0).unwrap_err();
+        assert!(e.to_string().contains("m·d = 1568"), "{e}");
+        assert!(plan(2, 1588, 1).check_capacity(784, 10).is_ok());
+        assert!(plan(2, 1589, 1).check_capacity(784, 10).is_err());
+        // Two layers of 3 neurons: the second has 3·3 weights for its half of s.
+        assert!(plan(3, 18, 2).check_capacity(784, 0).is_ok());
+        let e = plan(3, 20, 2).check_capacity(784, 0).unwrap_err();
+        assert!(e.to_string().contains("layer 2 of 2 takes 10"), "{e}");
+        assert!(matches!(
+            e,
+            Error::Invalid {
+                param: Param::Nonzeros,
+                ..
+            }
+        ));
     }
 }

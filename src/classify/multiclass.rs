@@ -30,6 +30,7 @@ pub fn train(
     };
     let start = Instant::now();
     let (mut peak, mut epochs, mut info, mut stopped) = (0, 0, None, false);
+    plan.check_capacity(ds.d, classes)?;
     for l in 0..plan.layers {
         let x = net.features(&ds.x, ds.d, l);
         let d = if l == 0 { ds.d } else { plan.neurons };
@@ -41,7 +42,7 @@ pub fn train(
             Targets::Classes(ds.labels.clone()),
             plan.seed.wrapping_add(l as u64),
         )?);
-        let s = plan.layer_nonzeros(l).min(p.signal_len());
+        let s = plan.layer_nonzeros(l);
         let mut be = crate::backend::vector::create(
             device.backend,
             device.adapter.as_deref(),

@@ -219,6 +219,29 @@ pub struct FitPlan {
 }
 
 impl FitOptions {
+    /// `m`, `d` and `s` in range, each error naming the size at fault: a zero `m` or `d`
+    /// is not a matter of `s`, though it leaves `s` no room.
+    pub(crate) fn check_sizes(&self) -> Result<()> {
+        if self.neurons == 0 {
+            return Err(Error::invalid(
+                Param::Neurons,
+                "a network needs at least one neuron",
+            ));
+        }
+        crate::problem::check_feature_count(self.features)?;
+        if self.nonzeros == 0 || self.nonzeros > self.neurons * self.features {
+            return Err(Error::invalid(
+                Param::Nonzeros,
+                format!(
+                    "s = {} is out of range: it must be between 1 and m·d = {}",
+                    self.nonzeros,
+                    self.neurons * self.features
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Resolves the defaults for `image` and checks every choice before anything is allocated:
     /// one network (gray, or colour on the channel axis).
     pub fn plan(&self, image: &Image) -> Result<FitPlan> {
@@ -236,16 +259,7 @@ impl FitOptions {
             ));
         }
         // Before σ is read off the image, which ranks the image's DCT terms by `s`.
-        if self.nonzeros == 0 || self.nonzeros > self.neurons * self.features {
-            return Err(Error::invalid(
-                Param::Nonzeros,
-                format!(
-                    "s = {} is out of range: it must be between 1 and m·d = {}",
-                    self.nonzeros,
-                    self.neurons * self.features
-                ),
-            ));
-        }
+        self.check_sizes()?;
         let (h, w, c) = (image.height, image.width, image.channels);
         let n = image.data.len();
         let fixed = default_sigma(self.coords, h.max(w));

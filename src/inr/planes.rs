@@ -167,15 +167,7 @@ impl PlanesPlan {
         let images = split(image);
         let s = options.nonzeros;
         // The total's range first, so that its error names s as the user gave it.
-        if s == 0 || s > options.neurons * options.features {
-            return Err(Error::invalid(
-                Param::Nonzeros,
-                format!(
-                    "s = {s} is out of range: it must be between 1 and m·d = {}",
-                    options.neurons * options.features
-                ),
-            ));
-        }
+        options.check_sizes()?;
         let counts = split_nonzeros(&images, s)?;
         let mut plans = Vec::with_capacity(3);
         for (p, img) in images.iter().enumerate() {
