@@ -42,7 +42,7 @@ pub fn run(a: RenderArgs) -> anyhow::Result<()> {
             return Err(Error::arg(
                 "--out",
                 format!(
-                    "{} : spinr renders PNG files; name it *.png",
+                    "{}: spinr renders PNG files; name it *.png",
                     a.out.display()
                 ),
             )
