@@ -334,7 +334,9 @@ const GRANULE: usize = 64;
 /// Splits `0..len` into at most `threads` contiguous parts of whole granules, as equal as
 /// granules allow (784 samples on 2 threads: 448 + 336, where 128-sample blocks gave 512 +
 /// 272). A fixed partition keeps the number of partial buffers at `threads` and the
-/// summation order the same on every run, so fits are deterministic.
+/// summation order the same on every run with as many threads, so fits are deterministic for
+/// a thread count (another count sums the partials differently: a fit that differs by
+/// rounding).
 fn parts(len: usize, threads: usize) -> Vec<Range<usize>> {
     let granules = len.div_ceil(GRANULE);
     let k = threads.max(1).min(granules.max(1));

@@ -4,7 +4,9 @@
 //!
 //! Results do not depend on which copy runs: Rust never contracts `a * b + c` into an FMA
 //! and never reorders float sums, so both copies perform the same operations in the same
-//! order, only more of them per instruction. Fits stay bit-identical across machines.
+//! order, only more of them per instruction, so the support passes give the same bits on every
+//! x86-64 machine. (A whole fit does so only for the same thread count and dense-pass kernel:
+//! ARCHITECTURE.md, "Invariants".)
 
 /// A pass's per-thread body. `run` must be `#[inline(always)]`, and so must everything it
 /// calls that holds a hot loop: inlining is what compiles them into the AVX2 copy. (A closure
