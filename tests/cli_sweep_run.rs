@@ -445,3 +445,51 @@ fn a_colour_sweep_fits_planes_as_spinr_fit_does() {
     methods.sort();
     assert_eq!(methods, ["iht", "paper"]);
 }
+
+/// A grid with a cell that cannot run (`s` beyond what `m` neurons hold) is refused before the
+/// sweep's folder is made, naming the cell and the flag, whatever the task.
+#[test]
+fn an_impossible_cell_is_refused_before_the_sweep_starts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let camera = common::asset("camera.png");
+    let mnist = common::asset("mnist");
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["--task", "plant", "--inputs", "10", "--samples", "50"],
+            "cell iht m=2 s=100 seed=0",
+        ),
+        (
+            &[
+                "--task",
+                "inr",
+                "--image",
+                camera.to_str().unwrap(),
+                "-d",
+                "16",
+            ],
+            "cell iht m=2 s=100 seed=0",
+        ),
+        (
+            &["--task", "classify", "--data", mnist.to_str().unwrap()],
+            "cell iht m=2 s=2000 seed=0",
+        ),
+    ];
+    for (i, (task, cell)) in cases.iter().enumerate() {
+        let out_dir = format!("d{i}");
+        let s = if i == 2 { "10,2000" } else { "10,100" };
+        let out = common::command(tmp.path())
+            .args(["sweep"])
+            .args(*task)
+            .args(["--neurons", "2,50", "--nonzeros", s, "--seeds", "0"])
+            .args(["--backend", "cpu", "--out", &out_dir])
+            .output()
+            .unwrap();
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{task:?}: {e}");
+        assert!(
+            e.contains("invalid argument --nonzeros") && e.contains(cell),
+            "{task:?}: {e}"
+        );
+        assert!(!tmp.path().join(&out_dir).exists(), "{task:?}");
+    }
+}

@@ -46,6 +46,13 @@ pub trait CellRunner {
         cells: &[Cell],
         done: &mut dyn FnMut(&Cell, Row) -> Result<()>,
     ) -> Result<()>;
+
+    /// A cheap check of one cell's sizes (`s` within what `m` neurons can hold), run on every
+    /// cell of the shard before the sweep's folder is touched: a grid with an impossible cell
+    /// fails at once, not hours into the sweep.
+    fn check(&self, _cell: &Cell) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// The fields of a serialisable report (a struct or a map) as a [`Row`], in declaration
@@ -143,11 +150,18 @@ pub fn run(
     runner: &mut dyn CellRunner,
     progress: &mut dyn FnMut(Event) -> ControlFlow<()>,
 ) -> Result<Outcome> {
+    let grid = &manifest.grid;
+    let groups = grid.shard_groups(shard);
+    // Before anything is written: a cell that cannot run leaves no folder behind.
+    for cell in groups.iter().flatten() {
+        runner.check(cell).map_err(|e| match e {
+            Error::Invalid { param, msg } => Error::invalid(param, format!("cell {cell}: {msg}")),
+            e => e,
+        })?;
+    }
     create_dir(dir)?;
     manifest::claim_dir(dir, manifest)?;
-    let grid = &manifest.grid;
     let (mut file, mut results) = store::ResultsFile::open(dir, grid)?;
-    let groups = grid.shard_groups(shard);
     let cells: usize = groups.iter().map(Vec::len).sum();
     let skipped = groups
         .iter()

@@ -12,7 +12,7 @@ use crate::classify::binary::{Device, LayerEpoch, Trained};
 use crate::classify::report::{evaluate, report};
 use crate::classify::{ClassTask, ClassifyOptions, ClassifyPlan};
 use crate::data::Split;
-use crate::error::{Error, Result};
+use crate::error::{Error, Param, Result};
 use crate::iht::{IhtChoices, Task as IhtTask, Variant};
 use crate::imp::{ImpDevice, ImpResume, RoundReport};
 use crate::inr::fit::{
@@ -310,6 +310,11 @@ impl InrRunner {
 }
 
 impl CellRunner for InrRunner {
+    fn check(&self, cell: &Cell) -> Result<()> {
+        // The plan's own first check, before σ and the spectrum are read off the image.
+        self.options(cell).check_sizes()
+    }
+
     fn run_group(
         &mut self,
         cells: &[Cell],
@@ -420,6 +425,24 @@ impl PlantRunner {
 }
 
 impl CellRunner for PlantRunner {
+    fn check(&self, cell: &Cell) -> Result<()> {
+        if method_variant(cell.method).0 == FitMethod::Imp {
+            return Ok(());
+        }
+        crate::problem::check_sizes(self.samples, self.inputs, cell.neurons)?;
+        let room = cell.neurons * self.inputs;
+        if cell.nonzeros == 0 || cell.nonzeros > room {
+            return Err(Error::invalid(
+                Param::Nonzeros,
+                format!(
+                    "s = {} is out of range: it must be between 1 and m·d = {room}",
+                    cell.nonzeros
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn run_group(
         &mut self,
         cells: &[Cell],
@@ -531,6 +554,19 @@ impl ClassifyRunner {
 }
 
 impl CellRunner for ClassifyRunner {
+    fn check(&self, cell: &Cell) -> Result<()> {
+        let plan = self.plan(cell)?;
+        if plan.method == FitMethod::Imp {
+            return Ok(());
+        }
+        let split = plan.select(&self.split)?;
+        let outputs = match plan.task {
+            ClassTask::Binary => 0,
+            ClassTask::Multiclass => split.train.classes.max(2),
+        };
+        plan.check_capacity(split.train.d, outputs)
+    }
+
     fn run_group(
         &mut self,
         cells: &[Cell],
