@@ -307,6 +307,32 @@ fn check_tiff_tags(b: &[u8]) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// Integer images scale into [0, 1]; a float image (32-bit TIFF) must already lie there. Its
+/// values are intensities as they are, and clamping an HDR image would fit another image
+/// silently, so a value outside [0, 1] (or not a number) is an error naming the pixel.
+fn check_float_range(img: &image::DynamicImage) -> std::result::Result<(), String> {
+    let (values, channels): (&[f32], usize) = match img {
+        image::DynamicImage::ImageRgb32F(b) => (b.as_raw(), 3),
+        image::DynamicImage::ImageRgba32F(b) => (b.as_raw(), 4),
+        _ => return Ok(()),
+    };
+    let Some(i) = values.iter().position(|v| !(0.0..=1.0).contains(v)) else {
+        return Ok(());
+    };
+    let (pixel, channel) = (i / channels, i % channels);
+    let (row, column) = (pixel / img.width() as usize, pixel % img.width() as usize);
+    let what = if values[i].is_finite() {
+        "outside [0, 1]"
+    } else {
+        "not a finite number"
+    };
+    Err(format!(
+        "the float image has {} ({what}) at row {row}, column {column}, channel \
+         {channel}; spinr fits intensities in [0, 1]: rescale or tone-map it first",
+        values[i]
+    ))
+}
+
 /// Converts a decoded image: gray stays one channel, colour becomes RGB, alpha is composited
 /// onto white.
 pub fn from_dynamic(img: &image::DynamicImage) -> std::result::Result<Image, String> {
@@ -314,6 +340,7 @@ pub fn from_dynamic(img: &image::DynamicImage) -> std::result::Result<Image, Str
     if width == 0 || height == 0 {
         return Err(format!("the image has no pixels ({width}×{height})"));
     }
+    check_float_range(img)?;
     let over_white = |v: f32, a: f32| {
         let (v, a) = (v.clamp(0.0, 1.0), a.clamp(0.0, 1.0));
         v * a + (1.0 - a)
@@ -355,6 +382,27 @@ mod tests {
         assert_eq!(im.channels, 1);
         assert_eq!(im.data[0], 1.0);
         assert!((im.data[1] - 32768.0 / 65535.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn float_images_must_lie_in_the_unit_interval() {
+        let ok = ImageBuffer::from_fn(3, 2, |x, _| image::Rgb([0.0f32, 0.5, x as f32 / 2.0]));
+        let im = from_dynamic(&DynamicImage::ImageRgb32F(ok)).unwrap();
+        assert_eq!((im.data[6], im.data[8]), (0.0, 1.0));
+        for (bad, what) in [
+            (1.5f32, "1.5 (outside [0, 1])"),
+            (-0.25, "-0.25 (outside"),
+            (f32::NAN, "NaN (not a finite"),
+        ] {
+            let img = ImageBuffer::from_fn(3, 2, |x, y| {
+                image::Rgba([0.5f32, if (x, y) == (2, 1) { bad } else { 0.5 }, 0.5, 1.0])
+            });
+            let e = from_dynamic(&DynamicImage::ImageRgba32F(img)).unwrap_err();
+            assert!(
+                e.contains(what) && e.contains("row 1, column 2, channel 1"),
+                "{e}"
+            );
+        }
     }
 
     #[test]
