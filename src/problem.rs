@@ -286,16 +286,7 @@ impl Problem {
 
     /// Checks a sparsity level against the problem.
     pub fn check_nonzeros(&self, s: usize) -> Result<()> {
-        if s == 0 || s > self.signal_len() {
-            return Err(Error::invalid(
-                Param::Nonzeros,
-                format!(
-                    "s = {s} is out of range: it must be between 1 and m·d = {}",
-                    self.signal_len()
-                ),
-            ));
-        }
-        Ok(())
+        check_nonzeros(s, self.m, self.d)
     }
 
     /// Fills the `d` features of sample `i`.
@@ -315,6 +306,20 @@ impl Problem {
                 Features::Grid(g) => g.bytes(),
             }
     }
+}
+
+/// `1 ≤ s ≤ m·d`: the nonzeros a network of `m` neurons on `d` inputs can hold.
+pub fn check_nonzeros(s: usize, m: usize, d: usize) -> Result<()> {
+    if s == 0 || s > m * d {
+        return Err(Error::invalid(
+            Param::Nonzeros,
+            format!(
+                "s = {s} is out of range: it must be between 1 and m·d = {}",
+                m * d
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The Fourier feature count must be even (sin and cos pairs) and at least 2.

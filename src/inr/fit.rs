@@ -229,17 +229,7 @@ impl FitOptions {
             ));
         }
         crate::problem::check_feature_count(self.features)?;
-        if self.nonzeros == 0 || self.nonzeros > self.neurons * self.features {
-            return Err(Error::invalid(
-                Param::Nonzeros,
-                format!(
-                    "s = {} is out of range: it must be between 1 and m·d = {}",
-                    self.nonzeros,
-                    self.neurons * self.features
-                ),
-            ));
-        }
-        Ok(())
+        crate::problem::check_nonzeros(self.nonzeros, self.neurons, self.features)
     }
 
     /// Resolves the defaults for `image` and checks every choice before anything is allocated:

@@ -12,7 +12,7 @@ use crate::classify::binary::{Device, LayerEpoch, Trained};
 use crate::classify::report::{evaluate, report};
 use crate::classify::{ClassTask, ClassifyOptions, ClassifyPlan};
 use crate::data::Split;
-use crate::error::{Error, Param, Result};
+use crate::error::{Error, Result};
 use crate::iht::{IhtChoices, Task as IhtTask, Variant};
 use crate::imp::{ImpDevice, ImpResume, RoundReport};
 use crate::inr::fit::{
@@ -430,17 +430,7 @@ impl CellRunner for PlantRunner {
             return Ok(());
         }
         crate::problem::check_sizes(self.samples, self.inputs, cell.neurons)?;
-        let room = cell.neurons * self.inputs;
-        if cell.nonzeros == 0 || cell.nonzeros > room {
-            return Err(Error::invalid(
-                Param::Nonzeros,
-                format!(
-                    "s = {} is out of range: it must be between 1 and m·d = {room}",
-                    cell.nonzeros
-                ),
-            ));
-        }
-        Ok(())
+        crate::problem::check_nonzeros(cell.nonzeros, cell.neurons, self.inputs)
     }
 
     fn run_group(
