@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs spinr's GPU checks and benchmarks on a lent GPU machine (the `device` tool of this
 # workplace), from prebuilt x86-64 binaries in .dev/ (made by benches/stage-device.sh).
-#   benches/device.sh [setup|tests|bench|profile|tune|order|seqfit|fit|final|all]...
+#   benches/device.sh [setup|tests|bench|profile|tune|order|seqfit|fit|final|epochs|all]...
 # Writes logs and JSON under $OUT (or ./device-out).
 set -u
 OUT=${OUT:-$PWD/device-out}; mkdir -p "$OUT"
@@ -71,6 +71,17 @@ order() {
     done
     echo "== fit camera 512x512, SPINR_SUPPORT_ORDER=$order"
     SPINR_SUPPORT_ORDER=$order timeout 150 "$B" fit assets/camera.png --backend gpu --out "$OUT/camera-$order" --force 2>&1 | grep -E "epochs in|PSNR"
+  done
+}
+epochs() {
+  # Issue 15: at 128², s = 1000 the photos that set the median gain with epochs (CPU, seed 0:
+  # camera +0.91 dB at 100 instead of 30). Does a GPU make 100 epochs cost what 30 do on the
+  # CPU? Seconds and PSNR side by side on this machine.
+  for p in camera chelsea coffee rocket; do
+    for run in "gpu 30" "gpu 100" "cpu 30" "cpu 100"; do
+      set -- $run
+      echo "$p $1 $2 epochs: $(timeout 300 "$B" fit assets/photos/$p.png --resize 128 -s 1000 --iters $2 --backend $1 --out "$OUT/ep-$p-$1-$2" --force --json 2>/dev/null | python3 -c "import json,sys; r=json.load(sys.stdin); print(round(r['psnr'],3), 'dB', round(r['seconds'],2), 's')")"
+    done
   done
 }
 setup
