@@ -308,15 +308,14 @@ impl Problem {
     }
 }
 
-/// `1 ≤ s ≤ m·d`: the nonzeros a network of `m` neurons on `d` inputs can hold.
+/// `1 ≤ s ≤ m·d`: the nonzeros a network of `m` neurons on `d` inputs can hold. (Whether
+/// `m·d` fits the index space is [`check_index_space`]'s to say.)
 pub fn check_nonzeros(s: usize, m: usize, d: usize) -> Result<()> {
-    if s == 0 || s > m * d {
+    let md = m.saturating_mul(d);
+    if s == 0 || s > md {
         return Err(Error::invalid(
             Param::Nonzeros,
-            format!(
-                "s = {s} is out of range: it must be between 1 and m·d = {}",
-                m * d
-            ),
+            format!("s = {s} is out of range: it must be between 1 and m·d = {md}"),
         ));
     }
     Ok(())
@@ -356,13 +355,17 @@ pub fn check_sizes(n: usize, d: usize, m: usize) -> Result<()> {
             "the network needs at least one neuron",
         ));
     }
-    if (m as u64) * (d as u64) > u32::MAX as u64 {
+    check_index_space(m, d)
+}
+
+/// `m·d` within the 32-bit index space of the sparse weights (computed without overflow, so
+/// that absurd sizes are named as they are).
+pub fn check_index_space(m: usize, d: usize) -> Result<()> {
+    let md = m as u128 * d as u128;
+    if md > u32::MAX as u128 {
         return Err(Error::invalid(
             Param::Neurons,
-            format!(
-                "m·d = {} exceeds the 32-bit index space; use fewer neurons or features",
-                m as u64 * d as u64
-            ),
+            format!("m·d = {md} exceeds the 32-bit index space; use fewer neurons or features"),
         ));
     }
     Ok(())
@@ -371,6 +374,18 @@ pub fn check_sizes(n: usize, d: usize, m: usize) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_beyond_the_index_space_are_named_without_overflow() {
+        assert!(check_index_space(65536, 65535).is_ok());
+        // 2^32 · 2^32 wraps to 0 in 64 bits: it must still be refused, with its true size.
+        let e = check_index_space(1 << 32, 1 << 32).unwrap_err().to_string();
+        assert!(e.contains("18446744073709551616"), "{e}");
+        assert!(check_sizes(1, 1 << 32, 1 << 32).is_err());
+        let e = check_nonzeros(5, usize::MAX, 2).err();
+        assert!(e.is_none(), "s = 5 fits whatever m·d saturates to");
+        assert!(check_nonzeros(0, 3, 4).is_err() && check_nonzeros(13, 3, 4).is_err());
+    }
 
     fn spec(given: Vec<f32>) -> FourierSpec {
         FourierSpec {

@@ -191,7 +191,7 @@ impl ClassifyPlan {
     pub fn check_capacity(&self, inputs: usize, outputs: usize) -> Result<()> {
         for l in 0..self.layers {
             let d = if l == 0 { inputs } else { self.neurons };
-            let room = self.neurons * (d + outputs);
+            let room = self.neurons.saturating_mul(d + outputs);
             let share = self.layer_nonzeros(l);
             if share > room {
                 let weights = if outputs > 0 {

@@ -229,6 +229,7 @@ impl FitOptions {
             ));
         }
         crate::problem::check_feature_count(self.features)?;
+        crate::problem::check_index_space(self.neurons, self.features)?;
         crate::problem::check_nonzeros(self.nonzeros, self.neurons, self.features)
     }
 
