@@ -549,12 +549,14 @@ impl CellRunner for ClassifyRunner {
         if plan.method == FitMethod::Imp {
             return Ok(());
         }
-        let split = plan.select(&self.split)?;
+        // From the whole split, not `plan.select`'s copy of it: selecting keeps `d`, and a
+        // multiclass task keeps every class.
+        let train = &self.split.train;
         let outputs = match plan.task {
             ClassTask::Binary => 0,
-            ClassTask::Multiclass => split.train.classes.max(2),
+            ClassTask::Multiclass => train.classes.max(2),
         };
-        plan.check_capacity(split.train.d, outputs)
+        plan.check_capacity(train.d, outputs)
     }
 
     fn run_group(
