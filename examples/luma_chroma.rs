@@ -25,7 +25,7 @@ fn fit(img: &Image, plan: &FitPlan) -> spinr::Result<ImageFit> {
         BackendChoice::Cpu,
         None,
         problem.clone(),
-        plan.cfg.s,
+        plan.capacity(),
         plan.minibatch(),
     )?;
     fit_iht(img, plan, &problem, be.as_backend(), |_| {

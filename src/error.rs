@@ -56,6 +56,8 @@ pub enum Param {
     Colour,
     /// The momentum of minibatch updates.
     Momentum,
+    /// The candidates of an IHT step, as a multiple of `s`.
+    Candidates,
 }
 
 impl Param {
@@ -85,6 +87,7 @@ impl Param {
             Param::Backend => "backend",
             Param::Colour => "colour model",
             Param::Momentum => "momentum",
+            Param::Candidates => "candidates",
         }
     }
 }

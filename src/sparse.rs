@@ -48,6 +48,21 @@ impl SparseVec {
         Self { indices, values }
     }
 
+    /// The `s` entries of largest magnitude (ties to the lower index), sorted by index.
+    pub fn largest(&self, s: usize) -> SparseVec {
+        if self.len() <= s {
+            return self.clone();
+        }
+        let mut top = TopS::new(s);
+        top.extend(
+            self.indices
+                .iter()
+                .copied()
+                .zip(self.values.iter().copied()),
+        );
+        top.finish()
+    }
+
     pub fn len(&self) -> usize {
         self.indices.len()
     }

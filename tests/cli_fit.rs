@@ -37,6 +37,7 @@ struct Report {
     first_step: String,
     refine: String,
     momentum: f32,
+    candidates: f32,
     psnr: f64,
     psnr_8bit: Option<f64>,
     dct_psnr: Option<f64>,
@@ -802,6 +803,61 @@ fn momentum_defaults_follow_the_batches_and_s() {
     let o = fit(&["-s", "3000", "--momentum", "1"], "bad");
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("--momentum"), "{}", stderr(&o));
+}
+
+/// Below s = 3000 spinr's minibatch fits over-select: twice `s` candidates per update, two
+/// refinement steps on each side of the prune (the start-up line says so); from s = 3000, full
+/// batch and in the paper's variant plain IHT (1). `--candidates` sets it (and keeps the
+/// default refinement steps of its kind), a multiple below 1 or not finite is refused naming
+/// the flag, and a pool beyond `m·d` is clamped to it.
+#[test]
+fn candidates_default_follow_the_batches_and_s() {
+    let dir = tempfile::tempdir().unwrap();
+    let cam = common::asset("camera.png");
+    let cam = cam.to_str().unwrap();
+    let fit = |extra: &[&str], out: &str| {
+        let mut args = vec![
+            "fit", cam, "--resize", "96", "-m", "100", "-d", "32", "--iters", "1", "--polish", "0",
+            "--out", out,
+        ];
+        args.extend_from_slice(extra);
+        spinr(dir.path(), &args)
+    };
+    for (extra, out, want, inner) in [
+        (&["-s", "2999"][..], "small", 2.0, 2),
+        (&["-s", "3000"][..], "big", 1.0, 3),
+        (&["-s", "1000", "--batch-size", "full"][..], "full", 1.0, 10),
+        (&["-s", "1000", "--variant", "paper"][..], "paper", 1.0, 10),
+        (&["-s", "3000", "--candidates", "1.5"][..], "asked", 1.5, 2),
+        (&["-s", "1000", "--candidates", "1"][..], "plain", 1.0, 3),
+        (
+            &["-s", "1000", "--candidates", "2", "--inner", "4"][..],
+            "inner",
+            2.0,
+            4,
+        ),
+        // 2 × 2000 candidates, clamped to m·d = 3200.
+        (&["-s", "2000"][..], "clamped", 2.0, 2),
+    ] {
+        let o = fit(extra, out);
+        assert!(o.status.success(), "{out}: {}", stderr(&o));
+        let r = read_report(&dir.path().join(out));
+        assert_eq!((r.candidates, r.inner), (want, inner), "{out}");
+        let said = stderr(&o).contains("candidates per update");
+        assert_eq!(
+            said,
+            want > 1.0 && r.batch_size.is_some(),
+            "{out}: {}",
+            stderr(&o)
+        );
+    }
+    assert!(stderr(&fit(&["-s", "1000"], "said")).contains("2000 candidates per update"));
+    assert!(stderr(&fit(&["-s", "2000"], "said2")).contains("3200 candidates per update"));
+    for bad in ["0.5", "NaN", "inf"] {
+        let o = fit(&["-s", "1000", "--candidates", bad], "bad");
+        assert_eq!(o.status.code(), Some(2), "{bad}: {}", stderr(&o));
+        assert!(stderr(&o).contains("--candidates"), "{}", stderr(&o));
+    }
 }
 
 /// The frequencies come from the image's spectrum for spinr's IHT with unit coordinates, and

@@ -52,9 +52,9 @@ fn both(
     opts: GpuOptions,
 ) -> ((PlantReport, SparseVec), (PlantReport, SparseVec)) {
     let planted = spec.build().unwrap();
-    let mut gpu =
-        GpuBackend::with_options(ctx(), planted.train.clone(), spec.nonzeros, opts).unwrap();
-    let mut cpu = CpuBackend::new(planted.train.clone(), spec.nonzeros, 0).unwrap();
+    let cap = cfg.capacity(planted.train.signal_len());
+    let mut gpu = GpuBackend::with_options(ctx(), planted.train.clone(), cap, opts).unwrap();
+    let mut cpu = CpuBackend::new(planted.train.clone(), cap, 0).unwrap();
     let g = fit_with(&mut gpu, spec, &planted, cfg, "gpu");
     let c = fit_with(&mut cpu, spec, &planted, cfg, "cpu");
     (g, c)
@@ -106,6 +106,24 @@ fn minibatch_planted_fit_matches_the_cpu() {
     );
     assert!(rc.recovered && rg.recovered, "gpu {rg:?}\ncpu {rc:?}");
     assert_eq!(nonzero_support(&wg), nonzero_support(&wc));
+}
+
+/// Over-selecting minibatch updates (`IhtConfig::candidates`, spinr's default for photos
+/// below s = 3000): twice `s` candidates through the GPU's top-k, the prune, and two
+/// refinements per update, on both backends.
+#[test]
+fn over_selecting_planted_fit_matches_the_cpu() {
+    let sp = spec(GateMode::Convex, 40, 12, 30, 700, 4);
+    let mut cfg = IhtConfig::new(sp.nonzeros, 60, sp.gates);
+    cfg.batch_size = Some(350);
+    cfg.candidates = 2.0;
+    cfg.inner = 2;
+    let ((rg, wg), (rc, wc)) = both(&sp, &cfg, GpuOptions::default());
+    assert!(rc.recovered && rg.recovered, "gpu {rg:?}\ncpu {rc:?}");
+    assert_eq!(nonzero_support(&wg), nonzero_support(&wc));
+    assert_eq!((wg.len(), wc.len()), (30, 30));
+    let between = (wg.dist2(&wc) / wc.norm2()).sqrt();
+    assert!(between < 1e-4, "gpu vs cpu relative distance {between}");
 }
 
 /// Sequential gates (the ReLU network): trajectories may part where a gate sits at x·w ≈ 0,

@@ -65,3 +65,53 @@ fn fits_are_deterministic() {
     assert_eq!(wa, wb);
     assert_eq!(a.train_psnr, b.train_psnr);
 }
+
+/// Over-selection (`IhtConfig::candidates`): twice `s` candidates, refined, pruned back to `s`
+/// and refined again, still recovers a convex planted network exactly, holds exactly `s`
+/// nonzeros, and changes the path (it is not silently off).
+#[test]
+fn over_selecting_steps_recover_planted_networks_with_s_nonzeros() {
+    for seed in 0..4 {
+        let sp = spec(GateMode::Convex, 60, 20, 40, 900, seed);
+        let planted = sp.build().unwrap();
+        let mut cfg = IhtConfig::new(sp.nonzeros, 100, sp.gates);
+        cfg.candidates = 2.0;
+        let cap = cfg.capacity(planted.train.signal_len());
+        assert_eq!(cap, 80);
+        let mut be = CpuBackend::new(planted.train.clone(), cap, 0).unwrap();
+        let res = plant::run(&mut be, &planted, &cfg, |_| {}).unwrap();
+        let r = plant::score_iht(&sp, &planted, &res, "cpu", "test", 0.0).unwrap();
+        assert!(r.recovered, "seed {seed}: {r:?}");
+        assert!(r.relative_error < 1e-5, "seed {seed}: {r:?}");
+        assert_eq!(res.w.len(), sp.nonzeros, "seed {seed}");
+        let (_, plain) = fit(&sp, 1);
+        let mut one = cfg.clone();
+        one.iters = 1;
+        let mut be = CpuBackend::new(planted.train.clone(), cap, 0).unwrap();
+        let first = plant::run(&mut be, &planted, &one, |_| {}).unwrap();
+        // One epoch is one step, and the first step picks exactly `s` either way: the second
+        // is the first to over-select, so the paths part there.
+        assert_eq!(first.w, plain, "seed {seed}");
+    }
+    // A pool beyond m·d is clamped to it.
+    let mut cfg = IhtConfig::new(500, 1, GateMode::Convex);
+    cfg.candidates = 3.0;
+    assert_eq!(cfg.pool(1200), 1200);
+    assert_eq!(cfg.pool(100_000), 1500);
+    cfg.candidates = 1.0;
+    assert_eq!(cfg.pool(100_000), 500);
+}
+
+/// Two epochs with and without over-selection part ways at the second step.
+#[test]
+fn over_selection_changes_the_second_step() {
+    let sp = spec(GateMode::Convex, 60, 20, 40, 900, 0);
+    let planted = sp.build().unwrap();
+    let mut cfg = IhtConfig::new(sp.nonzeros, 2, sp.gates);
+    cfg.candidates = 2.0;
+    let mut be = CpuBackend::new(planted.train.clone(), 80, 0).unwrap();
+    let over = plant::run(&mut be, &planted, &cfg, |_| {}).unwrap();
+    let (_, plain) = fit(&sp, 2);
+    assert_eq!(over.w.len(), 40);
+    assert_ne!(over.w, plain);
+}

@@ -106,7 +106,7 @@ fn whole_and_resumed(
 }
 
 fn cpu(plan: &FitPlan, image: &Image) -> Box<dyn Backend> {
-    Box::new(CpuBackend::new(plan.problem(image).unwrap(), plan.cfg.s, 1 << 30).unwrap())
+    Box::new(CpuBackend::new(plan.problem(image).unwrap(), plan.capacity(), 1 << 30).unwrap())
 }
 
 fn bits(xs: &[f32]) -> Vec<u32> {
@@ -172,7 +172,7 @@ fn a_resumed_gpu_fit_reaches_the_same_psnr() {
             GpuBackend::with_options(
                 ctx.clone(),
                 p.problem(&im).unwrap(),
-                p.cfg.s,
+                p.capacity(),
                 GpuOptions::default(),
             )
             .unwrap(),

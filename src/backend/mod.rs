@@ -248,6 +248,8 @@ pub(crate) fn check_refine_slots(v: Slot, g: Slot, trial: Slot) -> Result<()> {
 /// [`Backend::set_gates`] and the samples set by [`Backend::set_batch`].
 pub trait Backend {
     fn info(&self) -> BackendInfo;
+    /// Entries of the whole signal, `m·d`.
+    fn signal_len(&self) -> usize;
 
     /// Writes a host vector into a slot (indices sorted, at most `s` entries).
     fn load(&mut self, slot: Slot, w: &SparseVec) -> Result<()>;
@@ -331,6 +333,13 @@ pub trait Backend {
     /// The dense pass: `c = w − μ Aᵀ r` over all `m·d` entries (current residual, in tiles of
     /// neurons) and the `s` largest `|c|` (ties to the lower index) into `dst`.
     fn threshold(&mut self, w: Slot, mu: f32, s: usize, dst: Slot) -> Result<()>;
+    /// The `s` largest `|v|` of slot `src` (ties to the lower index) into `dst`: the prune of
+    /// an over-selecting step (`IhtConfig::candidates`). The default reads the slot back and
+    /// loads the result: `O(candidates)` bytes each way, once per update.
+    fn prune(&mut self, src: Slot, s: usize, dst: Slot) -> Result<()> {
+        let v = self.read(src)?;
+        self.load(dst, &v.largest(s))
+    }
 
     /// `A v` on every sample, read back (evaluation and rendering only).
     fn predict(&mut self, v: Slot) -> Result<Vec<f32>>;

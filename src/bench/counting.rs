@@ -24,6 +24,12 @@ impl Backend for Counting<'_> {
     fn info(&self) -> crate::backend::BackendInfo {
         self.inner.info()
     }
+    fn signal_len(&self) -> usize {
+        self.inner.signal_len()
+    }
+    fn prune(&mut self, src: Slot, s: usize, dst: Slot) -> Result<()> {
+        self.inner.prune(src, s, dst)
+    }
     fn load(&mut self, slot: Slot, w: &SparseVec) -> Result<()> {
         self.inner.load(slot, w)
     }

@@ -114,6 +114,7 @@ impl ClassifyArgs {
                 rescue: None,
                 polish: None,
                 momentum: None,
+                candidates: None,
             },
             seed: self.seed,
         }

@@ -223,6 +223,7 @@ pub fn run(a: PlantArgs) -> anyhow::Result<()> {
         rescue: a.rescue,
         polish: a.polish,
         momentum: None,
+        candidates: None,
     };
     if !(a.checkpoint_every.is_finite() && a.checkpoint_every >= 0.0) {
         return Err(Error::arg("--checkpoint-every", "must be a number of seconds ≥ 0").into());

@@ -378,18 +378,35 @@ pub fn step(backend: &mut dyn Backend, cfg: &IhtConfig, w_empty: bool) -> Result
         let (gn, curv) = backend.step_size(Slot::W, Slot::G)?;
         normalised_step(gn, curv)
     };
-    // 2. Dense pass + top-s.
-    backend.threshold(Slot::W, mu, cfg.s, Slot::V)?;
-    backend.copy(Slot::START, Slot::V)?;
-    // 3. Refinement with Armijo backtracking on the new support, gates fixed.
-    let f_v = backend.forward(Slot::V)?;
-    let v = match cfg.refine {
-        Refine::Exact => refine_exact(backend, cfg, f_v)?,
-        Refine::Armijo => refine_armijo(backend, cfg, f_v)?,
-        Refine::Cg => refine_cg(backend, cfg, f_v)?,
+    // 2. Dense pass + top-s, or the top candidates when the step over-selects (the first
+    // step picks exactly `s`: it has no values to compete with).
+    let pool = if w_empty {
+        cfg.s
+    } else {
+        cfg.pool(backend.signal_len())
     };
+    backend.threshold(Slot::W, mu, pool, Slot::V)?;
+    // 3. Refinement with Armijo backtracking on the new support, gates fixed.
+    let mut v = refine_from_v(backend, cfg)?;
+    if pool > cfg.s {
+        // 4. Prune the refined candidates to the `s` largest and refine those.
+        backend.prune(v, cfg.s, Slot::V)?;
+        v = refine_from_v(backend, cfg)?;
+    }
     backend.copy(Slot::W, v)?;
     Ok(())
+}
+
+/// The refinement of the support in slot `V`, which is also the reset point (`START`) of
+/// Armijo backtracking. Returns the slot holding the result.
+fn refine_from_v(backend: &mut dyn Backend, cfg: &IhtConfig) -> Result<Slot> {
+    backend.copy(Slot::START, Slot::V)?;
+    let f_v = backend.forward(Slot::V)?;
+    match cfg.refine {
+        Refine::Exact => refine_exact(backend, cfg, f_v),
+        Refine::Armijo => refine_armijo(backend, cfg, f_v),
+        Refine::Cg => refine_cg(backend, cfg, f_v),
+    }
 }
 
 /// What the refinement does after a rejected trial.

@@ -337,7 +337,15 @@ impl FitOptions {
         cfg.batch_end = batch_end;
         cfg.seed = self.seed;
         if batch_size.is_some() && self.variant == Variant::Spinr {
-            cfg.inner = self.iht.inner.unwrap_or(iht::DEFAULT_MINIBATCH_INNER);
+            cfg.candidates = self
+                .iht
+                .candidates
+                .unwrap_or(iht::default_minibatch_candidates(whole_s));
+            cfg.inner = self.iht.inner.unwrap_or(if cfg.candidates > 1.0 {
+                iht::DEFAULT_CANDIDATE_INNER
+            } else {
+                iht::DEFAULT_MINIBATCH_INNER
+            });
             cfg.polish = self.iht.polish.unwrap_or(iht::DEFAULT_MINIBATCH_POLISH);
             // A rescue check predicts every sample: on large images that is an extra epoch.
             cfg.rescue = self.iht.rescue.unwrap_or(false);
@@ -364,7 +372,16 @@ impl FitOptions {
     }
 }
 
+fn plain_candidates() -> f32 {
+    1.0
+}
+
 impl FitPlan {
+    /// Nonzeros the backend must hold: `s`, or the candidates of an over-selecting fit.
+    pub fn capacity(&self) -> usize {
+        self.cfg.capacity(self.spec.neurons * self.spec.features)
+    }
+
     pub fn axes(&self) -> Vec<usize> {
         grid_axes(self.height, self.width, self.channels)
     }
@@ -389,7 +406,7 @@ impl FitPlan {
         let (d, m, s) = (
             self.spec.features as u64,
             self.spec.neurons as u64,
-            self.cfg.s as u64,
+            self.capacity() as u64,
         );
         let mut e = Estimate::default();
         e.add("spinr itself", crate::budget::BASE_BYTES);
@@ -565,6 +582,9 @@ pub struct FitReport {
     /// Momentum β of the updates (0: none).
     #[serde(default)]
     pub momentum: f32,
+    /// Candidates per update as a multiple of `nonzeros` (1: plain IHT; README, "Candidates").
+    #[serde(default = "plain_candidates")]
+    pub candidates: f32,
     /// PSNR (dB, peak 1) of the model's predictions clamped to [0, 1]; while running, of the
     /// best epoch so far. Capped at 200 dB (an exact fit).
     pub psnr: f64,
@@ -651,6 +671,7 @@ impl FitReport {
             first_step: plan.cfg.first_step,
             refine: plan.cfg.refine,
             momentum: plan.cfg.momentum,
+            candidates: plan.cfg.candidates,
             psnr: 0.0,
             psnr_8bit: None,
             dct_psnr: None,

@@ -403,6 +403,10 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 impl Backend for CpuBackend {
+    fn signal_len(&self) -> usize {
+        self.problem.signal_len()
+    }
+
     fn info(&self) -> BackendInfo {
         BackendInfo {
             kind: "cpu",

@@ -263,6 +263,10 @@ impl GpuBackend {
 }
 
 impl Backend for GpuBackend {
+    fn signal_len(&self) -> usize {
+        self.lay.m * self.lay.d
+    }
+
     fn info(&self) -> BackendInfo {
         BackendInfo {
             kind: "gpu",

@@ -31,6 +31,7 @@ pub fn flag(p: Param) -> Option<&'static str> {
         Param::Method => "--method",
         Param::Colour => "--colour",
         Param::Momentum => "--momentum",
+        Param::Candidates => "--candidates",
         _ => return None,
     })
 }
@@ -105,6 +106,11 @@ pub struct FitTuning {
     /// (default 0.3 for spinr's minibatch image fits, else 0).
     #[arg(long, value_name = "β")]
     pub momentum: Option<f32>,
+    /// Candidates per IHT update as a multiple of s: keep the F·s largest entries of the
+    /// gradient step, refine them, prune to the s largest and refine again (default 2 for
+    /// spinr's minibatch image fits below s = 3000, else 1 = plain IHT).
+    #[arg(long, value_name = "F")]
+    pub candidates: Option<f32>,
 }
 
 impl FitTuning {
@@ -153,6 +159,7 @@ impl FitTuning {
                 rescue: self.rescue,
                 polish: self.polish,
                 momentum: self.momentum,
+                candidates: self.candidates,
             },
             seed,
             colour: self.colour,

@@ -271,10 +271,16 @@ fn sigma_text(sigma: &[f64]) -> String {
 
 /// How the fit batches its updates, as the start-up lines print it.
 fn batch_text(plan: &FitPlan) -> String {
-    match (plan.batch_size, plan.cfg.batch_end) {
+    let batches = match (plan.batch_size, plan.cfg.batch_end) {
         (None, _) => "full batch".to_string(),
         (Some(a), Some(b)) if a != b => format!("minibatches growing from {a} to {b}"),
         (Some(b), _) => format!("minibatches of {b}"),
+    };
+    let pool = plan.capacity();
+    if pool > plan.cfg.s {
+        format!("{batches}, {pool} candidates per update")
+    } else {
+        batches
     }
 }
 
@@ -378,7 +384,7 @@ fn fit_iht(
         a.device.backend,
         a.device.adapter.as_deref(),
         problem.clone(),
-        plan.cfg.s,
+        plan.capacity(),
         crate::backend::gpu::GpuOptions {
             device_budget: job.memory.device_budget,
             ..super::gpu_options(plan.minibatch())

@@ -227,7 +227,7 @@ impl InrRunner {
             self.device.backend,
             self.device.adapter.as_deref(),
             problem.clone(),
-            plan.cfg.s,
+            plan.capacity(),
             plan.minibatch(),
         )?;
         inr_fit::fit_iht(image, plan, &problem, be.as_mut(), |_| {
@@ -367,6 +367,7 @@ impl PlantRunner {
                     rescue: self.tuning.rescue,
                     polish: self.tuning.polish,
                     momentum: self.tuning.momentum,
+                    candidates: self.tuning.candidates,
                 };
                 let mut cfg = choices.resolve(
                     variant,
@@ -381,7 +382,7 @@ impl PlantRunner {
                     self.device.backend,
                     self.device.adapter.as_deref(),
                     planted.train.clone(),
-                    cell.nonzeros,
+                    cfg.capacity(planted.train.signal_len()),
                     cfg.batch_size.is_some(),
                 )?;
                 let info = be.info();
