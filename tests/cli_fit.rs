@@ -773,22 +773,37 @@ fn neurons_follow_the_nonzeros_unless_given() {
     }
 }
 
+/// One epoch of the camera at 96² (9216 samples, so minibatches) with 100 neurons of 32
+/// features in `dir`, no polish, plus `extra`, into `out`.
+fn one_epoch_of_the_camera(dir: &Path, extra: &[&str], out: &str) -> Output {
+    let cam = common::asset("camera.png");
+    let mut args = vec![
+        "fit",
+        cam.to_str().unwrap(),
+        "--resize",
+        "96",
+        "-m",
+        "100",
+        "-d",
+        "32",
+        "--iters",
+        "1",
+        "--polish",
+        "0",
+        "--out",
+        out,
+    ];
+    args.extend_from_slice(extra);
+    spinr(dir, &args)
+}
+
 /// Momentum is on by default for spinr's minibatch fits from s = 3000 (β = 0.3), off below
 /// that, off full batch and in the paper's variant; `--momentum` sets it and a β outside
 /// [0, 1) is refused naming the flag.
 #[test]
 fn momentum_defaults_follow_the_batches_and_s() {
     let dir = tempfile::tempdir().unwrap();
-    let cam = common::asset("camera.png");
-    let cam = cam.to_str().unwrap();
-    let fit = |extra: &[&str], out: &str| {
-        let mut args = vec![
-            "fit", cam, "--resize", "96", "-m", "100", "-d", "32", "--iters", "1", "--polish", "0",
-            "--out", out,
-        ];
-        args.extend_from_slice(extra);
-        spinr(dir.path(), &args)
-    };
+    let fit = |extra: &[&str], out: &str| one_epoch_of_the_camera(dir.path(), extra, out);
     for (extra, out, want) in [
         (&["-s", "3000"][..], "big", 0.3),
         (&["-s", "2999"][..], "small", 0.0),
@@ -813,16 +828,7 @@ fn momentum_defaults_follow_the_batches_and_s() {
 #[test]
 fn candidates_default_follow_the_batches_and_s() {
     let dir = tempfile::tempdir().unwrap();
-    let cam = common::asset("camera.png");
-    let cam = cam.to_str().unwrap();
-    let fit = |extra: &[&str], out: &str| {
-        let mut args = vec![
-            "fit", cam, "--resize", "96", "-m", "100", "-d", "32", "--iters", "1", "--polish", "0",
-            "--out", out,
-        ];
-        args.extend_from_slice(extra);
-        spinr(dir.path(), &args)
-    };
+    let fit = |extra: &[&str], out: &str| one_epoch_of_the_camera(dir.path(), extra, out);
     for (extra, out, want, inner) in [
         (&["-s", "2999"][..], "small", 2.0, 2),
         (&["-s", "3000"][..], "big", 1.0, 3),
