@@ -864,6 +864,15 @@ fn candidates_default_follow_the_batches_and_s() {
         assert_eq!(o.status.code(), Some(2), "{bad}: {}", stderr(&o));
         assert!(stderr(&o).contains("--candidates"), "{}", stderr(&o));
     }
+    // IMP has no IHT updates: its flags are refused, not ignored (the helper passes --polish).
+    let o = fit(
+        &["-s", "1000", "--method", "imp", "--candidates", "2"],
+        "imp",
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    for said in ["--method", "--polish, --candidates", "--method iht"] {
+        assert!(stderr(&o).contains(said), "{said}: {}", stderr(&o));
+    }
 }
 
 /// The frequencies come from the image's spectrum for spinr's IHT with unit coordinates, and

@@ -114,6 +114,24 @@ pub struct FitTuning {
 }
 
 impl FitTuning {
+    /// The IHT flags given, by name: IMP trains its dense network with Adam and has no use for
+    /// them, so `spinr fit --method imp` refuses them rather than ignore them. (A sweep applies
+    /// them to its IHT cells only.)
+    pub fn iht_flags(&self) -> Vec<&'static str> {
+        [
+            ("--inner", self.inner.is_some()),
+            ("--first-step", self.first_step.is_some()),
+            ("--refine", self.refine.is_some()),
+            ("--rescue", self.rescue.is_some()),
+            ("--polish", self.polish.is_some()),
+            ("--momentum", self.momentum.is_some()),
+            ("--candidates", self.candidates.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(flag, given)| given.then_some(flag))
+        .collect()
+    }
+
     /// The library options of one fit with these flags, of an image with `channels`
     /// channels (a luma-chroma fit's planes default to [`planes::PLANE_ITERS`] epochs).
     pub fn options(

@@ -125,6 +125,17 @@ pub fn run(a: FitArgs) -> anyhow::Result<()> {
     if !(a.checkpoint_every.is_finite() && a.checkpoint_every >= 0.0) {
         return Err(Error::arg("--checkpoint-every", "must be a number of seconds ≥ 0").into());
     }
+    let ignored = a.tuning.iht_flags();
+    if a.method == Method::Imp && !ignored.is_empty() {
+        return Err(Error::arg(
+            "--method",
+            format!(
+                "{} tune IHT, and IMP would ignore them: drop them, or fit with --method iht",
+                ignored.join(", ")
+            ),
+        )
+        .into());
+    }
     let resume = a.resume.as_deref().map(checkpoints::load).transpose()?;
     let (path, which) = match (&a.image, &resume) {
         (Some(p), _) => (p.clone(), a.which.clone()),
