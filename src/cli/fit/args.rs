@@ -83,7 +83,8 @@ pub struct FitTuning {
     /// sequential (the paper's ReLU network) or convex (fixed random gates).
     #[arg(long, value_enum, default_value = "sequential")]
     pub gates: GateMode,
-    /// Refinement steps K per IHT step (default 10, 3 with minibatches; the paper's variant: 10).
+    /// Refinement steps K per IHT step (default 10, 3 with minibatches, 2 on each side of the
+    /// prune when updates over-select (--candidates); the paper's variant: 10).
     #[arg(long, value_name = "K")]
     pub inner: Option<usize>,
     /// Step size of the first step: paper (μ = 1e-14, the default) or normalized.
