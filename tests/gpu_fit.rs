@@ -52,7 +52,7 @@ fn both(
     opts: GpuOptions,
 ) -> ((PlantReport, SparseVec), (PlantReport, SparseVec)) {
     let planted = spec.build().unwrap();
-    let cap = cfg.capacity(planted.train.signal_len());
+    let cap = cfg.pool(planted.train.signal_len());
     let mut gpu = GpuBackend::with_options(ctx(), planted.train.clone(), cap, opts).unwrap();
     let mut cpu = CpuBackend::new(planted.train.clone(), cap, 0).unwrap();
     let g = fit_with(&mut gpu, spec, &planted, cfg, "gpu");

@@ -76,7 +76,7 @@ fn over_selecting_steps_recover_planted_networks_with_s_nonzeros() {
         let planted = sp.build().unwrap();
         let mut cfg = IhtConfig::new(sp.nonzeros, 100, sp.gates);
         cfg.candidates = 2.0;
-        let cap = cfg.capacity(planted.train.signal_len());
+        let cap = cfg.pool(planted.train.signal_len());
         assert_eq!(cap, 80);
         let mut be = CpuBackend::new(planted.train.clone(), cap, 0).unwrap();
         let res = plant::run(&mut be, &planted, &cfg, |_| {}).unwrap();

@@ -288,14 +288,10 @@ impl IhtConfig {
         }
     }
 
-    /// Entries an update keeps before it prunes to `s`, for a signal of `signal_len` entries.
+    /// Entries an update keeps before it prunes to `s`, for a signal of `signal_len` entries:
+    /// `s`, or the candidates. It is also the nonzeros a backend must hold.
     pub fn pool(&self, signal_len: usize) -> usize {
         let pool = (self.s as f64 * self.candidates as f64).ceil();
         (pool.min(signal_len as f64) as usize).max(self.s)
-    }
-
-    /// The nonzeros a backend must hold for this configuration: `s`, or the candidates.
-    pub fn capacity(&self, signal_len: usize) -> usize {
-        self.pool(signal_len)
     }
 }

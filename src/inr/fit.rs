@@ -379,7 +379,7 @@ fn plain_candidates() -> f32 {
 impl FitPlan {
     /// Nonzeros the backend must hold: `s`, or the candidates of an over-selecting fit.
     pub fn capacity(&self) -> usize {
-        self.cfg.capacity(self.spec.neurons * self.spec.features)
+        self.cfg.pool(self.spec.neurons * self.spec.features)
     }
 
     pub fn axes(&self) -> Vec<usize> {

@@ -382,7 +382,7 @@ impl PlantRunner {
                     self.device.backend,
                     self.device.adapter.as_deref(),
                     planted.train.clone(),
-                    cfg.capacity(planted.train.signal_len()),
+                    cfg.pool(planted.train.signal_len()),
                     cfg.batch_size.is_some(),
                 )?;
                 let info = be.info();
