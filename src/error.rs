@@ -58,6 +58,8 @@ pub enum Param {
     Momentum,
     /// The candidates of an IHT step, as a multiple of `s`.
     Candidates,
+    /// The share of `s` a growing support starts from.
+    GrowFrom,
 }
 
 impl Param {
@@ -88,6 +90,7 @@ impl Param {
             Param::Colour => "colour model",
             Param::Momentum => "momentum",
             Param::Candidates => "candidates",
+            Param::GrowFrom => "support growth",
         }
     }
 }

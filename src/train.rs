@@ -13,6 +13,10 @@ use std::ops::ControlFlow;
 
 /// One training method as the loop drives it.
 pub trait Learner {
+    /// Before the updates of `epoch` (also when a resumed loop goes on within it).
+    fn begin_epoch(&mut self, _epoch: usize) -> Result<()> {
+        Ok(())
+    }
     /// One update on these samples (`None`: all samples, i.e. a full-batch epoch).
     fn update(&mut self, batch: Option<&[u32]>) -> Result<()>;
     /// The loss over all samples of the model as it will be used (after the epoch's updates).
@@ -190,6 +194,7 @@ pub fn run_from<L: Learner + ?Sized>(
     let mut stopped = false;
     'epochs: while at.epoch < schedule.epochs {
         let epoch = at.epoch;
+        learner.begin_epoch(epoch)?;
         match schedule.batch_at(epoch) {
             None => {
                 learner.update(None)?;

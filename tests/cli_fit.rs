@@ -38,6 +38,7 @@ struct Report {
     refine: String,
     momentum: f32,
     candidates: f32,
+    grow_from: f32,
     psnr: f64,
     psnr_8bit: Option<f64>,
     dct_psnr: Option<f64>,
@@ -776,25 +777,25 @@ fn neurons_follow_the_nonzeros_unless_given() {
 /// One epoch of the camera at 96² (9216 samples, so minibatches) with 100 neurons of 32
 /// features in `dir`, no polish, plus `extra`, into `out`.
 fn one_epoch_of_the_camera(dir: &Path, extra: &[&str], out: &str) -> Output {
+    let base = ["-m", "100", "--iters", "1", "--polish", "0"];
+    the_camera_at_96(dir, &[&base[..], extra].concat(), out)
+}
+
+/// `spinr fit` of the camera at 96² (9216 samples: minibatches) with 32 features and `args`.
+fn the_camera_at_96(dir: &Path, args: &[&str], out: &str) -> Output {
     let cam = common::asset("camera.png");
-    let mut args = vec![
+    let mut all = vec![
         "fit",
         cam.to_str().unwrap(),
         "--resize",
         "96",
-        "-m",
-        "100",
         "-d",
         "32",
-        "--iters",
-        "1",
-        "--polish",
-        "0",
         "--out",
         out,
     ];
-    args.extend_from_slice(extra);
-    spinr(dir, &args)
+    all.extend_from_slice(args);
+    spinr(dir, &all)
 }
 
 /// Momentum is on by default for spinr's minibatch fits from s = 3000 (β = 0.3), off below
@@ -872,6 +873,59 @@ fn candidates_default_follow_the_batches_and_s() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     for said in ["--method", "--polish, --candidates", "--method iht"] {
         assert!(stderr(&o).contains(said), "{said}: {}", stderr(&o));
+    }
+}
+
+/// spinr's minibatch image fits below s = 3000 grow their support from half of `s` to `s` over
+/// the first 15% of the epochs; from s = 3000, full batch, the paper's variant and
+/// `--grow-from 1` keep `s` from the start. The start-up line says so, the report records it, the model ends with `s`
+/// nonzeros, and shares outside (0, 1] or with IMP are refused naming the flag.
+#[test]
+fn the_support_grows_by_default_in_minibatch_fits() {
+    let dir = tempfile::tempdir().unwrap();
+    let fit = |extra: &[&str], out: &str| {
+        let base = ["-m", "20", "-s", "200", "--iters", "20"];
+        the_camera_at_96(dir.path(), &[&base[..], extra].concat(), out)
+    };
+    for (extra, out, want) in [
+        (&[][..], "grows", 0.5),
+        (&["--batch-size", "full"][..], "full", 1.0),
+        (&["--variant", "paper"][..], "paper", 1.0),
+        (&["--grow-from", "1"][..], "whole", 1.0),
+        (&["--grow-from", "0.25"][..], "quarter", 0.25),
+    ] {
+        let o = fit(extra, out);
+        assert!(o.status.success(), "{out}: {}", stderr(&o));
+        let r = read_report(&dir.path().join(out));
+        assert_eq!(r.grow_from, want, "{out}");
+        // 20 epochs: the ramp is 3 epochs long.
+        let said = format!(
+            "the support growing from {} to 200 nonzeros in 3 epochs",
+            (200.0 * want).round()
+        );
+        assert_eq!(
+            stderr(&o).contains(&said),
+            want < 1.0,
+            "{out}: {}",
+            stderr(&o)
+        );
+        let model = spinr::model::load(&dir.path().join(out).join("model.safetensors")).unwrap();
+        assert_eq!(model.w.len(), 200, "{out}");
+    }
+    for bad in ["0", "1.5", "NaN"] {
+        let o = fit(&["--grow-from", bad], "bad");
+        assert_eq!(o.status.code(), Some(2), "{bad}: {}", stderr(&o));
+        assert!(stderr(&o).contains("--grow-from"), "{}", stderr(&o));
+    }
+    let o = fit(&["--method", "imp", "--grow-from", "0.5"], "imp");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--grow-from"), "{}", stderr(&o));
+    // The threshold is momentum's: from s = 3000 the support is whole from the start.
+    for (s, want) in [("2999", 0.5), ("3000", 1.0)] {
+        let out = format!("s{s}");
+        let o = one_epoch_of_the_camera(dir.path(), &["-s", s], &out);
+        assert!(o.status.success(), "{s}: {}", stderr(&o));
+        assert_eq!(read_report(&dir.path().join(&out)).grow_from, want, "{s}");
     }
 }
 

@@ -167,6 +167,16 @@ fn an_interrupted_sweep_resumes_to_one_row_per_cell() {
     for r in &saved {
         assert!(all.contains(r), "{r:?}");
     }
+    // A restart that changes how the IHT cells fit is refused, naming the option, rather
+    // than adding rows of another fit to the table.
+    for flag in [["--grow-from", "0.5"], ["--momentum", "0.3"]] {
+        let changed = sweep(dir, &["--out", "runs", flag[0], flag[1]]);
+        let err = common::stderr(&changed);
+        assert_eq!(changed.status.code(), Some(2), "{err}");
+        let key = flag[0].trim_start_matches("--").replace('-', "_");
+        assert!(err.contains(&format!("options.{key}")), "{err}");
+    }
+    assert_eq!(rows(&dir.join("runs/results.csv")), all);
 }
 
 #[test]

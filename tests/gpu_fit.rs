@@ -108,9 +108,10 @@ fn minibatch_planted_fit_matches_the_cpu() {
     assert_eq!(nonzero_support(&wg), nonzero_support(&wc));
 }
 
-/// Over-selecting minibatch updates (`IhtConfig::candidates`, spinr's default for photos
-/// below s = 3000): twice `s` candidates through the GPU's top-k, the prune, and two
-/// refinements per update, on both backends.
+/// Over-selecting minibatch updates on a growing support (`IhtConfig::candidates` and
+/// `grow_from`, spinr's defaults for photos below s = 3000): twice `s` candidates through the
+/// GPU's top-k, the prune, and two refinements per update, the first 9 epochs on 15 to 28
+/// nonzeros, on both backends.
 #[test]
 fn over_selecting_planted_fit_matches_the_cpu() {
     let sp = spec(GateMode::Convex, 40, 12, 30, 700, 4);
@@ -118,6 +119,7 @@ fn over_selecting_planted_fit_matches_the_cpu() {
     cfg.batch_size = Some(350);
     cfg.candidates = 2.0;
     cfg.inner = 2;
+    cfg.grow_from = 0.5;
     let ((rg, wg), (rc, wc)) = both(&sp, &cfg, GpuOptions::default());
     assert!(rc.recovered && rg.recovered, "gpu {rg:?}\ncpu {rc:?}");
     assert_eq!(nonzero_support(&wg), nonzero_support(&wc));

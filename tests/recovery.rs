@@ -115,3 +115,34 @@ fn over_selection_changes_the_second_step() {
     assert_eq!(over.w.len(), 40);
     assert_ne!(over.w, plain);
 }
+
+/// A growing support (`IhtConfig::grow_from`): the first epochs keep a share of `s`, the
+/// rest all of it. It still recovers a convex planted network exactly with `s` nonzeros, and
+/// the first epoch really keeps only its share (the growth is not silently off).
+#[test]
+fn a_growing_support_recovers_planted_networks_with_s_nonzeros() {
+    for seed in 0..4 {
+        let sp = spec(GateMode::Convex, 60, 20, 40, 900, seed);
+        let planted = sp.build().unwrap();
+        let mut cfg = IhtConfig::new(sp.nonzeros, 100, sp.gates);
+        cfg.grow_from = 0.5;
+        let mut be = CpuBackend::new(planted.train.clone(), sp.nonzeros, 0).unwrap();
+        let res = plant::run(&mut be, &planted, &cfg, |_| {}).unwrap();
+        let r = plant::score_iht(&sp, &planted, &res, "cpu", "test", 0.0).unwrap();
+        assert!(r.recovered, "seed {seed}: {r:?}");
+        assert!(r.relative_error < 1e-5, "seed {seed}: {r:?}");
+        assert_eq!(res.w.len(), sp.nonzeros, "seed {seed}");
+    }
+    // Two epochs of 100: the first keeps 20 nonzeros. Stopped after it (the observer
+    // breaks), the fit holds exactly 20.
+    let sp = spec(GateMode::Convex, 60, 20, 40, 900, 0);
+    let planted = sp.build().unwrap();
+    let mut cfg = IhtConfig::new(sp.nonzeros, 100, sp.gates);
+    cfg.grow_from = 0.5;
+    let mut be = CpuBackend::new(planted.train.clone(), sp.nonzeros, 0).unwrap();
+    let res = spinr::iht::fit(&mut be, planted.train.n, &cfg, |_| {
+        std::ops::ControlFlow::Break(())
+    })
+    .unwrap();
+    assert_eq!((res.iterations, res.w.len()), (1, 20));
+}

@@ -115,6 +115,7 @@ impl ClassifyArgs {
                 polish: None,
                 momentum: None,
                 candidates: None,
+                grow_from: None,
             },
             seed: self.seed,
         }

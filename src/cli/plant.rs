@@ -224,6 +224,7 @@ pub fn run(a: PlantArgs) -> anyhow::Result<()> {
         polish: a.polish,
         momentum: None,
         candidates: None,
+        grow_from: None,
     };
     if !(a.checkpoint_every.is_finite() && a.checkpoint_every >= 0.0) {
         return Err(Error::arg("--checkpoint-every", "must be a number of seconds ≥ 0").into());

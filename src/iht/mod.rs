@@ -66,6 +66,8 @@ pub struct IhtLearner<'a> {
     pub rescues: usize,
     /// `W` before the last update, for momentum (empty: none yet).
     prev: SparseVec,
+    /// Nonzeros the updates of the current epoch keep ([`IhtConfig::support_at`]).
+    support: usize,
 }
 
 impl<'a> IhtLearner<'a> {
@@ -89,6 +91,7 @@ impl<'a> IhtLearner<'a> {
             problem: None,
             rescues: 0,
             prev: SparseVec::new(),
+            support: cfg.support_at(0),
         })
     }
 
@@ -202,6 +205,11 @@ pub const RESCUES_PER_CHECK: usize = 8;
 pub const RESCUE_EVERY: usize = 5;
 
 impl Learner for IhtLearner<'_> {
+    fn begin_epoch(&mut self, epoch: usize) -> Result<()> {
+        self.support = self.cfg.support_at(epoch);
+        Ok(())
+    }
+
     fn update(&mut self, batch: Option<&[u32]>) -> Result<()> {
         let be = &mut *self.backend;
         // Momentum: start this update from w + β·(w − w_prev). The gates follow the weights
@@ -234,7 +242,15 @@ impl Learner for IhtLearner<'_> {
                 }
             }
         }
-        step(be, self.cfg, self.w_empty)?;
+        if self.support == self.cfg.s {
+            step(be, self.cfg, self.w_empty)?;
+        } else {
+            let cfg = IhtConfig {
+                s: self.support,
+                ..self.cfg.clone()
+            };
+            step(be, &cfg, self.w_empty)?;
+        }
         if let Some(w) = before {
             self.prev = w;
         }

@@ -353,6 +353,10 @@ impl FitOptions {
                 .iht
                 .momentum
                 .unwrap_or(iht::default_minibatch_momentum(whole_s));
+            cfg.grow_from = self
+                .iht
+                .grow_from
+                .unwrap_or(iht::default_minibatch_grow_from(whole_s));
         }
         let plan = FitPlan {
             method: self.method,
@@ -373,6 +377,10 @@ impl FitOptions {
 }
 
 fn plain_candidates() -> f32 {
+    1.0
+}
+
+fn whole_support() -> f32 {
     1.0
 }
 
@@ -585,6 +593,10 @@ pub struct FitReport {
     /// Candidates per update as a multiple of `nonzeros` (1: plain IHT; README, "Candidates").
     #[serde(default = "plain_candidates")]
     pub candidates: f32,
+    /// The share of `nonzeros` the support started from, reached after 15% of the epochs
+    /// (1: all from the first update; README, "Growing the support").
+    #[serde(default = "whole_support")]
+    pub grow_from: f32,
     /// PSNR (dB, peak 1) of the model's predictions clamped to [0, 1]; while running, of the
     /// best epoch so far. Capped at 200 dB (an exact fit).
     pub psnr: f64,
@@ -672,6 +684,7 @@ impl FitReport {
             refine: plan.cfg.refine,
             momentum: plan.cfg.momentum,
             candidates: plan.cfg.candidates,
+            grow_from: plan.cfg.grow_from,
             psnr: 0.0,
             psnr_8bit: None,
             dct_psnr: None,

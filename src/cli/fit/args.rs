@@ -32,6 +32,7 @@ pub fn flag(p: Param) -> Option<&'static str> {
         Param::Colour => "--colour",
         Param::Momentum => "--momentum",
         Param::Candidates => "--candidates",
+        Param::GrowFrom => "--grow-from",
         _ => return None,
     })
 }
@@ -112,6 +113,11 @@ pub struct FitTuning {
     /// spinr's minibatch image fits below s = 3000, else 1 = plain IHT).
     #[arg(long, value_name = "F")]
     pub candidates: Option<f32>,
+    /// The share of s the support starts from: the first epoch's updates keep F·s nonzeros,
+    /// rising linearly to s after 15% of the epochs (default 0.5 for spinr's minibatch image
+    /// fits below s = 3000, else 1 = s from the start).
+    #[arg(long, value_name = "F")]
+    pub grow_from: Option<f32>,
 }
 
 impl FitTuning {
@@ -127,6 +133,7 @@ impl FitTuning {
             ("--polish", self.polish.is_some()),
             ("--momentum", self.momentum.is_some()),
             ("--candidates", self.candidates.is_some()),
+            ("--grow-from", self.grow_from.is_some()),
         ]
         .into_iter()
         .filter_map(|(flag, given)| given.then_some(flag))
@@ -179,6 +186,7 @@ impl FitTuning {
                 polish: self.polish,
                 momentum: self.momentum,
                 candidates: self.candidates,
+                grow_from: self.grow_from,
             },
             seed,
             colour: self.colour,

@@ -287,12 +287,22 @@ fn batch_text(plan: &FitPlan) -> String {
         (Some(a), Some(b)) if a != b => format!("minibatches growing from {a} to {b}"),
         (Some(b), _) => format!("minibatches of {b}"),
     };
-    let pool = plan.capacity();
-    if pool > plan.cfg.s {
-        format!("{batches}, {pool} candidates per update")
-    } else {
-        batches
+    let mut parts = vec![batches];
+    let (cfg, pool) = (&plan.cfg, plan.capacity());
+    if pool > cfg.s {
+        parts.push(format!("{pool} candidates per update"));
     }
+    let first = cfg.support_at(0);
+    if first < cfg.s {
+        let ramp = (0..cfg.iters)
+            .find(|&e| cfg.support_at(e) == cfg.s)
+            .unwrap_or(cfg.iters);
+        parts.push(format!(
+            "the support growing from {first} to {} nonzeros in {ramp} epochs",
+            cfg.s
+        ));
+    }
+    parts.join(", ")
 }
 
 /// Keeps report.json current and the progress bar moving.

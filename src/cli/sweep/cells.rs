@@ -368,6 +368,7 @@ impl PlantRunner {
                     polish: self.tuning.polish,
                     momentum: self.tuning.momentum,
                     candidates: self.tuning.candidates,
+                    grow_from: self.tuning.grow_from,
                 };
                 let mut cfg = choices.resolve(
                     variant,

@@ -190,9 +190,22 @@ fn options(a: &SweepArgs, task: Task) -> Value {
         "first_step": t.first_step,
         "rescue": t.rescue,
     });
-    // Recorded only when given, so sweeps begun before the flag existed still resume.
-    if let (Some(p), Value::Object(o)) = (t.polish, &mut o) {
-        o.insert("polish".into(), json!(p));
+    // Recorded only when given, so sweeps begun before the flag existed still resume; a
+    // restart that changes one of them is refused instead of mixing two fits in one table.
+    if let Value::Object(o) = &mut o {
+        let given = [
+            ("polish", t.polish.map(|p| json!(p))),
+            ("momentum", t.momentum.map(|b| json!(b))),
+            ("candidates", t.candidates.map(|c| json!(c))),
+            ("grow_from", t.grow_from.map(|g| json!(g))),
+            ("colour", t.colour.map(|c| json!(c.as_str()))),
+            ("frequencies", t.frequencies.map(|f| json!(f.as_str()))),
+        ];
+        for (key, value) in given {
+            if let Some(v) = value {
+                o.insert(key.into(), v);
+            }
+        }
     }
     let extra = match task {
         Task::Plant => json!({ "inputs": a.inputs, "samples": a.samples }),
