@@ -231,6 +231,7 @@ pub fn default_minibatch_grow_from(s: usize) -> f32 {
         1.0
     }
 }
+
 /// The share of the epochs over which a growing support reaches `s` ([`IhtConfig::grow_from`]).
 pub const GROW_EPOCHS_SHARE: f64 = 0.15;
 
@@ -339,12 +340,9 @@ impl IhtConfig {
         if self.grow_from >= 1.0 || epoch + 1 >= self.iters {
             return self.s;
         }
-        let ramp = GROW_EPOCHS_SHARE * self.iters as f64;
-        let t = if ramp > 0.0 { epoch as f64 / ramp } else { 1.0 };
+        // `iters ≥ 2` here, so the ramp is longer than zero epochs.
+        let t = epoch as f64 / (GROW_EPOCHS_SHARE * self.iters as f64);
         let share = self.grow_from as f64 + (1.0 - self.grow_from as f64) * t;
-        if share >= 1.0 {
-            return self.s;
-        }
         ((self.s as f64 * share).round() as usize).clamp(1, self.s)
     }
 

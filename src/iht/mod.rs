@@ -66,8 +66,9 @@ pub struct IhtLearner<'a> {
     pub rescues: usize,
     /// `W` before the last update, for momentum (empty: none yet).
     prev: SparseVec,
-    /// Nonzeros the updates of the current epoch keep ([`IhtConfig::support_at`]).
-    support: usize,
+    /// The configuration of the current epoch's updates when its support is still growing
+    /// (`s` = [`IhtConfig::support_at`] the epoch), set once per epoch; `None`: `cfg` itself.
+    growing: Option<IhtConfig>,
 }
 
 impl<'a> IhtLearner<'a> {
@@ -91,7 +92,7 @@ impl<'a> IhtLearner<'a> {
             problem: None,
             rescues: 0,
             prev: SparseVec::new(),
-            support: cfg.support_at(0),
+            growing: None,
         })
     }
 
@@ -206,7 +207,11 @@ pub const RESCUE_EVERY: usize = 5;
 
 impl Learner for IhtLearner<'_> {
     fn begin_epoch(&mut self, epoch: usize) -> Result<()> {
-        self.support = self.cfg.support_at(epoch);
+        let s = self.cfg.support_at(epoch);
+        self.growing = (s < self.cfg.s).then(|| IhtConfig {
+            s,
+            ..self.cfg.clone()
+        });
         Ok(())
     }
 
@@ -242,15 +247,7 @@ impl Learner for IhtLearner<'_> {
                 }
             }
         }
-        if self.support == self.cfg.s {
-            step(be, self.cfg, self.w_empty)?;
-        } else {
-            let cfg = IhtConfig {
-                s: self.support,
-                ..self.cfg.clone()
-            };
-            step(be, &cfg, self.w_empty)?;
-        }
+        step(be, self.growing.as_ref().unwrap_or(self.cfg), self.w_empty)?;
         if let Some(w) = before {
             self.prev = w;
         }
