@@ -929,6 +929,63 @@ fn the_support_grows_by_default_in_minibatch_fits() {
     }
 }
 
+/// Above 128² (n/64 above the 256 floor) with at least 8 samples per nonzero, spinr's
+/// automatic first batches are n/256 samples (at least 256) instead of n/64; explicit sizes
+/// and the paper's variant keep theirs.
+#[test]
+fn first_batches_are_fine_with_many_samples_per_nonzero() {
+    let dir = tempfile::tempdir().unwrap();
+    // 136² = 18496 samples: n/64 = 289, n/256 = 72 (raised to 256), n/4 = 4624; s = 1000 is
+    // 18.5 samples per nonzero, s = 3000 only 6.2.
+    let fit = |size: &str, extra: &[&str], out: &str| {
+        let cam = common::asset("camera.png");
+        let mut all = vec![
+            "fit",
+            cam.to_str().unwrap(),
+            "--resize",
+            size,
+            "-d",
+            "32",
+            "-m",
+            "100",
+            "--iters",
+            "1",
+            "--polish",
+            "0",
+            "--out",
+            out,
+        ];
+        all.extend_from_slice(extra);
+        spinr(dir.path(), &all)
+    };
+    for (size, extra, out, batch) in [
+        ("136", &["-s", "1000"][..], "fine", Some(256)),
+        ("136", &["-s", "3000"][..], "coarse", Some(289)),
+        ("96", &["-s", "1000"][..], "floor", Some(256)),
+        (
+            "136",
+            &["-s", "1000", "--batch-size", "500..4000"][..],
+            "given",
+            Some(500),
+        ),
+        (
+            "136",
+            &["-s", "1000", "--variant", "paper"][..],
+            "paper",
+            None,
+        ),
+    ] {
+        let o = fit(size, extra, out);
+        assert!(o.status.success(), "{out}: {}", stderr(&o));
+        let r = read_report(&dir.path().join(out));
+        assert_eq!(r.batch_size, batch, "{out}");
+        if out == "fine" {
+            let said = "minibatches growing from 256 to 4624";
+            assert!(stderr(&o).contains(said), "{}", stderr(&o));
+        }
+    }
+}
+
 /// The frequencies come from the image's spectrum for spinr's IHT with unit coordinates, and
 /// are saved in the model, whose render is the fit's reconstruction; `--frequencies gaussian`,
 /// the paper's variant, pixel coordinates and IMP keep the seed's Gaussian draw.
