@@ -175,13 +175,20 @@ pub const DEFAULT_MINIBATCH_MOMENTUM: f32 = 0.3;
 /// the spectrum (0.6.0) brick loses 0.78 dB at s = 2000 where the other seven gain up to 0.42.
 pub const MOMENTUM_FROM_NONZEROS: usize = 3000;
 
+/// `below` for a spinr minibatch image fit with fewer than [`MOMENTUM_FROM_NONZEROS`]
+/// nonzeros, `from` from there on: the one threshold that splits the minibatch defaults
+/// (momentum above it; candidates and a growing support below).
+fn by_momentum_threshold(s: usize, below: f32, from: f32) -> f32 {
+    if s < MOMENTUM_FROM_NONZEROS {
+        below
+    } else {
+        from
+    }
+}
+
 /// Momentum of a spinr minibatch image fit with `s` nonzeros.
 pub fn default_minibatch_momentum(s: usize) -> f32 {
-    if s >= MOMENTUM_FROM_NONZEROS {
-        DEFAULT_MINIBATCH_MOMENTUM
-    } else {
-        0.0
-    }
+    by_momentum_threshold(s, 0.0, DEFAULT_MINIBATCH_MOMENTUM)
 }
 
 /// Candidates of spinr's minibatch image fits below [`MOMENTUM_FROM_NONZEROS`] nonzeros, as a
@@ -196,11 +203,7 @@ pub const DEFAULT_CANDIDATE_INNER: usize = 2;
 
 /// Candidates of a spinr minibatch image fit with `s` nonzeros (1: none beyond `s`).
 pub fn default_minibatch_candidates(s: usize) -> f32 {
-    if s < MOMENTUM_FROM_NONZEROS {
-        DEFAULT_MINIBATCH_CANDIDATES
-    } else {
-        1.0
-    }
+    by_momentum_threshold(s, DEFAULT_MINIBATCH_CANDIDATES, 1.0)
 }
 
 /// A candidate multiple must be a finite number ≥ 1 (1 = plain IHT).
@@ -225,11 +228,7 @@ pub const DEFAULT_MINIBATCH_GROW_FROM: f32 = 0.5;
 
 /// The share of `s` a spinr minibatch image fit with `s` nonzeros starts from (1: all).
 pub fn default_minibatch_grow_from(s: usize) -> f32 {
-    if s < MOMENTUM_FROM_NONZEROS {
-        DEFAULT_MINIBATCH_GROW_FROM
-    } else {
-        1.0
-    }
+    by_momentum_threshold(s, DEFAULT_MINIBATCH_GROW_FROM, 1.0)
 }
 
 /// The share of the epochs over which a growing support reaches `s` ([`IhtConfig::grow_from`]).

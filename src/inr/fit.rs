@@ -78,7 +78,8 @@ pub const FINE_BATCHES_FROM: usize = 8;
 /// first batches"). It needs many samples per nonzero (at 256², s = 10 000 keeps n/64) and
 /// room below n/64 (up to 128² n/64 is already the floor).
 pub fn fine_batches(n: usize, s: usize) -> bool {
-    n >= FINE_BATCHES_FROM * s && n / 64 > GROW_BATCH_MIN
+    // `n / 8 ≥ s` is `n ≥ 8·s` for integers, without overflow for any `s`.
+    n / FINE_BATCHES_FROM >= s && n / 64 > GROW_BATCH_MIN
 }
 
 /// The default spatial σ of an image whose longer side is `long` pixels.
