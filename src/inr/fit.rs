@@ -764,9 +764,10 @@ impl FitReport {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn first_batches_are_fine_from_8_samples_per_nonzero_above_128_squared() {
-        use super::{auto_growth, fine_batches};
         assert_eq!(auto_growth(8192, 10), None, "full batch");
         // 128²: n/64 is the floor of 256 already.
         assert_eq!(auto_growth(16_384, 1000), Some((256, 4096)));
@@ -782,8 +783,6 @@ mod tests {
         // 512², s = 3000: n/256; the last batch is n/4, at most 65536.
         assert_eq!(auto_growth(262_144, 3000), Some((1024, 65_536)));
     }
-
-    use super::*;
 
     #[test]
     fn the_spectrum_default_is_spinrs_iht_on_unit_coordinates() {
