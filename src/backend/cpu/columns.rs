@@ -17,9 +17,8 @@ use std::collections::HashMap;
 
 /// Samples per block of a support pass: the per-block accumulators stay in L1.
 const CB: usize = 256;
-/// Samples whose pre-activations are summed together in registers (four AVX2 registers of
-/// f64).
-const LANES: usize = 16;
+/// Samples whose pre-activations are summed together in registers.
+use simd::LANES;
 
 /// Feature-major copies of the features: `all` (d × n); during a minibatch either `batch`
 /// (d × batch length, gathered once per `set_batch`) or a contiguous range of `arranged`.
@@ -126,12 +125,33 @@ pub(super) fn stride_for(len: usize) -> usize {
     16 * (lines | 1)
 }
 
+/// `len` zeros for feature-major columns. On Linux the kernel is asked to back them with huge
+/// pages: a support pass reads a segment from each of hundreds of columns, every one on its
+/// own 4 KiB page, more pages than the TLB holds. (A hint: contents and results are the same.)
+pub(super) fn column_storage(len: usize) -> Vec<f32> {
+    let xt = vec![0f32; len];
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 2 << 20;
+        let start = xt.as_ptr() as usize;
+        let (lo, hi) = (
+            start.next_multiple_of(HUGE),
+            (start + 4 * len) / HUGE * HUGE,
+        );
+        if hi > lo {
+            // SAFETY: advice on whole pages inside this allocation; it changes no contents.
+            unsafe { libc::madvise(lo as *mut libc::c_void, hi - lo, libc::MADV_HUGEPAGE) };
+        }
+    }
+    xt
+}
+
 /// All features of `src`, feature-major (d columns of n samples, [`stride_for`] apart), read
 /// a block of samples at a time.
 pub(super) fn from_source(src: &dyn SampleSource) -> Result<Vec<f32>> {
     let (n, d) = (src.samples(), src.features());
     let stride = stride_for(n);
-    let mut xt = vec![0f32; d * stride];
+    let mut xt = column_storage(d * stride);
     let blocks = SampleBlocks::within(n, d, samples::BLOCK_BYTES, CB);
     samples::for_each_rows(src, blocks, |range, rows| {
         samples::scatter_columns(&mut xt, stride, 0, range, rows, d);
@@ -148,8 +168,9 @@ pub(super) fn from_source(src: &dyn SampleSource) -> Result<Vec<f32>> {
 pub(super) fn gather_into(all: &[f32], n: usize, d: usize, ids: &[u32], xt: &mut Vec<f32>) {
     let len = ids.len();
     let stride = stride_for(len);
-    xt.clear();
-    xt.resize(d * stride, 0.0);
+    if xt.len() != d * stride {
+        *xt = column_storage(d * stride);
+    }
     if len == 0 {
         return;
     }
@@ -406,9 +427,32 @@ impl Pass<'_> {
     /// the same bits), but [`LANES`] samples at a time, so that the partial sums stay in
     /// registers instead of going through memory once per entry.
     #[inline(always)]
-    fn pre_activations(&self, entries: Range<usize>, v: &[f32], lo: usize, z: &mut [f64]) {
+    fn pre_activations<const W: bool>(
+        &self,
+        entries: Range<usize>,
+        v: &[f32],
+        lo: usize,
+        z: &mut [f64],
+    ) {
         let bl = z.len();
         let mut c = 0;
+        #[cfg(target_arch = "x86_64")]
+        if W {
+            let (xt, stride) = (self.cols.xt, self.cols.stride);
+            let cols = &self.plan.cols[entries.clone()];
+            // Bounds every load of every chunk below at once.
+            let top = cols.iter().max().map_or(0, |&k| k as usize * stride);
+            assert!(top + lo + bl <= xt.len(), "column out of range");
+            while c + LANES <= bl {
+                let mut acc = [0f64; LANES];
+                let offsets = cols.iter().map(|&k| k as usize * stride + lo + c);
+                // SAFETY: `W` is only set in the wide copy, run after its features were
+                // detected; every offset + LANES ≤ top + lo + bl ≤ xt.len().
+                unsafe { simd::lanes_avx2(&v[entries.clone()], offsets, xt, &mut acc) };
+                z[c..c + LANES].copy_from_slice(&acc);
+                c += LANES;
+            }
+        }
         while c + LANES <= bl {
             let mut acc = [0f64; LANES];
             for p in entries.clone() {
@@ -438,7 +482,7 @@ impl Pass<'_> {
     /// `r`'s gate is open where its own `z` is positive, and those bits go to
     /// `build[r·⌈bl/64⌉..]` instead of being read from the masks.
     #[inline(always)]
-    fn forward_block(
+    fn forward_block<const W: bool>(
         &self,
         v: &[f32],
         lo: usize,
@@ -450,7 +494,7 @@ impl Pass<'_> {
         let nw = pred.len().div_ceil(64);
         pred.fill(0.0);
         for (r, run) in self.plan.runs.iter().enumerate() {
-            self.pre_activations(run.entries.clone(), v, lo, z);
+            self.pre_activations::<W>(run.entries.clone(), v, lo, z);
             let mask = match build.as_deref_mut() {
                 Some(words) => {
                     let own = &mut words[r * nw..(r + 1) * nw];
@@ -474,7 +518,7 @@ impl Pass<'_> {
     /// `acc[p] += Σ_b x[b, col p] · gate(run of p, b) · rb[b]` over the block starting at
     /// `lo` (`m` is scratch of the block's length).
     #[inline(always)]
-    fn transpose_block<const W: bool>(
+    fn transpose_block<const W: bool, const EXACT: bool>(
         &self,
         lo: usize,
         rb: &[f64],
@@ -490,8 +534,20 @@ impl Pass<'_> {
                     m.iter_mut().zip(rb).for_each(|(q, &v)| *q *= v);
                 }
             }
-            for p in run.entries.clone() {
-                acc[p] += dot64::<W>(m, self.col(self.plan.cols[p], lo, bl));
+            let mut p = run.entries.start;
+            while p + DOTS <= run.entries.end {
+                let b = std::array::from_fn(|e| self.col(self.plan.cols[p + e], lo, bl));
+                let d = dots64::<W, EXACT, DOTS>(m, b);
+                for (a, d) in acc[p..p + DOTS].iter_mut().zip(d) {
+                    *a += d;
+                }
+                p += DOTS;
+            }
+            for (a, &k) in acc[p..run.entries.end]
+                .iter_mut()
+                .zip(&self.plan.cols[p..run.entries.end])
+            {
+                *a += dot64::<W, EXACT>(m, self.col(k, lo, bl));
             }
         }
     }
@@ -523,7 +579,8 @@ impl simd::Body for ApplyBlock<'_> {
         let build = self.build.then_some(words.as_mut_slice());
         let (mut pred, mut z, mut open) = ([0f64; CB], [0f64; CB], [0f64; CB]);
         let (pred, z, open) = (&mut pred[..bl], &mut z[..bl], &mut open[..bl]);
-        self.pass.forward_block(self.v, lo, pred, z, open, build);
+        self.pass
+            .forward_block::<W>(self.v, lo, pred, z, open, build);
         let mut acc = 0f64;
         for (t, (o, &p)) in self.chunk.iter_mut().zip(&*pred).enumerate() {
             let v = match self.y {
@@ -557,7 +614,8 @@ impl simd::Body for TransposePart<'_> {
             rb.iter_mut()
                 .zip(&self.r[lo..lo + bl])
                 .for_each(|(a, &b)| *a = b as f64);
-            self.pass.transpose_block::<W>(lo, rb, m, &mut acc);
+            // `rb` holds f32 values, and so does `m` (gates are 0 or 1).
+            self.pass.transpose_block::<W, true>(lo, rb, m, &mut acc);
         }
         acc
     }
@@ -587,13 +645,13 @@ impl simd::Body for NormalPart<'_> {
         for lo in part.clone().step_by(FB) {
             let bl = FB.min(part.end - lo);
             let (pred, z, m) = (&mut pred[..bl], &mut z[..bl], &mut m[..bl]);
-            self.pass.forward_block(self.g, lo, pred, z, m, None);
+            self.pass.forward_block::<W>(self.g, lo, pred, z, m, None);
             let out = &mut self.chunk[lo - part.start..lo - part.start + bl];
             for (o, &p) in out.iter_mut().zip(&*pred) {
                 *o = p as f32;
                 sq += p * p;
             }
-            self.pass.transpose_block::<W>(lo, pred, m, &mut acc);
+            self.pass.transpose_block::<W, false>(lo, pred, m, &mut acc);
         }
         (acc, sq)
     }
@@ -649,13 +707,14 @@ fn blocks_per_thread(len: usize, threads: usize) -> usize {
 /// `Σ a_t · b_t` in f64 over eight lanes (two groups of four, so consecutive adds do not
 /// wait on each other), in a fixed order. `W`: the AVX2 copy, written with intrinsics because
 /// the compiler shuffles the lanes of the plain version; both round identically (the same
-/// products, the same sums, no FMA).
+/// products, the same sums). `EXACT`: every `a_t` is an f32 value, so the AVX2 copy may fuse
+/// each multiply-add (`simd::madd`).
 #[inline(always)]
-fn dot64<const W: bool>(a: &[f64], b: &[f32]) -> f64 {
+fn dot64<const W: bool, const EXACT: bool>(a: &[f64], b: &[f32]) -> f64 {
     #[cfg(target_arch = "x86_64")]
     if W {
         // SAFETY: `W` is only set in the copy compiled for AVX2 after it was detected.
-        return unsafe { simd::dot64_avx2(a, b) };
+        return unsafe { simd::dot64_avx2::<EXACT>(a, b) };
     }
     let n = a.len().min(b.len());
     let (mut lo, mut hi) = ([0f64; 4], [0f64; 4]);
@@ -672,6 +731,20 @@ fn dot64<const W: bool>(a: &[f64], b: &[f32]) -> f64 {
         s += a[t] * b[t] as f64;
     }
     s
+}
+
+/// Support entries whose dot products with one masked residual run together.
+const DOTS: usize = 4;
+
+/// `[dot64(a, b_e)]`, bit for bit; the AVX2 copy interleaves them.
+#[inline(always)]
+fn dots64<const W: bool, const EXACT: bool, const N: usize>(a: &[f64], b: [&[f32]; N]) -> [f64; N] {
+    #[cfg(target_arch = "x86_64")]
+    if W {
+        // SAFETY: `W` is only set in the copy compiled for AVX2 after it was detected.
+        return unsafe { simd::dots64_avx2::<N, EXACT>(a, b) };
+    }
+    b.map(|b| dot64::<W, EXACT>(a, b))
 }
 
 /// The dense pass's masked residual block on columns: `m[b·T + t] = r_{lo+b}` where the gate
@@ -703,27 +776,169 @@ impl CpuBackend {
 mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
+    use simd::Body;
 
-    /// The AVX2 dot product rounds exactly as the plain one, so a fit does not depend on the
-    /// CPU it ran on; lengths around the 8-lane groups and the tail.
+    /// Random f32 values whose magnitudes span many binades, so that any difference in
+    /// rounding between two ways of summing them shows.
+    fn spread(rng: &mut impl Rng, n: usize) -> Vec<f32> {
+        (0..n)
+            .map(|_| rng.random_range(-1.0f32..1.0) * 2f32.powi(rng.random_range(-12..12)))
+            .collect()
+    }
+
+    /// The AVX2 dot products round exactly as the plain one, so a fit does not depend on the
+    /// CPU it ran on: lengths around the 8-lane groups and the tail; one at a time and four
+    /// interleaved; with fused multiply-adds where the caller promises f32 values (`EXACT`).
     #[test]
     fn wide_and_plain_dot_products_are_bit_identical() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(9);
         for n in [0usize, 1, 3, 7, 8, 9, 15, 16, 17, 63, 64, 65, 255, 256, 257] {
             let a: Vec<f64> = (0..n).map(|_| rng.random_range(-1e3..1e3)).collect();
-            let b: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
-            let plain = dot64::<false>(&a, &b);
-            let naive: f64 = a.iter().zip(&b).map(|(x, &y)| x * y as f64).sum();
+            let a32: Vec<f64> = spread(&mut rng, n).into_iter().map(f64::from).collect();
+            let b: Vec<Vec<f32>> = (0..4).map(|_| spread(&mut rng, n)).collect();
+            let plain = dot64::<false, false>(&a, &b[0]);
+            let naive: f64 = a.iter().zip(&b[0]).map(|(x, &y)| x * y as f64).sum();
             assert!(
                 (plain - naive).abs() <= 1e-9 * naive.abs().max(1.0),
                 "n {n}"
             );
             #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: AVX2 was just detected.
-                let wide = unsafe { simd::dot64_avx2(&a, &b) };
-                assert_eq!(wide.to_bits(), plain.to_bits(), "n {n}");
+            if simd::has_wide() {
+                let bs: [&[f32]; 4] = std::array::from_fn(|e| b[e].as_slice());
+                for (a, exact) in [(&a, false), (&a32, true)] {
+                    let plain = bs.map(|b| dot64::<false, false>(a, b));
+                    // SAFETY: AVX2 and FMA were just detected.
+                    let (one, four) = unsafe {
+                        match exact {
+                            true => (
+                                simd::dot64_avx2::<true>(a, bs[0]),
+                                simd::dots64_avx2::<4, true>(a, bs),
+                            ),
+                            false => (
+                                simd::dot64_avx2::<false>(a, bs[0]),
+                                simd::dots64_avx2::<4, false>(a, bs),
+                            ),
+                        }
+                    };
+                    assert_eq!(one.to_bits(), plain[0].to_bits(), "n {n}, exact {exact}");
+                    for e in 0..4 {
+                        assert_eq!(four[e].to_bits(), plain[e].to_bits(), "n {n}, entry {e}");
+                    }
+                }
             }
         }
+    }
+
+    /// Every support pass on columns gives the same bits in its AVX2 copy as in its plain
+    /// one: forward blocks (gates from masks, open, or built by the pass), transposes and the
+    /// fused normal pass, on a sample count that is no multiple of the lanes, words or blocks,
+    /// runs of 1 to 13 entries sharing columns, and values over many binades.
+    #[test]
+    fn wide_and_plain_support_passes_are_bit_identical() {
+        #[cfg(target_arch = "x86_64")]
+        if !simd::has_wide() {
+            return; // nothing to compare: only the plain copy runs on this CPU
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(17);
+        let (d, len) = (37usize, 300usize);
+        let stride = stride_for(len);
+        let xt = spread(&mut rng, d * stride);
+        let mut runs = Vec::new();
+        let mut cols = Vec::new();
+        for (j, k) in [1usize, 3, 5, 8, 13, 2].into_iter().enumerate() {
+            let mut c: Vec<u32> = rand::seq::index::sample(&mut rng, d, k)
+                .into_iter()
+                .map(|c| c as u32)
+                .collect();
+            c.sort_unstable();
+            let at = cols.len();
+            cols.extend(c);
+            runs.push(Run {
+                neuron: j as u32,
+                entries: at..cols.len(),
+                gate: 0..0,
+            });
+        }
+        let plan = Plan {
+            runs,
+            cols,
+            gate_cols: Vec::new(),
+        };
+        let words: Vec<Vec<u64>> = (0..plan.runs.len())
+            .map(|_| (0..len.div_ceil(64)).map(|_| rng.random()).collect())
+            .collect();
+        // Every other run gated by a mask, the rest open.
+        let masks: Vec<Option<&[u64]>> = words
+            .iter()
+            .enumerate()
+            .map(|(r, w)| (r % 2 == 0).then_some(w.as_slice()))
+            .collect();
+        let pass = Pass {
+            plan: &plan,
+            masks: &masks,
+            cols: Cols {
+                xt: &xt,
+                stride,
+                len,
+            },
+        };
+        let v = spread(&mut rng, plan.cols.len());
+        let y = spread(&mut rng, len);
+        let both = |f: &dyn Fn(bool) -> Vec<u64>| assert_eq!(f(true), f(false));
+        for build in [false, true] {
+            both(&|wide| {
+                let mut out = Vec::new();
+                for lo in (0..len).step_by(CB) {
+                    let mut chunk = vec![f32::NAN; CB.min(len - lo)];
+                    let body = ApplyBlock {
+                        pass,
+                        v: &v,
+                        lo,
+                        chunk: &mut chunk,
+                        y: Some(&y),
+                        batch: None,
+                        build,
+                    };
+                    let (loss, bits) = match wide {
+                        true => body.run::<true>(),
+                        false => body.run::<false>(),
+                    };
+                    out.push(loss.to_bits());
+                    out.extend(bits);
+                    out.extend(chunk.iter().map(|x| u64::from(x.to_bits())));
+                }
+                out
+            });
+        }
+        let r = spread(&mut rng, len);
+        both(&|wide| {
+            let body = TransposePart {
+                pass,
+                r: &r,
+                part: 0..len,
+            };
+            let g = match wide {
+                true => body.run::<true>(),
+                false => body.run::<false>(),
+            };
+            g.iter().map(|x| x.to_bits()).collect()
+        });
+        both(&|wide| {
+            let mut u = vec![f32::NAN; len];
+            let body = NormalPart {
+                pass,
+                g: &v,
+                part: 0..len,
+                chunk: &mut u,
+            };
+            let (h, sq) = match wide {
+                true => body.run::<true>(),
+                false => body.run::<false>(),
+            };
+            let mut out: Vec<u64> = h.iter().map(|x| x.to_bits()).collect();
+            out.push(sq.to_bits());
+            out.extend(u.iter().map(|x| u64::from(x.to_bits())));
+            out
+        });
     }
 }
