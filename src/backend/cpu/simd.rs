@@ -104,19 +104,9 @@ fn finish(lo: __m256d, hi: __m256d, a: &[f64], b: &[f32], c: usize) -> f64 {
 #[target_feature(enable = "avx2,fma")]
 #[inline]
 pub(super) unsafe fn dot64_avx2<const EXACT: bool>(a: &[f64], b: &[f32]) -> f64 {
-    let n = a.len().min(b.len());
-    let (mut lo, mut hi) = (_mm256_setzero_pd(), _mm256_setzero_pd());
-    let mut c = 0;
-    while c + 8 <= n {
-        // SAFETY: c + 8 ≤ n bounds every load.
-        unsafe {
-            let (pa, pb) = (a.as_ptr().add(c), b.as_ptr().add(c));
-            lo = madd::<EXACT>(lo, _mm256_loadu_pd(pa), load4(pb));
-            hi = madd::<EXACT>(hi, _mm256_loadu_pd(pa.add(4)), load4(pb.add(4)));
-        }
-        c += 8;
-    }
-    finish(lo, hi, a, b, c)
+    // SAFETY: the caller's.
+    let [d] = unsafe { dots64_avx2::<1, EXACT>(a, [b]) };
+    d
 }
 
 /// `N` [`dot64_avx2`]s sharing `a`, interleaved so that their accumulator chains hide each
