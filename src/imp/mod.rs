@@ -6,7 +6,7 @@
 //! It sees the same features as IHT (`Problem::fill_row`) and is trained by Adam
 //! ([`adam`]) on MSE or softmax cross-entropy ([`mlp`]).
 //!
-//! One IMP run ([`fit`]):
+//! One IMP run ([`fit()`]):
 //! 1. round 0 trains every weight (`m·d + m·C`) for `epochs` epochs (the shared epoch loop
 //!    [`crate::train::run`], full batch or seeded minibatches), Adam's moments starting at 0;
 //! 2. the round is reported (`on_round`: its weights, count, final training loss); if at most

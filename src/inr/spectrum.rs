@@ -170,7 +170,8 @@ impl Spectrum {
     /// Frequencies for `rows` of the `d/2` feature frequencies of a fit of an `h × w` image
     /// with `channels` channels (row-major, one value per grid axis, in the units of
     /// `coords`): each is the frequency of one of the terms, drawn with replacement
-    /// ([`WEIGHT_POWER`]), with a random sign on the column axis (a DCT term
+    /// (with probability proportional to the square root of its magnitude,
+    /// `WEIGHT_POWER`), with a random sign on the column axis (a DCT term
     /// `cos(πk_r r)·cos(πk_c c)` is the sum of the plane waves `(k_r, ±k_c)/2`). A colour
     /// image on the channel axis draws its channel frequency from `N(0, sigma_channel²)` as
     /// the seed's draw does. Empty when no term is left (a flat image, or `s` ≤ channels).

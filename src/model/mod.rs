@@ -545,7 +545,7 @@ fn finite_f32s(t: &TensorView, what: &str) -> std::result::Result<Vec<f32>, Stri
     Ok(v)
 }
 
-/// The `output` tensor: f32, shape [m] or [m, C], finite; only with ReLU gating.
+/// The `output` tensor: f32, shape `[m]` or `[m, C]`, finite; only with ReLU gating.
 fn read_output(
     st: &safetensors::SafeTensors,
     m: usize,

@@ -45,7 +45,7 @@ impl GpuBackend {
         self.mask_key = Some(key);
     }
 
-    /// `out = A_S v [− y]` over the active samples into F[dst] (if `store`), Σ out² into
+    /// `out = A_S v [− y]` over the active samples into `F[dst]` (if `store`), Σ out² into
     /// scalar `sc`.
     pub(super) fn rec_apply(
         &self,
