@@ -110,7 +110,8 @@ pub(super) unsafe fn dot64_avx2<const EXACT: bool>(a: &[f64], b: &[f32]) -> f64 
 }
 
 /// `N` [`dot64_avx2`]s sharing `a`, interleaved so that their accumulator chains hide each
-/// other's latency; each result rounds exactly as its own `dot64_avx2` would.
+/// other's latency; each result rounds exactly as its own `dot64_avx2` would (every `b` as
+/// long as `a`: a block's column segments).
 ///
 /// # Safety
 /// The CPU must have AVX2 and FMA.
@@ -121,6 +122,7 @@ pub(super) unsafe fn dots64_avx2<const N: usize, const EXACT: bool>(
     a: &[f64],
     b: [&[f32]; N],
 ) -> [f64; N] {
+    debug_assert!(N == 1 || b.iter().all(|b| b.len() == a.len()));
     let n = b.iter().fold(a.len(), |n, b| n.min(b.len()));
     let mut lo = [_mm256_setzero_pd(); N];
     let mut hi = [_mm256_setzero_pd(); N];
