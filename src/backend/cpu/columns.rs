@@ -17,7 +17,8 @@ use std::collections::HashMap;
 
 /// Samples per block of a support pass: the per-block accumulators stay in L1.
 const CB: usize = 256;
-/// Samples whose pre-activations are summed together in registers.
+// Samples whose pre-activations are summed together in registers (one register set of the
+// AVX2 copy; the plain copy sums as many at a time).
 use simd::LANES;
 
 /// Feature-major copies of the features: `all` (d × n); during a minibatch either `batch`
@@ -444,12 +445,11 @@ impl Pass<'_> {
             let top = cols.iter().max().map_or(0, |&k| k as usize * stride);
             assert!(top + lo + bl <= xt.len(), "column out of range");
             while c + LANES <= bl {
-                let mut acc = [0f64; LANES];
+                let out: &mut [f64; LANES] = (&mut z[c..c + LANES]).try_into().expect("LANES");
                 let offsets = cols.iter().map(|&k| k as usize * stride + lo + c);
                 // SAFETY: `W` is only set in the wide copy, run after its features were
                 // detected; every offset + LANES ≤ top + lo + bl ≤ xt.len().
-                unsafe { simd::lanes_avx2(&v[entries.clone()], offsets, xt, &mut acc) };
-                z[c..c + LANES].copy_from_slice(&acc);
+                unsafe { simd::lanes_avx2(&v[entries.clone()], offsets, xt, out) };
                 c += LANES;
             }
         }
