@@ -212,6 +212,40 @@ fn axpy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
 }
 
+// Momentum: slot op.slot_out = a + β·(a − b) at every index of a = slot op.slot_a, β = op.mu,
+// b = slot op.slot_b's value at that index (a binary search of its sorted indices; 0 where
+// it has none).
+@compute @workgroup_size(WG_SIZE)
+fn extrapolate(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let p = wg_linear(wid, nwg) * WG_SIZE + lid;
+    let len = slot_len(op.slot_a);
+    if (p < len) {
+        let k = sidx(op.slot_a, p);
+        let nb = slot_len(op.slot_b);
+        var lo = 0u;
+        var hi = nb;
+        while (lo < hi) {
+            let mid = (lo + hi) / 2u;
+            if (sidx(op.slot_b, mid) < k) {
+                lo = mid + 1u;
+            } else {
+                hi = mid;
+            }
+        }
+        var b = 0.0;
+        if (lo < nb && sidx(op.slot_b, lo) == k) {
+            b = sval(op.slot_b, lo);
+        }
+        let a = sval(op.slot_a, p);
+        U[cfg.u_slot_indices + op.slot_out * cfg.slot_cap + p] = k;
+        F[cfg.f_slot_values + op.slot_out * cfg.slot_cap + p] = a + op.mu * (a - b);
+    }
+    if (p == 0u) {
+        U[cfg.u_slot_len + op.slot_out] = len;
+    }
+}
+
 // Slot op.slot_out = slot op.slot_a; with FLAG_IF_ODD only when a refinement batch accepted an
 // odd number of steps (its iterate then sits in the other slot of the pair).
 @compute @workgroup_size(WG_SIZE)

@@ -16,6 +16,25 @@ impl SparseVec {
         Self::default()
     }
 
+    /// Momentum on the support: `w + β·(w − prev)` at every index of `w` (an index `prev`
+    /// lacks counts as 0 there, so a weight new to the support is scaled by `1 + β`). Keeps
+    /// `w`'s support, so the update still starts from `s` nonzeros.
+    pub fn extrapolate(&self, prev: &SparseVec, beta: f32) -> SparseVec {
+        let mut y = self.clone();
+        let mut j = 0;
+        for (&k, v) in y.indices.iter().zip(y.values.iter_mut()) {
+            while j < prev.indices.len() && prev.indices[j] < k {
+                j += 1;
+            }
+            let p = match prev.indices.get(j) {
+                Some(&i) if i == k => prev.values[j],
+                _ => 0.0,
+            };
+            *v += beta * (*v - p);
+        }
+        y
+    }
+
     /// `self + beta · other` for a vector on the same support (`None` where the supports
     /// differ): the update of a refinement step and of its momentum.
     pub fn plus_scaled(&self, other: &SparseVec, beta: f32) -> Option<SparseVec> {
@@ -252,6 +271,22 @@ pub fn top_s_by_sort(values: &[f32], s: usize) -> SparseVec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn momentum_extrapolates_on_the_current_support_only() {
+        let w = SparseVec::from_pairs(vec![(1, 2.0), (4, -1.0), (9, 0.5)]);
+        let prev = SparseVec::from_pairs(vec![(0, 7.0), (4, -3.0), (9, 0.5), (12, 1.0)]);
+        let y = w.extrapolate(&prev, 0.5);
+        // 1 is new (×1.5), 4 moved from −3 to −1 (on by half of +2), 9 did not move; 0 and 12
+        // left the support and stay out.
+        assert_eq!(y.indices, vec![1, 4, 9]);
+        assert_eq!(y.values, vec![3.0, 0.0, 0.5]);
+        assert_eq!(w.extrapolate(&prev, 0.0), w);
+        assert_eq!(
+            w.extrapolate(&SparseVec::new(), 0.25).values,
+            vec![2.5, -1.25, 0.625]
+        );
+    }
     use rand::{Rng, SeedableRng};
 
     #[test]

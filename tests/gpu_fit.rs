@@ -108,6 +108,21 @@ fn minibatch_planted_fit_matches_the_cpu() {
     assert_eq!(nonzero_support(&wg), nonzero_support(&wc));
 }
 
+/// Minibatch updates with momentum (spinr's default for photos from s = 3000): the
+/// extrapolation from `PREV` runs on the device, on both backends.
+#[test]
+fn momentum_planted_fit_matches_the_cpu() {
+    let sp = spec(GateMode::Convex, 40, 12, 30, 700, 4);
+    let mut cfg = IhtConfig::new(sp.nonzeros, 60, sp.gates);
+    cfg.batch_size = Some(350);
+    cfg.momentum = 0.3;
+    let ((rg, wg), (rc, wc)) = both(&sp, &cfg, GpuOptions::default());
+    assert!(rc.recovered && rg.recovered, "gpu {rg:?}\ncpu {rc:?}");
+    assert_eq!(nonzero_support(&wg), nonzero_support(&wc));
+    let between = (wg.dist2(&wc) / wc.norm2()).sqrt();
+    assert!(between < 1e-4, "gpu vs cpu relative distance {between}");
+}
+
 /// Over-selecting minibatch updates on a growing support (`IhtConfig::candidates` and
 /// `grow_from`, spinr's defaults for photos below s = 3000): twice `s` candidates through the
 /// GPU's top-k, the prune, and two refinements per update, the first 9 epochs on 15 to 28
@@ -180,4 +195,45 @@ fn fits_by_feature_match_the_cpu() {
     let ((rg, wg), (rc, wc)) = both(&sp, &cfg, opts);
     assert!(rc.recovered && rg.recovered, "gpu {rg:?}\ncpu {rc:?}");
     assert_eq!(nonzero_support(&wg), nonzero_support(&wc));
+}
+
+/// Host round trips per minibatch update on the GPU (`GpuBackend::round_trips`): the residual
+/// before the step size, the prune of an over-selecting update and the momentum stay on the
+/// device, so an update waits for its step size, its thresholded vector's loss and its
+/// refinement's records: 3 with momentum, 5 with candidates (each refinement twice), more only
+/// when Armijo backtracks on the host.
+#[test]
+fn minibatch_updates_wait_only_for_the_numbers_they_need() {
+    use spinr::iht::IhtLearner;
+    use spinr::train::Learner;
+    let sp = spec(GateMode::Sequential, 40, 12, 30, 700, 4);
+    let planted = sp.build().unwrap();
+    for (name, candidates, momentum, least) in
+        [("momentum", 1.0, 0.3, 3), ("candidates", 2.0, 0.0, 5)]
+    {
+        let mut cfg = IhtConfig::new(sp.nonzeros, 10, sp.gates);
+        cfg.candidates = candidates;
+        cfg.momentum = momentum;
+        let cap = cfg.pool(planted.train.signal_len());
+        let mut gpu = GpuBackend::new(ctx(), planted.train.clone(), cap).unwrap();
+        let batch: Vec<u32> = (0..350).collect();
+        let trips = gpu.round_trip_counter();
+        let count = || trips.load(std::sync::atomic::Ordering::Relaxed);
+        let mut learner = IhtLearner::new(&mut gpu, &cfg).unwrap();
+        let mut per_update = Vec::new();
+        for u in 0..12 {
+            let before = count();
+            learner.update(Some(&batch)).unwrap();
+            // Momentum extrapolates from the fifth update on.
+            if u >= 5 {
+                per_update.push(count() - before);
+            }
+        }
+        eprintln!("{name}: {per_update:?}");
+        assert_eq!(
+            *per_update.iter().min().unwrap(),
+            least,
+            "{name}: {per_update:?}"
+        );
+    }
 }

@@ -140,6 +140,19 @@ fn random_sparse(rng: &mut impl Rng, len: usize, s: usize) -> SparseVec {
     )
 }
 
+/// `nnz` entries of magnitude 0, ½ or 1 and either sign: many ties for a selection.
+fn tied_sparse(rng: &mut impl Rng, len: usize, nnz: usize) -> SparseVec {
+    let idx = rand::seq::index::sample(rng, len, nnz);
+    SparseVec::from_pairs(
+        idx.into_iter()
+            .map(|i| {
+                let mag = rng.random_range(0..3) as f32 * 0.5;
+                (i as u32, if rng.random() { mag } else { -mag })
+            })
+            .collect(),
+    )
+}
+
 /// Junk with as many entries as the slots hold: stale values or lengths would show.
 fn junk(rng: &mut impl Rng, len: usize, s: usize) -> SparseVec {
     let idx = rand::seq::index::sample(rng, len, s);
@@ -394,8 +407,14 @@ impl Pair {
 /// Puts junk in every GPU slot and both residual buffers.
 fn poison(pair: &mut Pair, rng: &mut impl Rng, len: usize, s: usize) {
     let gpu = &mut pair.gpu;
-    for q in 0..Slot::COUNT as u8 {
+    for q in 0..Slot::PREV.0 {
         gpu.load(Slot(q), &junk(rng, len, s)).unwrap();
+    }
+    // Slots added later draw from their own generator, so that the cases after them stay the
+    // ones the bounds were measured on.
+    let mut own = rand::rngs::StdRng::seed_from_u64(len as u64 ^ s as u64);
+    for q in Slot::PREV.0..Slot::COUNT as u8 {
+        gpu.load(Slot(q), &junk(&mut own, len, s)).unwrap();
     }
     gpu.forward(Slot::W).unwrap();
     gpu.trial(Slot::W, Slot::G, Slot::TRIAL, 0.5, false)
@@ -461,6 +480,26 @@ fn exercise(
     assert_dense(&format!("{tag}: predict"), &pg, &pc);
     pair.both(|b| b.copy(Slot::BEST, Slot::W));
     pair.read(&format!("{tag}: copy"), Slot::BEST);
+
+    // The residual without its loss serves the same step size as a forward pass, and the GPU
+    // does not wait for it.
+    pair.both(|b| b.forward(Slot::W));
+    let ((gf, cf), _) = pair.both(|b| b.step_size(Slot::W, Slot::G));
+    let trips = pair.gpu.round_trips();
+    pair.both(|b| b.residual(Slot::W));
+    assert_eq!(
+        pair.gpu.round_trips(),
+        trips,
+        "{tag}: residual waited for the GPU"
+    );
+    let ((gr, cr), (gc, cc)) = pair.both(|b| b.step_size(Slot::W, Slot::G));
+    assert_scalar(&format!("{tag}: ‖g‖² after residual"), gr, gc);
+    assert_scalar(&format!("{tag}: ‖A g‖² after residual"), cr, cc);
+    assert_eq!(
+        (gr, cr),
+        (gf, cf),
+        "{tag}: residual and forward differ on the GPU"
+    );
     let _ = (rng, len);
 }
 
@@ -543,15 +582,7 @@ fn ties_go_to_the_lower_index() {
         for &(nnz, s) in &[(30usize, 30usize), (30, 60), (100, 50), (1, 1), (5, len)] {
             let mut pair = Pair::new(&p, s, opts);
             poison(&mut pair, &mut rng, len, s);
-            let idx = rand::seq::index::sample(&mut rng, len, nnz.min(s));
-            let w = SparseVec::from_pairs(
-                idx.into_iter()
-                    .map(|i| {
-                        let mag = rng.random_range(0..3) as f32 * 0.5;
-                        (i as u32, if rng.random() { mag } else { -mag })
-                    })
-                    .collect(),
-            );
+            let w = tied_sparse(&mut rng, len, nnz.min(s));
             pair.both(|b| b.load(Slot::W, &w));
             pair.both(|b| b.forward(Slot::W));
             pair.both(|b| b.threshold(Slot::W, 0.0, s, Slot::V));
@@ -559,6 +590,81 @@ fn ties_go_to_the_lower_index() {
             assert_eq!(g, c, "ties: nnz {nnz} s {s}");
             assert_eq!(c.len(), s.min(len));
         }
+    }
+}
+
+/// The prune of an over-selecting step on the device against the host's `largest`: random
+/// slots with ties (magnitudes 0, ½ and 1 of either sign), fewer entries than `s`, a full
+/// slot (`s = m·d`), `s = 1`, in place and into a poisoned slot.
+#[test]
+fn prune_matches_the_host_selection() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(15);
+    for opts in [GpuOptions::default(), tiles(8)] {
+        let p = Arc::new(dense_problem(&mut rng, GateMode::Convex, 37, 19, 23));
+        let len = p.m * p.d;
+        for &(nnz, s) in &[
+            (30usize, 7usize),
+            (30, 30),
+            (30, 45),
+            (1, 1),
+            (len, len),
+            (len, 200),
+            (300, 1),
+        ] {
+            let mut pair = Pair::new(&p, len, opts);
+            poison(&mut pair, &mut rng, len, len);
+            let v = tied_sparse(&mut rng, len, nnz);
+            let want = v.largest(s);
+            for (src, dst) in [(Slot::TRIAL, Slot::V), (Slot::V, Slot::V)] {
+                pair.both(|b| b.load(src, &v));
+                let trips = pair.gpu.round_trips();
+                pair.both(|b| b.prune(src, s, dst));
+                assert_eq!(pair.gpu.round_trips(), trips, "prune waited for the GPU");
+                let (g, c) = pair.both(|b| b.read(dst));
+                assert_eq!(c, want, "cpu prune: nnz {nnz} s {s}");
+                assert_eq!(g, want, "gpu prune ({src:?} into {dst:?}): nnz {nnz} s {s}");
+                if src != dst {
+                    let (g, _) = pair.both(|b| b.read(src));
+                    assert_eq!(g, v, "gpu prune changed its source");
+                }
+            }
+        }
+    }
+}
+
+/// Momentum on the device against the host's extrapolation: `W` and `PREV` on overlapping
+/// supports (an entry new to `W`, entries that left it), a first call that only records
+/// `PREV`, an empty `PREV`, a full slot.
+#[test]
+fn momentum_matches_the_host_extrapolation() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(16);
+    let p = Arc::new(dense_problem(&mut rng, GateMode::Convex, 37, 19, 23));
+    let len = p.m * p.d;
+    for &(nw, np, beta) in &[
+        (40usize, 40usize, 0.3f32),
+        (1, 7, 0.5),
+        (len, 200, 0.9),
+        (60, 0, 0.25),
+    ] {
+        let mut pair = Pair::new(&p, len, GpuOptions::default());
+        poison(&mut pair, &mut rng, len, len);
+        let w = random_sparse(&mut rng, len, nw);
+        let prev = random_sparse(&mut rng, len, np);
+        pair.both(|b| b.load(Slot::W, &prev));
+        pair.both(|b| b.momentum(beta, true));
+        pair.read(&format!("momentum ({nw}, {np}): first PREV"), Slot::PREV);
+        pair.both(|b| b.load(Slot::W, &w));
+        let trips = pair.gpu.round_trips();
+        pair.both(|b| b.momentum(beta, false));
+        assert_eq!(pair.gpu.round_trips(), trips, "momentum waited for the GPU");
+        let (g, c) = pair.both(|b| b.read(Slot::W));
+        assert_eq!(c, w.extrapolate(&prev, beta), "cpu momentum");
+        assert_vec(&format!("momentum ({nw}, {np}): W"), &g, &c);
+        let (g, _) = pair.both(|b| b.read(Slot::PREV));
+        assert_eq!(g, w, "gpu momentum: PREV is the W it started from");
+        // The extrapolated W through a support pass.
+        let (fg, fc) = pair.both(|b| b.forward(Slot::W));
+        assert_scalar(&format!("momentum ({nw}, {np}): forward"), fg, fc);
     }
 }
 

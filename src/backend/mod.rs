@@ -36,7 +36,9 @@ impl Slot {
     pub const START: Slot = Slot(4);
     /// Best model so far (what Ctrl-C saves).
     pub const BEST: Slot = Slot(5);
-    pub const COUNT: usize = 6;
+    /// `W` before the last update, for momentum ([`Backend::momentum`]).
+    pub const PREV: Slot = Slot(6);
+    pub const COUNT: usize = 7;
 
     pub fn index(self) -> usize {
         self.0 as usize
@@ -269,6 +271,22 @@ pub trait Backend {
 
     /// `r = A v − y`, kept as the current residual; returns `‖r‖²`.
     fn forward(&mut self, v: Slot) -> Result<f64>;
+    /// Momentum before an update: `W ← W + β·(W − PREV)` on `W`'s support
+    /// ([`SparseVec::extrapolate`]), then `PREV ←` the `W` it started from; with `first`,
+    /// only `PREV ← W`. The default goes through the host; a GPU keeps it on the device.
+    fn momentum(&mut self, beta: f32, first: bool) -> Result<()> {
+        let w = self.read(Slot::W)?;
+        if !first {
+            let prev = self.read(Slot::PREV)?;
+            self.load(Slot::W, &w.extrapolate(&prev, beta))?;
+        }
+        self.load(Slot::PREV, &w)
+    }
+    /// [`Backend::forward`] without its loss: what an update needs before its step size. A
+    /// GPU then submits the pass without waiting for it (no readback).
+    fn residual(&mut self, v: Slot) -> Result<()> {
+        self.forward(v).map(drop)
+    }
     /// `g = A_Sᵀ r` on the support `S` of `v` (current residual) into `g`; returns
     /// `(‖g‖², ‖A_S g‖²)`, the two halves of the normalised step size.
     fn step_size(&mut self, v: Slot, g: Slot) -> Result<(f64, f64)>;

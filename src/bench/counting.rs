@@ -52,6 +52,13 @@ impl Backend for Counting<'_> {
         self.counts.forward += 1;
         self.inner.forward(v)
     }
+    fn momentum(&mut self, beta: f32, first: bool) -> Result<()> {
+        self.inner.momentum(beta, first)
+    }
+    fn residual(&mut self, v: Slot) -> Result<()> {
+        self.counts.forward += 1;
+        self.inner.residual(v)
+    }
     fn step_size(&mut self, v: Slot, g: Slot) -> Result<(f64, f64)> {
         self.counts.step_size += 1;
         self.inner.step_size(v, g)

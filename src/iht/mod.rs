@@ -64,8 +64,8 @@ pub struct IhtLearner<'a> {
     problem: Option<&'a Problem>,
     /// Rescues done.
     pub rescues: usize,
-    /// `W` before the last update, for momentum (empty: none yet).
-    prev: SparseVec,
+    /// Slot `PREV` holds `W` before the last update (momentum).
+    has_prev: bool,
     /// The configuration of the current epoch's updates when its support is still growing
     /// (`s` = [`IhtConfig::support_at`] the epoch), set once per epoch; `None`: `cfg` itself.
     growing: Option<IhtConfig>,
@@ -91,7 +91,7 @@ impl<'a> IhtLearner<'a> {
             full_residual_current: false,
             problem: None,
             rescues: 0,
-            prev: SparseVec::new(),
+            has_prev: false,
             growing: None,
         })
     }
@@ -176,25 +176,6 @@ impl<'a> IhtLearner<'a> {
     }
 }
 
-/// Momentum on the support: `w + β·(w − prev)` at every index of `w` (an index `prev` lacks
-/// counts as 0 there, so a weight new to the support is scaled by `1 + β`). Keeps `w`'s
-/// support, so the update still starts from `s` nonzeros.
-pub fn extrapolate(w: &SparseVec, prev: &SparseVec, beta: f32) -> SparseVec {
-    let mut y = w.clone();
-    let mut j = 0;
-    for (&k, v) in y.indices.iter().zip(y.values.iter_mut()) {
-        while j < prev.indices.len() && prev.indices[j] < k {
-            j += 1;
-        }
-        let p = match prev.indices.get(j) {
-            Some(&i) if i == k => prev.values[j],
-            _ => 0.0,
-        };
-        *v += beta * (*v - p);
-    }
-    y
-}
-
 /// Updates run before momentum keeps `w_prev`: the first two run on random gates, the third
 /// is the first on the network's own gates; the fourth records its `w` as the first `w_prev`,
 /// and the fifth is the first to start from an extrapolation.
@@ -219,22 +200,20 @@ impl Learner for IhtLearner<'_> {
         let be = &mut *self.backend;
         // Momentum: start this update from w + β·(w − w_prev). The gates follow the weights
         // (sequential) or stay random; either way they are set again from `W` below.
-        let mut before = None;
         if self.cfg.momentum > 0.0 && self.updates >= MOMENTUM_FROM {
-            let w = be.read(Slot::W)?;
-            if !self.prev.is_empty() {
-                be.load(Slot::W, &extrapolate(&w, &self.prev, self.cfg.momentum))?;
+            be.momentum(self.cfg.momentum, !self.has_prev)?;
+            if self.has_prev {
                 if self.gating == Gating::SelfGated {
                     be.set_gates(GateSource::Slot(Slot::W))?;
                 }
                 self.full_residual_current = false;
             }
-            before = Some(w);
+            self.has_prev = true;
         }
         match batch {
             Some(_) => {
                 be.set_batch(batch)?;
-                be.forward(Slot::W)?;
+                be.residual(Slot::W)?;
                 self.batched = true;
             }
             None => {
@@ -243,14 +222,11 @@ impl Learner for IhtLearner<'_> {
                     self.batched = false;
                 }
                 if !self.full_residual_current {
-                    be.forward(Slot::W)?;
+                    be.residual(Slot::W)?;
                 }
             }
         }
         step(be, self.growing.as_ref().unwrap_or(self.cfg), self.w_empty)?;
-        if let Some(w) = before {
-            self.prev = w;
-        }
         self.w_empty = false;
         self.full_residual_current = false;
         if self.cfg.gates == GateMode::Sequential && self.updates >= 1 {
@@ -562,25 +538,4 @@ fn refine_armijo(backend: &mut dyn Backend, cfg: &IhtConfig, mut f_v: f64) -> Re
         mu = Some(mu_r);
     }
     Ok(v)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn momentum_extrapolates_on_the_current_support_only() {
-        let w = SparseVec::from_pairs(vec![(1, 2.0), (4, -1.0), (9, 0.5)]);
-        let prev = SparseVec::from_pairs(vec![(0, 7.0), (4, -3.0), (9, 0.5), (12, 1.0)]);
-        let y = extrapolate(&w, &prev, 0.5);
-        // 1 is new (×1.5), 4 moved from −3 to −1 (on by half of +2), 9 did not move; 0 and 12
-        // left the support and stay out.
-        assert_eq!(y.indices, vec![1, 4, 9]);
-        assert_eq!(y.values, vec![3.0, 0.0, 0.5]);
-        assert_eq!(extrapolate(&w, &prev, 0.0), w);
-        assert_eq!(
-            extrapolate(&w, &SparseVec::new(), 0.25).values,
-            vec![2.5, -1.25, 0.625]
-        );
-    }
 }

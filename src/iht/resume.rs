@@ -84,7 +84,10 @@ impl IhtLearner<'_> {
                 rescues: self.rescues,
                 step: None,
             },
-            prev: self.prev.clone(),
+            prev: match self.has_prev {
+                true => self.backend.read(Slot::PREV)?,
+                false => SparseVec::new(),
+            },
         })
     }
 
@@ -100,7 +103,10 @@ impl IhtLearner<'_> {
         })?;
         let c = state.counters;
         self.w_empty = c.w_empty;
-        self.prev = state.prev.clone();
+        self.has_prev = !state.prev.is_empty();
+        if self.has_prev {
+            be.load(Slot::PREV, &state.prev)?;
+        }
         self.updates = c.updates;
         self.gating = c.gating;
         self.best_gating = c.best_gating;

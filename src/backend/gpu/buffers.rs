@@ -10,16 +10,16 @@ use super::interface::{
     WG_SIZE,
 };
 use super::GpuOptions;
-use crate::backend::MemoryMeter;
+use crate::backend::{MemoryMeter, Slot};
 use crate::error::{Error, Result};
 use crate::problem::{Features, GridFourier, Problem};
 use crate::samples::{self, SampleBlocks, SampleSource};
 
-/// Slot registers on the device: the trait's six, the gate snapshot, the top-s ping-pong pair.
-pub(crate) const NSLOT: usize = 9;
-pub(crate) const SLOT_GATE: u32 = 6;
-pub(crate) const SLOT_TOP_A: u32 = 7;
-pub(crate) const SLOT_TOP_B: u32 = 8;
+/// Slot registers on the device: the trait's, the gate snapshot, the top-s ping-pong pair.
+pub(crate) const NSLOT: usize = Slot::COUNT + 3;
+pub(crate) const SLOT_GATE: u32 = Slot::COUNT as u32;
+pub(crate) const SLOT_TOP_A: u32 = SLOT_GATE + 1;
+pub(crate) const SLOT_TOP_B: u32 = SLOT_GATE + 2;
 
 /// Target floats per dense-pass tile (`tile·d`): tiles of ~256 Ki candidates keep the merge
 /// cost (s per tile) small against the tile itself and give the matrix product enough

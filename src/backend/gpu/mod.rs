@@ -85,10 +85,11 @@ use crate::samples::SampleSource;
 use crate::sparse::SparseVec;
 /// Buffer creation counted by a [`MemoryMeter`], shared with the self-contained modules.
 pub(crate) use buffers::create as create_buffer;
-use buffers::{Buffers, Layout, APPLY_THREADS, NSLOT, SLOT_GATE};
+use buffers::{Buffers, Layout, APPLY_THREADS, NSLOT, SLOT_GATE, SLOT_TOP_A};
 use interface::{Op, FLAG_STORE, FLAG_SUB_Y, GATE_OPEN, GATE_RANDOM, GATE_WEIGHTS, WG_SIZE};
 use kernels::{Kernels, K};
 use record::{Read, Rec};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// The gates in force; weight gates live in the device's gate slot.
@@ -125,9 +126,22 @@ pub struct GpuBackend {
     apply_threads: usize,
     /// See [`GpuOptions::support_order`].
     support_order: SupportOrder,
+    /// Submissions waited for to read results back (host round trips).
+    round_trips: Arc<AtomicU64>,
 }
 
 impl GpuBackend {
+    /// Host round trips so far: submissions the host waited for to read a result back. The
+    /// latency of each, not the kernels, bounds a fit of small minibatches on a real GPU.
+    pub fn round_trips(&self) -> u64 {
+        self.round_trips.load(Ordering::Relaxed)
+    }
+
+    /// The counter behind [`Self::round_trips`], to read while a driver holds the backend.
+    pub fn round_trip_counter(&self) -> Arc<AtomicU64> {
+        self.round_trips.clone()
+    }
+
     /// Prepares a fit of `problem` with at most `s` nonzeros on the context's device.
     pub fn new(ctx: Arc<GpuContext>, problem: Arc<Problem>, s: usize) -> Result<Self> {
         Self::with_options(ctx, problem, s, GpuOptions::default())
@@ -213,6 +227,7 @@ impl GpuBackend {
                 .unwrap_or(if ctx_software { 1 } else { APPLY_THREADS })
                 .clamp(1, APPLY_THREADS),
             support_order: opts.support_order,
+            round_trips: Arc::default(),
             problem,
         };
         b.write_cfg();
@@ -255,6 +270,23 @@ impl GpuBackend {
     /// An op over the active samples.
     fn op(&self) -> Op {
         self.op_over(false)
+    }
+
+    /// The jobs of [`Backend::forward`]: `r = A v − y` into the current residual, its
+    /// `‖r‖²` into scalar 0.
+    fn rec_forward(&mut self, v: Slot) -> Result<Rec> {
+        let q = self.slot(v)?;
+        let mut rec = Rec::default();
+        self.ensure_mask(&mut rec, q, false);
+        self.rec_apply(
+            &mut rec,
+            q,
+            FLAG_SUB_Y | FLAG_STORE,
+            self.res(self.cur),
+            0,
+            false,
+        );
+        Ok(rec)
     }
 
     fn res(&self, which: usize) -> u32 {
@@ -426,18 +458,13 @@ impl Backend for GpuBackend {
     }
 
     fn forward(&mut self, v: Slot) -> Result<f64> {
-        let q = self.slot(v)?;
-        let mut rec = Rec::default();
-        self.ensure_mask(&mut rec, q, false);
-        self.rec_apply(
-            &mut rec,
-            q,
-            FLAG_SUB_Y | FLAG_STORE,
-            self.res(self.cur),
-            0,
-            false,
-        );
+        let rec = self.rec_forward(v)?;
         Ok(self.run_scalars(rec, 1)?[0])
+    }
+
+    fn residual(&mut self, v: Slot) -> Result<()> {
+        let rec = self.rec_forward(v)?;
+        self.run(rec, &[]).map(drop)
     }
 
     fn step_size(&mut self, v: Slot, g: Slot) -> Result<(f64, f64)> {
@@ -568,6 +595,37 @@ impl Backend for GpuBackend {
             ));
         }
         self.run_threshold(qw, mu, s, qd)?;
+        self.sup[qd as usize] = self.new_support();
+        Ok(())
+    }
+
+    fn momentum(&mut self, beta: f32, first: bool) -> Result<()> {
+        let (w, prev) = (Slot::W.0 as u32, Slot::PREV.0 as u32);
+        let mut rec = Rec::default();
+        if !first {
+            let op = self.op().axpy(w, prev, SLOT_TOP_A, beta);
+            rec.push(
+                K::Extrapolate,
+                op,
+                self.kernels.grid1(self.lay.cap.div_ceil(WG_SIZE)),
+            );
+        }
+        self.rec_copy(&mut rec, prev, w);
+        if !first {
+            self.rec_copy(&mut rec, w, SLOT_TOP_A);
+        }
+        self.run(rec, &[])?;
+        // The extrapolation keeps W's indices, so W keeps its support id.
+        self.sup[prev as usize] = self.sup[w as usize];
+        Ok(())
+    }
+
+    fn prune(&mut self, src: Slot, s: usize, dst: Slot) -> Result<()> {
+        let (qs, qd) = (self.slot(src)?, self.slot(dst)?);
+        if s == 0 {
+            return self.load(dst, &SparseVec::new());
+        }
+        self.run_prune(qs, s.min(self.lay.cap), qd)?;
         self.sup[qd as usize] = self.new_support();
         Ok(())
     }

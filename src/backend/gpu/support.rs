@@ -122,6 +122,10 @@ impl GpuBackend {
     }
 
     pub(super) fn run(&self, rec: Rec, reads: &[Read<'_>]) -> Result<Vec<u8>> {
+        if !reads.is_empty() {
+            self.round_trips
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         submit(&self.ctx, &self.kernels, &self.bufs, rec, reads)
     }
 

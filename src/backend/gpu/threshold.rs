@@ -54,7 +54,7 @@ impl GpuBackend {
             let tn = lay.tile_cap.min(m - tile0);
             let elems = tn * d;
             // The tile's candidates c = w − μ G merged with the running buffer `cur` into `nxt`.
-            let mut op = Op {
+            let op = Op {
                 slot_a: cur,
                 slot_b: qw,
                 slot_out: nxt,
@@ -118,20 +118,51 @@ impl GpuBackend {
                 self.kernels.grid1(elems.div_ceil(WG_SIZE)),
             );
             rec.push(K::AddW, op, self.kernels.grid1(lay.cap.div_ceil(WG_SIZE)));
-            let hist_groups = (lay.cap + elems).div_ceil(WG_SIZE * 16).clamp(1, 64) as u32;
-            for pass in 0..3 {
-                op.radix_pass = pass;
-                rec.push(K::Hist, op, [hist_groups, 1, 1]);
-                rec.push(K::Select, op, [1, 1, 1]);
-            }
-            let scan_grid = self.kernels.grid1(op.scan_blocks as usize);
-            rec.push(K::Count, op, scan_grid);
-            rec.push(K::Scan, op, [1, 1, 1]);
-            rec.push(K::Scatter, op, scan_grid);
+            self.rec_select(&mut rec, op, lay.cap + elems);
             std::mem::swap(&mut cur, &mut nxt);
             tile0 += tn;
         }
         self.rec_copy(&mut rec, qd, cur);
+        self.run(rec, &[])?;
+        Ok(())
+    }
+
+    /// The radix select and ordered compaction of `op`'s candidates (slot `op.slot_a`, then
+    /// the tile's `op.tile_elems`; at most `bound` of them) into slot `op.slot_out`.
+    fn rec_select(&self, rec: &mut Rec, mut op: Op, bound: usize) {
+        let hist_groups = bound.div_ceil(WG_SIZE * 16).clamp(1, 64) as u32;
+        for pass in 0..3 {
+            op.radix_pass = pass;
+            rec.push(K::Hist, op, [hist_groups, 1, 1]);
+            rec.push(K::Select, op, [1, 1, 1]);
+        }
+        let scan_grid = self.kernels.grid1(op.scan_blocks as usize);
+        rec.push(K::Count, op, scan_grid);
+        rec.push(K::Scan, op, [1, 1, 1]);
+        rec.push(K::Scatter, op, scan_grid);
+    }
+
+    /// The `s` largest `|v|` of slot `qs` into slot `qd` on the device: the select and
+    /// compaction of the dense pass with the slot as the running buffer and no tile, so the
+    /// result stays sorted by index and ties go to the lower index. `s ≥ 1`.
+    pub(super) fn run_prune(&mut self, qs: u32, s: usize, qd: u32) -> Result<()> {
+        let cap = self.lay.cap;
+        // Not in place: the scan sets the output's length before the compaction reads the
+        // source's, and the compaction writes entries another workgroup may not have read.
+        let out = if qs == qd { SLOT_TOP_A } else { qd };
+        let op = Op {
+            slot_a: qs,
+            slot_out: out,
+            tile_elems: 0,
+            top_s: s as u32,
+            scan_blocks: cap.div_ceil(SCAN_BLOCK) as u32,
+            ..self.op()
+        };
+        let mut rec = Rec::default();
+        self.rec_select(&mut rec, op, cap);
+        if out != qd {
+            self.rec_copy(&mut rec, qd, out);
+        }
         self.run(rec, &[])?;
         Ok(())
     }
