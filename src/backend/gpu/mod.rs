@@ -131,8 +131,8 @@ pub struct GpuBackend {
 }
 
 impl GpuBackend {
-    /// Host round trips so far: submissions the host waited for to read a result back. The
-    /// latency of each, not the kernels, bounds a fit of small minibatches on a real GPU.
+    /// Host round trips so far: submissions the host waited for to read a result back. Each
+    /// costs a submission's latency, which on a small minibatch can outweigh the kernels.
     pub fn round_trips(&self) -> u64 {
         self.round_trips.load(Ordering::Relaxed)
     }
