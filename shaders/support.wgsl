@@ -212,6 +212,14 @@ fn axpy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
 }
 
+// The normalised step μ = ‖g‖² / (‖A g‖² + 1e-8) of `step_size`'s scalars 0 and 1 into SC_MU,
+// for a dense pass that reads it there (the host's μ is the same quotient in f64, rounded).
+@compute @workgroup_size(1)
+fn step_mu() {
+    let sc = cfg.f_scalars;
+    F[sc + SC_MU] = F[sc] / (F[sc + 1u] + 1e-8);
+}
+
 // Momentum: slot op.slot_out = a + β·(a − b) at every index of a = slot op.slot_a, β = op.mu,
 // b = slot op.slot_b's value at that index (a binary search of its sorted indices; 0 where
 // it has none).

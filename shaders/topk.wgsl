@@ -8,7 +8,8 @@ var<workgroup> bins: array<u32, HIST_BINS>;
 var<workgroup> lh: array<atomic<u32>, HIST_BINS>;
 const_assert HIST_BINS == 2048u;  // 11-bit digits
 
-// c = −μ · Σ_g partial_g for the tile (keys 0 for neurons whose gates are closed everywhere).
+// c = −μ · Σ_g partial_g for the tile (keys 0 for neurons whose gates are closed everywhere);
+// μ = op.mu, or (FLAG_MU_SC) the normalised step `step_mu` left on the device.
 @compute @workgroup_size(WG_SIZE)
 fn reduce_tile(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) lid: u32) {
@@ -26,7 +27,11 @@ fn reduce_tile(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
             sum = sum + F[cfg.f_partial_g + (g * cfg.tile_cap + t) * d + k];
         }
     }
-    let c = -op.mu * sum;
+    var mu = op.mu;
+    if ((op.flags & FLAG_MU_SC) != 0u) {
+        mu = F[cfg.f_scalars + SC_MU];
+    }
+    let c = -mu * sum;
     F[cfg.f_tile_cand + e] = c;
     var key = 0u;
     if (cand) {

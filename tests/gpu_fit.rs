@@ -197,10 +197,10 @@ fn fits_by_feature_match_the_cpu() {
     assert_eq!(nonzero_support(&wg), nonzero_support(&wc));
 }
 
-/// Host round trips per minibatch update on the GPU (`GpuBackend::round_trips`): the residual
-/// before the step size, the prune of an over-selecting update and the momentum stay on the
-/// device, so an update waits for its step size, its thresholded vector's loss and its
-/// refinement's records: 3 with momentum, 5 with candidates (each refinement twice), more only
+/// Host round trips per minibatch update on the GPU (`GpuBackend::round_trips`): the residual,
+/// the step size with the dense pass, the prune of an over-selecting update and the momentum
+/// stay on the device, so an update waits for its thresholded vector's loss and its
+/// refinement's records: 2 with momentum, 4 with candidates (each refinement twice), more only
 /// when Armijo backtracks on the host.
 #[test]
 fn minibatch_updates_wait_only_for_the_numbers_they_need() {
@@ -209,7 +209,7 @@ fn minibatch_updates_wait_only_for_the_numbers_they_need() {
     let sp = spec(GateMode::Sequential, 40, 12, 30, 700, 4);
     let planted = sp.build().unwrap();
     for (name, candidates, momentum, least) in
-        [("momentum", 1.0, 0.3, 3), ("candidates", 2.0, 0.0, 5)]
+        [("momentum", 1.0, 0.3, 2), ("candidates", 2.0, 0.0, 4)]
     {
         let mut cfg = IhtConfig::new(sp.nonzeros, 10, sp.gates);
         cfg.candidates = candidates;

@@ -500,6 +500,36 @@ fn exercise(
         (gf, cf),
         "{tag}: residual and forward differ on the GPU"
     );
+
+    // The step size and the dense pass in one call: the GPU keeps μ and does not wait; each
+    // backend selects what `threshold` selects with the μ its `step_size` gave.
+    let trips = pair.gpu.round_trips();
+    pair.both(|b| b.threshold_normalised(Slot::W, Slot::G, s, Slot::V));
+    assert_eq!(
+        pair.gpu.round_trips(),
+        trips,
+        "{tag}: threshold_normalised waited"
+    );
+    pair.read(
+        &format!("{tag}: threshold_normalised's gradient slot"),
+        Slot::G,
+    );
+    let (g, c) = pair.both(|b| b.read(Slot::V));
+    assert_topk(&format!("{tag}: threshold_normalised"), &g, &c, swaps);
+    pair.gpu
+        .threshold(Slot::W, normalised_step(gr, cr), s, Slot::START)
+        .unwrap();
+    pair.cpu
+        .threshold(Slot::W, normalised_step(gc, cc), s, Slot::START)
+        .unwrap();
+    let (gt, ct) = pair.both(|b| b.read(Slot::START));
+    assert_eq!(c, ct, "{tag}: cpu threshold_normalised");
+    assert_topk(
+        &format!("{tag}: threshold_normalised against μ"),
+        &g,
+        &gt,
+        swaps,
+    );
     let _ = (rng, len);
 }
 

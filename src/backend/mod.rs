@@ -351,6 +351,14 @@ pub trait Backend {
     /// The dense pass: `c = w − μ Aᵀ r` over all `m·d` entries (current residual, in tiles of
     /// neurons) and the `s` largest `|c|` (ties to the lower index) into `dst`.
     fn threshold(&mut self, w: Slot, mu: f32, s: usize, dst: Slot) -> Result<()>;
+    /// Steps 1 and 2 of an IHT step from `w`: the normalised step size on `w`'s support
+    /// ([`Backend::step_size`] into `g`, [`normalised_step`]), then [`Backend::threshold`]
+    /// with it. The default goes through the host; a GPU keeps μ on the device (its f32
+    /// quotient may differ from the host's rounded f64 one in the last bit).
+    fn threshold_normalised(&mut self, w: Slot, g: Slot, s: usize, dst: Slot) -> Result<()> {
+        let (gn, curv) = self.step_size(w, g)?;
+        self.threshold(w, normalised_step(gn, curv), s, dst)
+    }
     /// The `s` largest `|v|` of slot `src` (ties to the lower index) into `dst`: the prune of
     /// an over-selecting step (`IhtConfig::candidates`). The default reads the slot back and
     /// loads the result: `O(candidates)` bytes each way, once per update.

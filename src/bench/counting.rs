@@ -52,6 +52,11 @@ impl Backend for Counting<'_> {
         self.counts.forward += 1;
         self.inner.forward(v)
     }
+    fn threshold_normalised(&mut self, w: Slot, g: Slot, s: usize, dst: Slot) -> Result<()> {
+        self.counts.step_size += 1;
+        self.counts.threshold += 1;
+        self.inner.threshold_normalised(w, g, s, dst)
+    }
     fn momentum(&mut self, beta: f32, first: bool) -> Result<()> {
         self.inner.momentum(beta, first)
     }

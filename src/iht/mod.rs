@@ -352,9 +352,16 @@ pub fn polish(backend: &mut dyn Backend, cfg: &IhtConfig, mut best: f64) -> Resu
 
 /// One accelerated IHT step from `W` (whose residual is current) into `W`.
 pub fn step(backend: &mut dyn Backend, cfg: &IhtConfig, w_empty: bool) -> Result<()> {
-    // 1. Normalised step size on the support.
-    let mu = if w_empty {
-        match cfg.first_step {
+    // 1. Normalised step size on the support, and 2. the dense pass + top-s with it, or the
+    // top candidates when the step over-selects (the first step picks exactly `s`: it has
+    // no values to compete with).
+    let pool = if w_empty {
+        cfg.s
+    } else {
+        cfg.pool(backend.signal_len())
+    };
+    if w_empty {
+        let mu = match cfg.first_step {
             FirstStep::Paper => 1e-14,
             FirstStep::Normalized => {
                 // Support of the s largest gradient entries, then the exact line-search step.
@@ -362,19 +369,11 @@ pub fn step(backend: &mut dyn Backend, cfg: &IhtConfig, w_empty: bool) -> Result
                 let (gn, curv) = backend.step_size(Slot::V, Slot::G)?;
                 normalised_step(gn, curv)
             }
-        }
+        };
+        backend.threshold(Slot::W, mu, cfg.s, Slot::V)?;
     } else {
-        let (gn, curv) = backend.step_size(Slot::W, Slot::G)?;
-        normalised_step(gn, curv)
-    };
-    // 2. Dense pass + top-s, or the top candidates when the step over-selects (the first
-    // step picks exactly `s`: it has no values to compete with).
-    let pool = if w_empty {
-        cfg.s
-    } else {
-        cfg.pool(backend.signal_len())
-    };
-    backend.threshold(Slot::W, mu, pool, Slot::V)?;
+        backend.threshold_normalised(Slot::W, Slot::G, pool, Slot::V)?;
+    }
     // 3. Refinement with Armijo backtracking on the new support, gates fixed.
     let mut v = refine_from_v(backend, cfg)?;
     if pool > cfg.s {

@@ -140,7 +140,7 @@ shared_consts! {
     pub const FLAG_SLOT_SQ: u32 = 4;
     /// `Op::flags`, refinement chain: the workgroup returns once `META_STOP` is set.
     pub const FLAG_GUARD: u32 = 8;
-    /// `Op::flags`, axpy: μ from the scalar `SC_MU` instead of `Op::mu`.
+    /// `Op::flags`, axpy and reduce_tile: μ from the scalar `SC_MU` instead of `Op::mu`.
     pub const FLAG_MU_SC: u32 = 16;
     /// `Op::flags`, copy_slot: only if `META_ACC` is odd.
     pub const FLAG_IF_ODD: u32 = 32;

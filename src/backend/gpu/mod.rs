@@ -272,6 +272,20 @@ impl GpuBackend {
         self.op_over(false)
     }
 
+    /// A top-s selection of `s` entries fits the slots (`1..=cap`).
+    fn check_top_s(&self, s: usize) -> Result<()> {
+        if s == 0 || s > self.lay.cap {
+            return Err(Error::arg(
+                "--nonzeros",
+                format!(
+                    "threshold to s = {s}, but the backend holds 1..={}",
+                    self.lay.cap
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// The jobs of [`Backend::forward`]: `r = A v − y` into the current residual, its
     /// `‖r‖²` into scalar 0.
     fn rec_forward(&mut self, v: Slot) -> Result<Rec> {
@@ -585,16 +599,26 @@ impl Backend for GpuBackend {
 
     fn threshold(&mut self, w: Slot, mu: f32, s: usize, dst: Slot) -> Result<()> {
         let (qw, qd) = (self.slot(w)?, self.slot(dst)?);
-        if s == 0 || s > self.lay.cap {
-            return Err(Error::arg(
-                "--nonzeros",
-                format!(
-                    "threshold to s = {s}, but the backend holds 1..={}",
-                    self.lay.cap
-                ),
-            ));
-        }
-        self.run_threshold(qw, mu, s, qd)?;
+        self.check_top_s(s)?;
+        self.run_threshold(qw, Some(mu), s, qd)?;
+        self.sup[qd as usize] = self.new_support();
+        Ok(())
+    }
+
+    fn threshold_normalised(&mut self, w: Slot, g: Slot, s: usize, dst: Slot) -> Result<()> {
+        let (qw, qg, qd) = (self.slot(w)?, self.slot(g)?, self.slot(dst)?);
+        self.check_top_s(s)?;
+        // step_size's jobs, then μ into SC_MU, submitted without waiting for them.
+        let mut rec = Rec::default();
+        self.ensure_mask(&mut rec, qw, false);
+        self.rec_grad(&mut rec, qw, qg, 0);
+        self.rec_apply(&mut rec, qg, 0, 0, 1, false);
+        rec.push(K::StepMu, self.op(), [1, 1, 1]);
+        self.run(rec, &[])?;
+        self.sup[qg as usize] = self.sup[qw as usize];
+        // ‖g‖² stays on the device; a trial that reuses this g must recompute it.
+        self.last_gnorm = f64::NAN;
+        self.run_threshold(qw, None, s, qd)?;
         self.sup[qd as usize] = self.new_support();
         Ok(())
     }

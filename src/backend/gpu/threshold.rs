@@ -3,8 +3,8 @@
 
 use super::buffers::{SLOT_TOP_A, SLOT_TOP_B};
 use super::interface::{
-    Op, DENSE_BLOCK_FEATURES, DENSE_BLOCK_NEURONS, FLAG_ACC, FLAG_RUNMASK, GATE_NEURONS,
-    SAMPLE_BLOCK, SCAN_BLOCK, TILE_MASK_BLOCKS, TILE_MASK_NEURONS, WG_SIZE,
+    Op, DENSE_BLOCK_FEATURES, DENSE_BLOCK_NEURONS, FLAG_ACC, FLAG_MU_SC, FLAG_RUNMASK,
+    GATE_NEURONS, SAMPLE_BLOCK, SCAN_BLOCK, TILE_MASK_BLOCKS, TILE_MASK_NEURONS, WG_SIZE,
 };
 use super::kernels::K;
 use super::record::Rec;
@@ -15,9 +15,15 @@ use crate::error::Result;
 const DENSE_WORKGROUPS: usize = 512;
 
 impl GpuBackend {
-    /// Records and runs the dense pass of `w` (slot `qw`, step `mu`) and the top `s` of its
-    /// candidates into slot `qd`.
-    pub(super) fn run_threshold(&mut self, qw: u32, mu: f32, s: usize, qd: u32) -> Result<()> {
+    /// Records and runs the dense pass of `w` (slot `qw`, step `mu`; `None`: the one in
+    /// `SC_MU`) and the top `s` of its candidates into slot `qd`.
+    pub(super) fn run_threshold(
+        &mut self,
+        qw: u32,
+        mu: Option<f32>,
+        s: usize,
+        qd: u32,
+    ) -> Result<()> {
         let lay = &self.lay;
         let (d, m) = (lay.d, lay.m);
         let c = &lay.cfg;
@@ -59,7 +65,7 @@ impl GpuBackend {
                 slot_b: qw,
                 slot_out: nxt,
                 src_offset: self.res(self.cur),
-                mu,
+                mu: mu.unwrap_or(0.0),
                 tile0: tile0 as u32,
                 tile_neurons: tn as u32,
                 tile_elems: elems as u32,
@@ -112,9 +118,13 @@ impl GpuBackend {
                 );
                 c0 += nc;
             }
+            let reduce = Op {
+                flags: if mu.is_none() { FLAG_MU_SC } else { 0 },
+                ..op
+            };
             rec.push(
                 K::ReduceTile,
-                op,
+                reduce,
                 self.kernels.grid1(elems.div_ceil(WG_SIZE)),
             );
             rec.push(K::AddW, op, self.kernels.grid1(lay.cap.div_ceil(WG_SIZE)));
