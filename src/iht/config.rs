@@ -281,7 +281,9 @@ pub struct IhtConfig {
     /// gating).
     pub polish: usize,
     /// Momentum β: from the fifth update on, each update starts from
-    /// `w + β·(w − w_prev)` on `w`'s support ([`SparseVec::extrapolate`](crate::sparse::SparseVec::extrapolate)) instead of `w`. 0: off.
+    /// `w + β·(w − w_prev)` on `w`'s support
+    /// ([`SparseVec::extrapolate`](crate::sparse::SparseVec::extrapolate)) instead of `w`.
+    /// 0: off.
     pub momentum: f32,
     /// Over-selection: each step keeps the `candidates·s` largest entries of `w − μ·g`
     /// (at most `m·d`), refines them `inner` steps, prunes back to the `s` largest and refines

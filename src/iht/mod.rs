@@ -64,8 +64,6 @@ pub struct IhtLearner<'a> {
     problem: Option<&'a Problem>,
     /// Rescues done.
     pub rescues: usize,
-    /// Slot `PREV` holds `W` before the last update (momentum).
-    has_prev: bool,
     /// The configuration of the current epoch's updates when its support is still growing
     /// (`s` = [`IhtConfig::support_at`] the epoch), set once per epoch; `None`: `cfg` itself.
     growing: Option<IhtConfig>,
@@ -91,9 +89,13 @@ impl<'a> IhtLearner<'a> {
             full_residual_current: false,
             problem: None,
             rescues: 0,
-            has_prev: false,
             growing: None,
         })
+    }
+
+    /// Whether slot `PREV` holds `W` before the last update: momentum ran in an earlier update.
+    fn holds_prev(&self) -> bool {
+        self.cfg.momentum > 0.0 && self.updates > MOMENTUM_FROM
     }
 
     /// How the best model so far gates.
@@ -197,18 +199,18 @@ impl Learner for IhtLearner<'_> {
     }
 
     fn update(&mut self, batch: Option<&[u32]>) -> Result<()> {
+        let first = !self.holds_prev();
         let be = &mut *self.backend;
         // Momentum: start this update from w + β·(w − w_prev). The gates follow the weights
         // (sequential) or stay random; either way they are set again from `W` below.
         if self.cfg.momentum > 0.0 && self.updates >= MOMENTUM_FROM {
-            be.momentum(self.cfg.momentum, !self.has_prev)?;
-            if self.has_prev {
+            be.momentum(self.cfg.momentum, first)?;
+            if !first {
                 if self.gating == Gating::SelfGated {
                     be.set_gates(GateSource::Slot(Slot::W))?;
                 }
                 self.full_residual_current = false;
             }
-            self.has_prev = true;
         }
         match batch {
             Some(_) => {

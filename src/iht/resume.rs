@@ -84,7 +84,7 @@ impl IhtLearner<'_> {
                 rescues: self.rescues,
                 step: None,
             },
-            prev: match self.has_prev {
+            prev: match self.holds_prev() {
                 true => self.backend.read(Slot::PREV)?,
                 false => SparseVec::new(),
             },
@@ -103,8 +103,7 @@ impl IhtLearner<'_> {
         })?;
         let c = state.counters;
         self.w_empty = c.w_empty;
-        self.has_prev = !state.prev.is_empty();
-        if self.has_prev {
+        if !state.prev.is_empty() {
             be.load(Slot::PREV, &state.prev)?;
         }
         self.updates = c.updates;

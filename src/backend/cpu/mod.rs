@@ -432,6 +432,19 @@ impl Backend for CpuBackend {
         Ok(self.slots[slot.index()].clone())
     }
 
+    fn momentum(&mut self, beta: f32, first: bool) -> Result<()> {
+        if first {
+            return self.copy(Slot::PREV, Slot::W);
+        }
+        let y = self.slots[Slot::W.index()].extrapolate(&self.slots[Slot::PREV.index()], beta);
+        crate::error::check_finite("weights", &y.values)?;
+        // The old W moves into PREV (no copy), the extrapolation into W.
+        let w = std::mem::replace(&mut self.slots[Slot::W.index()], y);
+        self.touch(Slot::W);
+        self.put(Slot::PREV, w);
+        Ok(())
+    }
+
     fn copy(&mut self, dst: Slot, src: Slot) -> Result<()> {
         if dst != src {
             let v = self.slots[src.index()].clone();

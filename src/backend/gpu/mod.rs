@@ -600,7 +600,7 @@ impl Backend for GpuBackend {
     fn threshold(&mut self, w: Slot, mu: f32, s: usize, dst: Slot) -> Result<()> {
         let (qw, qd) = (self.slot(w)?, self.slot(dst)?);
         self.check_top_s(s)?;
-        self.run_threshold(qw, Some(mu), s, qd)?;
+        self.run_threshold(Rec::default(), qw, Some(mu), s, qd)?;
         self.sup[qd as usize] = self.new_support();
         Ok(())
     }
@@ -608,17 +608,16 @@ impl Backend for GpuBackend {
     fn threshold_normalised(&mut self, w: Slot, g: Slot, s: usize, dst: Slot) -> Result<()> {
         let (qw, qg, qd) = (self.slot(w)?, self.slot(g)?, self.slot(dst)?);
         self.check_top_s(s)?;
-        // step_size's jobs, then μ into SC_MU, submitted without waiting for them.
+        // step_size's jobs and μ into SC_MU, then the dense pass: one submission, no wait.
         let mut rec = Rec::default();
         self.ensure_mask(&mut rec, qw, false);
         self.rec_grad(&mut rec, qw, qg, 0);
         self.rec_apply(&mut rec, qg, 0, 0, 1, false);
         rec.push(K::StepMu, self.op(), [1, 1, 1]);
-        self.run(rec, &[])?;
+        self.run_threshold(rec, qw, None, s, qd)?;
         self.sup[qg as usize] = self.sup[qw as usize];
         // ‖g‖² stays on the device; a trial that reuses this g must recompute it.
         self.last_gnorm = f64::NAN;
-        self.run_threshold(qw, None, s, qd)?;
         self.sup[qd as usize] = self.new_support();
         Ok(())
     }

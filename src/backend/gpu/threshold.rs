@@ -15,10 +15,11 @@ use crate::error::Result;
 const DENSE_WORKGROUPS: usize = 512;
 
 impl GpuBackend {
-    /// Records and runs the dense pass of `w` (slot `qw`, step `mu`; `None`: the one in
-    /// `SC_MU`) and the top `s` of its candidates into slot `qd`.
+    /// Records after `rec` and runs the dense pass of `w` (slot `qw`, step `mu`; `None`: the
+    /// one in `SC_MU`) and the top `s` of its candidates into slot `qd`.
     pub(super) fn run_threshold(
         &mut self,
+        mut rec: Rec,
         qw: u32,
         mu: Option<f32>,
         s: usize,
@@ -53,7 +54,6 @@ impl GpuBackend {
                 .gate_sup
                 .is_some_and(|g| self.mask_key == Some((g, self.gate_epoch, self.batch_epoch)));
         let max_wg = self.ctx.limits.max_compute_workgroups_per_dimension as usize;
-        let mut rec = Rec::default();
         let (mut cur, mut nxt) = (SLOT_TOP_A, SLOT_TOP_B);
         let mut tile0 = 0;
         while tile0 < m {
