@@ -209,7 +209,7 @@ fn minibatch_updates_wait_only_for_the_numbers_they_need() {
     let sp = spec(GateMode::Sequential, 40, 12, 30, 700, 4);
     let planted = sp.build().unwrap();
     for (name, candidates, momentum, least) in
-        [("momentum", 1.0, 0.3, 2), ("candidates", 2.0, 0.0, 4)]
+        [("momentum", 1.0, 0.3, 1), ("candidates", 2.0, 0.0, 2)]
     {
         let mut cfg = IhtConfig::new(sp.nonzeros, 10, sp.gates);
         cfg.candidates = candidates;

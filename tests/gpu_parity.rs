@@ -13,7 +13,7 @@ use spinr::backend::cpu::CpuBackend;
 use spinr::backend::gpu::{GpuBackend, GpuContext, GpuOptions, SupportOrder};
 use spinr::backend::{
     armijo_accepts, normalised_step, refine_armijo_host, refine_exact_host, Backend, GateSource,
-    RefineStep, Slot,
+    RefineStep, Slot, StepRule,
 };
 use spinr::problem::{AxisCoords, Features, FourierSpec, GateMode, Problem};
 use spinr::sparse::SparseVec;
@@ -1009,6 +1009,77 @@ fn refine_exact_matches_the_cpu() {
 #[test]
 fn refine_armijo_matches_the_cpu() {
     batches_match_the_cpu(true, 78);
+}
+
+/// `refine_fresh` (the forward pass in the refinement's submission) is a forward pass and then
+/// the refinement, to the bit, on the GPU: the same starting loss, records, iterate and
+/// residual as the two calls, one wait instead of two; with no steps, the forward alone. On
+/// the CPU (the trait's default) it agrees with the GPU as the refinements do.
+#[test]
+fn refine_fresh_is_a_forward_then_the_refinement() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(79);
+    let mut checked = 0;
+    for (c, case) in cases(&mut rng).into_iter().enumerate() {
+        let p = Arc::new(case.problem.clone());
+        let len = p.m * p.d;
+        let s = (len / 2).max(1);
+        let rules = [
+            StepRule::Exact,
+            StepRule::Armijo(None),
+            StepRule::Armijo(Some(1e-3)),
+        ];
+        let rule = rules[c % rules.len()];
+        let steps = [3, 1, 0, 6][c % 4];
+        let tag = format!("{} s {s}, {rule:?}, {steps} steps", case.name);
+        let mut pair = Pair::new(&p, s, case.opts);
+        poison(&mut pair, &mut rng, len, s);
+        let h = random_sparse(&mut rng, len, s);
+        pair.both(|b| b.load(Slot::BEST, &h));
+        if p.gates != GateMode::Gaussian {
+            pair.both(|b| b.set_gates(GateSource::Slot(Slot::BEST)));
+        }
+        if c % 2 == 1 {
+            let batch: Vec<u32> = (0..p.n as u32).step_by(2).collect();
+            pair.both(|b| b.set_batch(Some(&batch)));
+        }
+        let w = random_sparse(&mut rng, len, s);
+        let q = (Slot::V, Slot::G, Slot::TRIAL);
+        // The two calls, on the GPU.
+        pair.gpu.load(Slot::V, &w).unwrap();
+        let f_two = pair.gpu.forward(Slot::V).unwrap();
+        let rule_of = |r: StepRule| match r {
+            StepRule::Exact => Rule::Exact,
+            StepRule::Armijo(mu) => Rule::Armijo(mu),
+        };
+        let recs_two = rule_of(rule).run(&mut pair.gpu, q, f_two, steps).unwrap();
+        let v_two = pair.gpu.read(Slot::V).unwrap();
+        let loss_two = pair.gpu.forward(Slot::V).unwrap();
+        // The one call, from the same state (junk in the trial slot again).
+        pair.gpu.load(Slot::TRIAL, &junk(&mut rng, len, s)).unwrap();
+        pair.gpu.load(Slot::V, &w).unwrap();
+        let trips = pair.gpu.round_trips();
+        let (f_one, recs_one) = pair.gpu.refine_fresh(q.0, q.1, q.2, rule, steps).unwrap();
+        assert_eq!(pair.gpu.round_trips(), trips + 1, "{tag}: waits");
+        assert_eq!(
+            (f_one, &recs_one),
+            (f_two, &recs_two),
+            "{tag}: loss and records"
+        );
+        assert_eq!(pair.gpu.read(Slot::V).unwrap(), v_two, "{tag}: iterate");
+        assert_eq!(
+            pair.gpu.forward(Slot::V).unwrap(),
+            loss_two,
+            "{tag}: residual"
+        );
+        // The CPU's default, against the GPU.
+        pair.cpu.load(Slot::V, &w).unwrap();
+        let (f_cpu, recs_cpu) = pair.cpu.refine_fresh(q.0, q.1, q.2, rule, steps).unwrap();
+        assert_scalar(&format!("{tag}: start loss"), f_one, f_cpu);
+        compare_records(&tag, &recs_one, &recs_cpu, f_cpu, REFINE_REL);
+        assert!(recs_one.len() <= steps, "{tag}: at most {steps} records");
+        checked += 1;
+    }
+    assert!(checked >= 6, "too few cases: {checked}");
 }
 
 fn batches_match_the_cpu(armijo: bool, seed: u64) {

@@ -235,6 +235,17 @@ fn refine_host<B: Backend + ?Sized>(
     Ok(out)
 }
 
+/// How a refinement chooses each step's μ: [`Backend::refine_exact`] or
+/// [`Backend::refine_armijo`], as [`Backend::refine_fresh`] takes it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum StepRule {
+    /// The normalised step at every step (`refine_exact`).
+    Exact,
+    /// Armijo (`refine_armijo`): one μ for every step, the normalised step at the first
+    /// (`None`) or the one given.
+    Armijo(Option<f32>),
+}
+
 /// `refine_exact` overwrites `g` and `trial` while it reads `v`: three distinct slots.
 pub(crate) fn check_refine_slots(v: Slot, g: Slot, trial: Slot) -> Result<()> {
     if v == g || v == trial || g == trial {
@@ -347,6 +358,26 @@ pub trait Backend {
         steps: usize,
     ) -> Result<Vec<RefineStep>> {
         refine_armijo_host(self, (v, g, trial), f_v, mu, steps)
+    }
+    /// The refinement of a freshly made `v` whose loss the host does not have yet:
+    /// `f(v)` ([`Backend::forward`], its residual current), then [`Backend::refine_exact`] or
+    /// [`Backend::refine_armijo`] from that loss, as `rule` says. Returns `f(v)` and the
+    /// records. The default makes the two calls; a GPU records the forward pass in the
+    /// refinement's submission and reads the loss back with the records (one wait, not two).
+    fn refine_fresh(
+        &mut self,
+        v: Slot,
+        g: Slot,
+        trial: Slot,
+        rule: StepRule,
+        steps: usize,
+    ) -> Result<(f64, Vec<RefineStep>)> {
+        let f_v = self.forward(v)?;
+        let recs = match rule {
+            StepRule::Exact => self.refine_exact(v, g, trial, f_v, steps)?,
+            StepRule::Armijo(mu) => self.refine_armijo(v, g, trial, f_v, mu, steps)?,
+        };
+        Ok((f_v, recs))
     }
     /// The dense pass: `c = w − μ Aᵀ r` over all `m·d` entries (current residual, in tiles of
     /// neurons) and the `s` largest `|c|` (ties to the lower index) into `dst`.

@@ -1,7 +1,7 @@
 //! A backend wrapper that counts the calls of an IHT step, to turn per-call work models into
 //! the step's work.
 
-use crate::backend::{Backend, GateSource, Slot};
+use crate::backend::{Backend, GateSource, RefineStep, Slot, StepRule};
 use crate::error::Result;
 use crate::sparse::SparseVec;
 
@@ -18,6 +18,19 @@ pub struct CallCounts {
 pub struct Counting<'a> {
     pub inner: &'a mut dyn Backend,
     pub counts: CallCounts,
+}
+
+impl Counting<'_> {
+    /// A refinement's records as the work they replace: a step is a trial with its gradient,
+    /// a normalised step a step size too (every exact step, the first Armijo one without μ).
+    fn count_refine(&mut self, rule: StepRule, recs: &[RefineStep]) {
+        self.counts.trial += recs.len();
+        self.counts.step_size += match rule {
+            StepRule::Exact => recs.len(),
+            StepRule::Armijo(None) => usize::from(!recs.is_empty()),
+            StepRule::Armijo(Some(_)) => 0,
+        };
+    }
 }
 
 impl Backend for Counting<'_> {
@@ -102,11 +115,10 @@ impl Backend for Counting<'_> {
         trial: Slot,
         f_v: f64,
         steps: usize,
-    ) -> Result<Vec<crate::backend::RefineStep>> {
+    ) -> Result<Vec<RefineStep>> {
         // Forwarded (the inner backend's own version runs), counted as the work it replaces.
         let recs = self.inner.refine_exact(v, g, trial, f_v, steps)?;
-        self.counts.step_size += recs.len();
-        self.counts.trial += recs.len();
+        self.count_refine(StepRule::Exact, &recs);
         Ok(recs)
     }
     fn refine_armijo(
@@ -117,15 +129,23 @@ impl Backend for Counting<'_> {
         f_v: f64,
         mu: Option<f32>,
         steps: usize,
-    ) -> Result<Vec<crate::backend::RefineStep>> {
-        // Forwarded like refine_exact: a step is a trial with its gradient, the first
-        // normalised one a step size too.
+    ) -> Result<Vec<RefineStep>> {
         let recs = self.inner.refine_armijo(v, g, trial, f_v, mu, steps)?;
-        self.counts.trial += recs.len();
-        if mu.is_none() && !recs.is_empty() {
-            self.counts.step_size += 1;
-        }
+        self.count_refine(StepRule::Armijo(mu), &recs);
         Ok(recs)
+    }
+    fn refine_fresh(
+        &mut self,
+        v: Slot,
+        g: Slot,
+        trial: Slot,
+        rule: StepRule,
+        steps: usize,
+    ) -> Result<(f64, Vec<RefineStep>)> {
+        let (f_v, recs) = self.inner.refine_fresh(v, g, trial, rule, steps)?;
+        self.counts.forward += 1;
+        self.count_refine(rule, &recs);
+        Ok((f_v, recs))
     }
     fn threshold(&mut self, w: Slot, mu: f32, s: usize, dst: Slot) -> Result<()> {
         self.counts.threshold += 1;

@@ -1,7 +1,7 @@
 //! The accelerated IHT step (ARCHITECTURE.md, "The IHT step"), written once against
 //! [`Backend`], and [`IhtLearner`], which lets the shared epoch loop (`crate::train`) drive it.
 
-use crate::backend::{armijo_accepts, normalised_step, Backend, GateSource, Slot};
+use crate::backend::{armijo_accepts, normalised_step, Backend, GateSource, Slot, StepRule};
 use crate::error::{Error, Param, Result};
 use crate::problem::{GateMode, Problem};
 use crate::sparse::SparseVec;
@@ -391,11 +391,13 @@ pub fn step(backend: &mut dyn Backend, cfg: &IhtConfig, w_empty: bool) -> Result
 /// Armijo backtracking. Returns the slot holding the result.
 fn refine_from_v(backend: &mut dyn Backend, cfg: &IhtConfig) -> Result<Slot> {
     backend.copy(Slot::START, Slot::V)?;
-    let f_v = backend.forward(Slot::V)?;
     match cfg.refine {
-        Refine::Exact => refine_exact(backend, cfg, f_v),
-        Refine::Armijo => refine_armijo(backend, cfg, f_v),
-        Refine::Cg => refine_cg(backend, cfg, f_v),
+        Refine::Exact => refine_chained(backend, cfg, StepRule::Exact),
+        Refine::Armijo => refine_chained(backend, cfg, StepRule::Armijo(None)),
+        Refine::Cg => {
+            let f_v = backend.forward(Slot::V)?;
+            refine_cg(backend, cfg, f_v)
+        }
     }
 }
 
@@ -441,36 +443,6 @@ fn backtrack(
     }
 }
 
-/// `Refine::Exact`: the normalised step at every inner step. Runs of accepted steps go to
-/// [`Backend::refine_exact`] in one call (one submission on the GPU); only a rejected step
-/// comes back to the host for backtracking. Returns the slot holding the result.
-fn refine_exact(backend: &mut dyn Backend, cfg: &IhtConfig, mut f_v: f64) -> Result<Slot> {
-    let (mut v, mut trial) = (Slot::V, Slot::TRIAL);
-    let mut done = 0;
-    while done < cfg.inner {
-        let recs = backend.refine_exact(v, Slot::G, trial, f_v, cfg.inner - done)?;
-        let Some(last) = recs.last() else {
-            break;
-        };
-        done += recs.len();
-        if let Some(r) = recs.iter().rev().find(|r| r.accepted) {
-            f_v = r.f_t;
-        }
-        if last.accepted {
-            continue;
-        }
-        if last.gn == 0.0 {
-            break; // stationary on this support
-        }
-        // The rejected step's inner iteration goes on with the halved step.
-        let mut mu_r = last.mu;
-        if let Backtrack::Stop = backtrack(backend, cfg, &mut v, &mut trial, &mut f_v, &mut mu_r)? {
-            break;
-        }
-    }
-    Ok(v)
-}
-
 /// `Refine::Cg`: conjugate gradients for `min ‖A_S v − y‖²` on the new support with the
 /// step's gates, `K` steps from the thresholded vector. Slot `START` holds the direction.
 fn refine_cg(backend: &mut dyn Backend, cfg: &IhtConfig, mut f_v: f64) -> Result<Slot> {
@@ -509,34 +481,46 @@ fn refine_cg(backend: &mut dyn Backend, cfg: &IhtConfig, mut f_v: f64) -> Result
     Ok(v)
 }
 
-/// `Refine::Armijo`, the paper's code: the normalised step once, then only halved. Runs of
-/// accepted steps go to [`Backend::refine_armijo`] in one call (one submission on the GPU);
-/// a rejected step comes back to the host for backtracking.
-fn refine_armijo(backend: &mut dyn Backend, cfg: &IhtConfig, mut f_v: f64) -> Result<Slot> {
+/// `Refine::Exact` (the normalised step at every inner step) or `Refine::Armijo` (the paper's
+/// code: the normalised step once, then only halved) from the thresholded vector in `V`.
+/// Runs of accepted steps go to the backend in one call (one submission on the GPU, the first
+/// with the forward pass that gives the loss at `V`: [`Backend::refine_fresh`]); a rejected
+/// step comes back to the host for backtracking. Returns the slot holding the result.
+fn refine_chained(backend: &mut dyn Backend, cfg: &IhtConfig, rule: StepRule) -> Result<Slot> {
     let (mut v, mut trial) = (Slot::V, Slot::TRIAL);
-    let mut mu: Option<f32> = None;
+    let (mut f_v, mut recs) = backend.refine_fresh(v, Slot::G, trial, rule, cfg.inner)?;
+    let mut rule = rule;
     let mut done = 0;
-    while done < cfg.inner {
-        let recs = backend.refine_armijo(v, Slot::G, trial, f_v, mu, cfg.inner - done)?;
-        let Some(last) = recs.last() else {
-            break;
-        };
+    while let Some(&last) = recs.last() {
         done += recs.len();
         if let Some(r) = recs.iter().rev().find(|r| r.accepted) {
             f_v = r.f_t;
         }
         let mut mu_r = last.mu;
-        mu = Some(mu_r);
-        if last.accepted {
-            continue;
+        if !last.accepted {
+            if last.gn == 0.0 {
+                break; // stationary on this support
+            }
+            // The rejected step's inner iteration goes on with the halved step.
+            if let Backtrack::Stop =
+                backtrack(backend, cfg, &mut v, &mut trial, &mut f_v, &mut mu_r)?
+            {
+                break;
+            }
         }
-        if last.gn == 0.0 {
-            break; // stationary on this support
+        // Armijo goes on with the batch's μ, halved by any backtracking.
+        if let StepRule::Armijo(_) = rule {
+            rule = StepRule::Armijo(Some(mu_r));
         }
-        if let Backtrack::Stop = backtrack(backend, cfg, &mut v, &mut trial, &mut f_v, &mut mu_r)? {
+        if done >= cfg.inner {
             break;
         }
-        mu = Some(mu_r);
+        recs = match rule {
+            StepRule::Exact => backend.refine_exact(v, Slot::G, trial, f_v, cfg.inner - done)?,
+            StepRule::Armijo(mu) => {
+                backend.refine_armijo(v, Slot::G, trial, f_v, mu, cfg.inner - done)?
+            }
+        };
     }
     Ok(v)
 }

@@ -181,6 +181,8 @@ shared_consts! {
     pub const SC_MU: usize = 6;
     /// Refinement scalar: the loss at the current iterate.
     pub const SC_FV: usize = 7;
+    /// Refinement scalar: the loss at the batch's first iterate, when the batch computed it.
+    pub const SC_F0: usize = 8;
     /// First refinement record: REC_LEN floats per step (‖g‖², ‖A g‖², μ, f(trial), accepted),
     /// after the scalars of the support passes.
     pub const SC_REC: usize = SCALARS;

@@ -78,7 +78,9 @@ pub use kernels::{
 };
 pub use options::{GpuOptions, ShaderChecks, SupportOrder};
 
-use super::{Backend, BackendInfo, GateSource, MemoryMeter, MemoryStats, RefineStep, Slot};
+use super::{
+    Backend, BackendInfo, GateSource, MemoryMeter, MemoryStats, RefineStep, Slot, StepRule,
+};
 use crate::error::{Error, Result};
 use crate::problem::{Features, GateMode, Problem};
 use crate::samples::SampleSource;
@@ -580,7 +582,7 @@ impl Backend for GpuBackend {
     ) -> Result<Vec<RefineStep>> {
         super::check_refine_slots(v, g, trial)?;
         let q = (self.slot(v)?, self.slot(g)?, self.slot(trial)?);
-        self.refine_batches(q, f_v, refine::StepRule::Exact, steps)
+        Ok(self.refine_batches(q, Some(f_v), StepRule::Exact, steps)?.1)
     }
 
     fn refine_armijo(
@@ -594,7 +596,25 @@ impl Backend for GpuBackend {
     ) -> Result<Vec<RefineStep>> {
         super::check_refine_slots(v, g, trial)?;
         let q = (self.slot(v)?, self.slot(g)?, self.slot(trial)?);
-        self.refine_batches(q, f_v, refine::StepRule::Armijo(mu), steps)
+        Ok(self
+            .refine_batches(q, Some(f_v), StepRule::Armijo(mu), steps)?
+            .1)
+    }
+
+    fn refine_fresh(
+        &mut self,
+        v: Slot,
+        g: Slot,
+        trial: Slot,
+        rule: StepRule,
+        steps: usize,
+    ) -> Result<(f64, Vec<RefineStep>)> {
+        if steps == 0 {
+            return Ok((self.forward(v)?, Vec::new()));
+        }
+        super::check_refine_slots(v, g, trial)?;
+        let q = (self.slot(v)?, self.slot(g)?, self.slot(trial)?);
+        self.refine_batches(q, None, rule, steps)
     }
 
     fn threshold(&mut self, w: Slot, mu: f32, s: usize, dst: Slot) -> Result<()> {

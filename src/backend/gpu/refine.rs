@@ -4,52 +4,51 @@
 use super::buffers::REFINE_MAX;
 use super::interface::{
     Op, FLAG_GUARD, FLAG_IF_ODD, FLAG_MU_KEEP, FLAG_MU_SC, FLAG_STORE, FLAG_SUB_Y, META_STOP,
-    REC_LEN, SC_FV, SC_MU, SC_REC, WG_SIZE,
+    REC_LEN, SC_F0, SC_FV, SC_MU, SC_REC, WG_SIZE,
 };
 use super::kernels::K;
 use super::record::{Read, Rec};
 use super::GpuBackend;
-use crate::backend::RefineStep;
+use crate::backend::{RefineStep, StepRule};
 use crate::error::{Error, Result};
-
-/// How a refinement batch chooses each step's μ.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub(super) enum StepRule {
-    /// The normalised step at every step (`refine_exact`).
-    Exact,
-    /// Armijo (`refine_armijo`): one μ for every step, the normalised step at the first
-    /// (`None`) or the host's.
-    Armijo(Option<f32>),
-}
 
 impl GpuBackend {
     /// [`crate::backend::Backend::refine_exact`] or [`crate::backend::Backend::refine_armijo`]
-    /// on slots `q = (v, g, trial)`, in batches of at most `REFINE_MAX` steps.
+    /// on slots `q = (v, g, trial)`, in batches of at most `REFINE_MAX` steps, from the loss
+    /// `f_v` at `v`, or (`None`) from `f(v)` computed in the first batch's submission
+    /// ([`crate::backend::Backend::refine_fresh`]). Returns the loss at `v` it started from and
+    /// the records; `steps` must be at least 1 when `f_v` is `None`.
     pub(super) fn refine_batches(
         &mut self,
         q: (u32, u32, u32),
-        mut f_v: f64,
+        f_v: Option<f64>,
         mut rule: StepRule,
         steps: usize,
-    ) -> Result<Vec<RefineStep>> {
+    ) -> Result<(f64, Vec<RefineStep>)> {
         let mut out: Vec<RefineStep> = Vec::with_capacity(steps);
+        // The loss at `v` as the call found it, and at the current iterate.
+        let (mut first, mut current) = (f_v, f_v);
         while out.len() < steps {
             let n = (steps - out.len()).min(REFINE_MAX);
-            let batch = self.refine_batch(q, f_v, rule, n)?;
+            let (f_at, batch) = self.refine_batch(q, current, rule, n)?;
+            first.get_or_insert(f_at);
             if let (StepRule::Armijo(_), Some(r)) = (rule, batch.last()) {
                 // The next batch keeps the device's μ (the host's copy of it for the record).
                 rule = StepRule::Armijo(Some(r.mu));
             }
             let all = batch.last().is_some_and(|r| r.accepted);
-            if let Some(r) = batch.last().filter(|r| r.accepted) {
-                f_v = r.f_t;
-            }
+            current = Some(batch.last().filter(|r| r.accepted).map_or(f_at, |r| r.f_t));
             out.extend(batch);
             if !all {
                 break;
             }
         }
-        Ok(out)
+        match first {
+            Some(f) => Ok((f, out)),
+            None => Err(Error::Gpu(
+                "a refinement that computes its starting loss needs at least one step".into(),
+            )),
+        }
     }
 
     /// Up to `REFINE_MAX` refinement steps in one submission (see
@@ -58,14 +57,17 @@ impl GpuBackend {
     /// residual between the two residual regions, so an accepted step costs no copies.
     /// `refine_decide` stops the chain at the first rejection; a final copy brings the iterate
     /// back to `v` when it sits in `t`. An exact step computes μ from `‖A g‖²` (one apply of
-    /// `g`); an Armijo step after the first keeps μ and skips that apply.
+    /// `g`); an Armijo step after the first keeps μ and skips that apply. With `f_v` `None` the
+    /// chain starts with the forward pass of `v` (residual and loss on the device, as
+    /// [`crate::backend::Backend::forward`] computes them) and the loss comes back with the
+    /// records. Returns the loss at `v` and the records.
     pub(super) fn refine_batch(
         &mut self,
         (qv, qg, qt): (u32, u32, u32),
-        f_v: f64,
+        f_v: Option<f64>,
         rule: StepRule,
         steps: usize,
-    ) -> Result<Vec<RefineStep>> {
+    ) -> Result<(f64, Vec<RefineStep>)> {
         let c = self.lay.cfg;
         let queue = &self.ctx.queue;
         queue.write_buffer(
@@ -73,11 +75,13 @@ impl GpuBackend {
             (c.u_meta as usize + META_STOP) as u64 * 4,
             bytemuck::cast_slice(&[0u32, 0u32]),
         );
-        queue.write_buffer(
-            &self.bufs.f,
-            (c.f_scalars as usize + SC_FV) as u64 * 4,
-            bytemuck::bytes_of(&(f_v as f32)),
-        );
+        if let Some(f_v) = f_v {
+            queue.write_buffer(
+                &self.bufs.f,
+                (c.f_scalars as usize + SC_FV) as u64 * 4,
+                bytemuck::bytes_of(&(f_v as f32)),
+            );
+        }
         if let StepRule::Armijo(Some(mu)) = rule {
             queue.write_buffer(
                 &self.bufs.f,
@@ -87,6 +91,18 @@ impl GpuBackend {
         }
         let mut rec = Rec::default();
         self.ensure_mask(&mut rec, qv, false);
+        if f_v.is_none() {
+            // f(v): the residual into the current region, its loss into SC_FV for the chain
+            // and into SC_F0 for the host (the chain moves SC_FV on).
+            let res = self.res(self.cur);
+            let parts = self.rec_apply_parts(&mut rec, qv, FLAG_SUB_Y | FLAG_STORE, res, false);
+            for sc in [SC_F0, SC_FV] {
+                let red = self
+                    .op()
+                    .reduce_sum(c.f_partial_sums, parts as u32, sc as u32);
+                rec.push(K::Reduce, red, [1, 1, 1]);
+            }
+        }
         let slot_grid = self.kernels.grid1(self.lay.cap.div_ceil(WG_SIZE));
         // Every kernel of the chain returns once a step has been rejected.
         let guard = Op {
@@ -138,7 +154,7 @@ impl GpuBackend {
         }
         .copy_slot(qt, qv);
         rec.push(K::CopySlot, fix, slot_grid);
-        let reads = [
+        let mut reads = vec![
             Read {
                 buffer: &self.bufs.u,
                 offset: (c.u_meta as usize + META_STOP) as u64 * 4,
@@ -150,7 +166,21 @@ impl GpuBackend {
                 bytes: (REC_LEN * steps * 4) as u64,
             },
         ];
-        let bytes = self.run(rec, &reads)?;
+        if f_v.is_none() {
+            reads.push(Read {
+                buffer: &self.bufs.f,
+                offset: (c.f_scalars as usize + SC_F0) as u64 * 4,
+                bytes: 4,
+            });
+        }
+        let mut bytes = self.run(rec, &reads)?;
+        let f_v = match f_v {
+            Some(f) => f,
+            None => {
+                let tail = bytes.split_off(bytes.len() - 4);
+                f32::from_le_bytes(tail.try_into().expect("4 bytes")) as f64
+            }
+        };
         let (stop, acc) = (
             u32::from_le_bytes(bytes[0..4].try_into().expect("4 bytes")) as usize,
             u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes")) as usize,
@@ -186,6 +216,6 @@ impl GpuBackend {
         if let Some(r) = out.last() {
             self.last_gnorm = r.gn;
         }
-        Ok(out)
+        Ok((f_v, out))
     }
 }
