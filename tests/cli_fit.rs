@@ -213,6 +213,26 @@ fn fits_an_mnist_digit_and_renders_it_back() {
     );
 }
 
+/// A one-pixel-high image fits; its SSIM, which needs two rows, is reported as missing
+/// (JSON null, "n/a" in the summary), never as NaN.
+#[test]
+fn a_single_row_image_fits_without_an_ssim() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = image::ImageBuffer::from_fn(90, 1, |x, _| image::Luma([(x * 37 % 256) as u8]));
+    src.save(dir.path().join("row.png")).unwrap();
+    let out = spinr(
+        dir.path(),
+        &["fit", "row.png", "-s", "40", "--iters", "3", "--out", "row"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("SSIM n/a"), "{text}");
+    assert!(!text.contains("NaN"), "{text}");
+    let r = read_report(&dir.path().join("row"));
+    assert_eq!((r.height, r.width, r.ssim), (1, 90, None));
+    assert!(r.psnr.is_finite());
+}
+
 #[test]
 fn refuses_to_overwrite_without_force() {
     let dir = tempfile::tempdir().unwrap();

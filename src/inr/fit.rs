@@ -619,6 +619,7 @@ pub struct FitReport {
     /// PSNR of the best approximation of the image by as many DCT coefficients as the model
     /// has nonzeros: the classical yardstick at equal size.
     pub dct_psnr: Option<f64>,
+    /// Mean SSIM; `None` when a side of the image has fewer than 2 pixels.
     pub ssim: Option<f64>,
     /// Wall time of the fit itself.
     pub seconds: f64,
@@ -753,7 +754,7 @@ impl FitReport {
         self.stopped = stopped;
         self.psnr = psnr(metrics::mse(&recon.data, &image.data));
         self.psnr_8bit = Some(psnr(metrics::mse(&recon.quantized().data, &image.data)));
-        self.ssim = Some(metrics::ssim(&recon.data, &image.data, h, w, c));
+        self.ssim = metrics::ssim(&recon.data, &image.data, h, w, c);
         self.seconds = seconds;
         self.model_bytes = model_bytes;
         self.bits_per_pixel = model_bytes.map(|b| b as f64 * 8.0 / image.pixels() as f64);

@@ -31,11 +31,16 @@ pub fn range(y: &[f32]) -> f64 {
     (hi - lo).max(f32::MIN_POSITIVE) as f64
 }
 
-/// Mean SSIM (Wang et al. 2004) over 8×8 windows with stride 4, per channel, data range 1.
-/// `img` is row-major `h×w×c`.
-pub fn ssim(a: &[f32], b: &[f32], h: usize, w: usize, c: usize) -> f64 {
+/// Mean SSIM (Wang et al. 2004) over 8×8 windows with stride 4, per channel, data range 1
+/// (smaller windows on an image under 8 pixels on a side). `img` is row-major `h×w×c`.
+/// `None` when a side has fewer than 2 pixels: a window's variances need two rows and two
+/// columns.
+pub fn ssim(a: &[f32], b: &[f32], h: usize, w: usize, c: usize) -> Option<f64> {
     let (c1, c2) = (0.01f64.powi(2), 0.03f64.powi(2));
     let win = 8.min(h).min(w);
+    if win < 2 || c == 0 {
+        return None;
+    }
     let stride = 4.min(win).max(1);
     let mut total = 0.0;
     let mut count = 0usize;
@@ -75,11 +80,7 @@ pub fn ssim(a: &[f32], b: &[f32], h: usize, w: usize, c: usize) -> f64 {
             r += stride;
         }
     }
-    if count == 0 {
-        1.0
-    } else {
-        total / count as f64
-    }
+    Some(total / count as f64)
 }
 
 /// Minimum-cost assignment of rows to columns of a square cost matrix (Hungarian algorithm,
@@ -219,8 +220,17 @@ mod tests {
     #[test]
     fn ssim_of_identical_images_is_one() {
         let a: Vec<f32> = (0..256).map(|i| (i % 17) as f32 / 17.0).collect();
-        assert!((ssim(&a, &a, 16, 16, 1) - 1.0).abs() < 1e-9);
+        assert!((ssim(&a, &a, 16, 16, 1).unwrap() - 1.0).abs() < 1e-9);
         let b: Vec<f32> = a.iter().map(|x| 1.0 - x).collect();
-        assert!(ssim(&a, &b, 16, 16, 1) < 0.5);
+        assert!(ssim(&a, &b, 16, 16, 1).unwrap() < 0.5);
+    }
+
+    #[test]
+    fn ssim_needs_two_pixels_on_each_side() {
+        let a: Vec<f32> = (0..300).map(|i| (i % 7) as f32 / 7.0).collect();
+        assert_eq!(ssim(&a, &a, 1, 300, 1), None);
+        assert_eq!(ssim(&a, &a, 300, 1, 1), None);
+        let s = ssim(&a[..6], &a[..6], 2, 3, 1).unwrap();
+        assert!(s.is_finite() && (s - 1.0).abs() < 1e-9, "{s}");
     }
 }

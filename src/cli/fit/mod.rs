@@ -657,11 +657,14 @@ fn print_and_finish(
             report.backend,
             report.adapter
         );
+        let ssim = report.ssim.map_or_else(
+            || "n/a (a side under 2 pixels)".to_string(),
+            |s| format!("{s:.4}"),
+        );
         println!(
-            "  PSNR {:.2} dB (8-bit PNG {:.2} dB), SSIM {:.4}, model {} bytes = {:.3} bits/pixel",
+            "  PSNR {:.2} dB (8-bit PNG {:.2} dB), SSIM {ssim}, model {} bytes = {:.3} bits/pixel",
             report.psnr,
             report.psnr_8bit.unwrap_or(0.0),
-            report.ssim.unwrap_or(0.0),
             model_bytes,
             report.bits_per_pixel.unwrap_or(0.0)
         );
