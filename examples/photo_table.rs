@@ -9,6 +9,7 @@
 //! too, and the last rows give the median over photos of each photo's gain (median over its
 //! seeds of now, minus the base's) and its range. Bold: spinr above the DCT.
 
+use spinr::sweep::summary::median;
 use spinr::sweep::{Manifest, Method, Results, RESULTS_FILE};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -65,19 +66,6 @@ fn read(root: &Path) -> anyhow::Result<Table> {
     Ok(table)
 }
 
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    let k = v.len();
-    if k == 0 {
-        f64::NAN
-    } else if k % 2 == 1 {
-        v[k / 2]
-    } else {
-        (v[k / 2 - 1] + v[k / 2]) / 2.0
-    }
-}
-
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (now, base) = match args.as_slice() {
@@ -115,7 +103,10 @@ fn main() -> anyhow::Result<()> {
                 print!(" – |");
                 continue;
             };
-            let m = median(seeds);
+            let Some(m) = median(seeds) else {
+                print!(" – |");
+                continue;
+            };
             let spinr = if m > *dct {
                 beats[c] += 1;
                 format!("**{m:.2}**")
@@ -127,7 +118,7 @@ fn main() -> anyhow::Result<()> {
                 .and_then(|b| b.get(&((*photo).clone(), *n, *s)))
             {
                 Some((_, old)) => {
-                    let o = median(old);
+                    let o = median(old).unwrap_or(f64::NAN);
                     gains[c].push(m - o);
                     print!(" {dct:.2} / {o:.2} / {spinr} |");
                 }
@@ -140,9 +131,9 @@ fn main() -> anyhow::Result<()> {
     if base.is_some() {
         print!("| median gain over the base |");
         for g in &gains {
-            match g.is_empty() {
-                true => print!(" – |"),
-                false => print!(" {:+.2} dB |", median(g)),
+            match median(g) {
+                None => print!(" – |"),
+                Some(x) => print!(" {x:+.2} dB |"),
             }
         }
         print!("\n| (range) |");

@@ -271,6 +271,7 @@ pub fn top_s_by_sort(values: &[f32], s: usize) -> SparseVec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::{Rng, SeedableRng};
 
     #[test]
     fn momentum_extrapolates_on_the_current_support_only() {
@@ -287,7 +288,6 @@ mod tests {
             vec![2.5, -1.25, 0.625]
         );
     }
-    use rand::{Rng, SeedableRng};
 
     #[test]
     fn streaming_equals_sort_with_ties_and_edges() {

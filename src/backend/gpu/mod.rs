@@ -305,6 +305,15 @@ impl GpuBackend {
         Ok(rec)
     }
 
+    /// The jobs of [`Backend::step_size`]: `g = A_Sᵀ r` on `v`'s support into slot `qg`, `‖g‖²`
+    /// into scalar 0 and `‖A_S g‖²` into scalar 1.
+    fn rec_step_size(&mut self, rec: &mut Rec, qv: u32, qg: u32) {
+        self.ensure_mask(rec, qv, false);
+        self.rec_grad(rec, qv, qg, 0);
+        self.rec_apply(rec, qg, 0, 0, 1, false);
+        self.sup[qg as usize] = self.sup[qv as usize];
+    }
+
     fn res(&self, which: usize) -> u32 {
         self.lay.f_res[which] as u32
     }
@@ -486,11 +495,8 @@ impl Backend for GpuBackend {
     fn step_size(&mut self, v: Slot, g: Slot) -> Result<(f64, f64)> {
         let (qv, qg) = (self.slot(v)?, self.slot(g)?);
         let mut rec = Rec::default();
-        self.ensure_mask(&mut rec, qv, false);
-        self.rec_grad(&mut rec, qv, qg, 0);
-        self.rec_apply(&mut rec, qg, 0, 0, 1, false);
+        self.rec_step_size(&mut rec, qv, qg);
         let s = self.run_scalars(rec, 2)?;
-        self.sup[qg as usize] = self.sup[qv as usize];
         self.last_gnorm = s[0];
         Ok((s[0], s[1]))
     }
@@ -630,12 +636,9 @@ impl Backend for GpuBackend {
         self.check_top_s(s)?;
         // step_size's jobs and μ into SC_MU, then the dense pass: one submission, no wait.
         let mut rec = Rec::default();
-        self.ensure_mask(&mut rec, qw, false);
-        self.rec_grad(&mut rec, qw, qg, 0);
-        self.rec_apply(&mut rec, qg, 0, 0, 1, false);
+        self.rec_step_size(&mut rec, qw, qg);
         rec.push(K::StepMu, self.op(), [1, 1, 1]);
         self.run_threshold(rec, qw, None, s, qd)?;
-        self.sup[qg as usize] = self.sup[qw as usize];
         // ‖g‖² stays on the device; a trial that reuses this g must recompute it.
         self.last_gnorm = f64::NAN;
         self.sup[qd as usize] = self.new_support();
