@@ -75,15 +75,20 @@ order() {
 }
 epochs() {
   # Issue 15's open cells, 256² with s = 3000 and 1000: does a GPU make more epochs cheap? The
-  # default (30 epochs, 50 per colour plane), twice its epochs, and the CPU's default, seed 0,
-  # PSNR and seconds side by side on this machine.
+  # CPU's default (30 epochs, 50 per colour plane), the GPU's default, twice its epochs, and
+  # the GPU given the CPU default's seconds (--time-budget), seed 0, PSNR, seconds and epochs
+  # side by side on this machine.
+  one() {
+    timeout 300 "$B" fit assets/photos/$p.png --resize 256 -s $S --out "$OUT/ep-$p-$S-$1" --force --json "${@:2}" 2>/dev/null | python3 -c "import json,sys; r=json.load(sys.stdin); print(round(r['psnr'],3), 'dB', round(r['seconds'],2), 's', r['iterations'], 'epochs')"
+  }
   for S in 3000 1000; do
     for p in camera brick chelsea coffee; do
       case $p in chelsea|coffee) e=50 ;; *) e=30 ;; esac
-      for run in "gpu $e" "gpu $((2 * e))" "cpu $e"; do
-        set -- $run
-        echo "$p s=$S $1 $2 epochs: $(timeout 120 "$B" fit assets/photos/$p.png --resize 256 -s $S --iters $2 --backend $1 --out "$OUT/ep-$p-$S-$1-$2" --force --json 2>/dev/null | python3 -c "import json,sys; r=json.load(sys.stdin); print(round(r['psnr'],3), 'dB', round(r['seconds'],2), 's')")"
-      done
+      cpu=$(one cpu --backend cpu); echo "$p s=$S cpu default: $cpu"
+      echo "$p s=$S gpu default: $(one gpu --backend gpu)"
+      echo "$p s=$S gpu $((2 * e)) epochs: $(one gpu2 --backend gpu --iters $((2 * e)))"
+      t=$(echo "$cpu" | awk '{print $3}')
+      echo "$p s=$S gpu in the cpu's $t s: $(one gpu-budget --backend gpu --time-budget $t)"
     done
   done
 }

@@ -60,6 +60,8 @@ pub enum Param {
     Candidates,
     /// The share of `s` a growing support starts from.
     GrowFrom,
+    /// Wall-clock seconds for a fit.
+    TimeBudget,
 }
 
 impl Param {
@@ -91,6 +93,7 @@ impl Param {
             Param::Momentum => "momentum",
             Param::Candidates => "candidates",
             Param::GrowFrom => "support growth",
+            Param::TimeBudget => "time budget",
         }
     }
 }

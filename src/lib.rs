@@ -18,6 +18,7 @@ pub mod inr;
 pub mod metrics;
 pub mod model;
 pub mod output;
+pub mod pace;
 pub mod plant;
 pub mod problem;
 pub mod rng;

@@ -13,8 +13,9 @@ use std::ops::ControlFlow;
 
 /// One training method as the loop drives it.
 pub trait Learner {
-    /// Before the updates of `epoch` (also when a resumed loop goes on within it).
-    fn begin_epoch(&mut self, _epoch: usize) -> Result<()> {
+    /// Before the updates of `epoch` of `epochs` (also when a resumed loop goes on within
+    /// it). `epochs` is the schedule's count, which a [`Pace`] may change between epochs.
+    fn begin_epoch(&mut self, _epoch: usize, _epochs: usize) -> Result<()> {
         Ok(())
     }
     /// One update on these samples (`None`: all samples, i.e. a full-batch epoch).
@@ -92,6 +93,8 @@ impl Schedule {
 #[derive(Clone, Debug)]
 pub struct EpochReport {
     pub epoch: usize,
+    /// Epochs the loop now plans in all (the schedule's, or a [`Pace`]'s latest count).
+    pub epochs: usize,
     /// The loss over all samples (`Learner::evaluate`).
     pub loss: f64,
     pub n: usize,
@@ -133,6 +136,10 @@ pub struct LoopState {
     pub best_loss: Option<f64>,
     /// Loss after each finished epoch.
     pub history: Vec<f64>,
+    /// The epoch count a [`Pace`] last planned (`None`: the schedule's own), so that a
+    /// resumed loop goes on with the batches it had.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planned: Option<usize>,
 }
 
 /// Runs `schedule.epochs` epochs. `observe` sees every epoch's report; `Break` stops after it
@@ -156,14 +163,43 @@ pub fn run_from<L: Learner + ?Sized>(
     learner: &mut L,
     schedule: &Schedule,
     start: Option<LoopState>,
+    observe: impl FnMut(&EpochReport) -> ControlFlow<()>,
+    pause: impl FnMut(&LoopState, &mut L) -> Result<ControlFlow<()>>,
+) -> Result<LoopOutcome> {
+    run_paced(learner, schedule, start, None, observe, pause)
+}
+
+/// Re-plans a loop's epoch count as it goes (`crate::pace::TimeBudget`: a wall-clock budget).
+/// Epochs already run keep the batch sizes they had; the batches and the learner's
+/// per-epoch settings of the epochs to come follow the new count.
+pub trait Pace {
+    /// `epoch` is about to run its `updates` updates.
+    fn start_epoch(&mut self, epoch: usize, updates: usize);
+    /// Its updates are done; the evaluation on all samples follows.
+    fn updates_done(&mut self);
+    /// After the evaluation of `epoch`: the epochs to run in all, at least `epoch + 1`
+    /// (`epoch + 1`: stop here). `schedule` is the loop's, with its current count.
+    fn plan(&mut self, epoch: usize, schedule: &Schedule) -> usize;
+}
+
+/// [`run_from`] whose epoch count a `pace` may change after every epoch.
+pub fn run_paced<L: Learner + ?Sized>(
+    learner: &mut L,
+    schedule: &Schedule,
+    start: Option<LoopState>,
+    mut pace: Option<&mut dyn Pace>,
     mut observe: impl FnMut(&EpochReport) -> ControlFlow<()>,
     mut pause: impl FnMut(&LoopState, &mut L) -> Result<ControlFlow<()>>,
 ) -> Result<LoopOutcome> {
+    let mut schedule = *schedule;
     if schedule.batch_size == Some(0) {
         return Err(Error::invalid(Param::BatchSize, "must be at least 1"));
     }
     let n = schedule.n;
     let mut at = start.unwrap_or_default();
+    if let Some(e) = at.planned {
+        schedule.epochs = e;
+    }
     if at.epoch > schedule.epochs
         || at.batch >= schedule.updates_in(at.epoch)
         || at.history.len() != at.epoch
@@ -194,7 +230,10 @@ pub fn run_from<L: Learner + ?Sized>(
     let mut stopped = false;
     'epochs: while at.epoch < schedule.epochs {
         let epoch = at.epoch;
-        learner.begin_epoch(epoch)?;
+        learner.begin_epoch(epoch, schedule.epochs)?;
+        if let Some(p) = pace.as_deref_mut() {
+            p.start_epoch(epoch, schedule.updates_in(epoch));
+        }
         match schedule.batch_at(epoch) {
             None => {
                 learner.update(None)?;
@@ -219,6 +258,9 @@ pub fn run_from<L: Learner + ?Sized>(
                 }
             }
         }
+        if let Some(p) = pace.as_deref_mut() {
+            p.updates_done();
+        }
         let loss = learner.evaluate()?;
         if !loss.is_finite() {
             return Err(Error::Diverged(format!(
@@ -234,7 +276,16 @@ pub fn run_from<L: Learner + ?Sized>(
         learner.end_epoch(epoch, loss)?;
         at.epoch = epoch + 1;
         at.batch = 0;
-        let seen = observe(&EpochReport { epoch, loss, n });
+        if let Some(p) = pace.as_deref_mut() {
+            schedule.epochs = p.plan(epoch, &schedule).max(epoch + 1);
+            at.planned = Some(schedule.epochs);
+        }
+        let seen = observe(&EpochReport {
+            epoch,
+            epochs: schedule.epochs,
+            loss,
+            n,
+        });
         if pause(&at, learner)?.is_break() || seen.is_break() {
             stopped = true;
             break;
@@ -457,6 +508,112 @@ mod tests {
             assert_eq!((out.epochs, out.updates), (whole.epochs, whole.updates));
         }
         points.len()
+    }
+
+    /// Plans the counts it is given, one per epoch, and records the epoch's update counts.
+    struct Planned {
+        counts: Vec<usize>,
+        updates: Vec<usize>,
+    }
+
+    impl Pace for Planned {
+        fn start_epoch(&mut self, _epoch: usize, updates: usize) {
+            self.updates.push(updates);
+        }
+        fn updates_done(&mut self) {}
+        fn plan(&mut self, epoch: usize, _: &Schedule) -> usize {
+            self.counts[epoch]
+        }
+    }
+
+    #[test]
+    fn a_pace_re_plans_the_epochs_to_come_and_a_resume_keeps_its_plan() {
+        let s = Schedule {
+            n: 64,
+            epochs: 3,
+            batch_size: Some(2),
+            grow_to: Some(32),
+            seed: 5,
+        };
+        let losses = [9.0, 8.0, 7.0, 6.0, 5.0, 4.0, 3.0];
+        // 3 epochs planned, then 7, then 5 (after epoch 0 and 1), 5 kept.
+        let counts = vec![7, 5, 5, 5, 5];
+        let run_paced_from =
+            |l: &mut Script, start: Option<LoopState>, stop: Option<&LoopState>| {
+                let mut pace = Planned {
+                    counts: counts.clone(),
+                    updates: Vec::new(),
+                };
+                let mut seen = Vec::new();
+                let out = run_paced(
+                    l,
+                    &s,
+                    start,
+                    Some(&mut pace),
+                    |r| {
+                        seen.push(r.epochs);
+                        ControlFlow::Continue(())
+                    },
+                    |at, _| {
+                        Ok(match stop {
+                            Some(p) if p == at => ControlFlow::Break(()),
+                            _ => ControlFlow::Continue(()),
+                        })
+                    },
+                )
+                .unwrap();
+                (out, pace.updates, seen)
+            };
+        let mut whole = script(&losses);
+        let (out, updates, seen) = run_paced_from(&mut whole, None, None);
+        assert_eq!(out.epochs, 5);
+        assert_eq!(seen, [7, 5, 5, 5, 5]);
+        // Epoch 0 ran under 3 epochs (2 → 32 over 3 epochs), epoch 1 under 7, the rest under 5:
+        // every epoch's batches are those of the count in force when it ran.
+        let under = |epochs: usize, e: usize| Schedule { epochs, ..s }.updates_in(e);
+        assert_eq!(
+            updates,
+            [
+                under(3, 0),
+                under(7, 1),
+                under(5, 2),
+                under(5, 3),
+                under(5, 4)
+            ]
+        );
+        assert_eq!(updates.iter().sum::<usize>(), out.updates);
+        assert_eq!(whole.batches.len(), out.updates);
+        // Stopped inside epoch 2 and resumed with a fresh learner: the same batches.
+        let mut pauses = Vec::new();
+        run_paced(
+            &mut script(&losses),
+            &s,
+            None,
+            Some(&mut Planned {
+                counts: counts.clone(),
+                updates: Vec::new(),
+            }),
+            |_| ControlFlow::Continue(()),
+            |at, _| {
+                pauses.push(at.clone());
+                Ok(ControlFlow::Continue(()))
+            },
+        )
+        .unwrap();
+        let at = pauses
+            .iter()
+            .find(|a| a.epoch == 2 && a.batch == 1)
+            .unwrap()
+            .clone();
+        assert_eq!(at.planned, Some(5));
+        let mut first = script(&losses);
+        run_paced_from(&mut first, None, Some(&at));
+        let mut rest = script(&losses);
+        rest.evals = at.epoch;
+        let (out2, _, _) = run_paced_from(&mut rest, Some(at), None);
+        first.batches.extend(rest.batches);
+        assert_eq!(first.batches, whole.batches);
+        assert_eq!(out2.history, out.history);
     }
 
     #[test]

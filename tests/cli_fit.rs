@@ -30,6 +30,7 @@ struct Report {
     seed: u64,
     gate_seed: u64,
     iters: usize,
+    time_budget: Option<f64>,
     iterations: usize,
     batch_size: Option<usize>,
     batch_size_end: Option<usize>,
@@ -1077,4 +1078,81 @@ fn frequencies_default_to_the_spectrum_and_travel_in_the_model() {
     assert_eq!(a, b);
     let g = read_report(&dir.path().join("gaussian")).psnr;
     assert_ne!(read_report(&dir.path().join("spectrum")).psnr, g);
+}
+
+/// `--time-budget` re-plans the epochs to end near the budget: a 128² fit whose default 30
+/// epochs take seconds stops far earlier under a short budget, and the report says what ran.
+/// A colour fit shares the budget between its planes. Bad budgets, and a budget beside
+/// `--iters` or for IMP, are refused naming the flag.
+#[test]
+fn a_time_budget_plans_the_epochs() {
+    let dir = tempfile::tempdir().unwrap();
+    let cam = common::asset("camera.png");
+    let cam = cam.to_str().unwrap();
+    let fit = |extra: &[&str], out: &str| {
+        let mut args = vec!["fit", cam, "--resize", "128", "--out", out];
+        args.extend_from_slice(extra);
+        spinr(dir.path(), &args)
+    };
+    let o = fit(&[], "default");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let full = read_report(&dir.path().join("default"));
+    assert_eq!(
+        (full.iters, full.iterations, full.time_budget),
+        (30, 30, None)
+    );
+    // A tenth of the default's time: far fewer epochs, at least one.
+    let budget = (full.seconds / 10.0).max(0.01);
+    let o = fit(&["--time-budget", &budget.to_string()], "short");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("time budget"), "{}", stderr(&o));
+    let short = read_report(&dir.path().join("short"));
+    assert_eq!(short.time_budget, Some(budget));
+    assert_eq!(short.iters, short.iterations);
+    assert!(
+        short.iterations >= 1 && short.iterations < 20,
+        "{} epochs in a budget of {budget} s (the default's 30 took {} s)",
+        short.iterations,
+        full.seconds
+    );
+    assert!(short.psnr > 10.0, "{}", short.psnr);
+    // Colour: every plane runs, and the planes' epochs are reported.
+    let chelsea = common::asset("photos/chelsea.png");
+    let o = spinr(
+        dir.path(),
+        &[
+            "fit",
+            chelsea.to_str().unwrap(),
+            "--resize",
+            "48",
+            "--time-budget",
+            "1.5",
+            "--out",
+            "colour",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let c = read_report(&dir.path().join("colour"));
+    let planes = c.planes.expect("planes");
+    assert!(planes.iter().all(|p| p.iterations >= 1), "{planes:?}");
+    assert_eq!(c.iters, planes[0].iterations);
+    assert_eq!(
+        c.iterations,
+        planes.iter().map(|p| p.iterations).sum::<usize>()
+    );
+    assert_eq!(c.time_budget, Some(1.5));
+    for (extra, flag) in [
+        (&["--time-budget", "0"][..], "--time-budget"),
+        (&["--time-budget=-1"][..], "--time-budget"),
+        (&["--time-budget", "inf"][..], "--time-budget"),
+        (&["--time-budget", "5", "--iters", "3"][..], "--iters"),
+        (
+            &["--time-budget", "5", "--method", "imp"][..],
+            "--time-budget",
+        ),
+    ] {
+        let o = fit(extra, "bad");
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(flag), "{extra:?}: {}", stderr(&o));
+    }
 }

@@ -179,11 +179,11 @@ fn an_interrupted_sweep_resumes_to_one_row_per_cell() {
     assert_eq!(rows(&dir.join("runs/results.csv")), all);
 }
 
-#[test]
-fn a_digit_sweep_gives_imp_a_row_for_every_s() {
-    let tmp = tempfile::tempdir().unwrap();
+/// `spinr sweep` of IHT and IMP on digit 10 of the MNIST file (pixel coordinates, 40
+/// features, 4 neurons, seed 0) with `extra` (the nonzeros, epochs and `--out`).
+fn digit_sweep(dir: &Path, extra: &[&str]) -> Output {
     let digits = common::mnist();
-    let out = common::command(tmp.path())
+    common::command(dir)
         .args([
             "sweep",
             "--task",
@@ -196,23 +196,27 @@ fn a_digit_sweep_gives_imp_a_row_for_every_s() {
             "pixel",
             "--features",
             "40",
-            "--iters",
-            "10",
             "--neurons",
             "4",
-            "--nonzeros",
-            "20,80,150",
             "--methods",
             "iht,imp",
             "--seeds",
             "0",
             "--backend",
             "cpu",
-            "--out",
-            "d",
         ])
+        .args(extra)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn a_digit_sweep_gives_imp_a_row_for_every_s() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = digit_sweep(
+        tmp.path(),
+        &["--iters", "10", "--nonzeros", "20,80,150", "--out", "d"],
+    );
     assert!(out.status.success(), "{}", common::stderr(&out));
     let text = std::fs::read_to_string(tmp.path().join("d/results.csv")).unwrap();
     let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();
@@ -502,4 +506,52 @@ fn an_impossible_cell_is_refused_before_the_sweep_starts() {
         );
         assert!(!tmp.path().join(&out_dir).exists(), "{task:?}");
     }
+}
+
+/// `--time-budget` in a sweep budgets each IHT cell (the rows say so) and leaves IMP cells to
+/// their epochs; the sweep records it, and the tasks without image fits refuse it.
+#[test]
+fn a_time_budget_sweep_budgets_the_iht_cells() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = digit_sweep(
+        tmp.path(),
+        &["--time-budget", "0.25", "--nonzeros", "20,80", "--out", "b"],
+    );
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let rows = rows_quoted(&tmp.path().join("b/results.csv"));
+    let get = |r: &[(String, String)], k: &str| {
+        r.iter()
+            .find(|(n, _)| n == k)
+            .unwrap_or_else(|| panic!("no {k} column"))
+            .1
+            .clone()
+    };
+    assert_eq!(rows.len(), 4);
+    for r in &rows {
+        let (method, budget) = (get(r, "method"), get(r, "time_budget"));
+        let iterations: usize = get(r, "iterations").parse().unwrap();
+        if method == "iht" {
+            assert_eq!(budget, "0.25", "{r:?}");
+            assert_eq!(get(r, "iters"), iterations.to_string());
+            assert!(iterations >= 1);
+        } else {
+            assert_eq!(budget, "", "{r:?}");
+            assert_eq!(get(r, "iters"), "30");
+        }
+    }
+    let manifest = std::fs::read_to_string(tmp.path().join("b/sweep.json")).unwrap();
+    assert!(manifest.contains("\"time_budget\": 0.25"), "{manifest}");
+    let mut plant: Vec<&str> = PLANT
+        .iter()
+        .copied()
+        .filter(|a| *a != "--iters" && *a != "20")
+        .collect();
+    plant.extend(["--time-budget", "1", "--out", "p"]);
+    let o = common::command(tmp.path()).args(&plant).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", common::stderr(&o));
+    assert!(
+        common::stderr(&o).contains("--time-budget: a time budget is for image fits"),
+        "{}",
+        common::stderr(&o)
+    );
 }

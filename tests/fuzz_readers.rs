@@ -249,6 +249,7 @@ fn fuzz_checkpoints() {
             updates: 7,
             best_loss: Some(0.25),
             history: vec![0.5, 0.25],
+            planned: None,
         },
         state: IhtState {
             w: SparseVec::from_pairs(vec![(0, 1.5), (9, -2.25), (23, 0.125)]),

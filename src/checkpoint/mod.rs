@@ -316,6 +316,7 @@ mod tests {
                 updates: 9,
                 best_loss: Some(0.1 + 0.2),
                 history: vec![1.0 / 3.0, 0.1 + 0.2],
+                planned: Some(40),
             },
             state: IhtState {
                 w: SparseVec::from_pairs(vec![(3, 0.5), (1, -1.0 / 3.0)]),

@@ -296,6 +296,10 @@ pub struct IhtConfig {
     /// make each update's few refinement steps on a small minibatch better determined.
     /// 1: `s` throughout.
     pub grow_from: f32,
+    /// Wall-clock seconds for the epochs and the polish (`spinr fit --time-budget`): the
+    /// epoch count is re-planned after every epoch to fit them (`crate::pace`), starting from
+    /// `iters`. `None`: `iters` epochs.
+    pub time_budget: Option<f64>,
 }
 
 /// Conjugate-gradient steps per polish round.
@@ -330,6 +334,7 @@ impl IhtConfig {
             momentum: 0.0,
             candidates: 1.0,
             grow_from: 1.0,
+            time_budget: None,
         }
     }
 
@@ -338,11 +343,16 @@ impl IhtConfig {
     /// `GROW_EPOCHS_SHARE·iters` (at least one nonzero). The last epoch always keeps `s`, so
     /// even a fit of one or two epochs ends with its whole budget.
     pub fn support_at(&self, epoch: usize) -> usize {
-        if self.grow_from >= 1.0 || epoch + 1 >= self.iters {
+        self.support_in(epoch, self.iters)
+    }
+
+    /// [`IhtConfig::support_at`] in a fit of `epochs` epochs (a time budget's latest count).
+    pub fn support_in(&self, epoch: usize, epochs: usize) -> usize {
+        if self.grow_from >= 1.0 || epoch + 1 >= epochs {
             return self.s;
         }
-        // `iters ≥ 2` here, so the ramp is longer than zero epochs.
-        let t = epoch as f64 / (GROW_EPOCHS_SHARE * self.iters as f64);
+        // `epochs ≥ 2` here, so the ramp is longer than zero epochs.
+        let t = epoch as f64 / (GROW_EPOCHS_SHARE * epochs as f64);
         let share = self.grow_from as f64 + (1.0 - self.grow_from as f64) * t;
         ((self.s as f64 * share).round() as usize).clamp(1, self.s)
     }

@@ -189,8 +189,8 @@ pub const RESCUES_PER_CHECK: usize = 8;
 pub const RESCUE_EVERY: usize = 5;
 
 impl Learner for IhtLearner<'_> {
-    fn begin_epoch(&mut self, epoch: usize) -> Result<()> {
-        let s = self.cfg.support_at(epoch);
+    fn begin_epoch(&mut self, epoch: usize, epochs: usize) -> Result<()> {
+        let s = self.cfg.support_in(epoch, epochs);
         self.growing = (s < self.cfg.s).then(|| IhtConfig {
             s,
             ..self.cfg.clone()

@@ -10,6 +10,7 @@
 use super::{fit_result, polish_if_due, FitResult, Gating, IhtConfig, IhtLearner};
 use crate::backend::{Backend, GateSource, Slot};
 use crate::error::Result;
+use crate::pace::TimeBudget;
 use crate::problem::Problem;
 use crate::sparse::SparseVec;
 use crate::train::{self, EpochReport, LoopState};
@@ -137,10 +138,17 @@ pub fn fit_from(
     if let Some(r) = resume {
         learner.restore(&r.state)?;
     }
-    let out = train::run_from(
+    // The polish after the last epoch: per round, its conjugate-gradient steps (a pass each
+    // way) and two forward passes, each about an evaluation.
+    let tail = (cfg.polish * (2 * super::POLISH_STEPS + 2)) as f64;
+    let mut budget = cfg
+        .time_budget
+        .map(|b| TimeBudget::new(b, tail, crate::pace::wall_clock()));
+    let out = train::run_paced(
         &mut learner,
         &schedule,
         resume.map(|r| r.at.clone()),
+        budget.as_mut().map(|b| b as &mut dyn train::Pace),
         observe,
         |at, l| {
             if !checkpoints.due(at) {

@@ -190,6 +190,10 @@ pub struct FitOptions {
     /// Where the feature frequencies come from (`None`: [`default_frequencies`]).
     #[serde(default)]
     pub frequencies: Option<Frequencies>,
+    /// Wall-clock seconds for the training ([`IhtConfig::time_budget`]; a colour fit's planes
+    /// share them); `iters` is then only the first plan. `None`: `iters` epochs.
+    #[serde(default)]
+    pub time_budget: Option<f64>,
 }
 
 impl Default for FitOptions {
@@ -211,6 +215,7 @@ impl Default for FitOptions {
             seed: 0,
             colour: None,
             frequencies: None,
+            time_budget: None,
         }
     }
 }
@@ -350,6 +355,13 @@ impl FitOptions {
         cfg.batch_size = batch_size;
         cfg.batch_end = batch_end;
         cfg.seed = self.seed;
+        cfg.time_budget = check_time_budget(self.time_budget)?;
+        if cfg.time_budget.is_some() && self.method == Method::Imp {
+            return Err(Error::invalid(
+                Param::TimeBudget,
+                "IMP trains a fixed number of epochs per round; give it --iters instead",
+            ));
+        }
         if batch_size.is_some() && self.variant == Variant::Spinr {
             cfg.candidates = self
                 .iht
@@ -387,6 +399,17 @@ impl FitOptions {
         plan.spec.fourier(Vec::new()).check_features()?;
         crate::problem::check_sizes(n, plan.spec.features, plan.spec.neurons)?;
         Ok(plan)
+    }
+}
+
+/// A time budget must be a finite number of seconds above 0.
+pub fn check_time_budget(budget: Option<f64>) -> Result<Option<f64>> {
+    match budget {
+        Some(b) if !(b.is_finite() && b > 0.0) => Err(Error::invalid(
+            Param::TimeBudget,
+            format!("{b} must be a number of seconds above 0"),
+        )),
+        _ => Ok(budget),
     }
 }
 
@@ -588,8 +611,11 @@ pub struct FitReport {
     pub gating: Option<Gating>,
     pub seed: u64,
     pub gate_seed: u64,
-    /// Epochs asked for.
+    /// Epochs asked for (with a time budget, the count it planned last).
     pub iters: usize,
+    /// Seconds given with `--time-budget` (null: none; the epochs were `iters`).
+    #[serde(default)]
+    pub time_budget: Option<f64>,
     /// Epochs run.
     pub iterations: usize,
     /// Samples per update (of the first epoch when batches grow); null = full batch.
@@ -691,6 +717,7 @@ impl FitReport {
             seed: spec.feature_seed,
             gate_seed: spec.gate_seed,
             iters: plan.cfg.iters,
+            time_budget: plan.cfg.time_budget,
             iterations: 0,
             batch_size: plan.batch_size,
             batch_size_end: plan.schedule().batch_at(plan.cfg.iters.saturating_sub(1)),
@@ -736,6 +763,9 @@ impl FitReport {
                 .as_ref()
                 .map_or(0, |o| o.iter().filter(|&&x| x != 0.0).count());
         self.iterations = fit.iterations;
+        if self.time_budget.is_some() {
+            self.iters = fit.iterations;
+        }
         self.peak_device_bytes = fit.peak_device_bytes;
         self.quality(image, &fit.recon, fit.stopped, fit.seconds, model_bytes)
     }

@@ -189,6 +189,36 @@ impl PlanesPlan {
             plans: plans.try_into().expect("three plans"),
         })
     }
+
+    /// The plan of plane `p` after the planes before it took `spent` seconds: under a time
+    /// budget, with its share of what they left by [`plane_cost`] of the planes from `p` on
+    /// (so the last plane gets all that is left); otherwise as planned.
+    pub fn plane_plan(&self, p: usize, spent: f64) -> std::borrow::Cow<'_, FitPlan> {
+        let plan = &self.plans[p];
+        let Some(budget) = plan.cfg.time_budget else {
+            return std::borrow::Cow::Borrowed(plan);
+        };
+        let cost = |q: usize| plane_cost(&self.plans[q]);
+        let rest: f64 = (p..3).map(cost).sum();
+        let mut own = plan.clone();
+        own.cfg.time_budget = Some(((budget - spent) * cost(p) / rest).max(f64::MIN_POSITIVE));
+        std::borrow::Cow::Owned(own)
+    }
+}
+
+/// A plane fit's time per epoch in relative units: about ten support passes per sample over
+/// its `s_p` nonzeros, its dense pass over `m_p·d` weights, and per-sample work over the `d`
+/// features that every plane pays whatever its size (laying out the epoch, each update's
+/// fixed work). The last term's weight, `22·d`, is fitted to the default fit of chelsea at
+/// 256², s = 3000, whose planes took 8.6, 2.4 and 1.6 s (`benches/NOTES.md`, CPU item 17):
+/// this model gives them 67%, 19% and 15% of the time, as measured (68%, 19%, 13%).
+pub fn plane_cost(plan: &FitPlan) -> f64 {
+    let (s, m, d) = (
+        plan.cfg.s as f64,
+        plan.spec.neurons as f64,
+        plan.spec.features as f64,
+    );
+    10.0 * s + m * d + 22.0 * d
 }
 
 /// A model of the three planes: what `spinr render` evaluates and joins.
@@ -326,13 +356,15 @@ pub fn fit_planes(
 ) -> Result<PlanesFit> {
     let mut planes = Vec::with_capacity(3);
     let (mut stopped, mut backend, mut peak) = (false, None, 0);
+    let mut spent = 0.0;
     for p in 0..3 {
-        let (image, pplan) = (&plan.images[p], &plan.plans[p]);
+        let (image, pplan) = (&plan.images[p], plan.plane_plan(p, spent));
         if stopped {
-            planes.push(PlaneFit::placeholder(pplan, image));
+            planes.push(PlaneFit::placeholder(&pplan, image));
             continue;
         }
-        let f = fit_plane(p, image, pplan)?;
+        let f = fit_plane(p, image, &pplan)?;
+        spent += f.seconds;
         stopped = f.stopped;
         peak = peak.max(f.peak_device_bytes);
         backend.get_or_insert(f.backend.clone());
@@ -409,6 +441,9 @@ impl FitReport {
         self.gating = Some(luma.gating);
         self.nonzeros = fit.planes.iter().map(|p| p.model.w.len()).sum();
         self.iterations = fit.planes.iter().map(|p| p.iterations).sum();
+        if self.time_budget.is_some() {
+            self.iters = fit.planes[0].iterations;
+        }
         self.peak_device_bytes = fit.peak_device_bytes;
         self.planes = Some(
             fit.planes
@@ -450,6 +485,46 @@ mod tests {
             channels: 3,
             data,
         }
+    }
+
+    /// Under a time budget each plane gets its cost's share of what the planes before it
+    /// left, so shares spent exactly add up to the budget and the last plane takes the rest.
+    #[test]
+    fn a_time_budget_is_shared_by_the_planes_cost() {
+        let img = photo(40, 48, 9);
+        let options = FitOptions {
+            nonzeros: 300,
+            time_budget: Some(9.0),
+            ..FitOptions::default()
+        };
+        let pp = PlanesPlan::new(&options, &img).unwrap();
+        let budget = |p: usize, spent: f64| pp.plane_plan(p, spent).cfg.time_budget.unwrap();
+        let b0 = budget(0, 0.0);
+        let b1 = budget(1, b0);
+        let b2 = budget(2, b0 + b1);
+        assert!((b0 + b1 + b2 - 9.0).abs() < 1e-9, "{b0} {b1} {b2}");
+        let cost: Vec<f64> = pp.plans.iter().map(plane_cost).collect();
+        let total: f64 = cost.iter().sum();
+        for (b, c) in [b0, b1, b2].iter().zip(&cost) {
+            assert!((b / 9.0 - c / total).abs() < 1e-12);
+        }
+        // Luma, with most of the nonzeros and neurons, gets the largest share.
+        assert!(b0 > b1 && b0 > b2);
+        // Planes that overran leave less; an overrun budget is still a positive one.
+        assert!((budget(2, 8.0) - 1.0).abs() < 1e-12);
+        assert!(budget(2, 10.0) > 0.0);
+        let plain = PlanesPlan::new(
+            &FitOptions {
+                time_budget: None,
+                ..options
+            },
+            &img,
+        )
+        .unwrap();
+        assert!(matches!(
+            plain.plane_plan(1, 3.0),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 
     #[test]

@@ -33,6 +33,7 @@ pub fn flag(p: Param) -> Option<&'static str> {
         Param::Momentum => "--momentum",
         Param::Candidates => "--candidates",
         Param::GrowFrom => "--grow-from",
+        Param::TimeBudget => "--time-budget",
         _ => return None,
     })
 }
@@ -75,6 +76,12 @@ pub struct FitTuning {
     /// planted networks and 15 / 50 for binary / multiclass classifiers.
     #[arg(long, value_name = "T")]
     pub iters: Option<usize>,
+    /// Seconds for the training (epochs and polish, per fit): the epoch count is re-planned
+    /// after every epoch to end near them, from what the epochs so far took. More epochs where
+    /// the hardware makes them cheap; not reproducible bit for bit (the report gives the
+    /// epochs run). IHT only; not with --iters or --resume.
+    #[arg(long, value_name = "SECONDS", conflicts_with = "iters")]
+    pub time_budget: Option<f64>,
     /// Samples (pixel-channels) per update, "full", or A..B: batches growing geometrically
     /// from A samples in the first epoch to B in the last. Default: full batch up to 8192
     /// samples; above that IHT grows from n/64 (at least 256) to n/4 (both at most 65536)
@@ -134,6 +141,7 @@ impl FitTuning {
             ("--momentum", self.momentum.is_some()),
             ("--candidates", self.candidates.is_some()),
             ("--grow-from", self.grow_from.is_some()),
+            ("--time-budget", self.time_budget.is_some()),
         ]
         .into_iter()
         .filter_map(|(flag, given)| given.then_some(flag))
@@ -191,6 +199,7 @@ impl FitTuning {
             seed,
             colour: self.colour,
             frequencies: self.frequencies,
+            time_budget: self.time_budget,
         }
     }
 }

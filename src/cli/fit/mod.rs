@@ -302,6 +302,11 @@ fn batch_text(plan: &FitPlan) -> String {
             cfg.s
         ));
     }
+    if let Some(b) = cfg.time_budget {
+        parts.push(format!(
+            "epochs re-planned as they go to fit a time budget of {b:.1} s"
+        ));
+    }
     parts.join(", ")
 }
 
@@ -345,6 +350,8 @@ impl Progress {
     ) -> ControlFlow<()> {
         let p = inr_fit::psnr(r.mse());
         self.best = self.best.max(p);
+        // A time budget re-plans the count as it goes.
+        self.bar.set_length(r.epochs as u64);
         self.bar.set_position(r.epoch as u64 + 1);
         self.bar
             .set_message(format!("PSNR {p:.2} dB (best {:.2})", self.best));
@@ -436,6 +443,18 @@ fn fit_iht(
         progress::stop_requested,
     );
     let history = resume.as_ref().map_or(&[][..], |r| &r.at.history[..]);
+    // A resumed fit with a time budget has what the runs before it left of the budget.
+    let budgeted;
+    let plan = match (plan.cfg.time_budget, &resume) {
+        (Some(b), Some(r)) => {
+            let mut p = plan.clone();
+            p.cfg.time_budget = Some((b - stage.earlier).max(f64::MIN_POSITIVE));
+            p.cfg.iters = r.at.planned.unwrap_or(p.cfg.iters);
+            budgeted = p;
+            &budgeted
+        }
+        _ => plan,
+    };
     let mut progress = Progress::new(plan.cfg.iters, image.data.len(), history, stage.earlier);
     let result = inr_fit::fit_iht_from(
         image,

@@ -113,7 +113,7 @@ fn fit_all(
 ) -> anyhow::Result<PlanesFit> {
     let first = done.len();
     eprintln!(
-        "spinr: fitting {} ({}×{} colour, {} pixels) in luma and chroma planes: s = {} = {}, m = {}, {} epochs each",
+        "spinr: fitting {} ({}×{} colour, {} pixels) in luma and chroma planes: s = {} = {}, m = {}, {}",
         job.path.display(),
         pp.images[0].height,
         pp.images[0].width,
@@ -121,7 +121,10 @@ fn fit_all(
         pp.plans.iter().map(|p| p.cfg.s).sum::<usize>(),
         pp.plans.iter().map(|p| p.cfg.s.to_string()).collect::<Vec<_>>().join(" + "),
         pp.plans.iter().map(|p| p.spec.neurons.to_string()).collect::<Vec<_>>().join(" + "),
-        pp.plans[0].cfg.iters,
+        match pp.plans[0].cfg.time_budget {
+            Some(b) => format!("epochs re-planned as they go to fit a time budget of {b:.1} s"),
+            None => format!("{} epochs each", pp.plans[0].cfg.iters),
+        },
     );
     let mut planes: Vec<PlaneFit> = Vec::with_capacity(3);
     // What the whole fit held at most, the planes of earlier runs included.
@@ -144,12 +147,14 @@ fn fit_all(
     }
     let (mut stopped, mut info) = (false, None);
     for p in first..3 {
-        let (image, plan) = (&pp.images[p], &pp.plans[p]);
+        let image = &pp.images[p];
+        let before: f64 = done.iter().map(|d| d.seconds).sum();
+        // Under a time budget, this plane's share of what the planes before it left.
+        let plan = &*pp.plane_plan(p, before);
         if stopped {
             planes.push(PlaneFit::placeholder(plan, image));
             continue;
         }
-        let before: f64 = done.iter().map(|d| d.seconds).sum();
         let resumed = job.resume.as_ref().filter(|_| p == first);
         let mut run = job.run.clone();
         run.planes_done = Some(done.clone());

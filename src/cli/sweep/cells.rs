@@ -206,14 +206,19 @@ impl InrRunner {
 
     fn options(&self, cell: &Cell) -> FitOptions {
         let (method, variant) = method_variant(cell.method);
-        self.tuning.options(
+        let mut o = self.tuning.options(
             method,
             variant,
             cell.neurons,
             cell.nonzeros,
             cell.seed,
             self.image.channels,
-        )
+        );
+        // A time budget is for the IHT cells, as the other IHT flags are.
+        if method == inr_fit::Method::Imp {
+            o.time_budget = None;
+        }
+        o
     }
 
     fn plan(&self, cell: &Cell) -> Result<FitPlan> {

@@ -200,6 +200,7 @@ fn options(a: &SweepArgs, task: Task) -> Value {
             ("grow_from", t.grow_from.map(|g| json!(g))),
             ("colour", t.colour.map(|c| json!(c.as_str()))),
             ("frequencies", t.frequencies.map(|f| json!(f.as_str()))),
+            ("time_budget", t.time_budget.map(|b| json!(b))),
         ];
         for (key, value) in given {
             if let Some(v) = value {
@@ -238,6 +239,13 @@ fn runner(task: Task, a: &SweepArgs) -> anyhow::Result<Box<dyn CellRunner>> {
         return Err(Error::arg(
             "--batch-size",
             format!("{b}: growing batches are for image fits (--task inr); give one size"),
+        )
+        .into());
+    }
+    if task != Task::Inr && a.tuning.time_budget.is_some() {
+        return Err(Error::arg(
+            "--time-budget",
+            "a time budget is for image fits (--task inr); give --iters",
         )
         .into());
     }
