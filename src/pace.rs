@@ -62,6 +62,11 @@ impl TimeBudget {
         }
     }
 
+    /// Whether the whole budget is gone (the polish after the epochs is then skipped).
+    pub fn spent(&mut self) -> bool {
+        (self.clock)() - self.start >= self.budget
+    }
+
     /// `(a, b)` of the cost model `a·U + b`, from the epochs run so far (least squares over
     /// them, both terms at least 0; with one update count seen, all of it in `b`).
     fn model(&self) -> (f64, f64) {
@@ -208,6 +213,17 @@ mod tests {
     fn a_budget_spent_on_the_first_epoch_stops_there() {
         let (epochs, _) = simulate(0.1, 42.0, 1e-3, 0.5, 0.02);
         assert_eq!(epochs, 1);
+    }
+
+    #[test]
+    fn a_budget_is_spent_when_its_seconds_have_passed() {
+        let (t, clock) = scripted();
+        t.set(5.0);
+        let mut pace = TimeBudget::new(2.0, 42.0, clock);
+        t.set(6.9);
+        assert!(!pace.spent());
+        t.set(7.0);
+        assert!(pace.spent());
     }
 
     #[test]

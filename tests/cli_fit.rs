@@ -1116,6 +1116,20 @@ fn a_time_budget_plans_the_epochs() {
         full.seconds
     );
     assert!(short.psnr > 10.0, "{}", short.psnr);
+    // A budget the first epoch overruns: that epoch alone, no polish (s = 3000 has no growing
+    // support, so its first epoch is that of a one-epoch fit, to the bit).
+    for (extra, out) in [
+        (&["--time-budget", "0.001"][..], "tiny"),
+        (&["--iters", "1", "--polish", "0"][..], "one"),
+    ] {
+        let o = fit(extra, out);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let (tiny, one) = (
+        read_report(&dir.path().join("tiny")),
+        read_report(&dir.path().join("one")),
+    );
+    assert_eq!((tiny.iterations, tiny.psnr), (1, one.psnr));
     // Colour: every plane runs, and the planes' epochs are reported.
     let chelsea = common::asset("photos/chelsea.png");
     let o = spinr(
