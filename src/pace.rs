@@ -38,10 +38,11 @@ pub struct TimeBudget {
     epoch_start: f64,
     eval_start: f64,
     updates: usize,
-    /// (updates, seconds of the updates) of every epoch run.
-    runs: Vec<(usize, f64)>,
-    /// Seconds of every evaluation.
-    evals: Vec<f64>,
+    /// Over the epochs run: their count, `Σ U`, `Σ t`, `Σ U²` and `Σ U·t` (`U` updates whose
+    /// updates took `t` seconds), all the least squares of [`TimeBudget::model`] needs.
+    fit: [f64; 5],
+    /// Seconds of all evaluations so far (one per epoch run).
+    eval_seconds: f64,
 }
 
 impl TimeBudget {
@@ -57,8 +58,8 @@ impl TimeBudget {
             epoch_start: start,
             eval_start: start,
             updates: 0,
-            runs: Vec::new(),
-            evals: Vec::new(),
+            fit: [0.0; 5],
+            eval_seconds: 0.0,
         }
     }
 
@@ -70,27 +71,19 @@ impl TimeBudget {
     /// `(a, b)` of the cost model `a·U + b`, from the epochs run so far (least squares over
     /// them, both terms at least 0; with one update count seen, all of it in `b`).
     fn model(&self) -> (f64, f64) {
-        let k = self.runs.len() as f64;
-        let mean_u = self.runs.iter().map(|r| r.0 as f64).sum::<f64>() / k;
-        let mean_t = self.runs.iter().map(|r| r.1).sum::<f64>() / k;
-        let (mut suu, mut sut) = (0.0, 0.0);
-        for &(u, t) in &self.runs {
-            suu += (u as f64 - mean_u).powi(2);
-            sut += (u as f64 - mean_u) * (t - mean_t);
-        }
-        // Update counts that hardly differ say nothing of `a`.
-        if suu <= 1e-9 * mean_u.powi(2).max(1.0) {
+        let [k, su, st, suu, sut] = self.fit;
+        let (mean_u, mean_t) = (su / k, st / k);
+        // Centred sums; update counts that hardly differ say nothing of `a`.
+        let (cuu, cut) = (suu - k * mean_u * mean_u, sut - k * mean_u * mean_t);
+        if cuu <= 1e-9 * k * mean_u.powi(2).max(1.0) {
             return (0.0, mean_t);
         }
-        let a = sut / suu;
+        let a = cut / cuu;
         let b = mean_t - a * mean_u;
         if a < 0.0 {
             (0.0, mean_t)
         } else if b < 0.0 {
-            let (su, st) = self.runs.iter().fold((0.0, 0.0), |(su, st), &(u, t)| {
-                (su + (u as f64).powi(2), st + u as f64 * t)
-            });
-            (st / su, 0.0)
+            (sut / suu, 0.0)
         } else {
             (a, b)
         }
@@ -102,7 +95,8 @@ impl TimeBudget {
             epochs,
             ..*schedule
         };
-        let eval = median(&self.evals);
+        // The mean evaluation: the first's warm-up makes it err on the safe side.
+        let eval = self.eval_seconds / self.fit[0];
         let epochs_cost: f64 = (after + 1..epochs)
             .map(|e| ab.0 * plan.updates_in(e) as f64 + ab.1 + eval)
             .sum();
@@ -118,13 +112,15 @@ impl Pace for TimeBudget {
 
     fn updates_done(&mut self) {
         self.eval_start = (self.clock)();
-        self.runs
-            .push((self.updates, self.eval_start - self.epoch_start));
+        let (u, t) = (self.updates as f64, self.eval_start - self.epoch_start);
+        for (sum, x) in self.fit.iter_mut().zip([1.0, u, t, u * u, u * t]) {
+            *sum += x;
+        }
     }
 
     fn plan(&mut self, epoch: usize, schedule: &Schedule) -> usize {
         let now = (self.clock)();
-        self.evals.push(now - self.eval_start);
+        self.eval_seconds += now - self.eval_start;
         let left = self.budget - (now - self.start);
         let ab = self.model();
         let fits = |e: usize| self.cost(schedule, epoch, e, ab) <= left;
@@ -143,15 +139,6 @@ impl Pace for TimeBudget {
         }
         lo
     }
-}
-
-fn median(v: &[f64]) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    s[s.len() / 2]
 }
 
 #[cfg(test)]

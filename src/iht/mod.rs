@@ -293,16 +293,17 @@ pub fn fit_with(
     fit_from(backend, problem, n, cfg, None, observe, &mut NoCheckpoints)
 }
 
-/// After the epochs: the polish rounds where they apply (ReLU gating, not stopped; a
-/// minibatch fit's polish runs over all samples). Returns the best loss.
+/// After the epochs: the polish rounds where they apply (ReLU gating, not stopped, `time_left`
+/// of a time budget; a minibatch fit's polish runs over all samples). Returns the best loss.
 fn polish_if_due(
     backend: &mut dyn Backend,
     cfg: &IhtConfig,
     gating: Gating,
     out: &LoopOutcome,
+    time_left: bool,
 ) -> Result<f64> {
     let loss = out.best_loss.unwrap_or(f64::INFINITY);
-    if cfg.polish > 0 && gating == Gating::SelfGated && !out.stopped {
+    if cfg.polish > 0 && gating == Gating::SelfGated && !out.stopped && time_left {
         return polish(backend, cfg, loss);
     }
     Ok(loss)

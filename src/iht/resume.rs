@@ -161,10 +161,7 @@ pub fn fit_from(
     let gating = learner.best_gating();
     // A budget the epochs have already spent (one epoch took longer than all of it) leaves
     // nothing for the polish either.
-    let loss = if budget.as_mut().is_some_and(|b| b.spent()) {
-        out.best_loss.unwrap_or(f64::INFINITY)
-    } else {
-        polish_if_due(backend, cfg, gating, &out)?
-    };
+    let time_left = !budget.as_mut().is_some_and(|b| b.spent());
+    let loss = polish_if_due(backend, cfg, gating, &out, time_left)?;
     fit_result(backend, gating, loss, out)
 }
