@@ -1,9 +1,12 @@
 //! PSNR of the best s-term DCT approximation (the yardstick for sparse INR fits):
-//! `cargo run --release --example dct_table -- [--sizes 128,256] [--s 1000,3000,10000] IMAGE...`
+//! `cargo run --release --example dct_table -- [--sizes 128,256] [--s 1000,3000,10000] [--planes] IMAGE...`
 //! Each image is resampled (Lanczos3, `Image::resized`) so its longer side is each size.
+//! With `--planes` a colour image's cells also give the DCT of its luma and chroma planes,
+//! the planes spinr fits, with the `s` terms split as a colour fit splits its nonzeros
+//! (`planes::split_nonzeros`): "RGB / planes".
 
-use spinr::inr::dct::dct_psnr;
-use spinr::inr::image;
+use spinr::inr::dct::{dct_approximation, dct_psnr};
+use spinr::inr::{image, planes, Image};
 use std::path::Path;
 
 fn list(v: &str) -> Vec<usize> {
@@ -12,13 +15,28 @@ fn list(v: &str) -> Vec<usize> {
         .collect()
 }
 
+/// PSNR of the `s`-term DCT of a colour image's three planes, its terms split between them as
+/// a colour fit splits its nonzeros, joined back to RGB.
+fn planes_dct_psnr(img: &Image, s: usize) -> spinr::Result<f64> {
+    let p = planes::split(img);
+    let counts = planes::split_nonzeros(&p, s)?;
+    let approx: Vec<Image> = (0..3)
+        .map(|q| dct_approximation(&p[q], counts[q]))
+        .collect::<spinr::Result<_>>()?;
+    let joined = planes::join([&approx[0], &approx[1], &approx[2]]);
+    let mse = spinr::metrics::mse(&joined.data, &img.data);
+    Ok(spinr::metrics::psnr_from_mse(mse, 1.0))
+}
+
 fn main() -> spinr::Result<()> {
     let (mut sizes, mut ss, mut paths) = (vec![128, 256], vec![1000, 3000, 10000], vec![]);
+    let mut with_planes = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--sizes" => sizes = list(&args.next().expect("--sizes LIST")),
             "--s" => ss = list(&args.next().expect("--s LIST")),
+            "--planes" => with_planes = true,
             _ => paths.push(a),
         }
     }
@@ -42,7 +60,12 @@ fn main() -> spinr::Result<()> {
             let small = img.resized(h, w);
             print!("| {name} ({}) | {h}×{w} |", small.kind());
             for &s in &ss {
-                print!(" {:.2} |", dct_psnr(&small, s)?);
+                if with_planes && small.channels == 3 {
+                    let (rgb, lc) = (dct_psnr(&small, s)?, planes_dct_psnr(&small, s)?);
+                    print!(" {rgb:.2} / {lc:.2} |");
+                } else {
+                    print!(" {:.2} |", dct_psnr(&small, s)?);
+                }
             }
             println!();
         }
