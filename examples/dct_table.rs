@@ -3,29 +3,16 @@
 //! Each image is resampled (Lanczos3, `Image::resized`) so its longer side is each size.
 //! With `--planes` a colour image's cells also give the DCT of its luma and chroma planes,
 //! the planes spinr fits, with the `s` terms split as a colour fit splits its nonzeros
-//! (`planes::split_nonzeros`): "RGB / planes".
+//! (`planes::planes_dct`): "RGB / planes".
 
-use spinr::inr::dct::{dct_approximation, dct_psnr};
-use spinr::inr::{image, planes, Image};
+use spinr::inr::dct::dct_psnr;
+use spinr::inr::{image, planes};
 use std::path::Path;
 
 fn list(v: &str) -> Vec<usize> {
     v.split(',')
         .map(|x| x.trim().parse().expect("a number"))
         .collect()
-}
-
-/// PSNR of the `s`-term DCT of a colour image's three planes, its terms split between them as
-/// a colour fit splits its nonzeros, joined back to RGB.
-fn planes_dct_psnr(img: &Image, s: usize) -> spinr::Result<f64> {
-    let p = planes::split(img);
-    let counts = planes::split_nonzeros(&p, s)?;
-    let approx: Vec<Image> = (0..3)
-        .map(|q| dct_approximation(&p[q], counts[q]))
-        .collect::<spinr::Result<_>>()?;
-    let joined = planes::join([&approx[0], &approx[1], &approx[2]]);
-    let mse = spinr::metrics::mse(&joined.data, &img.data);
-    Ok(spinr::metrics::psnr_from_mse(mse, 1.0))
 }
 
 fn main() -> spinr::Result<()> {
@@ -61,7 +48,7 @@ fn main() -> spinr::Result<()> {
             print!("| {name} ({}) | {h}×{w} |", small.kind());
             for &s in &ss {
                 if with_planes && small.channels == 3 {
-                    let (rgb, lc) = (dct_psnr(&small, s)?, planes_dct_psnr(&small, s)?);
+                    let (rgb, lc) = (dct_psnr(&small, s)?, planes::planes_dct(&small, s)?.1);
                     print!(" {rgb:.2} / {lc:.2} |");
                 } else {
                     print!(" {:.2} |", dct_psnr(&small, s)?);

@@ -43,6 +43,7 @@ struct Report {
     psnr: f64,
     psnr_8bit: Option<f64>,
     dct_psnr: Option<f64>,
+    dct_planes_psnr: Option<f64>,
     ssim: Option<f64>,
     seconds: f64,
     backend: String,
@@ -69,6 +70,7 @@ struct PlaneRow {
     sigma: Vec<f64>,
     iterations: usize,
     psnr: f64,
+    dct_psnr: Option<f64>,
     seconds: f64,
     frequencies: String,
 }
@@ -152,6 +154,10 @@ fn fits_an_mnist_digit_and_renders_it_back() {
     assert_eq!(r.iterations, 40);
     assert_eq!(r.backend, "cpu");
     assert_eq!(r.gating.as_deref(), Some("relu"));
+    assert!(
+        r.dct_psnr.is_some() && r.dct_planes_psnr.is_none(),
+        "gray: one yardstick"
+    );
     assert_eq!((r.batch_size, r.batch_size_end), (None, None));
     assert!(
         r.psnr > 60.0,
@@ -336,6 +342,9 @@ fn fits_colour_and_sixteen_bit_images() {
     assert_eq!(planes[0].neurons, 8, "luma takes -m");
     assert!(planes[1..].iter().all(|p| p.neurons <= 8));
     assert!(r.psnr > 25.0, "smooth colour image PSNR {}", r.psnr);
+    // Both yardsticks: the channels' DCT and the DCT in the planes, per plane too.
+    assert!(r.dct_psnr.is_some() && r.dct_planes_psnr.is_some(), "{r:?}");
+    assert!(planes.iter().all(|p| p.dct_psnr.is_some()), "{planes:?}");
     let (w, h, c, _) = png(&dir.path().join("c/reconstruction.png"));
     assert_eq!((w, h, c), (16, 12, 3));
     // A finished fit leaves only its outputs.
@@ -379,6 +388,10 @@ fn fits_colour_and_sixteen_bit_images() {
     let r = read_report(&dir.path().join("axis"));
     assert_eq!(r.colour.as_deref(), Some("channel-axis"));
     assert!(r.planes.is_none());
+    assert!(
+        r.dct_planes_psnr.is_none(),
+        "the channel axis has no planes"
+    );
     assert_eq!(r.sigma.len(), 3);
     assert_eq!(r.sigma[2], 0.05);
     assert!(r.psnr > 25.0, "smooth colour image PSNR {}", r.psnr);

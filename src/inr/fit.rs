@@ -645,6 +645,11 @@ pub struct FitReport {
     /// PSNR of the best approximation of the image by as many DCT coefficients as the model
     /// has nonzeros: the classical yardstick at equal size.
     pub dct_psnr: Option<f64>,
+    /// A luma-chroma fit's harder yardstick (null otherwise): the DCT with as many terms in
+    /// the planes the fit uses, split between them as its nonzeros are
+    /// ([`super::planes::planes_dct`]).
+    #[serde(default)]
+    pub dct_planes_psnr: Option<f64>,
     /// Mean SSIM; `None` when a side of the image has fewer than 2 pixels.
     pub ssim: Option<f64>,
     /// Wall time of the fit itself.
@@ -688,6 +693,9 @@ pub struct PlaneReport {
     pub iterations: usize,
     /// PSNR of the plane (its values in [0, 1]).
     pub psnr: f64,
+    /// PSNR of the plane's DCT with as many terms as it has nonzeros.
+    #[serde(default)]
+    pub dct_psnr: Option<f64>,
     pub seconds: f64,
     /// Where the plane's frequencies came from (by default the spectrum for luma, Gaussian
     /// for chroma).
@@ -730,6 +738,7 @@ impl FitReport {
             psnr: 0.0,
             psnr_8bit: None,
             dct_psnr: None,
+            dct_planes_psnr: None,
             ssim: None,
             seconds: 0.0,
             backend: backend.kind.to_string(),

@@ -143,6 +143,27 @@ pub fn split_nonzeros(planes: &[Image; 3], s: usize) -> Result<[usize; 3]> {
     Ok(counts)
 }
 
+/// The yardstick in the planes a colour fit uses: the `s`-term DCT of the three planes, its
+/// terms split between them as [`split_nonzeros`] splits a fit's nonzeros. Gives each plane's
+/// PSNR (its values in [0, 1], as a plane fit's) and the PSNR of the joined RGB image, which
+/// the report's `dct_psnr` (the DCT of the R, G and B channels) is compared with.
+pub fn planes_dct(image: &Image, s: usize) -> Result<([f64; 3], f64)> {
+    let planes = split(image);
+    let counts = split_nonzeros(&planes, s)?;
+    let mut approx = Vec::with_capacity(3);
+    let mut psnr = [0.0; 3];
+    for p in 0..3 {
+        let a = super::dct::dct_approximation(&planes[p], counts[p])?;
+        psnr[p] = super::fit::psnr(crate::metrics::mse(&a.data, &planes[p].data));
+        approx.push(a);
+    }
+    let joined = join([&approx[0], &approx[1], &approx[2]]);
+    Ok((
+        psnr,
+        super::fit::psnr(crate::metrics::mse(&joined.data, &image.data)),
+    ))
+}
+
 /// Neurons of plane `p` with `s_p` of the fit's `s` nonzeros: luma takes the fit's `m`, a
 /// chroma plane its share of them (at least [`MIN_CHROMA_NEURONS`]), never more than `m`.
 pub fn plane_neurons(m: usize, s_p: usize, s: usize, p: usize) -> usize {
@@ -437,6 +458,9 @@ impl FitReport {
         fit: &PlanesFit,
         model_bytes: Option<u64>,
     ) -> Result<()> {
+        // The split of the nonzeros the fit was planned with, before the sums below replace it.
+        let (plane_dct, dct) = planes_dct(image, self.nonzeros.max(3))?;
+        self.dct_planes_psnr = Some(dct);
         let luma = &fit.planes[0].model;
         self.gating = Some(luma.gating);
         self.nonzeros = fit.planes.iter().map(|p| p.model.w.len()).sum();
@@ -449,13 +473,15 @@ impl FitReport {
             fit.planes
                 .iter()
                 .zip(PLANES)
-                .map(|(p, name)| PlaneReport {
+                .zip(plane_dct)
+                .map(|((p, name), dct_psnr)| PlaneReport {
                     plane: name.to_string(),
                     nonzeros: p.model.w.len(),
                     neurons: p.model.spec.neurons,
                     sigma: p.model.spec.sigma.clone(),
                     iterations: p.iterations,
                     psnr: p.psnr,
+                    dct_psnr: Some(dct_psnr),
                     seconds: p.seconds,
                     frequencies: Frequencies::of(&p.model.spec),
                 })
@@ -525,6 +551,63 @@ mod tests {
             plain.plane_plan(1, 3.0),
             std::borrow::Cow::Borrowed(_)
         ));
+    }
+
+    /// The planes' DCT yardstick: a gray image in RGB has constant chroma planes, which take
+    /// one term each, so it is the gray DCT with two terms fewer; and since the planes are
+    /// orthonormal, the joined error is the planes' errors summed with their scales.
+    #[test]
+    fn the_planes_dct_is_the_gray_dct_on_gray_pixels_and_sums_the_planes_errors() {
+        let (h, w) = (23, 31);
+        let gray: Vec<f32> = (0..h * w)
+            .map(|i| {
+                let (r, c) = ((i / w) as f32, (i % w) as f32);
+                0.5 + 0.2 * (r / 3.0).sin() * (c / 5.0).cos() + 0.1 * ((r + c) / 2.0).sin()
+            })
+            .collect();
+        let g = Image {
+            height: h,
+            width: w,
+            channels: 1,
+            data: gray.clone(),
+        };
+        let rgb = Image {
+            channels: 3,
+            data: gray.iter().flat_map(|&v| [v, v, v]).collect(),
+            ..g.clone()
+        };
+        let s = 60;
+        let (plane, joined) = planes_dct(&rgb, s).unwrap();
+        let want = crate::inr::dct::dct_psnr(&g, s - 2).unwrap();
+        assert!((joined - want).abs() < 1e-6, "{joined} against {want}");
+        assert!(
+            (plane[0] - want).abs() < 1e-6,
+            "{} against {want}",
+            plane[0]
+        );
+        assert!(plane[1] > 100.0 && plane[2] > 100.0, "{plane:?}");
+        // The channels' DCT spends three terms on what the planes' spends one on.
+        assert!(joined > crate::inr::dct::dct_psnr(&rgb, s).unwrap() + 3.0);
+        // A colour image within [0.2, 0.8]: no clamping, so the scales add up exactly.
+        let col = Image {
+            channels: 3,
+            data: (0..h * w * 3)
+                .map(|k| {
+                    let (i, ch) = (k / 3, k % 3);
+                    let (r, c) = ((i / w) as f32, (i % w) as f32);
+                    0.5 + 0.15 * ((r + ch as f32) / 4.0).sin() * (c / (3.0 + ch as f32)).cos()
+                })
+                .collect(),
+            ..g.clone()
+        };
+        let (plane, joined) = planes_dct(&col, 200).unwrap();
+        let mse = |p: f64| 10f64.powf(-p / 10.0);
+        let sum = (3.0 * mse(plane[0]) + 2.0 * mse(plane[1]) + 8.0 / 3.0 * mse(plane[2])) / 3.0;
+        assert!(
+            (mse(joined) / sum - 1.0).abs() < 1e-4,
+            "{} against {sum}",
+            mse(joined)
+        );
     }
 
     #[test]
