@@ -148,8 +148,13 @@ pub fn split_nonzeros(planes: &[Image; 3], s: usize) -> Result<[usize; 3]> {
 /// PSNR (its values in [0, 1], as a plane fit's) and the PSNR of the joined RGB image, which
 /// the report's `dct_psnr` (the DCT of the R, G and B channels) is compared with.
 pub fn planes_dct(image: &Image, s: usize) -> Result<([f64; 3], f64)> {
+    let counts = split_nonzeros(&split(image), s)?;
+    planes_dct_of(image, counts)
+}
+
+/// [`planes_dct`] with `counts[p]` terms for plane `p` (each at least 1).
+pub fn planes_dct_of(image: &Image, counts: [usize; 3]) -> Result<([f64; 3], f64)> {
     let planes = split(image);
-    let counts = split_nonzeros(&planes, s)?;
     let mut approx = Vec::with_capacity(3);
     let mut psnr = [0.0; 3];
     for p in 0..3 {
@@ -458,8 +463,10 @@ impl FitReport {
         fit: &PlanesFit,
         model_bytes: Option<u64>,
     ) -> Result<()> {
-        // The split of the nonzeros the fit was planned with, before the sums below replace it.
-        let (plane_dct, dct) = planes_dct(image, self.nonzeros.max(3))?;
+        // As many terms per plane as its model has nonzeros (the planned split, unless a plane
+        // kept a model from its growing support), as `dct_psnr` has the model's total.
+        let counts = std::array::from_fn(|p| fit.planes[p].model.w.len().max(1));
+        let (plane_dct, dct) = planes_dct_of(image, counts)?;
         self.dct_planes_psnr = Some(dct);
         let luma = &fit.planes[0].model;
         self.gating = Some(luma.gating);
