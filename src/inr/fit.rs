@@ -403,7 +403,7 @@ impl FitOptions {
 }
 
 /// A time budget must be a finite number of seconds above 0.
-pub fn check_time_budget(budget: Option<f64>) -> Result<Option<f64>> {
+fn check_time_budget(budget: Option<f64>) -> Result<Option<f64>> {
     match budget {
         Some(b) if !(b.is_finite() && b > 0.0) => Err(Error::invalid(
             Param::TimeBudget,
@@ -646,8 +646,8 @@ pub struct FitReport {
     /// has nonzeros: the classical yardstick at equal size.
     pub dct_psnr: Option<f64>,
     /// A luma-chroma fit's harder yardstick (null otherwise): the DCT with as many terms in
-    /// the planes the fit uses, split between them as its nonzeros are
-    /// ([`super::planes::planes_dct`]).
+    /// the planes the fit uses as each plane's model has nonzeros
+    /// ([`super::planes::planes_dct_of`]).
     #[serde(default)]
     pub dct_planes_psnr: Option<f64>,
     /// Mean SSIM; `None` when a side of the image has fewer than 2 pixels.
