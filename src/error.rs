@@ -62,6 +62,8 @@ pub enum Param {
     GrowFrom,
     /// Wall-clock seconds for a fit.
     TimeBudget,
+    /// The share of `s` given to DCT terms.
+    DctShare,
 }
 
 impl Param {
@@ -94,6 +96,7 @@ impl Param {
             Param::Candidates => "candidates",
             Param::GrowFrom => "support growth",
             Param::TimeBudget => "time budget",
+            Param::DctShare => "DCT share",
         }
     }
 }

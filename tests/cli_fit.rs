@@ -22,6 +22,7 @@ struct Report {
     neurons: usize,
     features: usize,
     nonzeros: usize,
+    dct_terms: usize,
     sigma: Vec<f64>,
     coords: String,
     constant_feature: bool,
@@ -66,6 +67,7 @@ struct Report {
 struct PlaneRow {
     plane: String,
     nonzeros: usize,
+    dct_terms: usize,
     neurons: usize,
     sigma: Vec<f64>,
     iterations: usize,
@@ -645,7 +647,8 @@ fn an_interrupted_fit_saves_the_best_model() {
     assert!(r.iterations >= 1 && r.iterations < 1_000_000);
     let model =
         spinr::model::load(&dir.path().join("o/model.safetensors")).expect("complete model");
-    assert_eq!(model.w.len(), 300);
+    // A sixth of the nonzeros are DCT terms, added when the fit stops as when it finishes.
+    assert_eq!((model.w.len(), model.dct.len()), (250, 50));
     assert_eq!(
         r.model_bytes,
         Some(
@@ -810,8 +813,18 @@ fn neurons_follow_the_nonzeros_unless_given() {
 
 /// One epoch of the camera at 96² (9216 samples, so minibatches) with 100 neurons of 32
 /// features in `dir`, no polish, plus `extra`, into `out`.
+/// (The network alone: the thresholds these fits test follow the network's own `s`.)
 fn one_epoch_of_the_camera(dir: &Path, extra: &[&str], out: &str) -> Output {
-    let base = ["-m", "100", "--iters", "1", "--polish", "0"];
+    let base = [
+        "-m",
+        "100",
+        "--iters",
+        "1",
+        "--polish",
+        "0",
+        "--dct-share",
+        "0",
+    ];
     the_camera_at_96(dir, &[&base[..], extra].concat(), out)
 }
 
@@ -830,6 +843,62 @@ fn the_camera_at_96(dir: &Path, args: &[&str], out: &str) -> Output {
     ];
     all.extend_from_slice(args);
     spinr(dir, &all)
+}
+
+/// spinr's IHT fits give a sixth of `s` to DCT terms of what the network leaves: the report
+/// and the start-up line say how many, the model file holds them and renders the
+/// reconstruction exactly, and the network is the fit of the rest of `s` alone, so the terms
+/// add to its PSNR. `--dct-share 0` fits the network alone; IMP, pixel coordinates and a
+/// share outside [0, 1) refuse a share, naming the flag.
+#[test]
+fn a_sixth_of_the_nonzeros_are_dct_terms_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let fit = |extra: &[&str], out: &str| {
+        let base = ["-m", "20", "--iters", "3"];
+        the_camera_at_96(dir.path(), &[&base[..], extra].concat(), out)
+    };
+    let o = fit(&["-s", "600"], "terms");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("s=600 (500 weights + 100 DCT terms)"),
+        "{}",
+        stderr(&o)
+    );
+    let with = read_report(&dir.path().join("terms"));
+    assert_eq!((with.nonzeros, with.dct_terms), (600, 100));
+    let o = fit(&["-s", "500", "--dct-share", "0"], "alone");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let alone = read_report(&dir.path().join("alone"));
+    assert_eq!((alone.nonzeros, alone.dct_terms), (500, 0));
+    assert!(
+        with.psnr > alone.psnr + 0.1,
+        "the terms add to the same network: {} vs {} dB",
+        with.psnr,
+        alone.psnr
+    );
+    let out = spinr(
+        dir.path(),
+        &["render", "terms/model.safetensors", "--out", "same.png"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        png(&dir.path().join("same.png")).3,
+        png(&dir.path().join("terms/reconstruction.png")).3
+    );
+    for (extra, out) in [
+        (&["--dct-share", "1"][..], "one"),
+        (&["--dct-share=-0.5"][..], "negative"),
+        (&["--dct-share", "0.2", "--coords", "pixel"][..], "pixel"),
+        (&["--dct-share", "0.2", "--method", "imp"][..], "imp"),
+    ] {
+        let o = fit(&[&["-s", "600"][..], extra].concat(), out);
+        assert_eq!(o.status.code(), Some(2), "{out}: {}", stderr(&o));
+        assert!(stderr(&o).contains("--dct-share"), "{out}: {}", stderr(&o));
+    }
+    // Pixel coordinates (the digit grid) fit the network alone by default.
+    let o = fit(&["-s", "600", "--coords", "pixel"], "pixel-default");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(read_report(&dir.path().join("pixel-default")).dct_terms, 0);
 }
 
 /// Momentum is on by default for spinr's minibatch fits from s = 3000 (β = 0.3), off below
@@ -918,7 +987,7 @@ fn candidates_default_follow_the_batches_and_s() {
 fn the_support_grows_by_default_in_minibatch_fits() {
     let dir = tempfile::tempdir().unwrap();
     let fit = |extra: &[&str], out: &str| {
-        let base = ["-m", "20", "-s", "200", "--iters", "20"];
+        let base = ["-m", "20", "-s", "200", "--iters", "20", "--dct-share", "0"];
         the_camera_at_96(dir.path(), &[&base[..], extra].concat(), out)
     };
     for (extra, out, want) in [
@@ -1129,11 +1198,15 @@ fn a_time_budget_plans_the_epochs() {
         full.seconds
     );
     assert!(short.psnr > 10.0, "{}", short.psnr);
-    // A budget the first epoch overruns: that epoch alone, no polish (s = 3000 has no growing
-    // support, so its first epoch is that of a one-epoch fit, to the bit).
+    // A budget the first epoch overruns: that epoch alone, no polish (a network of 3000
+    // weights has no growing support, so its first epoch is that of a one-epoch fit, to the
+    // bit).
     for (extra, out) in [
-        (&["--time-budget", "0.001"][..], "tiny"),
-        (&["--iters", "1", "--polish", "0"][..], "one"),
+        (&["--time-budget", "0.001", "--dct-share", "0"][..], "tiny"),
+        (
+            &["--iters", "1", "--polish", "0", "--dct-share", "0"][..],
+            "one",
+        ),
     ] {
         let o = fit(extra, out);
         assert!(o.status.success(), "{}", stderr(&o));

@@ -58,6 +58,7 @@ fn fit(
         gating: res.gating,
         w: res.w,
         output: None,
+        dct: Default::default(),
     };
     (model, pred, res.iterations)
 }

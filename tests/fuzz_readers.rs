@@ -158,6 +158,7 @@ fn model_seeds() -> Vec<Vec<u8>> {
         gating: Gating::SelfGated,
         w: SparseVec::from_pairs(vec![(0, 1.5), (9, -2.25), (23, 0.125)]),
         output: None,
+        dct: Default::default(),
     };
     let mut gray = base.clone();
     gray.channels = 1;
@@ -174,13 +175,19 @@ fn model_seeds() -> Vec<Vec<u8>> {
     // Frequencies read off an image's spectrum: a third tensor.
     let mut spectrum = base.clone();
     spectrum.spec.image_frequencies = vec![1.5, -4.0, 0.01, 0.5, 2.0, -0.03];
+    // DCT terms: two more tensors.
+    let mut terms = base.clone();
+    terms.dct = spinr::inr::terms::DctTerms {
+        indices: vec![0, 5, 59],
+        values: vec![0.5, -0.25, 1e-3],
+    };
     // A colour fit in planes: three one-channel models in one file.
     let mut chroma = gray.clone();
     chroma.w = SparseVec::from_pairs(vec![(12, 0.5)]);
     let planes = spinr::inr::planes::PlanesModel {
         planes: [gray.clone(), chroma.clone(), chroma],
     };
-    let mut seeds: Vec<Vec<u8>> = [base, gray, empty, imp, spectrum]
+    let mut seeds: Vec<Vec<u8>> = [base, gray, empty, imp, spectrum, terms]
         .iter()
         .map(|m| spinr::model::to_bytes(m).unwrap())
         .collect();

@@ -109,6 +109,21 @@ pub fn default_frequencies(
     )
 }
 
+/// The share of `s` spinr's IHT image fits give to DCT terms of the network's residual
+/// ([`super::terms`]), measured on the photo set (README, "DCT terms").
+pub const DEFAULT_DCT_SHARE: f64 = 1.0 / 6.0;
+
+/// The share of the nonzeros given to DCT terms unless `asked`: [`DEFAULT_DCT_SHARE`] for
+/// spinr's IHT with unit coordinates, none for the paper's variant, IMP and pixel coordinates
+/// (the digit grid), which fit the network alone.
+pub fn default_dct_share(method: Method, variant: Variant, coords: Coords) -> f64 {
+    if method == Method::Iht && variant == Variant::Spinr && coords == Coords::Unit {
+        DEFAULT_DCT_SHARE
+    } else {
+        0.0
+    }
+}
+
 /// The minibatch size an IMP fit of `n` samples uses when none is given.
 pub fn auto_batch(n: usize) -> Option<usize> {
     (n > FULL_BATCH_MAX).then(|| (n / 64).clamp(AUTO_BATCH_MIN, AUTO_BATCH_MAX))
@@ -194,6 +209,10 @@ pub struct FitOptions {
     /// share them); `iters` is then only the first plan. `None`: `iters` epochs.
     #[serde(default)]
     pub time_budget: Option<f64>,
+    /// The share of `nonzeros` given to DCT terms of the network's residual (`None`:
+    /// [`default_dct_share`]).
+    #[serde(default)]
+    pub dct_share: Option<f64>,
 }
 
 impl Default for FitOptions {
@@ -216,6 +235,7 @@ impl Default for FitOptions {
             colour: None,
             frequencies: None,
             time_budget: None,
+            dct_share: None,
         }
     }
 }
@@ -235,6 +255,9 @@ pub struct FitPlan {
     pub height: usize,
     pub width: usize,
     pub channels: usize,
+    /// DCT terms added to the network after its epochs ([`super::terms`]); the network has
+    /// `cfg.s`, so the model `cfg.s + dct_terms` nonzeros.
+    pub dct_terms: usize,
 }
 
 impl FitOptions {
@@ -261,6 +284,23 @@ impl FitOptions {
     /// [`FitOptions::plan`] of one part of a fit of `whole_s` nonzeros (a colour plane): the
     /// defaults that follow `s` (momentum) follow the whole fit's.
     pub(crate) fn plan_as_part(&self, image: &Image, whole_s: usize) -> Result<FitPlan> {
+        // `s` counts the terms too, so it is checked whole.
+        self.check_sizes()?;
+        let share = self.resolve_dct_share()?;
+        let terms = super::terms::terms_of(self.nonzeros, share);
+        if terms > 0 {
+            // The network is planned as a fit of the nonzeros it keeps, its defaults (σ, the
+            // spectrum's frequencies, batches, momentum) those of its own size.
+            let network = FitOptions {
+                nonzeros: self.nonzeros - terms,
+                dct_share: Some(0.0),
+                ..self.clone()
+            };
+            let whole_net = whole_s - super::terms::terms_of(whole_s, share);
+            let mut plan = network.plan_as_part(image, whole_net)?;
+            plan.dct_terms = terms;
+            return Ok(plan);
+        }
         if self.gates == GateMode::Gaussian {
             return Err(Error::invalid(
                 Param::Gates,
@@ -394,11 +434,37 @@ impl FitOptions {
             height: h,
             width: w,
             channels: c,
+            dct_terms: 0,
         };
         // Sizes (d even, m·d in range, 1 ≤ s ≤ m·d) are checked on the grid's shape alone.
         plan.spec.fourier(Vec::new()).check_features()?;
         crate::problem::check_sizes(n, plan.spec.features, plan.spec.neurons)?;
         Ok(plan)
+    }
+}
+
+impl FitOptions {
+    /// The share of the nonzeros for DCT terms: the one asked (checked) or the default.
+    fn resolve_dct_share(&self) -> Result<f64> {
+        let Some(share) = self.dct_share else {
+            return Ok(default_dct_share(self.method, self.variant, self.coords));
+        };
+        let share = super::terms::check_share(share)?;
+        if share > 0.0 && self.method == Method::Imp {
+            return Err(Error::invalid(
+                Param::DctShare,
+                "DCT terms are added to IHT fits; IMP, the paper's baseline, fits the network \
+                 alone (give --dct-share 0)",
+            ));
+        }
+        if share > 0.0 && self.coords == Coords::Pixel {
+            return Err(Error::invalid(
+                Param::DctShare,
+                "DCT terms are functions of unit coordinates; give --coords unit or \
+                 --dct-share 0",
+            ));
+        }
+        Ok(share)
     }
 }
 
@@ -554,8 +620,16 @@ pub fn fit_iht_from(
         checkpoints,
     )?;
     let seconds = start.elapsed().as_secs_f64();
-    // Evaluate the best model exactly as `spinr render` will: clamped predictions.
-    let data = super::predict(backend, &fit.w, fit.gating)?;
+    // Evaluate the best model exactly as `spinr render` will: the network's prediction, its
+    // DCT terms added, clamped.
+    let mut data = super::predict_unclamped(backend, &fit.w, fit.gating)?;
+    let dct = super::terms::DctTerms::of_residual(image, &data, plan.dct_terms)?;
+    dct.add_to(
+        (plan.height, plan.width),
+        (plan.height, plan.width, plan.channels),
+        &mut data,
+    );
+    super::clamp(&mut data);
     let recon = Image {
         data,
         ..image.clone()
@@ -568,6 +642,7 @@ pub fn fit_iht_from(
         gating: fit.gating,
         w: fit.w,
         output: None,
+        dct,
     };
     Ok(ImageFit {
         model,
@@ -600,8 +675,11 @@ pub struct FitReport {
     pub variant: Variant,
     pub neurons: usize,
     pub features: usize,
-    /// Nonzeros of the model.
+    /// Nonzeros of the model: the network's weights and its DCT terms.
     pub nonzeros: usize,
+    /// How many of `nonzeros` are DCT terms ([`super::terms`]; 0: the network alone).
+    #[serde(default)]
+    pub dct_terms: usize,
     /// Per grid axis: rows, columns[, channels].
     pub sigma: Vec<f64>,
     pub coords: Coords,
@@ -686,7 +764,11 @@ fn gaussian() -> Frequencies {
 pub struct PlaneReport {
     /// luma, chroma-rb or chroma-gm ([`super::colour::PLANES`]).
     pub plane: String,
+    /// The plane model's nonzeros, its DCT terms included.
     pub nonzeros: usize,
+    /// How many of `nonzeros` are DCT terms.
+    #[serde(default)]
+    pub dct_terms: usize,
     pub neurons: usize,
     pub sigma: Vec<f64>,
     /// Epochs run.
@@ -716,7 +798,8 @@ impl FitReport {
             variant: plan.variant,
             neurons: spec.neurons,
             features: spec.features,
-            nonzeros: plan.cfg.s,
+            nonzeros: plan.cfg.s + plan.dct_terms,
+            dct_terms: plan.dct_terms,
             sigma: spec.sigma.clone(),
             coords: spec.coords,
             constant_feature: spec.constant_feature,
@@ -765,12 +848,8 @@ impl FitReport {
     ) -> Result<()> {
         self.gating = Some(fit.model.gating);
         // IMP's pruned output weights are part of its size too.
-        self.nonzeros = fit.model.w.len()
-            + fit
-                .model
-                .output
-                .as_ref()
-                .map_or(0, |o| o.iter().filter(|&&x| x != 0.0).count());
+        self.nonzeros = fit.model.nonzeros();
+        self.dct_terms = fit.model.dct.len();
         self.iterations = fit.iterations;
         if self.time_budget.is_some() {
             self.iters = fit.iterations;

@@ -146,6 +146,7 @@ impl ImageModel {
             gating: Gating::SelfGated,
             w: net.u.clone(),
             output: Some(net.v.clone()),
+            dct: Default::default(),
         })
     }
 }

@@ -12,6 +12,7 @@ mod fit_imp;
 pub mod image;
 pub mod planes;
 pub mod spectrum;
+pub mod terms;
 
 use crate::backend::{self, cpu::CpuBackend, BackendChoice, GateSource, Slot};
 use crate::error::{Error, Param, Result};
@@ -188,9 +189,22 @@ pub struct ImageModel {
     /// An output layer `V` (one weight per neuron): the model is `Σ_j V_j relu(u_j·φ(x))`
     /// (IMP's pruned network, `V` of any sign). `None`: IHT's plain sum of the gated neurons.
     pub output: Option<Vec<f32>>,
+    /// DCT terms added to the network's prediction before clamping ([`terms`]; none for IMP
+    /// and the paper's variant).
+    pub dct: terms::DctTerms,
 }
 
 impl ImageModel {
+    /// The model's size: its weights, IMP's nonzero output weights and its DCT terms.
+    pub fn nonzeros(&self) -> usize {
+        self.w.len()
+            + self
+                .output
+                .as_ref()
+                .map_or(0, |o| o.iter().filter(|&&x| x != 0.0).count())
+            + self.dct.len()
+    }
+
     pub fn fit_axes(&self) -> Vec<usize> {
         grid_axes(self.height, self.width, self.channels)
     }
@@ -228,15 +242,22 @@ impl ImageModel {
         let s = self.w.len().clamp(1, problem.signal_len());
         let feature_bytes = backend::cpu::column_bytes(n, self.spec.features);
         let mut be = backend::create(choice, adapter, Arc::new(problem), s)?;
-        let data = if be.info().kind == "cpu" && feature_bytes > backend::DEFAULT_FEATURE_CACHE {
-            // Too large for the CPU backend's feature cache, it would generate every feature
-            // entry on the fly (a sin/cos per multiply-add); bands of rows with cached
-            // features are much faster.
+        let mut data = if be.info().kind == "cpu" && feature_bytes > backend::DEFAULT_FEATURE_CACHE
+        {
+            // Too large for the CPU backend's feature cache, it would generate every
+            // feature entry on the fly (a sin/cos per multiply-add); bands of rows with
+            // cached features are much faster.
             drop(be);
             self.render_cpu_bands(height, width, RENDER_TILE_BYTES)?
         } else {
-            predict(be.as_backend(), &self.w, self.gating)?
+            predict_unclamped(be.as_backend(), &self.w, self.gating)?
         };
+        self.dct.add_to(
+            (self.height, self.width),
+            (height, width, self.channels),
+            &mut data,
+        );
+        clamp(&mut data);
         Ok(Image {
             height,
             width,
@@ -286,7 +307,6 @@ impl ImageModel {
 pub const RENDER_TILE_BYTES: u64 = 256 << 20;
 
 impl ImageModel {
-    /// Renders on the CPU in bands of rows, each with its features cached.
     /// Host memory a render at `height × width` will hold (`crate::budget`): the per-pixel
     /// buffers (targets, residuals, prediction, the image, its PNG) and the cached features
     /// (at most one band of [`RENDER_TILE_BYTES`] beyond the CPU backend's cache).
@@ -308,6 +328,8 @@ impl ImageModel {
         e
     }
 
+    /// Renders the network (unclamped) on the CPU in bands of rows, each with its features
+    /// cached.
     fn render_cpu_bands(&self, height: usize, width: usize, band_bytes: u64) -> Result<Vec<f32>> {
         let row_samples = width * self.channels;
         let rows = ((band_bytes / (row_samples as u64 * self.spec.features as u64 * 4)) as usize)
@@ -347,7 +369,7 @@ impl ImageModel {
             )?;
             let s = self.w.len().clamp(1, problem.signal_len());
             let mut be = CpuBackend::new(Arc::new(problem), s, band_bytes)?;
-            out.extend(predict(&mut be, &self.w, self.gating)?);
+            out.extend(predict_unclamped(&mut be, &self.w, self.gating)?);
         }
         Ok(out)
     }
@@ -355,17 +377,31 @@ impl ImageModel {
 
 /// `A w` on every sample with the model's gating, clamped to [0, 1] (the image range).
 pub fn predict(be: &mut dyn backend::Backend, w: &SparseVec, gating: Gating) -> Result<Vec<f32>> {
+    let mut out = predict_unclamped(be, w, gating)?;
+    clamp(&mut out);
+    Ok(out)
+}
+
+/// `A w` on every sample with the model's gating, as the network gives it.
+pub fn predict_unclamped(
+    be: &mut dyn backend::Backend,
+    w: &SparseVec,
+    gating: Gating,
+) -> Result<Vec<f32>> {
     be.set_batch(None)?;
     be.load(Slot::W, w)?;
     be.set_gates(match gating {
         Gating::Random => GateSource::Random,
         Gating::SelfGated => GateSource::Slot(Slot::W),
     })?;
-    let mut out = be.predict(Slot::W)?;
-    for v in &mut out {
+    be.predict(Slot::W)
+}
+
+/// Clamps predictions to the image range [0, 1].
+pub fn clamp(values: &mut [f32]) {
+    for v in values {
         *v = v.clamp(0.0, 1.0);
     }
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -437,10 +473,17 @@ mod tests {
                         .collect(),
                 ),
                 output: None,
+                // Terms of every channel and of vertical frequencies across the bands.
+                dct: terms::DctTerms {
+                    indices: vec![0, 4, 17, 3 * 15 + 2, 6 * 15 + 14],
+                    values: vec![0.9, -0.3, 0.2, 0.4, -0.25],
+                },
             };
             let whole = model.render(BackendChoice::Cpu, None, 11, 6).unwrap().data;
             // Bands of 2 rows: 2 rows · 6 columns · 3 channels · 16 features · 4 bytes.
-            let bands = model.render_cpu_bands(11, 6, 2 * 6 * 3 * 16 * 4).unwrap();
+            let mut bands = model.render_cpu_bands(11, 6, 2 * 6 * 3 * 16 * 4).unwrap();
+            model.dct.add_to((7, 5), (11, 6, 3), &mut bands);
+            clamp(&mut bands);
             assert_eq!(bands.len(), whole.len());
             assert!(whole.iter().any(|&v| v > 0.0 && v < 1.0));
             let err = whole

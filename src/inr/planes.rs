@@ -426,6 +426,7 @@ pub fn placeholder(plan: &FitPlan, image: &Image) -> ImageModel {
         gating: Gating::SelfGated,
         w,
         output: None,
+        dct: Default::default(),
     }
 }
 
@@ -450,7 +451,8 @@ impl FitReport {
         FitReport {
             channels: 3,
             neurons: plan.plans.iter().map(|p| p.spec.neurons).sum(),
-            nonzeros: plan.plans.iter().map(|p| p.cfg.s).sum(),
+            nonzeros: plan.plans.iter().map(|p| p.cfg.s + p.dct_terms).sum(),
+            dct_terms: plan.plans.iter().map(|p| p.dct_terms).sum(),
             colour: Some(Colour::LumaChroma),
             ..Self::start(image_name, luma, backend, out_dir)
         }
@@ -465,12 +467,13 @@ impl FitReport {
     ) -> Result<()> {
         // As many terms per plane as its model has nonzeros (the planned split, unless a plane
         // kept a model from its growing support), as `dct_psnr` has the model's total.
-        let counts = std::array::from_fn(|p| fit.planes[p].model.w.len().max(1));
+        let counts = std::array::from_fn(|p| fit.planes[p].model.nonzeros().max(1));
         let (plane_dct, dct) = planes_dct_of(image, counts)?;
         self.dct_planes_psnr = Some(dct);
         let luma = &fit.planes[0].model;
         self.gating = Some(luma.gating);
-        self.nonzeros = fit.planes.iter().map(|p| p.model.w.len()).sum();
+        self.nonzeros = fit.planes.iter().map(|p| p.model.nonzeros()).sum();
+        self.dct_terms = fit.planes.iter().map(|p| p.model.dct.len()).sum();
         self.iterations = fit.planes.iter().map(|p| p.iterations).sum();
         if self.time_budget.is_some() {
             self.iters = fit.planes[0].iterations;
@@ -483,7 +486,8 @@ impl FitReport {
                 .zip(plane_dct)
                 .map(|((p, name), dct_psnr)| PlaneReport {
                     plane: name.to_string(),
-                    nonzeros: p.model.w.len(),
+                    nonzeros: p.model.nonzeros(),
+                    dct_terms: p.model.dct.len(),
                     neurons: p.model.spec.neurons,
                     sigma: p.model.spec.sigma.clone(),
                     iterations: p.iterations,

@@ -12,12 +12,17 @@
 //! draw ([`crate::inr::InrSpec::image_frequencies`]). Files without it draw every frequency
 //! from the seed.
 //!
+//! A model with DCT terms ([`crate::inr::terms`]) has two more tensors, `dct_indices` (`u32
+//! [k]`, in the DCT's sample order of the fitted grid) and `dct_values` (`f32 [k]`). Files
+//! without them are the network alone.
+//!
 //! Loading is strict: a truncated or corrupt file, a missing or unknown metadata key, an index
 //! out of range or a non-finite value is an error that names the file and the problem.
 
 use crate::error::{Error, Result};
 use crate::iht::Gating;
 use crate::inr::planes::PlanesModel;
+use crate::inr::terms::DctTerms;
 use crate::inr::{Coords, ImageModel, InrSpec};
 use crate::problem::GateMode;
 use crate::sparse::SparseVec;
@@ -131,6 +136,30 @@ pub fn to_bytes(model: &ImageModel) -> Result<Vec<u8>> {
             .map_err(ser)?,
         ));
     }
+    let (dct_idx, dct_val): (Vec<u8>, Vec<u8>);
+    if !model.dct.is_empty() {
+        let k = model.dct.len();
+        dct_idx = model
+            .dct
+            .indices
+            .iter()
+            .flat_map(|i| i.to_le_bytes())
+            .collect();
+        dct_val = model
+            .dct
+            .values
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        tensors.push((
+            "dct_indices",
+            TensorView::new(Dtype::U32, vec![k], &dct_idx).map_err(ser)?,
+        ));
+        tensors.push((
+            "dct_values",
+            TensorView::new(Dtype::F32, vec![k], &dct_val).map_err(ser)?,
+        ));
+    }
     let out: Vec<u8>;
     if let Some(v) = &model.output {
         let m = spec.neurons;
@@ -211,7 +240,7 @@ pub fn save(model: &ImageModel, path: &Path) -> Result<()> {
 /// A model file of either kind: one network, or a colour fit's three planes.
 #[derive(Clone, Debug, PartialEq)]
 pub enum AnyModel {
-    Network(ImageModel),
+    Network(Box<ImageModel>),
     Planes(Box<PlanesModel>),
 }
 
@@ -268,7 +297,7 @@ pub fn any_from_bytes(bytes: &[u8]) -> std::result::Result<AnyModel, String> {
     if format_of(bytes).as_deref() == Some(planes::FORMAT) {
         planes::from_bytes(bytes).map(|m| AnyModel::Planes(Box::new(m)))
     } else {
-        from_bytes(bytes).map(AnyModel::Network)
+        from_bytes(bytes).map(|m| AnyModel::Network(Box::new(m)))
     }
 }
 
@@ -420,11 +449,13 @@ pub fn from_bytes(bytes: &[u8]) -> std::result::Result<ImageModel, String> {
     names.sort();
     let has = |n: &str| names.iter().any(|x| x == n);
     let (has_output, has_frequencies) = (has("output"), has("frequencies"));
-    let expected = 2 + usize::from(has_output) + usize::from(has_frequencies);
+    let has_dct = has("dct_indices") || has("dct_values");
+    let expected =
+        2 + usize::from(has_output) + usize::from(has_frequencies) + 2 * usize::from(has_dct);
     if !has("indices") || !has("values") || names.len() != expected {
         return Err(format!(
             "tensors are {names:?}, expected [\"indices\", \"values\"] and optionally \
-             \"frequencies\" and \"output\""
+             \"frequencies\", \"output\" and both of \"dct_indices\" and \"dct_values\""
         ));
     }
     let tensor = |name: &str, dtype: Dtype| -> std::result::Result<TensorView, String> {
@@ -477,6 +508,14 @@ pub fn from_bytes(bytes: &[u8]) -> std::result::Result<ImageModel, String> {
     } else {
         None
     };
+    let dct = if has_dct {
+        read_dct(tensor, (height, width, channels))?
+    } else {
+        DctTerms::default()
+    };
+    if has_output && !dct.is_empty() {
+        return Err("a model with an output layer (IMP's) has no DCT terms".into());
+    }
     let image_frequencies = if has_frequencies {
         read_frequencies(&st, d, axes, constant_feature)?
     } else {
@@ -500,7 +539,32 @@ pub fn from_bytes(bytes: &[u8]) -> std::result::Result<ImageModel, String> {
         gating,
         w: SparseVec { indices, values },
         output,
+        dct,
     })
+}
+
+/// The `dct_indices` (u32 `[k]`) and `dct_values` (f32 `[k]`) tensors: the model's DCT terms
+/// on its fitted grid, indices strictly increasing and inside it, values finite.
+fn read_dct<'a>(
+    tensor: impl Fn(&str, Dtype) -> std::result::Result<TensorView<'a>, String>,
+    (height, width, channels): (usize, usize, usize),
+) -> std::result::Result<DctTerms, String> {
+    let ti = tensor("dct_indices", Dtype::U32)?;
+    let tv = tensor("dct_values", Dtype::F32)?;
+    let terms = DctTerms {
+        indices: ti
+            .data()
+            .chunks_exact(4)
+            .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+            .collect(),
+        values: tv
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect(),
+    };
+    terms.check(height, width, channels)?;
+    Ok(terms)
 }
 
 /// The `frequencies` tensor: f32, shape [r, axes] with `r` at most the rows the features

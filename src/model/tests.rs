@@ -20,6 +20,7 @@ fn model() -> ImageModel {
         gating: Gating::SelfGated,
         w: SparseVec::from_pairs(vec![(0, 1.5), (9, -2.25), (23, 1e-30)]),
         output: None,
+        dct: Default::default(),
     }
 }
 
@@ -76,6 +77,49 @@ fn round_trip_with_image_frequencies_is_exact() {
         assert!(e.contains("frequenc"), "{e}");
     }
     assert!(to_bytes(&with_frequencies(vec![1.0; 4])).is_err());
+}
+
+fn with_terms(indices: Vec<u32>, values: Vec<f32>) -> ImageModel {
+    ImageModel {
+        dct: DctTerms { indices, values },
+        ..model()
+    }
+}
+
+#[test]
+fn round_trip_with_dct_terms_is_exact() {
+    // The 5×4×3 grid has 60 coefficients.
+    let m = with_terms(vec![0, 7, 59], vec![0.25, -1e-3, 3.5]);
+    let back = from_bytes(&to_bytes(&m).unwrap()).unwrap();
+    assert_eq!(back, m);
+    assert_eq!(back.nonzeros(), 6);
+    // Outside the grid, out of order, not finite, or beside an output layer: refused.
+    for (bad, what) in [
+        (with_terms(vec![60], vec![1.0]), "outside"),
+        (with_terms(vec![3, 3], vec![1.0, 2.0]), "ascending"),
+        (with_terms(vec![3], vec![f32::NAN]), "finite"),
+        (
+            ImageModel {
+                output: Some(vec![0.5, -1.25, 3.0]),
+                ..with_terms(vec![1], vec![1.0])
+            },
+            "output layer",
+        ),
+    ] {
+        let e = err(&to_bytes(&bad).unwrap());
+        assert!(e.contains(what), "{e}");
+    }
+    // One of the two tensors alone is not a model.
+    let bytes = to_bytes(&m).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let tensors = vec![
+        ("indices", st.tensor("indices").unwrap()),
+        ("values", st.tensor("values").unwrap()),
+        ("dct_values", st.tensor("dct_values").unwrap()),
+    ];
+    let half = safetensors::serialize(tensors, header.metadata().clone()).unwrap();
+    assert!(err(&half).contains("dct_indices"), "{}", err(&half));
 }
 
 #[test]
@@ -236,7 +280,10 @@ fn planes_round_trip_and_byte_determinism() {
     );
     // A one-network file still reads as one.
     let one = to_bytes(&model()).unwrap();
-    assert_eq!(any_from_bytes(&one).unwrap(), AnyModel::Network(model()));
+    assert_eq!(
+        any_from_bytes(&one).unwrap(),
+        AnyModel::Network(Box::new(model()))
+    );
     // The strict one-network reader does not take a planes file.
     assert!(from_bytes(&bytes).is_err());
 }

@@ -34,6 +34,7 @@ pub fn flag(p: Param) -> Option<&'static str> {
         Param::Candidates => "--candidates",
         Param::GrowFrom => "--grow-from",
         Param::TimeBudget => "--time-budget",
+        Param::DctShare => "--dct-share",
         _ => return None,
     })
 }
@@ -125,6 +126,12 @@ pub struct FitTuning {
     /// fits below s = 3000, else 1 = s from the start).
     #[arg(long, value_name = "F")]
     pub grow_from: Option<f32>,
+    /// The share of s given to DCT terms: after the network's epochs, the largest DCT
+    /// coefficients of what it leaves of the image join the model, and the network keeps the
+    /// rest of s (default 1/6 for spinr's IHT with unit coordinates, else 0; 0 fits the
+    /// network alone).
+    #[arg(long, value_name = "F")]
+    pub dct_share: Option<f64>,
 }
 
 impl FitTuning {
@@ -142,6 +149,7 @@ impl FitTuning {
             ("--candidates", self.candidates.is_some()),
             ("--grow-from", self.grow_from.is_some()),
             ("--time-budget", self.time_budget.is_some()),
+            ("--dct-share", self.dct_share.is_some()),
         ]
         .into_iter()
         .filter_map(|(flag, given)| given.then_some(flag))
@@ -200,6 +208,7 @@ impl FitTuning {
             colour: self.colour,
             frequencies: self.frequencies,
             time_budget: self.time_budget,
+            dct_share: self.dct_share,
         }
     }
 }

@@ -224,7 +224,7 @@ fn announce(a: &FitArgs, job: &Job, image: &Image, plan: &FitPlan, info: &backen
         String::new()
     };
     eprintln!(
-        "spinr: fitting {} ({}×{} {}, {} samples): {} m={}{} s={} d={} σ={} ({} coords{}){} on {} ({}), {}",
+        "spinr: fitting {} ({}×{} {}, {} samples): {} m={}{} s={}{} d={} σ={} ({} coords{}){} on {} ({}), {}",
         job.path.display(),
         image.height,
         image.width,
@@ -237,7 +237,8 @@ fn announce(a: &FitArgs, job: &Job, image: &Image, plan: &FitPlan, info: &backen
         },
         plan.spec.neurons,
         m_rule,
-        plan.cfg.s,
+        plan.cfg.s + plan.dct_terms,
+        terms_text(plan.cfg.s, plan.dct_terms),
         plan.spec.features,
         sigma_text(&plan.spec.sigma),
         plan.spec.coords.as_str(),
@@ -251,6 +252,15 @@ fn announce(a: &FitArgs, job: &Job, image: &Image, plan: &FitPlan, info: &backen
         info.adapter,
         batch_text(plan)
     );
+}
+
+/// How `s` splits between the network's weights and DCT terms, as the start-up lines print it.
+fn terms_text(weights: usize, terms: usize) -> String {
+    if terms == 0 {
+        String::new()
+    } else {
+        format!(" ({weights} weights + {terms} DCT terms)")
+    }
 }
 
 /// How many frequencies came from the image's spectrum, as the start-up lines print it.
@@ -519,6 +529,7 @@ fn salvage(
         gating: state.counters.best_gating,
         w: state.best.clone(),
         output: None,
+        dct: Default::default(),
     };
     let saved = match save_best(&model) {
         Ok(path) => format!(
@@ -652,7 +663,15 @@ fn print_and_finish(
                 format!(
                     " in planes ({})",
                     p.iter()
-                        .map(|p| format!("{} s={} m={}", p.plane, p.nonzeros, p.neurons))
+                        .map(|p| {
+                            format!(
+                                "{} s={}{} m={}",
+                                p.plane,
+                                p.nonzeros,
+                                terms_text(p.nonzeros - p.dct_terms, p.dct_terms),
+                                p.neurons
+                            )
+                        })
                         .collect::<Vec<_>>()
                         .join(", ")
                 ),
@@ -664,13 +683,18 @@ fn print_and_finish(
             None => (String::new(), report.iterations.to_string()),
         };
         println!(
-            "{}: {}×{} {}, m={} s={} d={}{planes}: {epochs} epochs in {:.1} s on {} ({})",
+            "{}: {}×{} {}, m={} s={}{} d={}{planes}: {epochs} epochs in {:.1} s on {} ({})",
             job.path.display(),
             image.height,
             image.width,
             image.kind(),
             report.neurons,
             report.nonzeros,
+            if report.planes.is_some() {
+                String::new()
+            } else {
+                terms_text(report.nonzeros - report.dct_terms, report.dct_terms)
+            },
             report.features,
             report.seconds,
             report.backend,

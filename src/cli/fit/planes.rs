@@ -36,11 +36,12 @@ pub(super) fn announce_plane(a: &FitArgs, p: usize, plan: &FitPlan, info: &Backe
         a.device.announce(info);
     }
     eprintln!(
-        "spinr: plane {} of 3, {}: m={} s={} σ={}{}{} on {} ({}), {}",
+        "spinr: plane {} of 3, {}: m={} s={}{} σ={}{}{} on {} ({}), {}",
         p + 1,
         PLANES[p],
         plan.spec.neurons,
-        plan.cfg.s,
+        plan.cfg.s + plan.dct_terms,
+        super::terms_text(plan.cfg.s, plan.dct_terms),
         super::sigma_text(&plan.spec.sigma),
         if plan.sigma_auto {
             " (read off the plane)"
