@@ -109,39 +109,32 @@ impl DctTerms {
         out: &mut [f32],
     ) {
         debug_assert_eq!(out.len(), height * width * channels);
-        // Terms of one (vertical frequency, channel) share their row factor: sum their column
-        // factors into one row first, so the cost is a pass over the image per group.
-        let mut row = vec![0.0f64; width];
+        // Terms of one vertical frequency share their row factor (the indices put them side by
+        // side): their column factors are summed into one image row first, so the cost is a
+        // pass over the image per vertical frequency in use.
+        let row_of = |i: u32| i as usize / channels / fit_w;
+        let mut row = vec![0.0f64; width * channels];
         let mut at = 0;
         while at < self.len() {
-            let (a, ch) = self.split(at, fit_w, channels);
+            let a = row_of(self.indices[at]);
             row.iter_mut().for_each(|v| *v = 0.0);
-            while at < self.len() && {
-                let (a2, ch2) = self.split(at, fit_w, channels);
-                (a2, ch2) == (a, ch)
-            } {
-                let b = (self.indices[at] as usize / channels) % fit_w;
+            while at < self.len() && row_of(self.indices[at]) == a {
+                let i = self.indices[at] as usize;
+                let (b, ch) = ((i / channels) % fit_w, i % channels);
                 let scale = self.values[at] as f64 * alpha(b, fit_w);
-                for (j, v) in row.iter_mut().enumerate() {
-                    *v += scale * cosine(b, j, width);
+                for j in 0..width {
+                    row[j * channels + ch] += scale * cosine(b, j, width);
                 }
                 at += 1;
             }
             let ra = alpha(a, fit_h);
-            for i in 0..height {
+            for (i, line) in out.chunks_exact_mut(width * channels).enumerate() {
                 let f = ra * cosine(a, i, height);
-                let line = &mut out[i * width * channels..(i + 1) * width * channels];
-                for (j, v) in row.iter().enumerate() {
-                    line[j * channels + ch] += (f * v) as f32;
+                for (o, v) in line.iter_mut().zip(&row) {
+                    *o += (f * v) as f32;
                 }
             }
         }
-    }
-
-    /// The vertical frequency and channel of term `at`.
-    fn split(&self, at: usize, fit_w: usize, channels: usize) -> (usize, usize) {
-        let i = self.indices[at] as usize;
-        (i / channels / fit_w, i % channels)
     }
 }
 
