@@ -256,7 +256,7 @@ pub struct FitPlan {
     pub width: usize,
     pub channels: usize,
     /// DCT terms added to the network after its epochs ([`super::terms`]); the network has
-    /// `cfg.s`, so the model `cfg.s + dct_terms` nonzeros.
+    /// `cfg.s` weights, so the model has `cfg.s + dct_terms` nonzeros.
     pub dct_terms: usize,
 }
 
@@ -282,7 +282,8 @@ impl FitOptions {
     }
 
     /// [`FitOptions::plan`] of one part of a fit of `whole_s` nonzeros (a colour plane): the
-    /// defaults that follow `s` (momentum) follow the whole fit's.
+    /// defaults that follow `s` (momentum) follow the whole fit's network, its nonzeros less
+    /// its DCT terms.
     pub(crate) fn plan_as_part(&self, image: &Image, whole_s: usize) -> Result<FitPlan> {
         // `s` counts the terms too, so it is checked whole.
         self.check_sizes()?;
