@@ -553,5 +553,52 @@ fn a_time_budget_sweep_budgets_the_iht_cells() {
         common::stderr(&o).contains("--time-budget: a time budget is for image fits"),
         "{}",
         common::stderr(&o)
+    ); // DCT terms too are for image fits only.
+    let mut plant: Vec<&str> = PLANT.to_vec();
+    plant.extend(["--dct-share", "0.2", "--out", "q"]);
+    let o = common::command(tmp.path()).args(&plant).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", common::stderr(&o));
+    assert!(
+        common::stderr(&o).contains("--dct-share: DCT terms are part of image models"),
+        "{}",
+        common::stderr(&o)
     );
+}
+
+/// `--dct-share` in an image sweep gives the IHT cells their DCT terms (the rows count them in
+/// `weights` and say how many in `dct_terms`), leaves IMP cells without, and is recorded.
+#[test]
+fn a_dct_share_sweep_gives_the_iht_cells_their_terms() {
+    let tmp = tempfile::tempdir().unwrap();
+    let digits = common::mnist();
+    let o = common::command(tmp.path())
+        .args([
+            "sweep",
+            "--task",
+            "inr",
+            "--image",
+            digits.to_str().unwrap(),
+        ])
+        .args(["--index", "10", "--features", "40", "--neurons", "4"])
+        .args(["--methods", "iht,imp", "--seeds", "0", "--backend", "cpu"])
+        .args(["--nonzeros", "80", "--iters", "3", "--dct-share", "0.25"])
+        .args(["--out", "d"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let rows = rows_quoted(&tmp.path().join("d/results.csv"));
+    let get = |r: &[(String, String)], k: &str| {
+        r.iter()
+            .find(|(n, _)| n == k)
+            .unwrap_or_else(|| panic!("no {k} column"))
+            .1
+            .clone()
+    };
+    assert_eq!(rows.len(), 2);
+    for r in &rows {
+        let want = if get(r, "method") == "iht" { "20" } else { "0" };
+        assert_eq!(get(r, "dct_terms"), want, "{r:?}");
+    }
+    let manifest = std::fs::read_to_string(tmp.path().join("d/sweep.json")).unwrap();
+    assert!(manifest.contains("\"dct_share\": 0.25"), "{manifest}");
 }

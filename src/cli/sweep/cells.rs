@@ -214,9 +214,10 @@ impl InrRunner {
             cell.seed,
             self.image.channels,
         );
-        // A time budget is for the IHT cells, as the other IHT flags are.
+        // A time budget and DCT terms are for the IHT cells, as the other IHT flags are.
         if method == inr_fit::Method::Imp {
             o.time_budget = None;
+            o.dct_share = None;
         }
         o
     }

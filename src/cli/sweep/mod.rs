@@ -201,6 +201,7 @@ fn options(a: &SweepArgs, task: Task) -> Value {
             ("colour", t.colour.map(|c| json!(c.as_str()))),
             ("frequencies", t.frequencies.map(|f| json!(f.as_str()))),
             ("time_budget", t.time_budget.map(|b| json!(b))),
+            ("dct_share", t.dct_share.map(|f| json!(f))),
         ];
         for (key, value) in given {
             if let Some(v) = value {
@@ -246,6 +247,13 @@ fn runner(task: Task, a: &SweepArgs) -> anyhow::Result<Box<dyn CellRunner>> {
         return Err(Error::arg(
             "--time-budget",
             "a time budget is for image fits (--task inr); give --iters",
+        )
+        .into());
+    }
+    if task != Task::Inr && a.tuning.dct_share.is_some() {
+        return Err(Error::arg(
+            "--dct-share",
+            "DCT terms are part of image models (--task inr); leave the flag out",
         )
         .into());
     }
