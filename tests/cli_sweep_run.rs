@@ -306,6 +306,15 @@ fn fields(line: &str) -> Vec<String> {
 }
 
 /// results.csv without its wall-clock column, read with quoted fields.
+/// The value of column `k` in a row of [`rows_quoted`].
+fn column(r: &[(String, String)], k: &str) -> String {
+    r.iter()
+        .find(|(n, _)| n == k)
+        .unwrap_or_else(|| panic!("no {k} column"))
+        .1
+        .clone()
+}
+
 fn rows_quoted(path: &Path) -> Vec<Vec<(String, String)>> {
     let text = std::fs::read_to_string(path).unwrap();
     let mut lines = text.lines();
@@ -519,24 +528,17 @@ fn a_time_budget_sweep_budgets_the_iht_cells() {
     );
     assert!(out.status.success(), "{}", common::stderr(&out));
     let rows = rows_quoted(&tmp.path().join("b/results.csv"));
-    let get = |r: &[(String, String)], k: &str| {
-        r.iter()
-            .find(|(n, _)| n == k)
-            .unwrap_or_else(|| panic!("no {k} column"))
-            .1
-            .clone()
-    };
     assert_eq!(rows.len(), 4);
     for r in &rows {
-        let (method, budget) = (get(r, "method"), get(r, "time_budget"));
-        let iterations: usize = get(r, "iterations").parse().unwrap();
+        let (method, budget) = (column(r, "method"), column(r, "time_budget"));
+        let iterations: usize = column(r, "iterations").parse().unwrap();
         if method == "iht" {
             assert_eq!(budget, "0.25", "{r:?}");
-            assert_eq!(get(r, "iters"), iterations.to_string());
+            assert_eq!(column(r, "iters"), iterations.to_string());
             assert!(iterations >= 1);
         } else {
             assert_eq!(budget, "", "{r:?}");
-            assert_eq!(get(r, "iters"), "30");
+            assert_eq!(column(r, "iters"), "30");
         }
     }
     let manifest = std::fs::read_to_string(tmp.path().join("b/sweep.json")).unwrap();
@@ -587,17 +589,14 @@ fn a_dct_share_sweep_gives_the_iht_cells_their_terms() {
         .unwrap();
     assert!(o.status.success(), "{}", common::stderr(&o));
     let rows = rows_quoted(&tmp.path().join("d/results.csv"));
-    let get = |r: &[(String, String)], k: &str| {
-        r.iter()
-            .find(|(n, _)| n == k)
-            .unwrap_or_else(|| panic!("no {k} column"))
-            .1
-            .clone()
-    };
     assert_eq!(rows.len(), 2);
     for r in &rows {
-        let want = if get(r, "method") == "iht" { "20" } else { "0" };
-        assert_eq!(get(r, "dct_terms"), want, "{r:?}");
+        let want = if column(r, "method") == "iht" {
+            "20"
+        } else {
+            "0"
+        };
+        assert_eq!(column(r, "dct_terms"), want, "{r:?}");
     }
     let manifest = std::fs::read_to_string(tmp.path().join("d/sweep.json")).unwrap();
     assert!(manifest.contains("\"dct_share\": 0.25"), "{manifest}");

@@ -16,6 +16,7 @@ pub use imp::ImpCheckpoint;
 
 use crate::error::{Error, Result};
 use crate::iht::{IhtCounters, IhtState};
+use crate::model::{from_le, le_bytes};
 use crate::sparse::SparseVec;
 use crate::train::LoopState;
 use safetensors::tensor::{Dtype, TensorView};
@@ -44,10 +45,6 @@ pub struct Checkpoint {
     pub state: IhtState,
     /// Seconds spent fitting before this point (over every earlier run of the fit).
     pub seconds: f64,
-}
-
-fn le_bytes<T: Copy, const N: usize>(xs: &[T], f: impl Fn(T) -> [u8; N]) -> Vec<u8> {
-    xs.iter().flat_map(|&x| f(x)).collect()
 }
 
 impl Checkpoint {
@@ -114,14 +111,8 @@ impl Checkpoint {
             if idx.len() != val.len() {
                 return Err(format!("{name}: indices and values differ in length"));
             }
-            let indices: Vec<u32> = idx
-                .chunks_exact(4)
-                .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
-                .collect();
-            let values: Vec<f32> = val
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-                .collect();
+            let indices = from_le(&idx, u32::from_le_bytes);
+            let values = from_le(&val, f32::from_le_bytes);
             if indices.windows(2).any(|p| p[0] >= p[1]) {
                 return Err(format!("{name}: indices are not strictly increasing"));
             }

@@ -6,6 +6,7 @@
 
 use super::{ClassTask, Layer, SparseNet};
 use crate::error::{Error, Result};
+use crate::model::{from_le, le_bytes};
 use crate::sparse::SparseVec;
 use safetensors::tensor::{Dtype, TensorView};
 use std::collections::HashMap;
@@ -20,10 +21,6 @@ pub struct ClassifierModel {
     pub task: ClassTask,
     pub classes: usize,
     pub net: SparseNet,
-}
-
-fn le<T: Copy, const N: usize>(xs: &[T], f: impl Fn(T) -> [u8; N]) -> Vec<u8> {
-    xs.iter().flat_map(|&x| f(x)).collect()
 }
 
 pub fn to_bytes(model: &ClassifierModel) -> Result<Vec<u8>> {
@@ -49,20 +46,20 @@ pub fn to_bytes(model: &ClassifierModel) -> Result<Vec<u8>> {
             format!("l{l}.indices"),
             Dtype::U32,
             s,
-            le(&layer.w.indices, u32::to_le_bytes),
+            le_bytes(&layer.w.indices, u32::to_le_bytes),
         ));
         buffers.push((
             format!("l{l}.values"),
             Dtype::F32,
             s,
-            le(&layer.w.values, f32::to_le_bytes),
+            le_bytes(&layer.w.values, f32::to_le_bytes),
         ));
         if let Some(o) = &layer.output {
             buffers.push((
                 format!("l{l}.output"),
                 Dtype::F32,
                 o.len(),
-                le(o, f32::to_le_bytes),
+                le_bytes(o, f32::to_le_bytes),
             ));
         }
     }
@@ -170,20 +167,11 @@ pub fn from_bytes(bytes: &[u8]) -> std::result::Result<ClassifierModel, String> 
             return Err(format!("layer {l}: indices and values differ in length"));
         }
         let w = SparseVec {
-            indices: idx
-                .chunks_exact(4)
-                .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
-                .collect(),
-            values: val
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
-                .collect(),
+            indices: from_le(&idx, u32::from_le_bytes),
+            values: from_le(&val, f32::from_le_bytes),
         };
-        let output = tensor(&format!("l{l}.output"), Dtype::F32)?.map(|b| {
-            b.chunks_exact(4)
-                .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
-                .collect()
-        });
+        let output =
+            tensor(&format!("l{l}.output"), Dtype::F32)?.map(|b| from_le(&b, f32::from_le_bytes));
         net.layers.push(Layer { m, d, w, output });
     }
     if let Some(k) = meta.keys().find(|k| !known.contains(k)) {

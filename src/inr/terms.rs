@@ -53,13 +53,15 @@ impl DctTerms {
             return Ok(DctTerms::default());
         }
         let residual = Image {
+            height: target.height,
+            width: target.width,
+            channels: target.channels,
             data: target
                 .data
                 .iter()
                 .zip(prediction)
                 .map(|(&y, &p)| y - p)
                 .collect(),
-            ..target.clone()
         };
         let coeffs = super::dct::forward(&residual)?;
         let mut kept = super::dct::largest(&coeffs, k);

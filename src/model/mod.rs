@@ -61,6 +61,20 @@ fn join(xs: &[f64]) -> String {
         .join(",")
 }
 
+/// The little-endian bytes of tensor values (safetensors stores little-endian), e.g.
+/// `le_bytes(&w.indices, u32::to_le_bytes)`; shared by every safetensors writer of spinr.
+pub(crate) fn le_bytes<T: Copy, const N: usize>(xs: &[T], f: impl Fn(T) -> [u8; N]) -> Vec<u8> {
+    xs.iter().flat_map(|&x| f(x)).collect()
+}
+
+/// The values of little-endian 4-byte tensor data, e.g. `from_le(t.data(), u32::from_le_bytes)`.
+pub(crate) fn from_le<T>(bytes: &[u8], f: impl Fn([u8; 4]) -> T) -> Vec<T> {
+    bytes
+        .chunks_exact(4)
+        .map(|b| f(b.try_into().expect("4 bytes")))
+        .collect()
+}
+
 /// Serialises a model to safetensors bytes.
 pub fn to_bytes(model: &ImageModel) -> Result<Vec<u8>> {
     let spec = &model.spec;
@@ -92,18 +106,8 @@ pub fn to_bytes(model: &ImageModel) -> Result<Vec<u8>> {
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     let s = model.w.len();
-    let idx: Vec<u8> = model
-        .w
-        .indices
-        .iter()
-        .flat_map(|i| i.to_le_bytes())
-        .collect();
-    let val: Vec<u8> = model
-        .w
-        .values
-        .iter()
-        .flat_map(|v| v.to_le_bytes())
-        .collect();
+    let idx = le_bytes(&model.w.indices, u32::to_le_bytes);
+    let val = le_bytes(&model.w.values, f32::to_le_bytes);
     let ser = |e: safetensors::SafeTensorError| Error::Io {
         path: "model".into(),
         msg: format!("cannot serialise the model: {e}"),
@@ -121,11 +125,7 @@ pub fn to_bytes(model: &ImageModel) -> Result<Vec<u8>> {
     let freq: Vec<u8>;
     if !spec.image_frequencies.is_empty() {
         let axes = spec.sigma.len();
-        freq = spec
-            .image_frequencies
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect();
+        freq = le_bytes(&spec.image_frequencies, f32::to_le_bytes);
         tensors.push((
             "frequencies",
             TensorView::new(
@@ -139,18 +139,8 @@ pub fn to_bytes(model: &ImageModel) -> Result<Vec<u8>> {
     let (dct_idx, dct_val): (Vec<u8>, Vec<u8>);
     if !model.dct.is_empty() {
         let k = model.dct.len();
-        dct_idx = model
-            .dct
-            .indices
-            .iter()
-            .flat_map(|i| i.to_le_bytes())
-            .collect();
-        dct_val = model
-            .dct
-            .values
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect();
+        dct_idx = le_bytes(&model.dct.indices, u32::to_le_bytes);
+        dct_val = le_bytes(&model.dct.values, f32::to_le_bytes);
         tensors.push((
             "dct_indices",
             TensorView::new(Dtype::U32, vec![k], &dct_idx).map_err(ser)?,
@@ -172,7 +162,7 @@ pub fn to_bytes(model: &ImageModel) -> Result<Vec<u8>> {
                 ),
             ));
         }
-        out = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        out = le_bytes(v, f32::to_le_bytes);
         let shape = if v.len() == m {
             vec![m]
         } else {
@@ -483,11 +473,7 @@ pub fn from_bytes(bytes: &[u8]) -> std::result::Result<ImageModel, String> {
             tv.shape()[0]
         ));
     }
-    let indices: Vec<u32> = ti
-        .data()
-        .chunks_exact(4)
-        .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
-        .collect();
+    let indices = from_le(ti.data(), u32::from_le_bytes);
     if let Some(p) = indices.iter().position(|&i| i as u64 >= md) {
         return Err(format!(
             "index {} at position {p} is out of range (m·d = {md})",
@@ -552,16 +538,8 @@ fn read_dct<'a>(
     let ti = tensor("dct_indices", Dtype::U32)?;
     let tv = tensor("dct_values", Dtype::F32)?;
     let terms = DctTerms {
-        indices: ti
-            .data()
-            .chunks_exact(4)
-            .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
-            .collect(),
-        values: tv
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-            .collect(),
+        indices: from_le(ti.data(), u32::from_le_bytes),
+        values: finite_f32s(&tv, "DCT term value")?,
     };
     terms.check(height, width, channels)?;
     Ok(terms)
@@ -598,11 +576,7 @@ fn read_frequencies(
 /// The little-endian f32 values of a tensor, refused naming the first that is not finite
 /// (`what`: what one value is called in the error).
 fn finite_f32s(t: &TensorView, what: &str) -> std::result::Result<Vec<f32>, String> {
-    let v: Vec<f32> = t
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect();
+    let v = from_le(t.data(), f32::from_le_bytes);
     if let Some(p) = v.iter().position(|x| !x.is_finite()) {
         return Err(format!("{what} {} at position {p} is not finite", v[p]));
     }
