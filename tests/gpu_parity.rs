@@ -698,6 +698,79 @@ fn momentum_matches_the_host_extrapolation() {
     }
 }
 
+/// Targets replaced after the fact (`set_targets`, the polish of a model with DCT terms):
+/// every pass after it sees the new targets, on both backends and across the blocks the
+/// targets move in, the CPU exactly as a backend built with them, and `None` restores the
+/// problem's own. Lengths and values that are not one finite target per sample are refused.
+#[test]
+fn replaced_targets_match_the_cpu() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(23);
+    let p = grid_problem(
+        &mut rng,
+        GateMode::Sequential,
+        &[11, 13],
+        &[3.0, 2.0],
+        20,
+        7,
+    );
+    let (n, len) = (p.n, p.m * p.d);
+    let y2: Vec<f32> = (0..n).map(|_| rng.random_range(-0.5f32..1.5)).collect();
+    let with_y2 = Arc::new(Problem {
+        y: y2.clone(),
+        ..p.clone()
+    });
+    let p = Arc::new(p);
+    let opts = GpuOptions {
+        move_block_samples: Some(13),
+        ..Default::default()
+    };
+    let mut pair = Pair::new(&p, 40, opts);
+    poison(&mut pair, &mut rng, len, 40);
+    let mut fresh = CpuBackend::new(with_y2, 40, 0).unwrap();
+    let w = random_sparse(&mut rng, len, 33);
+    let passes = |b: &mut dyn Backend| -> spinr::Result<(f64, f64, f64, Vec<f32>)> {
+        b.load(Slot::W, &w)?;
+        b.set_gates(GateSource::Slot(Slot::W))?;
+        let f = b.forward(Slot::W)?;
+        let gn = b.gradient(Slot::W, Slot::G)?;
+        let (t, _) = b.trial(Slot::W, Slot::G, Slot::TRIAL, 0.25, false)?;
+        Ok((f, gn, t, b.predict(Slot::W)?))
+    };
+    let (g0, c0) = pair.both(passes);
+    assert_scalar("forward, own targets", g0.0, c0.0);
+    pair.both(|b| b.set_targets(Some(&y2)));
+    let (g1, c1) = pair.both(passes);
+    let f1 = passes(&mut fresh).unwrap();
+    assert_eq!(
+        c1, f1,
+        "cpu: replaced targets differ from a backend built with them"
+    );
+    assert!(
+        (c1.0 - c0.0).abs() > 1e-3 * c0.0,
+        "the targets made no difference"
+    );
+    assert_scalar("forward, replaced targets", g1.0, c1.0);
+    assert_scalar("gradient, replaced targets", g1.1, c1.1);
+    assert_scalar("trial, replaced targets", g1.2, c1.2);
+    assert_dense("predict, replaced targets", &g1.3, &c1.3);
+    pair.both(|b| b.set_targets(None));
+    let (g2, c2) = pair.both(passes);
+    assert_eq!(c2, c0, "cpu: None did not restore the problem's targets");
+    assert_scalar("forward, the problem's targets again", g2.0, g0.0);
+    let mut bad = y2.clone();
+    bad[n - 1] = f32::NAN;
+    for (what, y) in [("one short", &y2[1..]), ("NaN", &bad[..])] {
+        assert!(
+            pair.gpu.set_targets(Some(y)).is_err(),
+            "gpu took targets: {what}"
+        );
+        assert!(
+            pair.cpu.set_targets(Some(y)).is_err(),
+            "cpu took targets: {what}"
+        );
+    }
+}
+
 /// Weight gates that are closed on every sample (non-negative features, negative gate
 /// weights) and neurons whose gate block is all zero (skipped by the dense pass).
 #[test]

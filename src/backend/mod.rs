@@ -257,6 +257,17 @@ pub(crate) fn check_refine_slots(v: Slot, g: Slot, trial: Slot) -> Result<()> {
     Ok(())
 }
 
+/// Checks targets handed to [`Backend::set_targets`]: one finite value per sample.
+pub(crate) fn check_targets(n: usize, y: &[f32]) -> Result<()> {
+    if y.len() != n {
+        return Err(crate::error::Error::invalid(
+            crate::error::Param::Size,
+            format!("{} targets for {n} samples", y.len()),
+        ));
+    }
+    crate::error::check_finite("targets", y)
+}
+
 /// The operations of one accelerated IHT step (ARCHITECTURE.md, "The IHT step"). All products use the gates set by
 /// [`Backend::set_gates`] and the samples set by [`Backend::set_batch`].
 pub trait Backend {
@@ -279,6 +290,13 @@ pub trait Backend {
     fn arrange(&mut self, _order: &[u32]) -> Result<()> {
         Ok(())
     }
+
+    /// Replaces the targets `y` of every sample (in the problem's sample order) with `y`, or
+    /// restores the problem's own with `None`. What the residuals held were computed from is
+    /// stale afterwards: the next pass starts with [`Backend::forward`]. Used after the epochs
+    /// (an image's DCT terms: the polish fits the network to what the terms leave), so it
+    /// may cost a copy of the `n` targets.
+    fn set_targets(&mut self, y: Option<&[f32]>) -> Result<()>;
 
     /// `r = A v − y`, kept as the current residual; returns `‖r‖²`.
     fn forward(&mut self, v: Slot) -> Result<f64>;

@@ -61,6 +61,9 @@ impl Backend for Counting<'_> {
     fn arrange(&mut self, order: &[u32]) -> Result<()> {
         self.inner.arrange(order)
     }
+    fn set_targets(&mut self, y: Option<&[f32]>) -> Result<()> {
+        self.inner.set_targets(y)
+    }
     fn forward(&mut self, v: Slot) -> Result<f64> {
         self.counts.forward += 1;
         self.inner.forward(v)

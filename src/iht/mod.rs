@@ -290,7 +290,16 @@ pub fn fit_with(
     cfg: &IhtConfig,
     observe: impl FnMut(&EpochReport) -> ControlFlow<()>,
 ) -> Result<FitResult> {
-    fit_from(backend, problem, n, cfg, None, observe, &mut NoCheckpoints)
+    fit_from(
+        backend,
+        problem,
+        n,
+        cfg,
+        None,
+        observe,
+        &mut NoCheckpoints,
+        None,
+    )
 }
 
 /// After the epochs: the polish rounds where they apply (ReLU gating, not stopped, `time_left`
@@ -301,12 +310,23 @@ fn polish_if_due(
     gating: Gating,
     out: &LoopOutcome,
     time_left: bool,
+    targets: Option<&mut dyn PolishTargets>,
 ) -> Result<f64> {
     let loss = out.best_loss.unwrap_or(f64::INFINITY);
     if cfg.polish > 0 && gating == Gating::SelfGated && !out.stopped && time_left {
-        return polish(backend, cfg, loss);
+        return polish(backend, cfg, loss, targets);
     }
     Ok(loss)
+}
+
+/// What the polish fits the network to when the model is more than the network
+/// (ARCHITECTURE.md, "Polish"): a part fitted to the network's residual (an image's DCT
+/// terms) is chosen again for each round's network, and the round fits the network to what
+/// that part leaves of the targets. Each round then lowers the loss of the whole model.
+pub trait PolishTargets {
+    /// The targets of the next round, given the network's prediction on every sample
+    /// (unclamped, in the problem's sample order).
+    fn targets(&mut self, prediction: &[f32]) -> Result<Vec<f32>>;
 }
 
 fn fit_result(
@@ -330,8 +350,15 @@ fn fit_result(
 /// is a linear least-squares problem on its support, which conjugate gradients solve far
 /// better than the few refinement steps each IHT step has; then the gates follow the new
 /// weights and the next round goes on. Keeps a round only if the ReLU network's loss drops.
-/// Returns the best loss.
-pub fn polish(backend: &mut dyn Backend, cfg: &IhtConfig, mut best: f64) -> Result<f64> {
+/// Returns the best loss. With `targets`, each round fits the targets they give for `BEST`
+/// (its loss is taken against them), the last round's loss is returned, and the problem's
+/// own targets are restored at the end.
+pub fn polish(
+    backend: &mut dyn Backend,
+    cfg: &IhtConfig,
+    mut best: f64,
+    mut targets: Option<&mut dyn PolishTargets>,
+) -> Result<f64> {
     let cg = IhtConfig {
         inner: POLISH_STEPS,
         ..cfg.clone()
@@ -340,7 +367,14 @@ pub fn polish(backend: &mut dyn Backend, cfg: &IhtConfig, mut best: f64) -> Resu
     for _ in 0..cfg.polish {
         backend.copy(Slot::V, Slot::BEST)?;
         backend.set_gates(GateSource::Slot(Slot::V))?;
+        if let Some(t) = targets.as_deref_mut() {
+            let y = t.targets(&backend.predict(Slot::V)?)?;
+            backend.set_targets(Some(&y))?;
+        }
         let f_v = backend.forward(Slot::V)?;
+        if targets.is_some() {
+            best = f_v;
+        }
         let v = refine_cg(backend, &cg, f_v)?;
         backend.set_gates(GateSource::Slot(v))?;
         let f = backend.forward(v)?;
@@ -349,6 +383,9 @@ pub fn polish(backend: &mut dyn Backend, cfg: &IhtConfig, mut best: f64) -> Resu
         }
         backend.copy(Slot::BEST, v)?;
         best = f;
+    }
+    if targets.is_some() {
+        backend.set_targets(None)?;
     }
     Ok(best)
 }

@@ -7,7 +7,7 @@
 //! follow the weights, `W`'s own (every update and every rescue ends by setting them from
 //! `W`). Residuals, gate masks and feature columns are caches a backend rebuilds from these.
 
-use super::{fit_result, polish_if_due, FitResult, Gating, IhtConfig, IhtLearner};
+use super::{fit_result, polish_if_due, FitResult, Gating, IhtConfig, IhtLearner, PolishTargets};
 use crate::backend::{Backend, GateSource, Slot};
 use crate::error::Result;
 use crate::pace::TimeBudget;
@@ -120,7 +120,9 @@ impl IhtLearner<'_> {
 /// [`super::fit_with`] from a saved point (or the start), saving through `checkpoints` at the
 /// pauses it asks for. A fit resumed from a state saved by an earlier run with the same
 /// problem, configuration and backend ends exactly as that run would have (bit for bit on the
-/// CPU backend).
+/// CPU backend). `polish_targets`: what the polish fits when the model is more than the
+/// network ([`super::polish`]).
+#[allow(clippy::too_many_arguments)]
 pub fn fit_from(
     backend: &mut dyn Backend,
     problem: Option<&Problem>,
@@ -129,6 +131,7 @@ pub fn fit_from(
     resume: Option<&Resume>,
     observe: impl FnMut(&EpochReport) -> ControlFlow<()>,
     checkpoints: &mut dyn Checkpointer,
+    polish_targets: Option<&mut dyn PolishTargets>,
 ) -> Result<FitResult> {
     let schedule = cfg.schedule(n);
     let mut learner = IhtLearner::new(backend, cfg)?;
@@ -162,6 +165,6 @@ pub fn fit_from(
     // A budget the epochs have already spent (one epoch took longer than all of it) leaves
     // nothing for the polish either.
     let time_left = !budget.as_mut().is_some_and(|b| b.spent());
-    let loss = polish_if_due(backend, cfg, gating, &out, time_left)?;
+    let loss = polish_if_due(backend, cfg, gating, &out, time_left, polish_targets)?;
     fit_result(backend, gating, loss, out)
 }

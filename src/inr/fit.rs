@@ -255,7 +255,7 @@ pub struct FitPlan {
     pub height: usize,
     pub width: usize,
     pub channels: usize,
-    /// DCT terms added to the network after its epochs ([`super::terms`]); the network has
+    /// DCT terms beside the network, fitted with it in the polish ([`super::terms`]); it has
     /// `cfg.s` weights, so the model has `cfg.s + dct_terms` nonzeros.
     pub dct_terms: usize,
 }
@@ -546,6 +546,10 @@ impl FitPlan {
             }
             e.add("gate masks", m.min(2 * s + 64) * n.div_ceil(64) * 8);
         }
+        if self.dct_terms > 0 {
+            // The polish's targets without the terms: the host's and the backend's copy.
+            e.add("polish targets", 2 * 4 * n);
+        }
         e
     }
 
@@ -611,6 +615,15 @@ pub fn fit_iht_from(
     checkpoints: &mut dyn Checkpointer,
 ) -> Result<ImageFit> {
     let start = Instant::now();
+    // With DCT terms the polish fits the network to what its terms leave.
+    let mut terms_left = super::terms::TermsLeft {
+        image,
+        k: plan.dct_terms,
+    };
+    let polish_targets = match plan.dct_terms {
+        0 => None,
+        _ => Some(&mut terms_left as &mut dyn iht::PolishTargets),
+    };
     let fit: FitResult = iht::fit_from(
         backend,
         Some(problem),
@@ -619,6 +632,7 @@ pub fn fit_iht_from(
         resume,
         observe,
         checkpoints,
+        polish_targets,
     )?;
     let seconds = start.elapsed().as_secs_f64();
     // Evaluate the best model exactly as `spinr render` will: the network's prediction, its

@@ -8,7 +8,10 @@
 //! clamping) join the model. With an orthonormal basis those `k` are the best `k`-term
 //! correction of that residual. A term is one number, as a weight is, so the model keeps `s`
 //! nonzeros in all; its index (in [`super::dct`]'s sample order of the fitted grid) is implied
-//! by the position, as a weight's flat index is.
+//! by the position, as a weight's flat index is. The polish after the epochs fits the network
+//! and its terms together ([`TermsLeft`]): each round fits the network to the image less the
+//! terms of its starting network's residual, so the weights stop spending on what the terms
+//! hold; the model keeps the terms of the polished network's residual.
 //!
 //! A term is a continuous function of the unit coordinates, `α_a α_b cos(π a u) cos(π b v)` with
 //! `u`, `v` the pixel centres in (0, 1) and `α` the fitted grid's orthonormal scales, so a model
@@ -24,6 +27,25 @@ use crate::inr::Image;
 pub struct DctTerms {
     pub indices: Vec<u32>,
     pub values: Vec<f32>,
+}
+
+/// The polish's targets for a model of `k` DCT terms ([`crate::iht::PolishTargets`]): the
+/// image less the `k` terms of the network's residual, chosen again for each round's network,
+/// so that the network and its terms are fitted together rather than one after the other.
+pub struct TermsLeft<'a> {
+    pub image: &'a Image,
+    pub k: usize,
+}
+
+impl crate::iht::PolishTargets for TermsLeft<'_> {
+    fn targets(&mut self, prediction: &[f32]) -> Result<Vec<f32>> {
+        let mut terms = DctTerms::of_residual(self.image, prediction, self.k)?;
+        terms.values.iter_mut().for_each(|v| *v = -*v);
+        let mut y = self.image.data.clone();
+        let (h, w, c) = (self.image.height, self.image.width, self.image.channels);
+        terms.add_to((h, w), (h, w, c), &mut y);
+        Ok(y)
+    }
 }
 
 impl DctTerms {

@@ -407,6 +407,7 @@ pub fn run_from(
             }
         },
         checkpoints,
+        None,
     )?;
     // An early stop is not an interrupt: the polish still runs.
     if stopped_early
@@ -414,7 +415,7 @@ pub fn run_from(
         && fit.gating == Gating::SelfGated
         && cfg.batch_size.is_none()
     {
-        fit.loss = crate::iht::polish(backend, cfg, fit.loss)?;
+        fit.loss = crate::iht::polish(backend, cfg, fit.loss, None)?;
         fit.w = backend.read(Slot::BEST)?;
     }
     fit.stopped &= !stopped_early;

@@ -284,7 +284,7 @@ impl CpuBackend {
             false => plan.runs.iter().map(|r| self.mask(r.neuron)).collect(),
         };
         let batch = self.batch.as_deref();
-        let y = subtract_y.then_some(self.problem.y.as_slice());
+        let y = subtract_y.then_some(self.targets());
         let blocks = pass_blocks(len, self.threads);
         let chunks = split_by(out, &blocks);
         let pass = Pass {

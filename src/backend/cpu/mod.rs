@@ -103,6 +103,8 @@ pub struct CpuBackend {
     trial_of: Option<Stamp>,
     direction_of: Option<Stamp>,
     last_gnorm: f64,
+    /// Targets that replace the problem's (`Backend::set_targets`).
+    targets: Option<Vec<f32>>,
     meter: MemoryMeter,
     threads: usize,
 }
@@ -148,10 +150,16 @@ impl CpuBackend {
             trial_of: None,
             direction_of: None,
             last_gnorm: 0.0,
+            targets: None,
             meter,
             threads: rayon::current_num_threads(),
             problem,
         })
+    }
+
+    /// The targets in force: the problem's, or those of [`Backend::set_targets`].
+    fn targets(&self) -> &[f32] {
+        self.targets.as_deref().unwrap_or(&self.problem.y)
     }
 
     fn stamp(&self, slot: Slot) -> Stamp {
@@ -285,8 +293,9 @@ impl CpuBackend {
 
     /// Upper bound on the working memory of a fit, in bytes, excluding the problem's own data
     /// (features, targets). Nothing here grows with `m·d`, `n·m` or `n·d`:
-    /// `12n` (the residual, the trial residual and `A_S g`) + `(256 + 128·threads)·s` (slots, gates,
-    /// top-s buffer, per-thread gradient partials and gate blocks) + the tile buffers
+    /// `16n` (the residual, the trial residual, `A_S g` and targets that replace the
+    /// problem's) + `(256 + 128·threads)·s` (slots, gates, top-s buffer, per-thread gradient
+    /// partials and gate blocks) + the tile buffers
     /// `4·(threads+2)·(2·T·d + 128·d + 128·T + 262144)` with `T = min(m, 262144/d)` neurons per
     /// tile + only when the features fit `feature_cache` bytes: `8·(n + 32)·d` (all columns, and
     /// a minibatch's or an epoch's layout of them, each column padded by under 32 floats) and
@@ -304,7 +313,7 @@ impl CpuBackend {
         } else {
             0
         };
-        12 * n
+        16 * n
             + (256 + 128 * threads as u64) * s as u64
             + tile_bytes(problem.d, t, threads)
             + cache
@@ -467,6 +476,23 @@ impl Backend for CpuBackend {
         }
         self.gates = new;
         self.env += 1;
+        Ok(())
+    }
+
+    fn set_targets(&mut self, y: Option<&[f32]>) -> Result<()> {
+        if let Some(y) = y {
+            super::check_targets(self.problem.n, y)?;
+        }
+        if let Some(old) = self.targets.take() {
+            self.meter.free((old.len() * 4) as u64);
+        }
+        if let Some(y) = y {
+            self.meter.alloc((y.len() * 4) as u64);
+            self.targets = Some(y.to_vec());
+        }
+        // Residuals depend on the targets; `A_S p` (the direction) does not.
+        self.residual_of = None;
+        self.trial_of = None;
         Ok(())
     }
 

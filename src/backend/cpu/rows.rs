@@ -117,7 +117,7 @@ impl CpuBackend {
     pub(super) fn apply_rows(&self, v: &SparseVec, subtract_y: bool, out: &mut [f32]) -> f64 {
         let plan = self.plan(v);
         let batch = self.batch.as_deref();
-        let y = &self.problem.y;
+        let y = self.targets();
         let len = out.len();
         let sums: Vec<f64> = out
             .par_chunks_mut(BLOCK)

@@ -108,8 +108,9 @@ pub struct FitTuning {
     #[arg(long, value_name = "true|false")]
     pub rescue: Option<bool>,
     /// Rounds of 20 conjugate-gradient steps over all pixels on the final support after the
-    /// last epoch, gates updated between rounds (ReLU gating; default 3 full batch, 1 with
-    /// minibatches, the paper's variant 0).
+    /// last epoch, gates updated between rounds (ReLU gating; with DCT terms each round fits
+    /// the network to the image less its terms; default 3 full batch, 1 with minibatches, the
+    /// paper's variant 0).
     #[arg(long, value_name = "R")]
     pub polish: Option<usize>,
     /// Momentum β of minibatch updates: each starts from w + β·(w − w_prev) on w's support
@@ -126,10 +127,10 @@ pub struct FitTuning {
     /// fits below s = 3000, else 1 = s from the start).
     #[arg(long, value_name = "F")]
     pub grow_from: Option<f32>,
-    /// The share of s given to DCT terms: after the network's epochs, the largest DCT
-    /// coefficients of what it leaves of the image join the model, and the network keeps the
-    /// rest of s (default 1/6 for spinr's IHT with unit coordinates, else 0; 0 fits the
-    /// network alone).
+    /// The share of s given to DCT terms: the largest DCT coefficients of what the network
+    /// leaves of the image join the model (fitted with it in the polish), and the network
+    /// keeps the rest of s (default 1/6 for spinr's IHT with unit coordinates, else 0; 0 fits
+    /// the network alone).
     #[arg(long, value_name = "F")]
     pub dct_share: Option<f64>,
 }
