@@ -300,6 +300,9 @@ impl FitOptions {
             let whole_net = whole_s - super::terms::terms_of(whole_s, share);
             let mut plan = network.plan_as_part(image, whole_net)?;
             plan.dct_terms = terms;
+            if self.iht.polish.is_none() {
+                plan.cfg.polish = plan.cfg.polish.max(iht::DEFAULT_TERMS_POLISH);
+            }
             return Ok(plan);
         }
         if self.gates == GateMode::Gaussian {
@@ -916,6 +919,41 @@ mod tests {
         assert_eq!(auto_growth(43_520, 1000), Some((256, 10_880)));
         // 512², s = 3000: n/256; the last batch is n/4, at most 65536.
         assert_eq!(auto_growth(262_144, 3000), Some((1024, 65_536)));
+    }
+
+    /// Fits with DCT terms polish at least two rounds (the terms are chosen again each
+    /// round); without terms minibatch fits keep one, full-batch fits three, and `--polish`
+    /// decides when given.
+    #[test]
+    fn fits_with_dct_terms_polish_two_rounds() {
+        let image = |side: usize| Image {
+            height: side,
+            width: side,
+            channels: 1,
+            data: (0..side * side)
+                .map(|i| {
+                    (0.5 + 0.4 * ((i % side) as f32 * 0.3).sin()) * (i / side) as f32 / side as f32
+                })
+                .collect(),
+        };
+        let polish = |side: usize, change: &dyn Fn(&mut FitOptions)| {
+            let mut o = FitOptions {
+                nonzeros: 600,
+                ..FitOptions::default()
+            };
+            change(&mut o);
+            let plan = o.plan(&image(side)).unwrap();
+            (
+                plan.dct_terms,
+                plan.cfg.batch_size.is_some(),
+                plan.cfg.polish,
+            )
+        };
+        assert_eq!(polish(100, &|_| ()), (100, true, 2));
+        assert_eq!(polish(100, &|o| o.dct_share = Some(0.0)), (0, true, 1));
+        assert_eq!(polish(100, &|o| o.iht.polish = Some(1)), (100, true, 1));
+        assert_eq!(polish(100, &|o| o.coords = Coords::Pixel), (0, true, 1));
+        assert_eq!(polish(64, &|_| ()), (100, false, 3));
     }
 
     #[test]

@@ -109,8 +109,8 @@ pub struct FitTuning {
     pub rescue: Option<bool>,
     /// Rounds of 20 conjugate-gradient steps over all pixels on the final support after the
     /// last epoch, gates updated between rounds (ReLU gating; with DCT terms each round fits
-    /// the network to the image less its terms; default 3 full batch, 1 with minibatches, the
-    /// paper's variant 0).
+    /// the network to the image less its terms; default 3 full batch, 1 with minibatches, 2
+    /// with minibatches and DCT terms, the paper's variant 0).
     #[arg(long, value_name = "R")]
     pub polish: Option<usize>,
     /// Momentum β of minibatch updates: each starts from w + β·(w − w_prev) on w's support
