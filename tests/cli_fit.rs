@@ -98,6 +98,20 @@ fn png(path: &Path) -> (u32, u32, u8, Vec<u8>) {
     (img.width(), img.height(), c, img.into_bytes())
 }
 
+/// `spinr render` of the model in `dir/out` at its own size gives its `reconstruction.png`
+/// byte for byte.
+#[track_caller]
+fn assert_renders_its_reconstruction(dir: &Path, out: &str) {
+    let model = format!("{out}/model.safetensors");
+    let again = format!("{out}-again.png");
+    let o = spinr(dir, &["render", &model, "--out", &again]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        png(&dir.join(&again)).3,
+        png(&dir.join(out).join("reconstruction.png")).3
+    );
+}
+
 fn psnr_u8(a: &[u8], b: &[f32]) -> f64 {
     assert_eq!(a.len(), b.len());
     let mse = a
@@ -186,13 +200,7 @@ fn fits_an_mnist_digit_and_renders_it_back() {
     );
 
     // A reloaded model renders the same pixels.
-    let out = spinr(
-        dir.path(),
-        &["render", "digit/model.safetensors", "--out", "again.png"],
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-    let (_, _, _, again) = png(&dir.path().join("again.png"));
-    assert_eq!(again, recon);
+    assert_renders_its_reconstruction(dir.path(), "digit");
 
     // At another size a pixel-coordinate model is resampled onto its grid.
     let out = spinr(
@@ -360,15 +368,7 @@ fn fits_colour_and_sixteen_bit_images() {
         ["model.safetensors", "reconstruction.png", "report.json"]
     );
     // The model file renders the reconstruction exactly, and at any size.
-    let out = spinr(
-        dir.path(),
-        &["render", "c/model.safetensors", "--out", "same.png"],
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(
-        png(&dir.path().join("same.png")).3,
-        png(&dir.path().join("c/reconstruction.png")).3
-    );
+    assert_renders_its_reconstruction(dir.path(), "c");
     let out = spinr(
         dir.path(),
         &[
@@ -876,15 +876,7 @@ fn a_sixth_of_the_nonzeros_are_dct_terms_by_default() {
         with.psnr,
         alone.psnr
     );
-    let out = spinr(
-        dir.path(),
-        &["render", "terms/model.safetensors", "--out", "same.png"],
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(
-        png(&dir.path().join("same.png")).3,
-        png(&dir.path().join("terms/reconstruction.png")).3
-    );
+    assert_renders_its_reconstruction(dir.path(), "terms");
     for (extra, out) in [
         (&["--dct-share", "1"][..], "one"),
         (&["--dct-share=-0.5"][..], "negative"),

@@ -166,8 +166,8 @@ pub const DEFAULT_POLISH: usize = 3;
 pub const DEFAULT_MINIBATCH_POLISH: usize = 1;
 /// Polish rounds, at least, of image fits with DCT terms: each round also chooses the terms
 /// again, so a second round has more to gain than a round of the network alone (README, "The
-/// network and its terms, fitted together": +0.42 dB at the median at 128² with s = 10 000,
-/// +0.01 to +0.05 at s ≤ 3000, for 3–8% more time).
+/// network and its terms, fitted together": the second round adds +0.42 dB at the median at
+/// 128² with s = 10 000 and +0.01 to +0.07 at s ≤ 3000; fits take 1.01–1.09× 0.12.0's time).
 pub const DEFAULT_TERMS_POLISH: usize = 2;
 
 /// Momentum of spinr's minibatch image fits ([`IhtConfig::momentum`]) from

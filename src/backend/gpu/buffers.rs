@@ -393,6 +393,31 @@ pub(crate) fn create(
     })
 }
 
+/// Writes the targets of samples `start..start + y.len()` into their region of `F`.
+pub(crate) fn write_targets(
+    queue: &wgpu::Queue,
+    f: &wgpu::Buffer,
+    lay: &Layout,
+    start: usize,
+    y: &[f32],
+) {
+    let at = (lay.cfg.f_targets as usize + start) as u64 * 4;
+    queue.write_buffer(f, at, bytemuck::cast_slice(y));
+}
+
+/// Writes the problem's own targets into `F`, a block of samples at a time.
+pub(crate) fn upload_targets(
+    queue: &wgpu::Queue,
+    f: &wgpu::Buffer,
+    lay: &Layout,
+    problem: &Problem,
+) -> Result<()> {
+    samples::for_each_targets(problem, lay.read_blocks, |range, y| {
+        write_targets(queue, f, lay, range.start, y);
+        Ok(())
+    })
+}
+
 impl Buffers {
     pub fn new(
         ctx: &GpuContext,
@@ -443,11 +468,7 @@ impl Buffers {
         );
         // Initial contents: targets, phase tables, zeroed lengths and histogram.
         let c = &lay.cfg;
-        samples::for_each_targets(problem, lay.read_blocks, |range, y| {
-            let at = (c.f_targets as usize + range.start) as u64 * 4;
-            ctx.queue.write_buffer(&f, at, bytemuck::cast_slice(y));
-            Ok(())
-        })?;
+        upload_targets(&ctx.queue, &f, lay, problem)?;
         if let (1, Features::Grid(g)) = (c.grid_features, &problem.features) {
             for (a, table) in g.phases.iter().enumerate() {
                 ctx.queue.write_buffer(

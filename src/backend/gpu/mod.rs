@@ -457,27 +457,14 @@ impl Backend for GpuBackend {
     }
 
     fn set_targets(&mut self, y: Option<&[f32]>) -> Result<()> {
-        // The targets region holds all `n` in sample order; a block at a time, as at load.
-        let at = |start: usize| (self.lay.cfg.f_targets as usize + start) as u64 * 4;
-        let queue = &self.ctx.queue;
-        match y {
-            Some(y) => {
-                super::check_targets(self.problem.n, y)?;
-                for range in self.lay.read_blocks.iter() {
-                    let block = bytemuck::cast_slice(&y[range.clone()]);
-                    queue.write_buffer(&self.bufs.f, at(range.start), block);
-                }
-            }
-            None => {
-                crate::samples::for_each_targets(
-                    self.problem.as_ref(),
-                    self.lay.read_blocks,
-                    |r, y| {
-                        queue.write_buffer(&self.bufs.f, at(r.start), bytemuck::cast_slice(y));
-                        Ok(())
-                    },
-                )?;
-            }
+        // A block of samples at a time, as at load.
+        let (queue, f, lay) = (&self.ctx.queue, &self.bufs.f, &self.lay);
+        let Some(y) = y else {
+            return buffers::upload_targets(queue, f, lay, &self.problem);
+        };
+        super::check_targets(self.problem.n, y)?;
+        for range in lay.read_blocks.iter() {
+            buffers::write_targets(queue, f, lay, range.start, &y[range]);
         }
         Ok(())
     }
